@@ -1,0 +1,175 @@
+// The layer zoo. Shapes: activations (N, C, H, W) stored NHWC, features (N, C).
+#pragma once
+#include <cassert>
+#include <map>
+#include <unordered_map>
+#include <random>
+
+#include "nn/layer.h"
+
+namespace frugal::nn {
+
+/// Replaces the forward product of a conv / linear layer by quantized or approximate arithmetic
+/// (implemented in lib/approx). Backward stays the exact oneDNN one: the straight-through estimator.
+class ApproxForward {
+ public:
+  virtual ~ApproxForward() = default;
+  virtual std::string describe() const = 0;
+  /// src: (N, C, H, W) NHWC or (N, IN); weights plain; bias (OC) or nullptr; dst sized by the layer.
+  virtual void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) = 0;
+};
+
+struct Conv2dOptions {
+  int in = 0, out = 0, kernel = 3, stride = 1, pad = 1, groups = 1;
+  bool bias = true;
+};
+
+/// 2-D convolution (cross-correlation). weights (OC, IC/G, KH, KW), bias (OC).
+class Conv2d : public Layer {
+ public:
+  explicit Conv2d(const Conv2dOptions& o, std::mt19937_64& rng);
+  ~Conv2d() override;
+  std::string name() const override;
+  Dims dst_dims(const Dims& src) const override;
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+  std::vector<Param*> params() override;
+  int64_t macs(const Dims& src) const override;
+  void set_prefix(const std::string& p) override;
+  const Conv2dOptions& options() const { return o_; }
+  void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
+  const ApproxForward* approx() const { return approx_.get(); }
+  Param& weight() { return w_; }
+
+ private:
+  struct Prims;
+  Prims& prims(const Dims& src);
+  Conv2dOptions o_;
+  Param w_, b_;
+  std::map<Dims, std::unique_ptr<Prims>> cache_;
+  const Tensor* src_ = nullptr;
+  std::shared_ptr<ApproxForward> approx_;
+};
+
+struct LinearOptions {
+  int in = 0, out = 0;
+  bool bias = true;
+};
+
+/// Fully connected layer. src (N, IN), weights (OUT, IN), bias (OUT), dst (N, OUT).
+class Linear : public Layer {
+ public:
+  Linear(const LinearOptions& o, std::mt19937_64& rng);
+  ~Linear() override;
+  std::string name() const override;
+  Dims dst_dims(const Dims& src) const override;
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+  std::vector<Param*> params() override;
+  int64_t macs(const Dims& src) const override;
+  void set_prefix(const std::string& p) override;
+  const LinearOptions& options() const { return o_; }
+  void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
+  const ApproxForward* approx() const { return approx_.get(); }
+  Param& weight() { return w_; }
+
+ private:
+  struct Prims;
+  Prims& prims(const Dims& src);
+  LinearOptions o_;
+  Param w_, b_;
+  std::map<Dims, std::unique_ptr<Prims>> cache_;
+  const Tensor* src_ = nullptr;
+  std::shared_ptr<ApproxForward> approx_;
+};
+
+/// Batch normalization over N (and H, W). scale/shift (C); running mean/var (C), momentum as PyTorch's.
+class BatchNorm : public Layer {
+ public:
+  BatchNorm(int channels, float momentum = 0.1f, float eps = 1e-5f);
+  ~BatchNorm() override;
+  std::string name() const override;
+  Dims dst_dims(const Dims& src) const override { return src; }
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+  std::vector<Param*> params() override;
+  std::vector<Buffer> buffers() override;
+  void set_prefix(const std::string& p) override;
+
+ private:
+  struct Prims;
+  Prims& prims(const Dims& src, bool train);
+  int c_;
+  float momentum_, eps_;
+  Param scale_, shift_;
+  Tensor running_mean_, running_var_;
+  Tensor mean_, var_;  // (C) batch statistics of the last training forward
+  std::map<std::pair<Dims, bool>, std::unique_ptr<Prims>> cache_;
+  const Tensor* src_ = nullptr;
+};
+
+class ReLU : public Layer {
+ public:
+  ReLU();
+  ~ReLU() override;
+  std::string name() const override { return "relu"; }
+  Dims dst_dims(const Dims& src) const override { return src; }
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+
+ private:
+  struct Prims;
+  Prims& prims(const Dims& src);
+  std::map<Dims, std::unique_ptr<Prims>> cache_;
+  const Tensor* src_ = nullptr;
+};
+
+enum class PoolKind { max, avg };
+
+/// Max or average pooling; kernel 0 means global (kernel = H x W).
+class Pool : public Layer {
+ public:
+  Pool(PoolKind kind, int kernel, int stride, int pad = 0);
+  ~Pool() override;
+  std::string name() const override;
+  Dims dst_dims(const Dims& src) const override;
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+
+ private:
+  struct Prims;
+  Prims& prims(const Dims& src, bool train);
+  PoolKind kind_;
+  int kernel_, stride_, pad_;
+  std::map<std::pair<Dims, bool>, std::unique_ptr<Prims>> cache_;
+  Dims src_dims_;
+};
+
+/// Inverted dropout: zeroes each element with probability p, scales the rest by 1/(1-p). Mask from the
+/// per-step seed, so a resumed run draws the same masks.
+class Dropout : public Layer {
+ public:
+  explicit Dropout(float p) : p_(p) {}
+  std::string name() const override;
+  Dims dst_dims(const Dims& src) const override { return src; }
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+
+ private:
+  float p_;
+  std::vector<uint8_t> mask_;
+};
+
+/// (N, C, H, W) -> (N, C*H*W). The feature order is the storage order (H, W, C).
+class Flatten : public Layer {
+ public:
+  std::string name() const override { return "flatten"; }
+  Dims dst_dims(const Dims& src) const override;
+  void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
+  void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+
+ private:
+  Dims src_dims_;
+};
+
+}  // namespace frugal::nn
