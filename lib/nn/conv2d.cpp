@@ -40,7 +40,6 @@ Conv2d::Conv2d(const Conv2dOptions& o, std::mt19937_64& rng) : o_(o) {
     b_.value.resize({o.out});
     b_.value.zero();
     b_.grad.resize({o.out});
-    b_.decay = false;
   }
   set_prefix("");
 }

@@ -29,7 +29,6 @@ Linear::Linear(const LinearOptions& o, std::mt19937_64& rng) : o_(o) {
     b_.value.resize({o.out});
     b_.grad.resize({o.out});
     for (int64_t i = 0; i < o.out; ++i) b_.value.data()[i] = ud(rng);
-    b_.decay = false;
   }
   set_prefix("");
 }

@@ -1,0 +1,149 @@
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "approx/characterize.h"
+#include "approx/energy.h"
+#include "approx/multiplier.h"
+#include "commands.h"
+#include "data/dataset.h"
+#include "io/config.h"
+#include "io/files.h"
+#include "train/approx_attach.h"
+#include "train/evaluate.h"
+#include "train/model_io.h"
+#include "util/check.h"
+
+namespace frugal::app {
+
+using json = nlohmann::json;
+
+namespace {
+struct EvalArgs {
+  std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all";
+  int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
+  bool no_speed = false;
+};
+
+/// Multiplier characterization over all 65,536 operand pairs (EvoApproxLib metrics) + heat-map PNG.
+void characterize_multiplier(const EvalArgs& a) {
+  auto m = approx::make_multiplier(a.multiplier);
+  json r = approx::characterize(*m);
+  json out{{"kind", "multiplier"}, {"multiplier", a.multiplier}, {"metrics", r}, {"environment", train::environment_info()}};
+  std::printf("multiplier %s\n", a.multiplier.c_str());
+  for (auto& [k, v] : r.items())
+    if (v.is_number()) std::printf("  %-22s %.6g\n", k.c_str(), v.get<double>());
+  if (!a.out.empty()) {
+    io::make_dirs(a.out);
+    std::string png = a.out + "/error_heatmap.png";
+    approx::write_error_heatmap_png(*m, png);
+    out["heatmap_png"] = png;
+    io::write_file_atomic(a.out + "/multiplier.json", out.dump(2) + "\n");
+    std::printf("wrote %s/multiplier.json and %s\n", a.out.c_str(), png.c_str());
+  } else {
+    std::printf("%s\n", out.dump(2).c_str());
+  }
+}
+
+void evaluate_model(const EvalArgs& a) {
+  auto lm = train::load_model(a.model);
+  nn::Model& model = *lm.model;
+  std::string dataset = a.dataset;
+  if (dataset.empty() && lm.meta.contains("config")) dataset = lm.meta["config"].value("dataset", "");
+  FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset)");
+  io::Config cfg;
+  cfg.set("multiplier=" + a.multiplier);
+  cfg.set("bits=" + std::to_string(a.bits));
+  cfg.set("act_bits=" + std::to_string(a.act_bits));
+  cfg.set("approx_mode=" + a.mode);
+  cfg.set("approx_layers=" + a.layers);
+  json approx_info = train::attach_approx(model, cfg);
+  auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
+  auto norm = data::default_normalization(ds.test.name);
+  auto t0 = std::chrono::steady_clock::now();
+  train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch);
+  double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  json j{{"kind", "evaluate"}, {"model_file", a.model}, {"dataset", dataset}, {"metrics", em.to_json(true)}};
+  j["metrics"]["eval_s"] = eval_s;
+  j["metrics"]["params"] = model.num_params();
+  j["metrics"]["macs_per_image"] = model.macs_per_image();
+  j["metrics"]["model_file_bytes"] = std::filesystem::file_size(a.model);
+  j["metrics"]["weights_fp32_bytes"] = model.num_params() * 4;
+  // energy per image: each conv/linear layer's MACs at its arithmetic (Horowitz 45 nm)
+  std::vector<approx::LayerCost> costs;
+  const Dims& chw = model.input_chw();
+  std::unique_ptr<approx::Multiplier> mult;
+  if (!a.multiplier.empty()) mult = approx::make_multiplier(a.multiplier);
+  model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims& src) {
+    const nn::ApproxForward* ap = nullptr;
+    if (auto* c = dynamic_cast<nn::Conv2d*>(&l)) ap = c->approx();
+    else if (auto* li = dynamic_cast<nn::Linear*>(&l)) ap = li->approx();
+    else return;
+    approx::LayerCost lc;
+    lc.name = l.name();
+    lc.macs = l.macs(src);
+    if (ap) {
+      lc.arithmetic = "int" + std::to_string(std::max(a.bits, a.act_bits));
+      lc.multiplier = a.multiplier;
+      lc.relative_power = mult->relative_power;
+    }
+    costs.push_back(lc);
+  });
+  j["energy"] = approx::energy_report(costs);
+  if (!approx_info.is_null()) j["approx"] = approx_info;
+  if (!a.no_speed) j["speed"] = train::measure_speed(model, a.latency_iters).to_json();
+  j["environment"] = train::environment_info();
+
+  std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
+  std::printf("%-26s %.2f %%\n", "top-1 accuracy", 100 * em.top1);
+  std::printf("%-26s %.2f %%\n", "top-5 accuracy", 100 * em.top5);
+  std::printf("%-26s %.4f\n", "loss", em.loss);
+  std::printf("%-26s %lld\n", "parameters", (long long)model.num_params());
+  std::printf("%-26s %lld\n", "MACs / image", (long long)model.macs_per_image());
+  std::printf("%-26s %lld\n", "model file bytes", (long long)j["metrics"]["model_file_bytes"].get<int64_t>());
+  std::printf("%-26s %.3f uJ\n", "energy / image (arith.)", j["energy"]["total_uj"].get<double>());
+  if (j.contains("speed")) {
+    std::printf("%-26s %.3f ms (p99 %.3f)\n", "latency batch 1 (median)", j["speed"]["latency_b1_ms_median"].get<double>(),
+                j["speed"]["latency_b1_ms_p99"].get<double>());
+    std::printf("%-26s %.0f img/s\n", "throughput batch 256", j["speed"]["throughput_img_per_s"].get<double>());
+  }
+  std::printf("per-class accuracy:");
+  for (size_t k = 0; k < em.per_class.size(); ++k) std::printf(" %zu:%.3f", k, em.per_class[k]);
+  std::printf("\n");
+  if (!a.out.empty()) {
+    io::make_dirs(a.out);
+    io::write_file_atomic(a.out + "/evaluate.json", j.dump(2) + "\n");
+    std::printf("wrote %s/evaluate.json\n", a.out.c_str());
+  }
+}
+}  // namespace
+
+void add_evaluate(CLI::App& app, Globals&) {
+  auto a = std::make_shared<EvalArgs>();
+  auto* c = app.add_subcommand("evaluate",
+                               "Accuracy, latency, throughput, size, MACs and energy of a model; with --multiplier and no "
+                               "--model, characterize the multiplier over all 65,536 operand pairs");
+  c->add_option("-m,--model", a->model, "model file written by train (model.bin) or a checkpoint")->check(CLI::ExistingFile);
+  c->add_option("-d,--dataset", a->dataset, "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH (default: the model's)");
+  c->add_option("--data-dir", a->data_dir, "extra data root searched first (also env FRUGAL_DATA)");
+  c->add_option("-o,--out", a->out, "write evaluate.json (or multiplier.json + error_heatmap.png) into this folder");
+  c->add_option("--multiplier", a->multiplier, "multiplier spec: exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE");
+  c->add_option("--bits", a->bits, "weight bits with --multiplier")->check(CLI::Range(2, 16))->capture_default_str();
+  c->add_option("--act-bits", a->act_bits, "activation bits with --multiplier")->check(CLI::Range(2, 16))->capture_default_str();
+  c->add_option("--approx-mode", a->mode, "lut | functional | lowrank:R")->capture_default_str();
+  c->add_option("--approx-layers", a->layers, "all | inner | comma-separated conv/linear indices")->capture_default_str();
+  c->add_option("--batch", a->batch, "evaluation batch size")->check(CLI::Range(1, 100000))->capture_default_str();
+  c->add_option("--latency-iters", a->latency_iters, "batch-1 forwards timed for the latency median/p99")
+      ->check(CLI::Range(1, 1000000))->capture_default_str();
+  c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
+  c->callback([a]() {
+    if (a->model.empty()) {
+      FRUGAL_CHECK(!a->multiplier.empty(), "evaluate needs --model FILE (or --multiplier SPEC to characterize a multiplier)");
+      characterize_multiplier(*a);
+    } else {
+      evaluate_model(*a);
+    }
+  });
+}
+
+}  // namespace frugal::app

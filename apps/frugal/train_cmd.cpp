@@ -1,0 +1,100 @@
+#include <cstdio>
+#include <memory>
+
+#include "commands.h"
+#include "dist/mpi_communicator.h"
+#include "io/config.h"
+#include "train/trainer.h"
+#include "util/check.h"
+
+namespace frugal::app {
+
+namespace {
+struct TrainArgs {
+  std::string config, out = "runs/last", resume;
+  std::vector<std::string> sets;
+  bool quiet = false, keys = false;
+  int stop_after_epoch = -1;
+};
+
+void print_table(const nlohmann::json& r) {
+  const auto& m = r["metrics"];
+  std::printf("\n%-28s %s\n", "model", r["config"]["model"].get<std::string>().c_str());
+  std::printf("%-28s %s\n", "dataset", r["config"]["dataset"].get<std::string>().c_str());
+  std::printf("%-28s %d\n", "epochs", static_cast<int>(r["epochs"].size()));
+  std::printf("%-28s %lld\n", "params", static_cast<long long>(m["params"].get<int64_t>()));
+  std::printf("%-28s %.2f %%\n", "test accuracy", 100 * m["test_accuracy"].get<double>());
+  std::printf("%-28s %.4f\n", "test loss", m["test_loss"].get<double>());
+  std::printf("%-28s %.0f\n", "train images/s", m["train_images_per_second"].get<double>());
+  std::printf("%-28s %.1f s\n", "wall time", r["timing"]["wall_s"].get<double>());
+  if (r.contains("communication")) {
+    const auto& c = r["communication"];
+    std::printf("%-28s %s\n", "compressor", r["config"]["compressor"].get<std::string>().c_str());
+    if (c.contains("ratio_fp32")) std::printf("%-28s %.1fx\n", "compression vs fp32", c["ratio_fp32"].get<double>());
+  }
+}
+}  // namespace
+
+void add_train(CLI::App& app, Globals& g) {
+  auto a = std::make_shared<TrainArgs>();
+  auto* c = app.add_subcommand("train", "Train a CNN; writes model.bin, checkpoint.bin, train.log and results.json into --out");
+  c->add_option("-c,--config", a->config, "experiment config (JSON object of keys, see --keys)")->check(CLI::ExistingFile);
+  c->add_option("-s,--set", a->sets, "override a config key: --set key=value (repeatable)");
+  c->add_option("-o,--out", a->out, "output folder")->capture_default_str();
+  c->add_option("--resume", a->resume, "continue the interrupted run in this folder from its checkpoint.bin")
+      ->check(CLI::ExistingDirectory);
+  c->add_option("--dist", g.dist, "none: in-process workers; mpi: one worker per rank (mpirun -np W frugal train --dist mpi ...)")
+      ->check(CLI::IsMember({"none", "mpi"}))
+      ->capture_default_str();
+  c->add_option("--stop-after-epoch", a->stop_after_epoch, "end after this many epochs as if interrupted (testing --resume)");
+  c->add_flag("-q,--quiet", a->quiet, "no progress lines on stderr");
+  c->add_flag("--keys", a->keys, "list every config key with its default and exit");
+  c->footer("Config keys (set in --config files or with --set key=value):\n" + io::Config::describe());
+  c->callback([a, &g]() {
+    if (a->keys) {
+      std::printf("%s", io::Config::describe().c_str());
+      return;
+    }
+    io::Config cfg;
+    if (!a->config.empty()) cfg.load_file(a->config);
+    for (auto& s : a->sets) cfg.set(s);
+    train::TrainOptions opts;
+    opts.out_dir = a->out;
+    opts.resume_dir = a->resume;
+    opts.quiet = a->quiet;
+    opts.stop_after_epoch = a->stop_after_epoch;
+    std::unique_ptr<dist::MpiCommunicator> comm;
+    if (g.dist == "mpi") {
+      comm = std::make_unique<dist::MpiCommunicator>();
+      opts.comm = comm.get();
+      if (comm->rank() != 0) opts.quiet = true;
+    }
+    try {
+      auto r = train::run_training(cfg, opts);
+      if (!opts.comm || opts.comm->rank() == 0) print_table(r);
+    } catch (const Error& e) {
+      if (comm && comm->world() > 1) comm->abort_all(std::string("frugal: error: ") + e.what());
+      throw;
+    }
+  });
+}
+
+void add_compress(CLI::App& app, Globals&) {
+  auto* c = app.add_subcommand("compress", "Compress a trained model (pruning, low-rank, weight sharing, entropy coding) — not available yet");
+  c->allow_extras();
+  c->callback([]() {
+    std::fprintf(stderr, "frugal compress: not available yet (model compression is a planned capability)\n");
+    std::exit(2);
+  });
+}
+
+void add_sweep(CLI::App& app, Globals&) {
+  auto* c = app.add_subcommand("sweep", "Search bit-width x width x depth x compressor x multiplier spaces — not available yet");
+  c->allow_extras();
+  c->callback([]() {
+    std::fprintf(stderr, "frugal sweep: not available yet (sweeps are a planned capability)\n");
+    std::exit(2);
+  });
+}
+
+}  // namespace frugal::app

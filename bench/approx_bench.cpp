@@ -1,0 +1,114 @@
+// Approximate-conv speed against oneDNN fp32 conv on resnet20 shapes, batch 128.
+// Build: g++ -std=c++20 -O2 -march=native -I lib -isystem /usr/include/opencv4 bench/approx_bench.cpp lib/approx/*.cpp
+//        -ldnnl -ltbb -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o approx_bench
+// Prints one JSON line per (shape, path): median ms of >= 10 runs and the ratio to oneDNN fp32.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "approx/kernels.h"
+
+using namespace frugal::approx;
+
+static double median_ms(const std::function<void()>& f, int runs) {
+  f();  // warm-up
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    auto a = std::chrono::steady_clock::now();
+    f();
+    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  int runs = argc > 1 ? std::atoi(argv[1]) : 10;
+  struct Case { int c, hw; };
+  const Case cases[] = {{16, 32}, {32, 16}, {64, 8}};
+  const int n = 128;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream strm(eng);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0, 1);
+  for (const Case& cs : cases) {
+    const int c = cs.c, hw = cs.hw;
+    std::vector<float> src(size_t(n) * hw * hw * c), w(size_t(c) * c * 9), bias(size_t(c), 0.1f),
+        dst(size_t(n) * hw * hw * c);
+    for (auto& v : src) v = std::max(0.0f, nd(rng));
+    for (auto& v : w) v = nd(rng) * 0.1f;
+    // oneDNN fp32, NHWC activations, weights in the primitive's preferred layout
+    using tag = dnnl::memory::format_tag;
+    using dt = dnnl::memory::data_type;
+    dnnl::memory::desc sd({n, c, hw, hw}, dt::f32, tag::nhwc), dd({n, c, hw, hw}, dt::f32, tag::nhwc),
+        wd({c, c, 3, 3}, dt::f32, tag::any), bd({c}, dt::f32, tag::x);
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, sd, wd,
+                                         bd, dd, {1, 1}, {1, 1}, {1, 1});
+    dnnl::convolution_forward::primitive_desc pd(desc, eng);
+    dnnl::memory sm(sd, eng, src.data()), dm(dd, eng, dst.data()), bm(bd, eng, bias.data());
+    dnnl::memory wuser({{c, c, 3, 3}, dt::f32, tag::oihw}, eng, w.data());
+    dnnl::memory wm(pd.weights_desc(), eng);
+    dnnl::reorder(wuser, wm).execute(strm, wuser, wm);
+    dnnl::convolution_forward conv(pd);
+    double t_ref = median_ms([&] {
+      conv.execute(strm, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
+      strm.wait();
+    }, runs);
+    std::vector<float> ref = dst;
+    std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"onednn_fp32\",\"ms\":%.3f,\"ratio\":1.0}\n", c, c, hw, hw,
+                n, t_ref);
+    std::vector<int32_t> bitexact;
+    struct P { const char* mult; const char* mode; };
+    const P paths[] = {{"mitchell", "lut"},      {"drum:4", "lut"},        {"drum:4", "functional"},
+                       {"mitchell", "functional"}, {"mitchell:signed", "functional"}, {"bam:0,6", "functional"},
+                       {"mitchell", "lowrank:4"}, {"mitchell", "lowrank:8"}};
+    for (const P& p : paths) {
+      ApproxSpec as;
+      as.multiplier = p.mult, as.mode = p.mode;
+      ApproxConv2d ac(as, c, c, 3, 3, 1, 1, 1);
+      ac.set_weights(w.data(), bias.data());
+      std::vector<float> out(dst.size());
+      double t = median_ms([&] { ac.forward(src.data(), n, hw, hw, out.data()); }, runs);
+      double err = 0, mag = 0;
+      for (size_t i = 0; i < out.size(); ++i) err += std::abs(out[i] - ref[i]), mag += std::abs(ref[i]);
+      std::string extra;
+      if (std::string(p.mode).rfind("lowrank", 0) == 0) {
+        // emulation error against the bit-exact LUT path on the same quantized codes
+        ApproxSpec es = as;
+        es.mode = "lut";
+        ApproxConv2d ec(es, c, c, 3, 3, 1, 1, 1);
+        ec.set_weights(w.data(), bias.data());
+        QuantParams aq = ac.act_params(src.data(), src.size());
+        std::vector<int32_t> q(src.size());
+        quantize(src.data(), src.size(), aq, q.data());
+        std::vector<uint8_t> codes(q.size());
+        for (size_t i = 0; i < q.size(); ++i) codes[i] = code(q[i]);
+        std::vector<int32_t> exact(dst.size());
+        std::vector<float> approx(dst.size());
+        ec.products(codes.data(), n, hw, hw, code(aq.zero_point[0]), exact.data());
+        ac.products_float(codes.data(), n, hw, hw, code(aq.zero_point[0]), approx.data());
+        double e = 0, m = 0, el = 0;
+        for (size_t i = 0; i < exact.size(); ++i) {
+          e += std::abs(double(approx[i]) - exact[i]);
+          m += std::abs(double(exact[i]));
+          el += std::abs(double(exact[i]) - 0);
+        }
+        char buf[200];
+        std::snprintf(buf, sizeof buf, ",\"emulation_mae\":%.3f,\"emulation_rel\":%.3g", e / double(exact.size()), e / m);
+        extra = buf;
+      }
+      std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"%s %s\",\"ms\":%.3f,\"ratio\":%.2f,"
+                  "\"rel_err_vs_fp32\":%.4f%s}\n",
+                  c, c, hw, hw, n, p.mult, p.mode, t, t / t_ref, err / mag, extra.c_str());
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,722 @@
+#include "approx/kernels.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include <opencv2/core.hpp>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/parallel_reduce.h>
+
+#include "util/check.h"
+
+#if defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512F__)
+#define FRUGAL_APPROX_AVX512 1
+#include <immintrin.h>
+#endif
+
+namespace frugal::approx {
+
+namespace detail {
+namespace {
+std::atomic<bool> g_force_scalar{false};
+}
+void set_force_scalar(bool on) { g_force_scalar = on; }
+bool simd_available() {
+#ifdef FRUGAL_APPROX_AVX512
+  return true;
+#else
+  return false;
+#endif
+}
+static bool use_simd() { return simd_available() && !g_force_scalar.load(); }
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------------
+// Reference
+void conv2d_reference(const Multiplier& m, const uint8_t* src, int n, int h, int w, int ic, const uint8_t* w_codes,
+                      int oc, int kh, int kw, int stride, int pad, int groups, uint8_t pad_code, int32_t* acc) {
+  const int oh_n = (h + 2 * pad - kh) / stride + 1, ow_n = (w + 2 * pad - kw) / stride + 1;
+  const int icg = ic / groups, ocg = oc / groups;
+  const bool s = m.is_signed;
+  for (int b = 0; b < n; ++b)
+    for (int oy = 0; oy < oh_n; ++oy)
+      for (int ox = 0; ox < ow_n; ++ox)
+        for (int o = 0; o < oc; ++o) {
+          int g = o / ocg;
+          int32_t sum = 0;
+          for (int c = 0; c < icg; ++c)
+            for (int y = 0; y < kh; ++y)
+              for (int x = 0; x < kw; ++x) {
+                int iy = oy * stride + y - pad, ix = ox * stride + x - pad;
+                uint8_t a = (iy < 0 || iy >= h || ix < 0 || ix >= w)
+                                ? pad_code
+                                : src[((size_t(b) * h + iy) * w + ix) * ic + size_t(g) * icg + c];
+                uint8_t wc = w_codes[((size_t(o) * icg + c) * kh + y) * kw + x];
+                sum += m.mul(decode(a, s), decode(wc, s));
+              }
+          acc[((size_t(b) * oh_n + oy) * ow_n + ox) * oc + o] = sum;
+        }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Low-rank error tables
+LowRankError lowrank_error(const Multiplier& m, int rank) {
+  FRUGAL_CHECK(rank >= 0 && rank <= 256, "low-rank rank must be in [0,256], got ", rank);
+  std::vector<int32_t> t = build_table(m);
+  cv::Mat e(256, 256, CV_64F);
+  for (int ca = 0; ca < 256; ++ca)
+    for (int cb = 0; cb < 256; ++cb)
+      e.at<double>(ca, cb) = double(t[size_t(ca) * 256 + cb]) -
+                             double(decode(uint8_t(ca), m.is_signed)) * decode(uint8_t(cb), m.is_signed);
+  cv::Mat wv, u, vt;
+  cv::SVD::compute(e, wv, u, vt, cv::SVD::FULL_UV);
+  LowRankError r;
+  for (int k = 0; k < rank; ++k) {
+    double sg = wv.at<double>(k);
+    double sq = std::sqrt(std::max(0.0, sg));
+    std::array<double, 256> uu{}, vv{};
+    for (int i = 0; i < 256; ++i) uu[i] = u.at<double>(i, k) * sq, vv[i] = vt.at<double>(k, i) * sq;
+    r.u.push_back(uu);
+    r.v.push_back(vv);
+    r.sigma.push_back(sg);
+  }
+  return r;
+}
+
+double lowrank_table_mae(const Multiplier& m, int rank) {
+  LowRankError r = lowrank_error(m, rank);
+  std::vector<int32_t> t = build_table(m);
+  double s = 0;
+  for (int ca = 0; ca < 256; ++ca)
+    for (int cb = 0; cb < 256; ++cb) {
+      double e = double(t[size_t(ca) * 256 + cb]) -
+                 double(decode(uint8_t(ca), m.is_signed)) * decode(uint8_t(cb), m.is_signed);
+      for (int k = 0; k < rank; ++k) e -= r.u[size_t(k)][size_t(ca)] * r.v[size_t(k)][size_t(cb)];
+      s += std::abs(e);
+    }
+  return s / 65536.0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+struct ApproxConv2d::Impl {
+  ApproxSpec spec;
+  std::unique_ptr<Multiplier> mult;
+  int ic, oc, kh, kw, stride, pad, groups, icg, ocg, K;
+  enum class Mode { lut, functional, lowrank } mode = Mode::lut;
+  int rank = 0;
+
+  // weights
+  QuantParams wq;
+  std::vector<uint8_t> wcodes;  // (OC, ICg, KH, KW)
+  std::vector<float> bias;      // (OC)
+  std::vector<int64_t> wsum;    // (OC) sum of decoded weight values
+  bool weights_set = false;
+  bool act_set = false;
+  float act_lo = 0, act_hi = 0;
+
+  // lut engine
+  std::vector<int32_t> table;  // (256*256) code(a)*256 + code(b)
+  std::vector<uint16_t> lt;    // (256*256) code(b)*256 + code(a): table + lut_bias
+  int32_t lut_bias = 0;
+
+  // term engine: a-planes / b-maps: terms [0, nt0) -> acc0, [nt0, nt0+nt1) -> acc1, then fa, fa2, sa (min)
+  std::vector<std::array<int16_t, 256>> amaps, bmaps;
+  int nt0 = 0, nt1 = 0;
+  bool has_min = false, signed_min = false;
+  double inv_s = 1.0;  // lowrank: acc1 scale
+  int icgp = 0, icp = 0, ob = 0;
+  std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16]
+
+  int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
+  int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
+  int nplanes() const { return nt0 + nt1 + (has_min ? 3 : 0); }
+
+  void pack_weights();
+  void run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const;
+  void run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0, int32_t* acc1) const;
+};
+
+namespace {
+bool parse_mode(const std::string& mode, ApproxConv2d::Impl& I) {
+  using Mode = ApproxConv2d::Impl::Mode;
+  if (mode == "lut") I.mode = Mode::lut;
+  else if (mode == "functional") I.mode = Mode::functional;
+  else if (mode.rfind("lowrank:", 0) == 0) {
+    I.mode = Mode::lowrank;
+    std::string r = mode.substr(8);
+    char* end = nullptr;
+    long v = std::strtol(r.c_str(), &end, 10);
+    FRUGAL_CHECK(!r.empty() && end == r.c_str() + r.size() && v >= 0 && v <= 64,
+                 "approx mode '", mode, "': rank R must be an integer in [0,64]");
+    I.rank = int(v);
+  } else {
+    return false;
+  }
+  return true;
+}
+}  // namespace
+
+ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups)
+    : impl_(std::make_unique<Impl>()) {
+  Impl& I = *impl_;
+  I.spec = spec;
+  FRUGAL_CHECK(ic > 0 && oc > 0 && kh > 0 && kw > 0 && stride > 0 && pad >= 0 && groups > 0,
+               "approx conv: bad shape ic=", ic, " oc=", oc, " k=", kh, "x", kw, " stride=", stride, " pad=", pad,
+               " groups=", groups);
+  FRUGAL_CHECK(ic % groups == 0 && oc % groups == 0, "approx conv: ic=", ic, " and oc=", oc,
+               " must be multiples of groups=", groups);
+  FRUGAL_CHECK(spec.weight_bits >= 2 && spec.weight_bits <= 8 && spec.act_bits >= 2 && spec.act_bits <= 8,
+               "approx conv: weight_bits and act_bits must be in [2,8] (8x8 multipliers), got ", spec.weight_bits,
+               " and ", spec.act_bits, "; wider widths are available as fake quantization only");
+  FRUGAL_CHECK(parse_mode(spec.mode, I), "approx mode '", spec.mode, "' unknown; expected lut, functional or lowrank:R");
+  I.mult = make_multiplier(spec.multiplier);
+  I.ic = ic, I.oc = oc, I.kh = kh, I.kw = kw, I.stride = stride, I.pad = pad, I.groups = groups;
+  I.icg = ic / groups, I.ocg = oc / groups, I.K = I.icg * kh * kw;
+  I.table = build_table(*I.mult);
+
+  if (I.mode == Impl::Mode::lut) {
+    int32_t mn = *std::min_element(I.table.begin(), I.table.end());
+    int32_t mx = *std::max_element(I.table.begin(), I.table.end());
+    I.lut_bias = mn < 0 ? 32768 : 0;
+    FRUGAL_CHECK(mn + I.lut_bias >= 0 && mx + I.lut_bias <= 65535, "approx conv: multiplier '", I.mult->name(),
+                 "' has products in [", mn, ",", mx, "], outside 16 bits; use mode functional");
+    I.lt.resize(65536);
+    for (int ca = 0; ca < 256; ++ca)
+      for (int cb = 0; cb < 256; ++cb)
+        I.lt[size_t(cb) * 256 + ca] = uint16_t(I.table[size_t(ca) * 256 + cb] + I.lut_bias);
+    FRUGAL_CHECK(int64_t(I.K) * 65535 < (int64_t(1) << 31), "approx conv: K=", I.K, " products overflow int32");
+  } else {
+    std::array<int16_t, 256> ident{};
+    for (int c = 0; c < 256; ++c) ident[size_t(c)] = int16_t(decode(uint8_t(c), I.mult->is_signed));
+    int64_t bound0 = 0, bound1 = 0;
+    auto maxabs = [](const std::array<int16_t, 256>& a) {
+      int m = 0;
+      for (auto v : a) m = std::max(m, std::abs(int(v)));
+      return int64_t(m);
+    };
+    if (I.mode == Impl::Mode::functional) {
+      Decomposition d;
+      FRUGAL_CHECK(I.mult->decomposition(d), "approx mode 'functional' needs a functional multiplier (exact, trunc, "
+                   "bam, mitchell, drum); '", I.mult->name(), "' is a table: use mode lut or lowrank:R");
+      I.amaps = d.a_terms;
+      I.bmaps = d.b_terms;
+      I.nt0 = int(d.a_terms.size());
+      for (size_t t = 0; t < d.a_terms.size(); ++t) bound0 += maxabs(d.a_terms[t]) * maxabs(d.b_terms[t]);
+      if (d.has_min) {
+        I.has_min = true;
+        I.signed_min = I.mult->is_signed;
+        std::array<int16_t, 256> nsb{};
+        for (int c = 0; c < 256; ++c) nsb[size_t(c)] = int16_t(-d.sb[size_t(c)]);
+        I.amaps.push_back(d.fa), I.amaps.push_back(d.fa2), I.amaps.push_back(d.sa);
+        I.bmaps.push_back(d.fb), I.bmaps.push_back(d.fb2), I.bmaps.push_back(nsb);
+        bound0 += 16384;
+      }
+    } else {
+      I.amaps.push_back(ident), I.bmaps.push_back(ident);
+      I.nt0 = 1;
+      bound0 = 128 * 255 + 255 * 255;
+      LowRankError lr = lowrank_error(*I.mult, I.rank);
+      double sum_uv = 0, max_u = 0, max_v = 0;
+      for (int r = 0; r < I.rank; ++r) {
+        double mu = 0, mv = 0;
+        for (int c = 0; c < 256; ++c) mu = std::max(mu, std::abs(lr.u[size_t(r)][size_t(c)])), mv = std::max(mv, std::abs(lr.v[size_t(r)][size_t(c)]));
+        sum_uv += mu * mv;
+        max_u = std::max(max_u, mu), max_v = std::max(max_v, mv);
+      }
+      double cscale = 1.0;
+      if (sum_uv > 0) {
+        cscale = std::sqrt(double(1 << 29) / (double(I.K) * sum_uv));
+        cscale = std::min({cscale, 32000.0 / max_u, 32000.0 / max_v});
+      }
+      I.inv_s = 1.0 / (cscale * cscale);
+      for (int r = 0; r < I.rank; ++r) {
+        std::array<int16_t, 256> ua{}, vb{};
+        for (int c = 0; c < 256; ++c) {
+          ua[size_t(c)] = int16_t(std::lround(lr.u[size_t(r)][size_t(c)] * cscale));
+          vb[size_t(c)] = int16_t(std::lround(lr.v[size_t(r)][size_t(c)] * cscale));
+        }
+        I.amaps.push_back(ua), I.bmaps.push_back(vb);
+        bound1 += maxabs(ua) * maxabs(vb);
+      }
+      I.nt1 = I.rank;
+    }
+    FRUGAL_CHECK(int64_t(I.K) * bound0 < (int64_t(1) << 31) && int64_t(I.K) * bound1 < (int64_t(1) << 31),
+                 "approx conv: K=", I.K, " products of '", I.mult->name(), "' may overflow the int32 accumulator");
+    I.icgp = (I.icg + 1) / 2 * 2;
+    I.icp = I.icgp / 2;
+    I.ob = (I.ocg + 15) / 16;
+  }
+}
+
+ApproxConv2d::~ApproxConv2d() = default;
+
+void ApproxConv2d::Impl::pack_weights() {
+  if (mode == Mode::lut) return;
+  const int np = nplanes();
+  wpack.assign(size_t(np) * groups * ob * kh * kw * icp * 16, 0);
+  for (int p = 0; p < np; ++p)
+    for (int g = 0; g < groups; ++g)
+      for (int o = 0; o < ocg; ++o)
+        for (int c = 0; c < icg; ++c)
+          for (int y = 0; y < kh; ++y)
+            for (int x = 0; x < kw; ++x) {
+              uint8_t wc = wcodes[((size_t(g * ocg + o) * icg + c) * kh + y) * kw + x];
+              int16_t v = bmaps[size_t(p)][wc];
+              size_t idx = (((((size_t(p) * groups + g) * ob + o / 16) * kh + y) * kw + x) * icp + c / 2) * 16 + o % 16;
+              auto* pair = reinterpret_cast<int16_t*>(&wpack[idx]);
+              pair[c % 2] = v;
+            }
+}
+
+void ApproxConv2d::set_weights(const float* w, const float* bias) {
+  Impl& I = *impl_;
+  const size_t per = size_t(I.K), total = size_t(I.oc) * per;
+  QuantConfig qc;
+  qc.bits = I.spec.weight_bits;
+  qc.is_signed = I.mult->is_signed;
+  qc.symmetric = I.mult->is_signed;  // unsigned multipliers need affine weights to cover negative values
+  std::vector<float> lo(size_t(I.oc)), hi(size_t(I.oc));
+  for (int o = 0; o < I.oc; ++o) {
+    auto [mn, mx] = std::minmax_element(w + size_t(o) * per, w + size_t(o + 1) * per);
+    lo[size_t(o)] = *mn, hi[size_t(o)] = *mx;
+  }
+  if (!I.spec.per_channel) {
+    float l = *std::min_element(lo.begin(), lo.end()), h = *std::max_element(hi.begin(), hi.end());
+    I.wq = make_quant_params(qc, &l, &h, 1, 1);
+  } else {
+    I.wq = make_quant_params(qc, lo.data(), hi.data(), I.oc, int64_t(per));
+  }
+  std::vector<int32_t> q(total);
+  quantize(w, total, I.wq, q.data());
+  I.wcodes.resize(total);
+  I.wsum.assign(size_t(I.oc), 0);
+  for (size_t i = 0; i < total; ++i) {
+    I.wcodes[i] = code(q[i]);
+    I.wsum[i / per] += q[i];
+  }
+  I.bias.assign(size_t(I.oc), 0.0f);
+  if (bias) std::copy(bias, bias + I.oc, I.bias.begin());
+  I.pack_weights();
+  I.weights_set = true;
+}
+
+void ApproxConv2d::set_act_range(float lo, float hi) {
+  FRUGAL_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "approx conv: bad activation range [", lo, ",", hi, "]");
+  impl_->act_set = true;
+  impl_->act_lo = lo, impl_->act_hi = hi;
+}
+
+QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
+  const Impl& I = *impl_;
+  float lo = I.act_lo, hi = I.act_hi;
+  if (!I.act_set) {
+    using MM = std::pair<float, float>;
+    MM r = tbb::parallel_reduce(
+        tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
+        [&](const tbb::blocked_range<size_t>& rr, MM m) {
+          for (size_t i = rr.begin(); i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
+          return m;
+        },
+        [](MM a, MM b) { return MM{std::min(a.first, b.first), std::max(a.second, b.second)}; });
+    lo = r.first, hi = r.second;  // the range always includes 0
+  }
+  QuantConfig qc;
+  qc.bits = I.spec.act_bits;
+  qc.is_signed = I.mult->is_signed;
+  qc.symmetric = false;
+  return make_quant_params(qc, &lo, &hi, 1, 1);
+}
+
+const std::vector<uint8_t>& ApproxConv2d::weight_codes() const { return impl_->wcodes; }
+const QuantParams& ApproxConv2d::weight_params() const { return impl_->wq; }
+const Multiplier& ApproxConv2d::multiplier() const { return *impl_->mult; }
+int ApproxConv2d::out_h(int h) const { return impl_->out_h(h); }
+int ApproxConv2d::out_w(int w) const { return impl_->out_w(w); }
+
+// ---------------------------------------------------------------------------------------------------
+// LUT engine: im2col tiles of 128 output pixels, codes as uint16 (k-major), one table row per weight.
+namespace {
+constexpr int kTile = 128;
+
+#ifdef FRUGAL_APPROX_AVX512
+inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/, int K,
+                            int32_t* res /*(128)*/) {
+  __m512i acc[8];
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+  for (int k = 0; k < K; ++k) {
+    const uint16_t* row = lt + size_t(wrow[k]) * 256;
+    __m512i t0 = _mm512_loadu_si512(row), t1 = _mm512_loadu_si512(row + 32);
+    __m512i t2 = _mm512_loadu_si512(row + 64), t3 = _mm512_loadu_si512(row + 96);
+    __m512i t4 = _mm512_loadu_si512(row + 128), t5 = _mm512_loadu_si512(row + 160);
+    __m512i t6 = _mm512_loadu_si512(row + 192), t7 = _mm512_loadu_si512(row + 224);
+    const uint16_t* c = col + size_t(k) * kTile;
+    for (int v = 0; v < 4; ++v) {
+      __m512i idx = _mm512_loadu_si512(c + v * 32);
+      __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+      __m512i r0 = _mm512_permutex2var_epi16(t0, idx, t1);
+      __m512i r1 = _mm512_permutex2var_epi16(t2, idx, t3);
+      __m512i r2 = _mm512_permutex2var_epi16(t4, idx, t5);
+      __m512i r3 = _mm512_permutex2var_epi16(t6, idx, t7);
+      __m512i r01 = _mm512_mask_blend_epi16(m6, r0, r1);
+      __m512i r23 = _mm512_mask_blend_epi16(m6, r2, r3);
+      __m512i r = _mm512_mask_blend_epi16(m7, r01, r23);
+      acc[2 * v] = _mm512_add_epi32(acc[2 * v], _mm512_unpacklo_epi16(r, zero));
+      acc[2 * v + 1] = _mm512_add_epi32(acc[2 * v + 1], _mm512_unpackhi_epi16(r, zero));
+    }
+  }
+  // unpacklo of lane L holds words L*8+0..3, unpackhi words L*8+4..7
+  alignas(64) int32_t tmp[16];
+  for (int v = 0; v < 4; ++v)
+    for (int half = 0; half < 2; ++half) {
+      _mm512_store_si512(tmp, acc[2 * v + half]);
+      for (int j = 0; j < 16; ++j) res[v * 32 + (j / 4) * 8 + half * 4 + j % 4] = tmp[j];
+    }
+}
+#endif
+
+void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* wrow, int K, int32_t bias,
+                     int32_t* res) {
+  for (int p = 0; p < kTile; ++p) res[p] = 0;
+  for (int k = 0; k < K; ++k) {
+    const int32_t* trow = table + wrow[k];  // table[a*256 + b]
+    const uint16_t* c = col + size_t(k) * kTile;
+    for (int p = 0; p < kTile; ++p) res[p] += trow[size_t(c[p]) * 256] + bias;
+  }
+}
+}  // namespace
+
+void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const {
+  const int OH = out_h(h), OW = out_w(w), Hp = h + 2 * pad, Wp = w + 2 * pad;
+  // padded code planes [n][IC][Hp][Wp]
+  std::vector<uint8_t> plane(size_t(n) * ic * Hp * Wp, pad_code);
+  tbb::parallel_for(0, n, [&](int b) {
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const uint8_t* s = src + ((size_t(b) * h + y) * w + x) * ic;
+        for (int c = 0; c < ic; ++c) plane[((size_t(b) * ic + c) * Hp + y + pad) * Wp + x + pad] = s[c];
+      }
+  });
+  const int64_t P = int64_t(n) * OH * OW;
+  const int64_t tiles = (P + kTile - 1) / kTile;
+  const bool simd = detail::use_simd();
+  const int32_t kb = int32_t(K) * lut_bias;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
+    std::vector<uint16_t> col(size_t(K) * kTile);
+    alignas(64) int32_t res[kTile];
+    for (int64_t job = rr.begin(); job < rr.end(); ++job) {
+      const int g = int(job % groups);
+      const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
+      std::fill(col.begin(), col.end(), uint16_t(0));
+      for (int64_t p = p0; p < pend;) {
+        int64_t b = p / (OH * OW), rem = p % (OH * OW);
+        int oy = int(rem / OW), ox = int(rem % OW);
+        int run = int(std::min<int64_t>(OW - ox, pend - p));
+        for (int c = 0; c < icg; ++c)
+          for (int y = 0; y < kh; ++y)
+            for (int x = 0; x < kw; ++x) {
+              const uint8_t* s = plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp +
+                                 size_t(ox) * stride + x;
+              uint16_t* d = col.data() + size_t((c * kh + y) * kw + x) * kTile + (p - p0);
+              if (stride == 1)
+                for (int i = 0; i < run; ++i) d[i] = s[i];
+              else
+                for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+            }
+        p += run;
+      }
+      for (int o = g * ocg; o < (g + 1) * ocg; ++o) {
+        const uint8_t* wrow = wcodes.data() + size_t(o) * K;
+#ifdef FRUGAL_APPROX_AVX512
+        if (simd) {
+          lut_tile_avx512(col.data(), lt.data(), wrow, K, res);
+          for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0] - kb;
+          continue;
+        }
+#endif
+        (void)simd;
+        lut_tile_scalar(col.data(), table.data(), wrow, K, 0, res);
+        for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Term engine: direct NHWC conv, 16 output channels per vector, int16 pairs of input channels.
+namespace {
+struct TermArgs {
+  const int16_t* planes;  // [plane][n][Hp][Wp][G*icgp]
+  size_t plane_stride;    // elements per plane
+  const int32_t* wpack;   // [plane][g][ob][kh][kw][icp][16]
+  int Hp, Wp, C, icgp, icp, kh, kw, stride, groups, ob, ocg, oc, OH, OW, nt0, nt1;
+  int32_t* acc0;
+  int32_t* acc1;
+};
+
+inline size_t wpack_index(const TermArgs& A, int p, int g, int o, int y, int x) {
+  return ((((size_t(p) * A.groups + g) * A.ob + o) * A.kh + y) * A.kw + x) * A.icp * 16;
+}
+
+#ifdef FRUGAL_APPROX_AVX512
+template <int PX, bool MIN, bool SMIN, bool TWO>
+void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
+  __m512i acc0[PX], acc1[PX];
+  for (int i = 0; i < PX; ++i) acc0[i] = _mm512_setzero_si512(), acc1[i] = _mm512_setzero_si512();
+  const int nt = A.nt0 + A.nt1;
+  const __m512i neg1 = _mm512_set1_epi16(-1);
+  for (int y = 0; y < A.kh; ++y)
+    for (int x = 0; x < A.kw; ++x) {
+      size_t off[PX];
+      for (int i = 0; i < PX; ++i)
+        off[i] = ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox0 + i) * A.stride + x) * A.C +
+                 size_t(g) * A.icgp;
+      for (int t = 0; t < nt; ++t) {
+        const int32_t* wp = A.wpack + wpack_index(A, t, g, o, y, x);
+        const int32_t* pl = reinterpret_cast<const int32_t*>(A.planes + size_t(t) * A.plane_stride);
+        if (!TWO || t < A.nt0) {
+          for (int c = 0; c < A.icp; ++c) {
+            __m512i wv = _mm512_loadu_si512(wp + c * 16);
+            for (int i = 0; i < PX; ++i)
+              acc0[i] = _mm512_dpwssd_epi32(acc0[i], _mm512_set1_epi32(pl[off[i] / 2 + c]), wv);
+          }
+        } else {
+          for (int c = 0; c < A.icp; ++c) {
+            __m512i wv = _mm512_loadu_si512(wp + c * 16);
+            for (int i = 0; i < PX; ++i)
+              acc1[i] = _mm512_dpwssd_epi32(acc1[i], _mm512_set1_epi32(pl[off[i] / 2 + c]), wv);
+          }
+        }
+      }
+      if constexpr (MIN) {
+        const int32_t* wf = A.wpack + wpack_index(A, nt, g, o, y, x);
+        const int32_t* wf2 = A.wpack + wpack_index(A, nt + 1, g, o, y, x);
+        const int32_t* wsg = A.wpack + wpack_index(A, nt + 2, g, o, y, x);
+        const int32_t* pf = reinterpret_cast<const int32_t*>(A.planes + size_t(nt) * A.plane_stride);
+        const int32_t* pf2 = reinterpret_cast<const int32_t*>(A.planes + size_t(nt + 1) * A.plane_stride);
+        const int32_t* psg = reinterpret_cast<const int32_t*>(A.planes + size_t(nt + 2) * A.plane_stride);
+        for (int c = 0; c < A.icp; ++c) {
+          __m512i fb = _mm512_loadu_si512(wf + c * 16), fb2 = _mm512_loadu_si512(wf2 + c * 16);
+          __m512i nsb = SMIN ? _mm512_loadu_si512(wsg + c * 16) : neg1;
+          for (int i = 0; i < PX; ++i) {
+            __m512i p1 = _mm512_mullo_epi16(_mm512_set1_epi32(pf[off[i] / 2 + c]), fb);
+            __m512i p2 = _mm512_mullo_epi16(_mm512_set1_epi32(pf2[off[i] / 2 + c]), fb2);
+            __m512i mn = _mm512_min_epi16(p1, p2);
+            __m512i sg = SMIN ? _mm512_mullo_epi16(_mm512_set1_epi32(psg[off[i] / 2 + c]), nsb) : neg1;
+            acc0[i] = _mm512_dpwssd_epi32(acc0[i], mn, sg);
+          }
+        }
+      }
+    }
+  const int lanes = std::min(16, A.ocg - o * 16);
+  const __mmask16 mask = __mmask16((1u << lanes) - 1u);
+  for (int i = 0; i < PX; ++i) {
+    size_t base = ((size_t(b) * A.OH + oy) * A.OW + ox0 + i) * A.oc + size_t(g) * A.ocg + size_t(o) * 16;
+    _mm512_mask_storeu_epi32(A.acc0 + base, mask, acc0[i]);
+    if (TWO) _mm512_mask_storeu_epi32(A.acc1 + base, mask, acc1[i]);
+  }
+}
+
+template <bool MIN, bool SMIN, bool TWO>
+void term_row(const TermArgs& A, int b, int oy, int g, int o) {
+  constexpr int kPx = 8;
+  for (int ox = 0; ox < A.OW; ox += kPx) {
+    switch (std::min(kPx, A.OW - ox)) {
+      case 8: term_block<8, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 7: term_block<7, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 6: term_block<6, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 5: term_block<5, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 4: term_block<4, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 3: term_block<3, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 2: term_block<2, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      default: term_block<1, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+    }
+  }
+}
+#endif
+
+void term_row_scalar(const TermArgs& A, bool has_min, int b, int oy, int g, int o) {
+  const int nt = A.nt0 + A.nt1;
+  const int lanes = std::min(16, A.ocg - o * 16);
+  for (int ox = 0; ox < A.OW; ++ox) {
+    int32_t s0[16] = {}, s1[16] = {};
+    for (int y = 0; y < A.kh; ++y)
+      for (int x = 0; x < A.kw; ++x) {
+        size_t off = ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox) * A.stride + x) * A.C + size_t(g) * A.icgp;
+        auto plane = [&](int p) { return A.planes + size_t(p) * A.plane_stride + off; };
+        auto wts = [&](int p, int c, int l) {
+          return reinterpret_cast<const int16_t*>(A.wpack + wpack_index(A, p, g, o, y, x) + size_t(c) * 16 + l);
+        };
+        for (int c = 0; c < A.icp; ++c)
+          for (int l = 0; l < lanes; ++l)
+            for (int j = 0; j < 2; ++j) {
+              for (int t = 0; t < nt; ++t) {
+                int32_t v = int32_t(plane(t)[2 * c + j]) * wts(t, c, l)[j];
+                (t < A.nt0 ? s0 : s1)[l] += v;
+              }
+              if (has_min) {
+                int32_t p1 = int32_t(plane(nt)[2 * c + j]) * wts(nt, c, l)[j];
+                int32_t p2 = int32_t(plane(nt + 1)[2 * c + j]) * wts(nt + 1, c, l)[j];
+                s0[l] += std::min(p1, p2) * int32_t(plane(nt + 2)[2 * c + j]) * wts(nt + 2, c, l)[j];
+              }
+            }
+      }
+    for (int l = 0; l < lanes; ++l) {
+      size_t base = ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(g) * A.ocg + size_t(o) * 16 + l;
+      A.acc0[base] = s0[l];
+      if (A.nt1) A.acc1[base] = s1[l];
+    }
+  }
+}
+}  // namespace
+
+void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0,
+                                   int32_t* acc1) const {
+  const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = groups * icgp, np = nplanes();
+  const size_t pstride = size_t(n) * Hp * Wp * C;
+  std::vector<int16_t> planes(size_t(np) * pstride, 0);
+  tbb::parallel_for(0, n, [&](int b) {
+    for (int p = 0; p < np; ++p) {
+      const auto& map = amaps[size_t(p)];
+      int16_t* pl = planes.data() + size_t(p) * pstride;
+      const int16_t padv = map[pad_code];
+      for (int y = 0; y < Hp; ++y)
+        for (int x = 0; x < Wp; ++x) {
+          int16_t* d = pl + ((size_t(b) * Hp + y) * Wp + x) * C;
+          bool inside = y >= pad && y < pad + h && x >= pad && x < pad + w;
+          const uint8_t* s = inside ? src + ((size_t(b) * h + y - pad) * w + x - pad) * ic : nullptr;
+          for (int g = 0; g < groups; ++g)
+            for (int c = 0; c < icg; ++c) d[g * icgp + c] = inside ? map[s[g * icg + c]] : padv;
+        }
+    }
+  });
+  TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp, C, icgp, icp, kh, kw, stride, groups, ob, ocg, oc,
+             out_h(h), out_w(w), nt0, nt1, acc0, acc1};
+  const bool simd = detail::use_simd();
+  const int64_t rows = int64_t(n) * A.OH;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows * groups * ob), [&](const tbb::blocked_range<int64_t>& rr) {
+    for (int64_t job = rr.begin(); job < rr.end(); ++job) {
+      int o = int(job % ob), g = int((job / ob) % groups);
+      int64_t row = job / (int64_t(ob) * groups);
+      int b = int(row / A.OH), oy = int(row % A.OH);
+#ifdef FRUGAL_APPROX_AVX512
+      if (simd) {
+        if (has_min) {
+          if (signed_min) term_row<true, true, false>(A, b, oy, g, o);
+          else term_row<true, false, false>(A, b, oy, g, o);
+        } else if (nt1 > 0) {
+          term_row<false, false, true>(A, b, oy, g, o);
+        } else {
+          term_row<false, false, false>(A, b, oy, g, o);
+        }
+        continue;
+      }
+#endif
+      (void)simd;
+      term_row_scalar(A, has_min, b, oy, g, o);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+void ApproxConv2d::products(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, int32_t* acc) {
+  Impl& I = *impl_;
+  FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
+  FRUGAL_CHECK(n > 0 && h + 2 * I.pad >= I.kh && w + 2 * I.pad >= I.kw, "approx conv: input ", n, "x", h, "x", w,
+               " too small for kernel ", I.kh, "x", I.kw, " pad ", I.pad);
+  FRUGAL_CHECK(I.mode != Impl::Mode::lowrank, "approx conv: products() is exact; lowrank mode gives products_float()");
+  if (I.mode == Impl::Mode::lut) I.run_lut(src_codes, n, h, w, pad_code, acc);
+  else I.run_terms(src_codes, n, h, w, pad_code, acc, nullptr);
+}
+
+void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, float* acc) {
+  Impl& I = *impl_;
+  const size_t total = size_t(n) * I.out_h(h) * I.out_w(w) * I.oc;
+  std::vector<int32_t> a0(total);
+  if (I.mode != Impl::Mode::lowrank) {
+    products(src_codes, n, h, w, pad_code, a0.data());
+    for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]);
+    return;
+  }
+  FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
+  std::vector<int32_t> a1(total, 0);
+  I.run_terms(src_codes, n, h, w, pad_code, a0.data(), a1.data());
+  for (size_t i = 0; i < total; ++i) acc[i] = float(double(a0[i]) + double(a1[i]) * I.inv_s);
+}
+
+void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
+  Impl& I = *impl_;
+  FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
+  const size_t in_total = size_t(n) * h * w * I.ic;
+  QuantParams aq = act_params(src, in_total);
+  const float sa = aq.scale[0];
+  const int32_t za = aq.zero_point[0];
+  std::vector<uint8_t> codes(in_total);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
+    const float inv = 1.0f / sa;
+    for (size_t i = r.begin(); i < r.end(); ++i) {
+      float q = std::nearbyint(src[i] * inv) + float(za);
+      codes[i] = code(int32_t(std::clamp(q, float(aq.qmin), float(aq.qmax))));
+    }
+  });
+  const int OH = I.out_h(h), OW = I.out_w(w);
+  const size_t total = size_t(n) * OH * OW * I.oc;
+  std::vector<float> acc(total);
+  std::vector<int32_t> acci;
+  if (I.mode == Impl::Mode::lowrank) {
+    products_float(codes.data(), n, h, w, code(za), acc.data());
+  } else {
+    acci.resize(total);
+    products(codes.data(), n, h, w, code(za), acci.data());
+  }
+  // Sum of activation values per output pixel and group (needed when weight zero points are non-zero).
+  bool need_asum = std::any_of(I.wq.zero_point.begin(), I.wq.zero_point.end(), [](int32_t z) { return z != 0; });
+  std::vector<int32_t> asum;
+  if (need_asum) {
+    const int Hp = h + 2 * I.pad, Wp = w + 2 * I.pad;
+    std::vector<int32_t> chsum(size_t(n) * Hp * Wp * I.groups, za * I.icg);
+    tbb::parallel_for(0, n, [&](int b) {
+      for (int y = 0; y < h; ++y)
+        for (int x = 0; x < w; ++x)
+          for (int g = 0; g < I.groups; ++g) {
+            int32_t s = 0;
+            const uint8_t* c = codes.data() + ((size_t(b) * h + y) * w + x) * I.ic + size_t(g) * I.icg;
+            for (int k = 0; k < I.icg; ++k) s += decode(c[k], I.mult->is_signed);
+            chsum[((size_t(b) * Hp + y + I.pad) * Wp + x + I.pad) * I.groups + g] = s;
+          }
+    });
+    asum.resize(size_t(n) * OH * OW * I.groups);
+    tbb::parallel_for(0, n, [&](int b) {
+      for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox)
+          for (int g = 0; g < I.groups; ++g) {
+            int32_t s = 0;
+            for (int y = 0; y < I.kh; ++y)
+              for (int x = 0; x < I.kw; ++x)
+                s += chsum[((size_t(b) * Hp + oy * I.stride + y) * Wp + ox * I.stride + x) * I.groups + g];
+            asum[((size_t(b) * OH + oy) * OW + ox) * I.groups + g] = s;
+          }
+    });
+  }
+  const size_t pixels = size_t(n) * OH * OW;
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t p = r.begin(); p < r.end(); ++p)
+      for (int o = 0; o < I.oc; ++o) {
+        size_t c = I.wq.channel_of(size_t(o) * I.K);
+        int32_t zw = I.wq.zero_point[c];
+        double m = acci.empty() ? double(acc[p * I.oc + o]) : double(acci[p * I.oc + o]);
+        double corr = -double(za) * double(I.wsum[size_t(o)]) + double(I.K) * za * zw;
+        if (zw != 0) corr -= double(zw) * asum[p * I.groups + size_t(o / I.ocg)];
+        dst[p * I.oc + o] = float(double(sa) * I.wq.scale[c] * (m + corr)) + I.bias[size_t(o)];
+      }
+  });
+}
+
+ApproxLinear::ApproxLinear(const ApproxSpec& spec, int in, int out) : conv_(spec, in, out, 1, 1, 1, 0, 1) {}
+
+}  // namespace frugal::approx

@@ -1,0 +1,108 @@
+// Integer conv2d / linear in which every product goes through an approximate multiplier.
+//
+// Quantization: the multiplier's domain decides the operands. Unsigned multiplier: activations and
+// weights affine unsigned ([0, 2^bits-1], zero points z_a, z_w[oc]). Signed multiplier: activations affine
+// signed, weights symmetric signed (z_w = 0). With K products per output,
+//   dst = s_a s_w[oc] ( sum_k M(a_k, w_k) - z_w sum_k a_k - z_a sum_k w_k + K z_a z_w ) + bias[oc]
+// where only the a*w products go through the multiplier M and the zero-point terms are exact (the TFApprox
+// scheme, Vaverka et al., DATE 2020). Padding reads the activation code of real 0 (z_a), which also goes
+// through M. Operands are at most 8 bits (the 256x256 domain); weight_bits/act_bits in [2,8].
+//
+// Modes (ApproxSpec::mode):
+//   lut        bit-exact for any multiplier: 256x256 table, one row per weight value held in registers,
+//              32 products per 4 vpermt2w (AVX-512BW) over im2col tiles; TBB over pixel tiles.
+//   functional bit-exact, no table: the multiplier's Decomposition (multiplier.h) evaluated with 16-bit
+//              multiplies in a direct NHWC conv (AVX-512 VNNI vpdpwssd); exact/trunc/drum: 1 term,
+//              bam:H,V: 1+(V-H) terms, mitchell: 1 term + a min() correction. Not for lut: multipliers.
+//   lowrank:R  approximate emulation of any multiplier: exact product + R rank-1 corrections of the error
+//              table E = T - a*b from its truncated SVD (E ~ sum_r u_r(a) v_r(b)), u and v rounded to
+//              int16 with a common scale; runs on the functional engine. Not bit-exact (see
+//              lowrank_table_mae and the bench's emulation error).
+// Without AVX-512 (BW + VNNI) both engines run a portable scalar twin with identical results.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "approx/multiplier.h"
+#include "approx/quantizer.h"
+
+namespace frugal::approx {
+
+struct ApproxSpec {
+  std::string multiplier = "exact";  // make_multiplier spec
+  int weight_bits = 8, act_bits = 8;
+  bool per_channel = true;           // weight scales per output channel
+  std::string mode = "lut";          // lut | functional | lowrank:R
+};
+
+/// Naive reference: acc[n][oh][ow][oc] = sum over (icg, kh, kw) of m.mul(a, w) with a read from src codes
+/// (N,H,W,IC) or pad_code outside, w from w_codes (OC, IC/groups, KH, KW). Codes as in code().
+void conv2d_reference(const Multiplier& m, const uint8_t* src, int n, int h, int w, int ic, const uint8_t* w_codes,
+                      int oc, int kh, int kw, int stride, int pad, int groups, uint8_t pad_code, int32_t* acc);
+
+class ApproxConv2d {
+ public:
+  /// Built once per (shape, spec). Throws frugal::Error for a bad spec or shape.
+  ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups);
+  ~ApproxConv2d();
+  ApproxConv2d(const ApproxConv2d&) = delete;
+  ApproxConv2d& operator=(const ApproxConv2d&) = delete;
+
+  /// w: (OC, IC/groups, KH, KW); bias: (OC) or nullptr. Quantizes and packs.
+  void set_weights(const float* w, const float* bias);
+  /// Calibrated activation range; without it each forward() uses its batch's min/max.
+  void set_act_range(float lo, float hi);
+  /// src (N,H,W,IC) NHWC float -> dst (N,OH,OW,OC) NHWC float, dequantized, bias added.
+  void forward(const float* src, int n, int h, int w, float* dst);
+
+  // Integer level (tests, table-gradient backward):
+  /// acc (N,OH,OW,OC) = sum_k M(a_k, w_k) over quantized codes. lut and functional modes only.
+  void products(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, int32_t* acc);
+  /// Same in float; lowrank mode gives its approximation here (other modes: the exact integers).
+  void products_float(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, float* acc);
+  const std::vector<uint8_t>& weight_codes() const;  // (OC, IC/groups, KH, KW)
+  const QuantParams& weight_params() const;
+  QuantParams act_params(const float* src, size_t count) const;  // set range, or this batch's min/max
+  const Multiplier& multiplier() const;
+  int out_h(int h) const;
+  int out_w(int w) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+/// dst (N, OUT) = src (N, IN) x weights (OUT, IN)^T through the multiplier (a 1x1 conv on a 1x1 image).
+class ApproxLinear {
+ public:
+  ApproxLinear(const ApproxSpec& spec, int in, int out);
+  void set_weights(const float* w /*(OUT, IN)*/, const float* bias /*(OUT) or nullptr*/) { conv_.set_weights(w, bias); }
+  void set_act_range(float lo, float hi) { conv_.set_act_range(lo, hi); }
+  void forward(const float* src /*(N, IN)*/, int n, float* dst /*(N, OUT)*/) { conv_.forward(src, 1, 1, n, dst); }
+  ApproxConv2d& conv() { return conv_; }
+
+ private:
+  ApproxConv2d conv_;
+};
+
+/// Truncated SVD of the error table E[a][b] = mul(a,b) - a*b (rows/cols in operand order lo..hi):
+/// E ~ sum_{r<R} u_r(a) v_r(b), sqrt(sigma_r) folded into both. u[r][code(a)], v[r][code(b)].
+struct LowRankError {
+  std::vector<std::array<double, 256>> u, v;
+  std::vector<double> sigma;
+};
+LowRankError lowrank_error(const Multiplier& m, int rank);
+/// Mean |E - sum_r u_r v_r| over the 65,536 pairs (the table-level emulation error of lowrank:R).
+double lowrank_table_mae(const Multiplier& m, int rank);
+
+namespace detail {
+/// Tests: force the portable scalar twins (true) or the SIMD paths where compiled (false).
+void set_force_scalar(bool on);
+bool simd_available();
+}  // namespace detail
+
+}  // namespace frugal::approx

@@ -1,0 +1,506 @@
+#include "gradcomp/compressors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "util/check.h"
+
+namespace frugal::gradcomp {
+
+namespace {
+void seal(Message& m) { m.wire_bits = 8 * uint64_t(m.bytes.size()); }
+
+std::string fmt(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::dense: return "dense";
+    case Kind::fp16: return "fp16";
+    case Kind::bf16: return "bf16";
+    case Kind::sparse: return "sparse";
+    case Kind::randk: return "randk";
+    case Kind::qsgd: return "qsgd";
+    case Kind::qsgd_elias: return "qsgd-elias";
+    case Kind::terngrad: return "terngrad";
+    case Kind::sign: return "sign";
+    case Kind::onebit: return "onebit";
+    case Kind::powersgd: return "powersgd";
+  }
+  return "?";
+}
+
+double mean_abs(const float* x, size_t n) {
+  double s = 0;
+  for (size_t i = 0; i < n; ++i) s += std::fabs(x[i]);
+  return n ? s / double(n) : 0.0;
+}
+}  // namespace
+
+const char* collective_name(Collective c) { return c == Collective::allreduce ? "allreduce" : "allgather"; }
+
+// --------------------------------------------------------------------------------------- framing
+
+void write_header(ByteWriter& w, Kind kind, size_t n) {
+  w.u8(uint8_t(kind));
+  w.varint(n);
+}
+
+void read_header(ByteReader& r, Kind kind, size_t n) {
+  uint8_t k = r.u8();
+  if (k != uint8_t(kind))
+    r.fail("message kind " + std::to_string(k) + ", expected " + std::to_string(int(kind)) + " (" + kind_name(kind) + ")");
+  uint64_t m = r.varint();
+  if (m != n) r.fail("message is for " + std::to_string(m) + " elements, the tensor has " + std::to_string(n));
+}
+
+void write_sparse(ByteWriter& w, const uint32_t* idx, const float* vals, size_t k, size_t n) {
+  write_indices(w, idx, k, n);
+  w.raw(vals, 4 * k);
+}
+
+void read_sparse(ByteReader& r, size_t n, float* dst) {
+  std::vector<uint32_t> idx;
+  read_indices(r, n, idx);
+  const uint8_t* v = r.take(4 * idx.size());
+  std::fill(dst, dst + n, 0.0f);
+  for (size_t i = 0; i < idx.size(); ++i) std::memcpy(&dst[idx[i]], v + 4 * i, 4);
+}
+
+void Compressor::aggregate(std::span<const Message* const> msgs, float* dst, size_t n) const {
+  FRUGAL_CHECK(!msgs.empty(), "aggregate needs at least one message");
+  decode(*msgs[0], dst, n);
+  std::vector<float> tmp(msgs.size() > 1 ? n : 0);
+  for (size_t w = 1; w < msgs.size(); ++w) {
+    decode(*msgs[w], tmp.data(), n);
+    for (size_t i = 0; i < n; ++i) dst[i] += tmp[i];
+  }
+  const float world = float(msgs.size());
+  for (size_t i = 0; i < n; ++i) dst[i] /= world;
+}
+
+// --------------------------------------------------------------------------------------- error feedback
+
+ErrorFeedback::ErrorFeedback(std::unique_ptr<Compressor> inner, size_t n, std::string name)
+    : inner_(std::move(inner)), residual_(n, 0.0f), buf_(n), dec_(n), name_(std::move(name)) {}
+
+void ErrorFeedback::encode(const float* grad, size_t n, Message& out) {
+  FRUGAL_CHECK(n == residual_.size(), name_, ": tensor has ", n, " elements, compressor was built for ",
+               residual_.size());
+  for (size_t i = 0; i < n; ++i) buf_[i] = grad[i] + residual_[i];
+  inner_->encode(buf_.data(), n, out);
+  inner_->decode(out, dec_.data(), n);
+  for (size_t i = 0; i < n; ++i) residual_[i] = buf_[i] - dec_[i];
+}
+
+// --------------------------------------------------------------------------------------- casts
+
+std::string CastCompressor::name() const {
+  return kind_ == Kind::dense ? "none" : kind_ == Kind::fp16 ? "fp16" : "bf16";
+}
+
+void CastCompressor::encode(const float* grad, size_t n, Message& out) {
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, kind_, n);
+  if (kind_ == Kind::dense) {
+    w.raw(grad, 4 * n);
+  } else {
+    uint8_t* dst = w.grow(2 * n);
+    uint16_t chunk[4096];
+    for (size_t i = 0; i < n; i += 4096) {
+      size_t c = std::min<size_t>(4096, n - i);
+      if (kind_ == Kind::fp16) f32_to_f16(grad + i, c, chunk);
+      else for (size_t j = 0; j < c; ++j) chunk[j] = f32_to_bf16(grad[i + j]);
+      std::memcpy(dst + 2 * i, chunk, 2 * c);
+    }
+  }
+  seal(out);
+}
+
+void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  read_header(r, kind_, n);
+  if (kind_ == Kind::dense) {
+    std::memcpy(dst, r.take(4 * n), 4 * n);
+  } else {
+    const uint8_t* src = r.take(2 * n);
+    uint16_t chunk[4096];
+    for (size_t i = 0; i < n; i += 4096) {
+      size_t c = std::min<size_t>(4096, n - i);
+      std::memcpy(chunk, src + 2 * i, 2 * c);
+      if (kind_ == Kind::fp16) f16_to_f32(chunk, c, dst + i);
+      else for (size_t j = 0; j < c; ++j) dst[i + j] = bf16_to_f32(chunk[j]);
+    }
+  }
+  r.expect_end();
+}
+
+// --------------------------------------------------------------------------------------- sparse
+
+static size_t k_of(double ratio, size_t n) {
+  return std::clamp<size_t>(size_t(std::ceil(ratio * double(n))), n ? 1 : 0, n);
+}
+
+std::string TopK::name() const { return "topk:" + fmt(ratio_); }
+
+void TopK::encode(const float* grad, size_t n, Message& out) {
+  topk_select(grad, n, k_of(ratio_, n), idx_);
+  vals_.resize(idx_.size());
+  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sparse, n);
+  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
+  seal(out);
+}
+
+static void decode_sparse(const Message& in, float* dst, size_t n, const std::string& what) {
+  ByteReader r(in.bytes.data(), in.bytes.size(), what);
+  read_header(r, Kind::sparse, n);
+  read_sparse(r, n, dst);
+  r.expect_end();
+}
+
+void TopK::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
+
+std::string Threshold::name() const { return "threshold:" + fmt(v_); }
+
+void Threshold::encode(const float* grad, size_t n, Message& out) {
+  select_at_least(grad, n, v_, idx_);
+  vals_.resize(idx_.size());
+  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sparse, n);
+  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
+  seal(out);
+}
+void Threshold::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
+
+std::string RandK::name() const { return "randk:" + fmt(ratio_); }
+
+void RandK::encode(const float* grad, size_t n, Message& out) {
+  const size_t k = k_of(ratio_, n);
+  const uint64_t nonce = nonce_++;
+  randk_indices(seed_, nonce, n, k, idx_);
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::randk, n);
+  w.u64(nonce);
+  w.varint(k);
+  uint8_t* v = w.grow(4 * k);
+  const float scale = scaled_ ? float(double(n) / double(k)) : 1.0f;
+  for (size_t i = 0; i < k; ++i) {
+    float val = grad[idx_[i]] * scale;
+    std::memcpy(v + 4 * i, &val, 4);
+  }
+  seal(out);
+}
+
+void RandK::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  read_header(r, Kind::randk, n);
+  uint64_t nonce = r.u64();
+  uint64_t k = r.varint();
+  if (k != k_of(ratio_, n)) r.fail("randk count " + std::to_string(k) + " does not match the ratio");
+  const uint8_t* v = r.take(4 * k);
+  r.expect_end();
+  randk_indices(seed_, nonce, n, k, idx_);
+  std::fill(dst, dst + n, 0.0f);
+  for (size_t i = 0; i < k; ++i) std::memcpy(&dst[idx_[i]], v + 4 * i, 4);
+}
+
+// --------------------------------------------------------------------------------------- DGC
+
+Dgc::Dgc(const Options& o, size_t n, int world, uint64_t seed)
+    : o_(o), world_(world), rng_(seed), density_(o.ratio), u_(n, 0.0f), v_(n, 0.0f) {
+  begin_step(StepInfo{});
+}
+
+std::string Dgc::name() const {
+  std::string s = "dgc:" + fmt(o_.ratio);
+  if (o_.sample_frac != 0.01f) s += ":sample=" + fmt(o_.sample_frac);
+  if (o_.clip > 0) s += ":clip=" + fmt(o_.clip);
+  if (!o_.masking) s += ":nomask";
+  return s;
+}
+
+void Dgc::begin_step(const StepInfo& s) {
+  momentum_ = s.momentum;
+  density_ = o_.ratio;
+  if (s.epoch < o_.warmup_epochs) density_ = std::max(o_.ratio, std::pow(0.25, double(s.epoch + 1)));
+}
+
+void Dgc::encode(const float* grad, size_t n, Message& out) {
+  FRUGAL_CHECK(n == v_.size(), "dgc: tensor has ", n, " elements, compressor was built for ", v_.size());
+  float scale = 1.0f;
+  if (o_.clip > 0) {  // local gradient clipping, threshold scaled by world^-1/2 (Lin et al. sec. 3.2)
+    double ss = 0;
+    for (size_t i = 0; i < n; ++i) ss += double(grad[i]) * grad[i];
+    double lim = double(o_.clip) / std::sqrt(double(world_));
+    double norm = std::sqrt(ss);
+    if (norm > lim) scale = float(lim / norm);
+  }
+  const float m = momentum_;
+  for (size_t i = 0; i < n; ++i) {
+    u_[i] = m * u_[i] + scale * grad[i];  // momentum correction: accumulate velocity, not gradient
+    v_[i] += u_[i];
+  }
+  dgc_select(v_.data(), n, k_of(density_, n), o_.sample_frac, rng_, idx_);
+  vals_.resize(idx_.size());
+  for (size_t i = 0; i < idx_.size(); ++i) {
+    uint32_t j = idx_[i];
+    vals_[i] = v_[j];
+    v_[j] = 0.0f;
+    if (o_.masking) u_[j] = 0.0f;  // momentum factor masking
+  }
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sparse, n);
+  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
+  seal(out);
+}
+
+void Dgc::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
+
+// --------------------------------------------------------------------------------------- adaptive
+
+std::string AdaptiveTopK::name() const { return "adaptive:" + fmt(ratio_) + (energy_ != 0.5 ? ":energy=" + fmt(energy_) : ""); }
+
+void AdaptiveTopK::encode(const float* grad, size_t n, Message& out) {
+  const size_t ns = std::min(n, std::max<size_t>(1024, n / 100));
+  const size_t stride = std::max<size_t>(1, n / std::max<size_t>(ns, 1));
+  const size_t start = ns ? size_t(rng_.below(stride)) : 0;
+  std::vector<float> sq(ns);
+  double total = 0;
+  for (size_t i = 0; i < ns; ++i) {
+    float v = grad[std::min(n - 1, start + i * stride)];
+    sq[i] = std::isfinite(v) ? v * v : 0.0f;
+    total += sq[i];
+  }
+  std::sort(sq.begin(), sq.end(), std::greater<float>());
+  size_t c = 0;
+  double acc = 0;
+  while (c < ns && acc < energy_ * total) acc += sq[c++];
+  double density = ns ? double(std::max<size_t>(c, 1)) / double(ns) : ratio_;
+  density = std::clamp(density, ratio_ / 8, std::min(1.0, ratio_ * 8));
+  last_density_ = density;
+  topk_select(grad, n, k_of(density, n), idx_);
+  vals_.resize(idx_.size());
+  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sparse, n);
+  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
+  seal(out);
+}
+void AdaptiveTopK::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
+
+// --------------------------------------------------------------------------------------- QSGD
+
+static int bits_for(uint32_t v) { return v == 0 ? 1 : 32 - __builtin_clz(v); }
+
+std::string Qsgd::name() const { return "qsgd:" + std::to_string(s_) + (elias_ ? ":elias" : ""); }
+
+void Qsgd::encode(const float* grad, size_t n, Message& out) {
+  double ss = 0;
+  for (size_t i = 0; i < n; ++i) ss += double(grad[i]) * grad[i];
+  const float norm = float(std::sqrt(ss));
+  const bool ok = norm > 0 && std::isfinite(norm);
+  const float scale = ok ? float(s_) / norm : 0.0f;
+  codes_.resize(n);
+  const uint32_t smax = uint32_t(s_);
+  for (size_t i = 0; i < n; ++i) {
+    float a = std::fabs(grad[i]) * scale;
+    uint32_t l = 0;
+    if (ok) {
+      float fl = std::floor(a);
+      l = uint32_t(fl) + (rng_.uniform() < a - fl ? 1u : 0u);
+      l = std::min(l, smax);
+    }
+    codes_[i] = (l << 1) | uint32_t(grad[i] < 0.0f);
+  }
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, elias_ ? Kind::qsgd_elias : Kind::qsgd, n);
+  w.u32(uint32_t(s_));
+  w.f32(ok ? norm : 0.0f);
+  if (!elias_) {
+    const int width = bits_for(smax) + 1;
+    pack_codes(codes_.data(), n, width, w.grow(packed_bytes(n, width)));
+  } else {
+    std::vector<uint8_t> bits;
+    BitWriter bw(bits);
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t l = codes_[i] >> 1;
+      elias_gamma_put(bw, l + 1);
+      if (l) bw.put(codes_[i] & 1u, 1);
+    }
+    bw.flush();
+    w.varint(bits.size());
+    w.raw(bits.data(), bits.size());
+  }
+  seal(out);
+}
+
+void Qsgd::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  read_header(r, elias_ ? Kind::qsgd_elias : Kind::qsgd, n);
+  if (r.u32() != uint32_t(s_)) r.fail("level count differs from qsgd:" + std::to_string(s_));
+  const float norm = r.f32();
+  if (!(norm >= 0.0f) || !std::isfinite(norm)) r.fail("norm is negative or not finite");
+  const float unit = norm / float(s_);
+  const uint32_t smax = uint32_t(s_);
+  if (!elias_) {
+    const int width = bits_for(smax) + 1;
+    const uint8_t* p = r.take(packed_bytes(n, width));
+    if (!tail_bits_clear(p, n * size_t(width))) r.fail("padding bits set");
+    std::vector<uint32_t> codes(n);
+    unpack_codes(p, n, width, codes.data());
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t l = codes[i] >> 1;
+      if (l > smax) r.fail("level " + std::to_string(l) + " exceeds " + std::to_string(smax));
+      float v = unit * float(l);
+      dst[i] = (codes[i] & 1u) ? -v : v;
+    }
+  } else {
+    uint64_t nb = r.varint();
+    if (nb > r.remaining()) r.fail("bit stream length exceeds the message");
+    const uint8_t* p = r.take(size_t(nb));
+    BitReader br(p, size_t(nb), r);
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t l = elias_gamma_get(br) - 1;
+      if (l > smax) r.fail("level " + std::to_string(l) + " exceeds " + std::to_string(smax));
+      bool neg = l ? br.get(1) != 0 : false;
+      float v = unit * float(l);
+      dst[i] = neg ? -v : v;
+    }
+    if ((br.pos() + 7) / 8 != nb || !tail_bits_clear(p, size_t(br.pos()))) r.fail("bit stream has trailing data");
+  }
+  r.expect_end();
+}
+
+// --------------------------------------------------------------------------------------- TernGrad
+
+std::string TernGrad::name() const { return clip_ == 2.5f ? "terngrad" : "terngrad:clip=" + fmt(clip_); }
+
+void TernGrad::encode(const float* grad, size_t n, Message& out) {
+  float c = INFINITY;
+  if (clip_ > 0 && n > 0) {
+    double s = 0, ss = 0;
+    for (size_t i = 0; i < n; ++i) { s += grad[i]; ss += double(grad[i]) * grad[i]; }
+    double mean = s / double(n);
+    double sd = std::sqrt(std::max(0.0, ss / double(n) - mean * mean));
+    c = float(clip_ * sd);
+  }
+  float smax = 0;
+  for (size_t i = 0; i < n; ++i) smax = std::max(smax, std::min(std::fabs(grad[i]), c));
+  if (!std::isfinite(smax)) smax = 0;
+  codes_.resize(n);
+  const float inv = smax > 0 ? 1.0f / smax : 0.0f;
+  for (size_t i = 0; i < n; ++i) {
+    float a = std::min(std::fabs(grad[i]), c) * inv;
+    bool b = smax > 0 && rng_.uniform() < a;
+    codes_[i] = b ? (grad[i] < 0 ? 2u : 1u) : 0u;
+  }
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::terngrad, n);
+  w.f32(smax);
+  pack_codes(codes_.data(), n, 2, w.grow(packed_bytes(n, 2)));
+  seal(out);
+}
+
+void TernGrad::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  read_header(r, Kind::terngrad, n);
+  float s = r.f32();
+  if (!(s >= 0.0f) || !std::isfinite(s)) r.fail("scale is negative or not finite");
+  const uint8_t* p = r.take(packed_bytes(n, 2));
+  if (!tail_bits_clear(p, 2 * n)) r.fail("padding bits set");
+  r.expect_end();
+  std::vector<uint32_t> codes(n);
+  unpack_codes(p, n, 2, codes.data());
+  for (size_t i = 0; i < n; ++i) {
+    if (codes[i] == 3) r.fail("ternary code 3 is not defined");
+    dst[i] = codes[i] == 0 ? 0.0f : codes[i] == 1 ? s : -s;
+  }
+}
+
+// --------------------------------------------------------------------------------------- signs
+
+namespace {
+void write_signs(Message& out, Kind kind, size_t n, std::initializer_list<float> scalars, const float* x) {
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, kind, n);
+  for (float s : scalars) w.f32(s);
+  pack_signs(x, n, w.grow((n + 7) / 8));
+  out.wire_bits = 8 * uint64_t(out.bytes.size());
+}
+
+// Reads `ns` scalars and the sign field; returns a pointer to the bits.
+const uint8_t* read_signs(ByteReader& r, Kind kind, size_t n, float* scalars, int ns) {
+  read_header(r, kind, n);
+  for (int i = 0; i < ns; ++i) {
+    scalars[i] = r.f32();
+    if (!std::isfinite(scalars[i])) r.fail("scale is not finite");
+  }
+  const uint8_t* p = r.take((n + 7) / 8);
+  if (!tail_bits_clear(p, n)) r.fail("padding bits set");
+  r.expect_end();
+  return p;
+}
+}  // namespace
+
+void SignCompressor::encode(const float* grad, size_t n, Message& out) {
+  write_signs(out, Kind::sign, n, {float(mean_abs(grad, n))}, grad);
+}
+
+void SignCompressor::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  float s;
+  const uint8_t* p = read_signs(r, Kind::sign, n, &s, 1);
+  unpack_signs(p, n, s, -s, dst);
+}
+
+void SignCompressor::aggregate(std::span<const Message* const> msgs, float* dst, size_t n) const {
+  if (!vote_) return Compressor::aggregate(msgs, dst, n);
+  FRUGAL_CHECK(!msgs.empty(), "aggregate needs at least one message");
+  std::vector<int32_t> votes(n, 0);
+  double scale_sum = 0;
+  for (const Message* m : msgs) {
+    ByteReader r(m->bytes.data(), m->bytes.size(), name());
+    float s;
+    const uint8_t* p = read_signs(r, Kind::sign, n, &s, 1);
+    scale_sum += s;
+    for (size_t i = 0; i < n; ++i) votes[i] += ((p[i / 8] >> (i % 8)) & 1) ? -1 : 1;
+  }
+  const float scale = float(scale_sum / double(msgs.size()));
+  for (size_t i = 0; i < n; ++i) dst[i] = votes[i] > 0 ? scale : votes[i] < 0 ? -scale : 0.0f;
+}
+
+void OneBit::encode(const float* grad, size_t n, Message& out) {
+  double sp = 0, sn = 0;
+  size_t np = 0, nn = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (grad[i] < 0.0f) { sn += grad[i]; ++nn; }
+    else { sp += grad[i]; ++np; }
+  }
+  float mp = np ? float(sp / double(np)) : 0.0f, mn = nn ? float(sn / double(nn)) : 0.0f;
+  write_signs(out, Kind::onebit, n, {mp, mn}, grad);
+}
+
+void OneBit::decode(const Message& in, float* dst, size_t n) const {
+  ByteReader r(in.bytes.data(), in.bytes.size(), name());
+  float s[2];
+  const uint8_t* p = read_signs(r, Kind::onebit, n, s, 2);
+  unpack_signs(p, n, s[0], s[1], dst);
+}
+
+}  // namespace frugal::gradcomp

@@ -1,0 +1,293 @@
+// Concrete compressors (built by make_compressor from a spec; see compressor.h for the grammar) and the
+// selection kernels they share. Message layout common to all: u8 kind, varint n, then the body below.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "gradcomp/compressor.h"
+#include "gradcomp/wire.h"
+
+namespace frugal::gradcomp {
+
+enum class Kind : uint8_t {
+  dense = 1, fp16 = 2, bf16 = 3, sparse = 4, randk = 5, qsgd = 6, qsgd_elias = 7, terngrad = 8,
+  sign = 9, onebit = 10, powersgd = 11,
+};
+void write_header(ByteWriter& w, Kind kind, size_t n);
+/// Checks kind and element count; throws on mismatch.
+void read_header(ByteReader& r, Kind kind, size_t n);
+/// Sparse body: index block, then fp32 values. dst is zeroed, then scattered.
+void write_sparse(ByteWriter& w, const uint32_t* idx, const float* vals, size_t k, size_t n);
+void read_sparse(ByteReader& r, size_t n, float* dst);
+
+// ---- selection kernels
+
+/// Exact top-k by |x| (ties: lower index wins), NaNs never selected. idx <- ascending indices.
+/// Fast path: sampled threshold, AVX-512 compress-store candidate scan, nth_element on the candidates.
+void topk_select(const float* x, size_t n, size_t k, std::vector<uint32_t>& idx);
+/// Scalar twin: full nth_element over all (|x|, index) pairs.
+void topk_select_ref(const float* x, size_t n, size_t k, std::vector<uint32_t>& idx);
+/// idx <- every i with |x[i]| >= thr (ascending). The fast candidate scan.
+void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>& idx);
+void select_at_least_ref(const float* x, size_t n, float thr, std::vector<uint32_t>& idx);
+
+/// DGC's sampled-threshold selection (Lin et al., ICLR 2018, sec. 3 "hierarchical" top-k; the adaptation
+/// loop of the authors' code): sample ~sample_frac of |x| from a random start with a fixed stride, take
+/// the ceil(k/n * samples)-th largest as the threshold, select |x| >= thr; while fewer than 0.8k are
+/// selected lower the threshold by 0.8 (at most 10 rounds); if more than k, exact top-k among them.
+/// Returns between 1 and k ascending indices (fewer than 0.8k only after 10 rounds).
+void dgc_select(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
+                int* rounds = nullptr);
+void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx);
+
+/// The k distinct random indices randk draws for (seed, nonce), ascending. Shared by every worker.
+void randk_indices(uint64_t seed, uint64_t nonce, size_t n, size_t k, std::vector<uint32_t>& idx);
+
+// ---- compressors
+
+/// Error feedback (memory) as a decorator: p = g + e; msg = C(p); e = p - D(msg).
+/// Seide et al., Interspeech 2014 (1-bit SGD); Stich et al., NeurIPS 2018; Karimireddy et al., ICML 2019.
+class ErrorFeedback final : public Compressor {
+ public:
+  ErrorFeedback(std::unique_ptr<Compressor> inner, size_t n, std::string name);
+  std::string name() const override { return name_; }
+  Collective collective() const override { return inner_->collective(); }
+  void begin_step(const StepInfo& s) override { inner_->begin_step(s); }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override { inner_->decode(in, dst, n); }
+  void aggregate(std::span<const Message* const> m, float* dst, size_t n) const override {
+    inner_->aggregate(m, dst, n);
+  }
+  const std::vector<float>* residual() const override { return &residual_; }
+
+ private:
+  std::unique_ptr<Compressor> inner_;
+  std::vector<float> residual_;  // (n)
+  std::vector<float> buf_, dec_;  // (n) scratch
+  std::string name_;
+};
+
+/// Dense fp32 ("none"), IEEE fp16 ("fp16") or bfloat16 ("bf16"), round to nearest even. fp16 overflow
+/// becomes inf (gradients beyond 65504 should be scaled first). PyTorch DDP fp16/bf16_compress_hook.
+class CastCompressor final : public Compressor {
+ public:
+  explicit CastCompressor(Kind kind) : kind_(kind) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allreduce; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  Kind kind_;
+};
+
+/// Exact top-k sparsification (Aji & Heafield, EMNLP 2017; Stich et al., NeurIPS 2018 with memory).
+/// Indices as delta-varint or bitmap, fp32 values.
+class TopK final : public Compressor {
+ public:
+  explicit TopK(double ratio) : ratio_(ratio) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  double ratio_;
+  std::vector<uint32_t> idx_;
+  std::vector<float> vals_;
+};
+
+/// Random-k with a seed shared by all workers, so only values are sent and payloads can be summed
+/// (Stich et al., NeurIPS 2018; BytePS PR #299). Indices depend on (seed, param, nonce) where the nonce
+/// (the encode count) travels in the message. scaled: values * n/k, an unbiased estimator.
+class RandK final : public Compressor {
+ public:
+  RandK(double ratio, bool scaled, uint64_t shared_seed) : ratio_(ratio), scaled_(scaled), seed_(shared_seed) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allreduce; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  double ratio_;
+  bool scaled_;
+  uint64_t seed_;
+  uint64_t nonce_ = 0;
+  mutable std::vector<uint32_t> idx_;
+};
+
+/// Threshold sparsification: every |g| >= V (Strom, Interspeech 2015; GRACE's ThresholdCompressor sends
+/// the values). Empty messages are valid (nothing passed).
+class Threshold final : public Compressor {
+ public:
+  explicit Threshold(float v) : v_(v) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  float v_;
+  std::vector<uint32_t> idx_;
+  std::vector<float> vals_;
+};
+
+/// Deep Gradient Compression (Lin, Han, Mao, Wang, Dally; ICLR 2018): momentum correction (u = m u + g;
+/// v += u; send top-k of v), local gradient clipping (||g|| <= clip / sqrt(world), sec. 3.2), momentum
+/// factor masking (u, v zeroed where sent), density warm-up 25% -> 6.25% -> 1.56% -> 0.4% -> R over the
+/// first warmup epochs (density(e) = max(R, 0.25^(e+1)) for e < warmup), sampled-threshold selection.
+/// The optimizer must then run with momentum 0 (GradientExchange::handles_momentum()).
+class Dgc final : public Compressor {
+ public:
+  struct Options {
+    double ratio = 0.001;
+    float sample_frac = 0.01f;
+    float clip = 0.0f;  // 0: off
+    bool masking = true;
+    int warmup_epochs = 0;
+  };
+  Dgc(const Options& o, size_t n, int world, uint64_t seed);
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void begin_step(const StepInfo& s) override;
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+  double density() const { return density_; }
+  const std::vector<float>* residual() const override { return &v_; }
+
+ private:
+  Options o_;
+  int world_;
+  Rng rng_;
+  float momentum_ = 0.9f;
+  double density_;
+  std::vector<float> u_, v_;  // (n) momentum and accumulated velocity
+  std::vector<uint32_t> idx_;
+  std::vector<float> vals_;
+};
+
+/// QSGD (Alistarh, Grubic, Li, Tomioka, Vojnovic; NeurIPS 2017): l_i = floor(|g_i|/||g|| * s + u),
+/// u ~ U[0,1) (unbiased). Body: f32 norm, then per element (level << 1 | sign) in ceil(log2(s+1))+1
+/// bits, or with :elias Elias-gamma(level+1) followed by a sign bit when level > 0.
+class Qsgd final : public Compressor {
+ public:
+  Qsgd(int levels, bool elias, uint64_t seed) : s_(levels), elias_(elias), rng_(seed) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  int s_;
+  bool elias_;
+  Rng rng_;
+  std::vector<uint32_t> codes_;
+};
+
+/// TernGrad (Wen, Xu, Yan, Wu, Wang, Chen, Li; NeurIPS 2017): clip at clip*sigma, s = max|g|,
+/// b_i ~ Bernoulli(|g_i|/s), value s*sign*b. Body: f32 s, 2-bit codes (0 zero, 1 plus, 2 minus).
+class TernGrad final : public Compressor {
+ public:
+  TernGrad(float clip, uint64_t seed) : clip_(clip), rng_(seed) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+
+ private:
+  float clip_;
+  Rng rng_;
+  std::vector<uint32_t> codes_;
+};
+
+/// Sign compression. Body: f32 scale, sign bits (1 = negative). decode = scale * sign.
+///  signsgd: scale = mean|g|; aggregate = majority vote (Bernstein, Wang, Azizzadenesheli, Anandkumar;
+///           ICML 2018): sign(sum_w sign_w) * mean_w(scale_w), ties give 0.
+///  efsign:  scale = ||p||_1 / n of the error-compensated p (Karimireddy, Rebjock, Stich, Jaggi; ICML
+///           2019, EF-SignSGD); aggregate = mean. Wrapped in ErrorFeedback by the factory.
+class SignCompressor final : public Compressor {
+ public:
+  explicit SignCompressor(bool majority_vote) : vote_(majority_vote) {}
+  std::string name() const override { return vote_ ? "signsgd" : "efsign"; }
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+  void aggregate(std::span<const Message* const> m, float* dst, size_t n) const override;
+
+ private:
+  bool vote_;
+};
+
+/// 1-bit SGD (Seide, Fu, Droppo, Li, Yu; Interspeech 2014): 1 bit per value, reconstructed as the mean
+/// of the non-negative values or the mean of the negative values (per tensor). Body: f32 mean_pos,
+/// f32 mean_neg, sign bits. Wrapped in ErrorFeedback by the factory (the method is defined with it).
+class OneBit final : public Compressor {
+ public:
+  std::string name() const override { return "onebit"; }
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+};
+
+/// Adaptive top-k: frugal's own rule, in the spirit of AdaComp (Chen et al., AAAI 2018), which adapts the
+/// per-layer selection to the layer's gradient: each step the density is the smallest fraction of the
+/// (error-compensated) gradient's entries holding `energy` of its squared L2 mass, estimated from a 1%
+/// sample, clamped to [R/8, 8R]. Concentrated layers send fewer entries, flat ones more; R is the target.
+class AdaptiveTopK final : public Compressor {
+ public:
+  AdaptiveTopK(double ratio, double energy, uint64_t seed) : ratio_(ratio), energy_(energy), rng_(seed) {}
+  std::string name() const override;
+  Collective collective() const override { return Collective::allgather; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+  double last_density() const { return last_density_; }
+
+ private:
+  double ratio_, energy_;
+  Rng rng_;
+  double last_density_ = 0;
+  std::vector<uint32_t> idx_;
+  std::vector<float> vals_;
+};
+
+/// PowerSGD (Vogels, Karimireddy, Jaggi; NeurIPS 2019), Algorithm 1: M = grad + e viewed as (rows, cols)
+/// = (shape[0], numel/shape[0]); P = M Q; allreduce P; orthogonalize P (Gram-Schmidt); Q = M^T P;
+/// allreduce Q; Q /= world (kept as the warm start); out = P Q^T; e = M - out. Q starts as N(0,1) from
+/// the shared seed, so all workers agree. 1-D tensors are not accepted (the exchange keeps them dense).
+/// The exchange drives the three-phase protocol; encode/decode are the single-worker version (world 1,
+/// body: f32 P (rows, r) then f32 Q (cols, r)) used by benchmarks and golden tests.
+class PowerSgd final : public Compressor {
+ public:
+  PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_seed);
+  std::string name() const override;
+  Collective collective() const override { return Collective::allreduce; }
+  void encode(const float* grad, size_t n, Message& out) override;
+  void decode(const Message& in, float* dst, size_t n) const override;
+  const std::vector<float>* residual() const override { return &mem_; }
+
+  size_t rows() const { return rows_; }
+  size_t cols() const { return cols_; }
+  int rank() const { return r_; }
+  size_t p_len() const { return rows_ * size_t(r_); }
+  size_t q_len() const { return cols_ * size_t(r_); }
+  /// Phase 1: M = grad + e; p (rows, r) = M Q.
+  void compute_p(const float* grad, float* p);
+  /// Phase 2: p is the sum over workers, already orthogonalized (orthogonalize()); q (r, cols) = (M^T p)^T.
+  void compute_q(const float* p, float* q);
+  /// Phase 3: q_sum (sum over workers); Q = q_sum / world; dst (rows*cols) = P Q^T; e = M - dst.
+  void finish(const float* p_orth, const float* q_sum, int world, float* dst);
+
+ private:
+  int r_;
+  size_t rows_, cols_;
+  std::vector<float> q_;    // (cols, r) warm-started query
+  std::vector<float> m_;    // (rows, cols) error-compensated gradient of this step
+  std::vector<float> mem_;  // (rows, cols) error feedback
+  std::vector<float> p_;    // (rows, r) scratch for encode
+};
+
+/// Gram-Schmidt on the r columns of p (rows, r), row-major, as in the PowerSGD reference code
+/// (column /= norm + 1e-8).
+void orthogonalize(float* p, size_t rows, int r);
+
+}  // namespace frugal::gradcomp

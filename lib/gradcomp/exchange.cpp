@@ -1,0 +1,426 @@
+#include "gradcomp/exchange.h"
+
+#include <tbb/parallel_for.h>
+
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "gradcomp/compressors.h"
+#include "util/check.h"
+
+namespace frugal::gradcomp {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << "(";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << ")";
+  return os.str();
+}
+}  // namespace
+
+enum class Mode { allreduce, allgather, powersgd };
+
+struct GradientExchange::Slot {
+  std::vector<int64_t> shape;
+  size_t n = 0;
+  std::string codec;         // spec actually used ("none" when kept dense)
+  std::string dense_reason;  // empty when compressed
+  Mode mode = Mode::allreduce;
+  std::vector<std::unique_ptr<Compressor>> c;  // one per local worker
+  CastCompressor dense{Kind::dense};           // powersgd's dense steps
+  std::vector<float> velocity;                 // dgc runs: heavy-ball momentum for dense tensors
+};
+
+double ExchangeCounters::simulated_comm_s(const dist::Network& net) const {
+  if (steps == 0) return 0;
+  const double s = double(steps);
+  double t = 0;
+  if (bytes_allreduce > 0) t += s * dist::comm_seconds(dist::Pattern::ring_allreduce, bytes_allreduce / s, world, net);
+  if (bytes_allgather > 0) t += s * dist::comm_seconds(dist::Pattern::allgather, bytes_allgather / s, world, net);
+  return t;
+}
+
+nlohmann::json ExchangeCounters::to_json() const {
+  return {{"steps", steps},
+          {"bytes_sent_per_worker", bytes_sent},
+          {"bytes_allreduce_per_worker", bytes_allreduce},
+          {"bytes_allgather_per_worker", bytes_allgather},
+          {"bytes_dense_fp32_per_worker", bytes_dense_fp32},
+          {"ratio_vs_fp32", ratio_fp32()},
+          {"ratio_vs_fp16", ratio_fp16()},
+          {"encode_s", encode_s},
+          {"decode_s", decode_s},
+          {"comm_s", comm_s},
+          {"error_samples", error_samples},
+          {"rel_l2_err", rel_l2_err()},
+          {"cosine", cosine()},
+          {"world", world},
+          {"simulated_comm_s_1gbit", simulated_comm_s({1e9, 50e-6})},
+          {"simulated_comm_s_10gbit", simulated_comm_s({1e10, 50e-6})}};
+}
+
+GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& shapes,
+                                   int local_workers, dist::Communicator* comm)
+    : opts_(opts), local_(local_workers), comm_(comm), momentum_(opts.momentum) {
+  FRUGAL_CHECK(local_workers >= 1, "gradient exchange: local_workers must be >= 1, got ", local_workers);
+  world_ = comm ? comm->world() * local_workers : local_workers;
+  rank_ = comm ? comm->rank() : 0;
+  FRUGAL_CHECK(!shapes.empty(), "gradient exchange: no parameters");
+  {  // validate the spec up front, even if every tensor ends up dense
+    CompressorContext probe;
+    probe.shape = {64, 64};
+    make_compressor(opts.compressor, probe);
+  }
+  handles_momentum_ = spec_handles_momentum(opts.compressor);
+  const bool needs_matrix = spec_needs_matrix(opts.compressor);
+  for (size_t p = 0; p < shapes.size(); ++p) {
+    auto s = std::make_unique<Slot>();
+    s->shape = shapes[p];
+    s->n = shape_numel(shapes[p]);
+    FRUGAL_CHECK(s->n > 0, "gradient exchange: parameter ", p, " has an empty shape ", shape_str(shapes[p]));
+    const bool one_d = shapes[p].size() <= 1;
+    if (s->n < opts.dense_below) s->dense_reason = "numel " + std::to_string(s->n) + " < dense_below " + std::to_string(opts.dense_below);
+    else if (one_d && opts.dense_1d) s->dense_reason = "1-D tensor (dense_1d)";
+    else if (one_d && needs_matrix) s->dense_reason = "1-D tensor (powersgd needs a matrix)";
+    s->codec = s->dense_reason.empty() ? opts.compressor : "none";
+    for (int w = 0; w < local_; ++w) {
+      CompressorContext ctx;
+      ctx.shape = shapes[p];
+      ctx.seed = opts.seed;
+      ctx.param_index = int(p);
+      ctx.worker = rank_ * local_ + w;
+      ctx.world = world_;
+      ctx.error_feedback_default = opts.error_feedback_default;
+      ctx.warmup_epochs = opts.warmup_epochs;
+      s->c.push_back(make_compressor(s->codec, ctx));
+    }
+    if (dynamic_cast<PowerSgd*>(s->c[0].get())) s->mode = Mode::powersgd;
+    else s->mode = s->c[0]->collective() == Collective::allreduce ? Mode::allreduce : Mode::allgather;
+    if (handles_momentum_ && !s->dense_reason.empty()) s->velocity.assign(s->n, 0.0f);
+    slots_.push_back(std::move(s));
+  }
+  period_.world = total_.world = world_;
+  if (comm_) {
+    nlohmann::json d = describe();
+    d["seed"] = opts.seed;
+    d["local_workers"] = local_;
+    dist::check_same_on_all_ranks(*comm_, "gradient exchange config", d.dump());
+  }
+}
+
+GradientExchange::~GradientExchange() = default;
+
+const Compressor& GradientExchange::compressor(int w, size_t p) const {
+  FRUGAL_CHECK(w >= 0 && w < local_ && p < slots_.size(), "compressor(", w, ", ", p, ") out of range");
+  return *slots_[p]->c[size_t(w)];
+}
+
+nlohmann::json GradientExchange::describe() const {
+  nlohmann::json t = nlohmann::json::array();
+  size_t dense = 0;
+  for (size_t p = 0; p < slots_.size(); ++p) {
+    const Slot& s = *slots_[p];
+    const char* coll = s.mode == Mode::allgather ? "allgather" : "allreduce";
+    t.push_back({{"index", p}, {"shape", s.shape}, {"numel", s.n}, {"codec", s.c[0]->name()},
+                 {"collective", coll}, {"dense_reason", s.dense_reason}});
+    if (!s.dense_reason.empty()) ++dense;
+  }
+  return {{"compressor", opts_.compressor},
+          {"dense_rule", {{"dense_below", opts_.dense_below}, {"dense_1d", opts_.dense_1d}}},
+          {"error_feedback_default", opts_.error_feedback_default},
+          {"warmup_epochs", opts_.warmup_epochs},
+          {"powersgd_dense_steps", opts_.powersgd_dense_steps},
+          {"handles_momentum", handles_momentum_},
+          {"world", world_},
+          {"dense_tensors", dense},
+          {"tensors", t}};
+}
+
+void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch) {
+  const size_t P = slots_.size();
+  FRUGAL_CHECK(grads.size() == size_t(local_), "exchange: got gradients of ", grads.size(), " workers, expected ", local_);
+  for (int w = 0; w < local_; ++w) {
+    FRUGAL_CHECK(grads[size_t(w)].size() == P, "exchange: worker ", w, " passed ", grads[size_t(w)].size(),
+                 " gradient tensors, expected ", P);
+    for (size_t p = 0; p < P; ++p) {
+      const float* g = grads[size_t(w)][p];
+      FRUGAL_CHECK(g, "exchange: worker ", w, " parameter ", p, " gradient pointer is null");
+      for (size_t i = 0; i < slots_[p]->n; ++i)
+        FRUGAL_CHECK(std::isfinite(g[i]), "non-finite gradient (", g[i], ") at element ", i, " of parameter ", p, " ",
+                     shape_str(slots_[p]->shape), ", worker ", rank_ * local_ + w, ", step ", step,
+                     "; lower the learning rate or enable gradient clipping");
+    }
+  }
+  const StepInfo si{step, epoch, momentum_};
+  const bool psgd_dense = step < opts_.powersgd_dense_steps;
+  const bool sampled = opts_.sample_every > 0 && step % opts_.sample_every == 0;
+
+  // Offsets into flat per-step buffers.
+  size_t total_n = 0;
+  std::vector<size_t> off(P);
+  for (size_t p = 0; p < P; ++p) { off[p] = total_n; total_n += slots_[p]->n; }
+
+  // Dense reference mean (sampled steps only), summed in global worker order.
+  std::vector<float> ref;
+  auto comm_t0 = Clock::now();
+  double comm_s = 0;
+  if (sampled) {
+    ref.assign(total_n, 0.0f);
+    for (size_t p = 0; p < P; ++p) {
+      float* r = ref.data() + off[p];
+      std::memcpy(r, grads[0][p], 4 * slots_[p]->n);
+      for (int w = 1; w < local_; ++w)
+        for (size_t i = 0; i < slots_[p]->n; ++i) r[i] += grads[size_t(w)][p][i];
+    }
+    comm_t0 = Clock::now();
+    if (comm_) comm_->allreduce_sum(ref.data(), ref.size());
+    comm_s += since(comm_t0);
+    for (auto& v : ref) v /= float(world_);
+  }
+
+  // ---- encode: every (worker, tensor) pair; PowerSGD computes P here.
+  auto mode_of = [&](const Slot& s) { return s.mode == Mode::powersgd && psgd_dense ? Mode::allreduce : s.mode; };
+  std::vector<std::vector<Message>> msgs(static_cast<size_t>(local_), std::vector<Message>(P));
+  std::vector<std::vector<std::vector<float>>> pbuf(static_cast<size_t>(local_), std::vector<std::vector<float>>(P));
+  auto t0 = Clock::now();
+  auto encode_one = [&](size_t task) {
+    const size_t w = task / P, p = task % P;
+    Slot& s = *slots_[p];
+    Compressor& c = *s.c[w];
+    if (s.mode == Mode::powersgd) {
+      if (psgd_dense) {
+        s.dense.encode(grads[w][p], s.n, msgs[w][p]);
+      } else {
+        auto& ps = static_cast<PowerSgd&>(c);
+        pbuf[w][p].resize(ps.p_len());
+        ps.compute_p(grads[w][p], pbuf[w][p].data());
+      }
+      return;
+    }
+    c.begin_step(si);
+    c.encode(grads[w][p], s.n, msgs[w][p]);
+  };
+  const size_t tasks = size_t(local_) * P;
+  if (opts_.parallel) tbb::parallel_for(size_t(0), tasks, encode_one);
+  else for (size_t t = 0; t < tasks; ++t) encode_one(t);
+  double encode_s = since(t0), decode_s = 0;
+
+  // Bytes of this step, per local worker.
+  double b_ar = 0, b_ag = 0;
+  for (int w = 0; w < local_; ++w)
+    for (size_t p = 0; p < P; ++p) {
+      const Slot& s = *slots_[p];
+      if (s.mode == Mode::powersgd && !psgd_dense) {
+        auto& ps = static_cast<const PowerSgd&>(*s.c[size_t(w)]);
+        b_ar += 4.0 * double(ps.p_len() + ps.q_len());
+      } else if (mode_of(s) == Mode::allgather) {
+        b_ag += double(msgs[size_t(w)][p].bytes.size());
+      } else {
+        b_ar += double(msgs[size_t(w)][p].bytes.size());
+      }
+    }
+
+  std::vector<float> result(total_n);  // aggregated gradient, flat
+
+  // ---- summable payloads: decode, sum in worker order, allreduce (rank order), average.
+  {
+    auto t = Clock::now();
+    std::vector<float> tmp;
+    std::vector<size_t> ar;
+    size_t len = 0;
+    for (size_t p = 0; p < P; ++p)
+      if (mode_of(*slots_[p]) == Mode::allreduce) { ar.push_back(p); len += slots_[p]->n; }
+    std::vector<float> flat(len);
+    size_t o = 0;
+    for (size_t p : ar) {
+      Slot& s = *slots_[p];
+      const Compressor& dec = s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
+      float* dst = flat.data() + o;
+      dec.decode(msgs[0][p], dst, s.n);
+      tmp.resize(s.n);
+      for (int w = 1; w < local_; ++w) {
+        dec.decode(msgs[size_t(w)][p], tmp.data(), s.n);
+        for (size_t i = 0; i < s.n; ++i) dst[i] += tmp[i];
+      }
+      o += s.n;
+    }
+    decode_s += since(t);
+    if (comm_ && len) {
+      auto tc = Clock::now();
+      comm_->allreduce_sum(flat.data(), len);
+      comm_s += since(tc);
+    }
+    o = 0;
+    for (size_t p : ar) {
+      for (size_t i = 0; i < slots_[p]->n; ++i) result[off[p] + i] = flat[o + i] / float(world_);
+      o += slots_[p]->n;
+    }
+  }
+
+  // ---- gathered payloads: every worker's message, in global worker order, then the compressor's aggregate.
+  {
+    std::vector<size_t> ag;
+    for (size_t p = 0; p < P; ++p)
+      if (mode_of(*slots_[p]) == Mode::allgather) ag.push_back(p);
+    if (!ag.empty()) {
+      // all_msgs[g][j]: global worker g's message for gathered slot j
+      std::vector<std::vector<Message>> remote;
+      std::vector<std::vector<const Message*>> all(static_cast<size_t>(world_), std::vector<const Message*>(ag.size()));
+      if (!comm_) {
+        for (int w = 0; w < local_; ++w)
+          for (size_t j = 0; j < ag.size(); ++j) all[size_t(w)][j] = &msgs[size_t(w)][ag[j]];
+      } else {
+        std::vector<uint8_t> blob;
+        ByteWriter bw(blob);
+        for (int w = 0; w < local_; ++w)
+          for (size_t p : ag) {
+            bw.varint(msgs[size_t(w)][p].bytes.size());
+            bw.raw(msgs[size_t(w)][p].bytes.data(), msgs[size_t(w)][p].bytes.size());
+          }
+        auto tc = Clock::now();
+        auto blobs = comm_->allgatherv(blob);
+        comm_s += since(tc);
+        remote.resize(size_t(world_), std::vector<Message>(ag.size()));
+        for (size_t r = 0; r < blobs.size(); ++r) {
+          ByteReader br(blobs[r].data(), blobs[r].size(), "allgathered gradient bundle from rank " + std::to_string(r));
+          for (int w = 0; w < local_; ++w)
+            for (size_t j = 0; j < ag.size(); ++j) {
+              size_t g = r * size_t(local_) + size_t(w);
+              uint64_t len = br.varint();
+              if (len > br.remaining()) br.fail("message length exceeds the bundle");
+              const uint8_t* b = br.take(size_t(len));
+              remote[g][j].bytes.assign(b, b + len);
+              remote[g][j].wire_bits = 8 * len;
+              all[g][j] = &remote[g][j];
+            }
+          br.expect_end();
+        }
+      }
+      auto t = Clock::now();
+      auto agg_one = [&](size_t j) {
+        const size_t p = ag[j];
+        std::vector<const Message*> m(static_cast<size_t>(world_));
+        for (int g = 0; g < world_; ++g) m[size_t(g)] = all[size_t(g)][j];
+        slots_[p]->c[0]->aggregate(m, result.data() + off[p], slots_[p]->n);
+      };
+      if (opts_.parallel) tbb::parallel_for(size_t(0), ag.size(), agg_one);
+      else for (size_t j = 0; j < ag.size(); ++j) agg_one(j);
+      decode_s += since(t);
+    }
+  }
+
+  // ---- PowerSGD: sum P, orthogonalize, Q = M^T P, sum Q, finish (writes grads directly).
+  std::vector<size_t> ps_slots;
+  if (!psgd_dense)
+    for (size_t p = 0; p < P; ++p)
+      if (slots_[p]->mode == Mode::powersgd) ps_slots.push_back(p);
+  if (!ps_slots.empty()) {
+    auto t = Clock::now();
+    std::vector<size_t> poff, qoff;
+    size_t plen = 0, qlen = 0;
+    for (size_t p : ps_slots) {
+      auto& ps = static_cast<PowerSgd&>(*slots_[p]->c[0]);
+      poff.push_back(plen); plen += ps.p_len();
+      qoff.push_back(qlen); qlen += ps.q_len();
+    }
+    std::vector<float> pflat(plen), qflat(qlen);
+    for (size_t j = 0; j < ps_slots.size(); ++j) {
+      const size_t p = ps_slots[j];
+      float* d = pflat.data() + poff[j];
+      std::memcpy(d, pbuf[0][p].data(), 4 * pbuf[0][p].size());
+      for (int w = 1; w < local_; ++w)
+        for (size_t i = 0; i < pbuf[size_t(w)][p].size(); ++i) d[i] += pbuf[size_t(w)][p][i];
+    }
+    encode_s += since(t);
+    if (comm_) { auto tc = Clock::now(); comm_->allreduce_sum(pflat.data(), plen); comm_s += since(tc); }
+    t = Clock::now();
+    std::vector<std::vector<float>> qw(static_cast<size_t>(local_), std::vector<float>(qlen));
+    for (size_t j = 0; j < ps_slots.size(); ++j) {
+      auto& ps0 = static_cast<PowerSgd&>(*slots_[ps_slots[j]]->c[0]);
+      orthogonalize(pflat.data() + poff[j], ps0.rows(), ps0.rank());
+    }
+    auto q_one = [&](size_t task) {
+      const size_t w = task / ps_slots.size(), j = task % ps_slots.size();
+      auto& ps = static_cast<PowerSgd&>(*slots_[ps_slots[j]]->c[w]);
+      ps.compute_q(pflat.data() + poff[j], qw[w].data() + qoff[j]);
+    };
+    const size_t qt = size_t(local_) * ps_slots.size();
+    if (opts_.parallel) tbb::parallel_for(size_t(0), qt, q_one);
+    else for (size_t i = 0; i < qt; ++i) q_one(i);
+    std::memcpy(qflat.data(), qw[0].data(), 4 * qlen);
+    for (int w = 1; w < local_; ++w)
+      for (size_t i = 0; i < qlen; ++i) qflat[i] += qw[size_t(w)][i];
+    encode_s += since(t);
+    if (comm_) { auto tc = Clock::now(); comm_->allreduce_sum(qflat.data(), qlen); comm_s += since(tc); }
+    t = Clock::now();
+    auto fin_one = [&](size_t task) {
+      const size_t w = task / ps_slots.size(), j = task % ps_slots.size();
+      const size_t p = ps_slots[j];
+      auto& ps = static_cast<PowerSgd&>(*slots_[p]->c[w]);
+      float* dst = w == 0 ? result.data() + off[p] : grads[w][p];
+      ps.finish(pflat.data() + poff[j], qflat.data() + qoff[j], world_, dst);
+    };
+    if (opts_.parallel) tbb::parallel_for(size_t(0), qt, fin_one);
+    else for (size_t i = 0; i < qt; ++i) fin_one(i);
+    decode_s += since(t);
+  }
+
+  // ---- dgc runs: dense tensors get the optimizer's heavy-ball momentum here (the optimizer runs with 0).
+  if (handles_momentum_)
+    for (size_t p = 0; p < P; ++p) {
+      Slot& s = *slots_[p];
+      if (s.velocity.empty()) continue;
+      float* r = result.data() + off[p];
+      for (size_t i = 0; i < s.n; ++i) r[i] = s.velocity[i] = momentum_ * s.velocity[i] + r[i];
+    }
+
+  // ---- write back to every local worker.
+  for (int w = 0; w < local_; ++w)
+    for (size_t p = 0; p < P; ++p) std::memcpy(grads[size_t(w)][p], result.data() + off[p], 4 * slots_[p]->n);
+
+  // ---- stats
+  double err = 0, cos = 0;
+  if (sampled) {
+    double dd = 0, rr = 0, dr = 0;
+    for (size_t i = 0; i < total_n; ++i) {
+      double a = result[i], b = ref[i];
+      dd += (a - b) * (a - b);
+      rr += b * b;
+      dr += a * b;
+    }
+    double aa = 0;
+    for (size_t i = 0; i < total_n; ++i) aa += double(result[i]) * result[i];
+    err = rr > 0 ? std::sqrt(dd / rr) : 0;
+    cos = (aa > 0 && rr > 0) ? dr / std::sqrt(aa * rr) : 1;
+  }
+  for (ExchangeCounters* c : {&period_, &total_}) {
+    c->steps += 1;
+    c->bytes_allreduce += b_ar / local_;
+    c->bytes_allgather += b_ag / local_;
+    c->bytes_sent += (b_ar + b_ag) / local_;
+    c->bytes_dense_fp32 += 4.0 * double(total_n);
+    c->encode_s += encode_s;
+    c->decode_s += decode_s;
+    c->comm_s += comm_s;
+    if (sampled) {
+      c->error_samples += 1;
+      c->rel_l2_err_sum += err;
+      c->cosine_sum += cos;
+    }
+  }
+}
+
+ExchangeStats GradientExchange::take_stats() {
+  ExchangeStats s{period_, total_};
+  period_ = ExchangeCounters{};
+  period_.world = world_;
+  return s;
+}
+
+}  // namespace frugal::gradcomp

@@ -1,0 +1,106 @@
+// GradientExchange: the trainer-facing step that turns every worker's local gradients into the averaged,
+// compressed-and-decoded gradient to apply, and counts what crossed the (real or simulated) network.
+//
+// Usage (trainer):
+//   GradientExchange ex(opts, shapes, /*local_workers=*/W, /*comm=*/nullptr);   // in-process W workers
+//   GradientExchange ex(opts, shapes, 1, &mpi_comm);                             // one worker per MPI rank
+//   if (ex.handles_momentum()) optimizer momentum = 0, and ex.set_momentum(optimizer's momentum);
+//   each step: ex.exchange(grads, step, epoch);   // grads[w][p]: worker w's gradient of parameter p
+//   each epoch: auto s = ex.take_stats();         // s.period (since last call), s.total
+//
+// Determinism: workers are numbered globally (rank * local_workers + w); every sum over workers runs in
+// that order ((g0 + g1) + g2) + ..., so W in-process workers and W MPI ranks (one worker each) give
+// bit-identical results. Compressor randomness is seeded from (seed, parameter index, global worker).
+//
+// Which tensors stay dense (fp32, allreduce) is a rule in the options, reported by describe():
+//   numel < dense_below, or 1-D when dense_1d (biases, BatchNorm), or 1-D for powersgd always.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "dist/communicator.h"
+#include "dist/cost_model.h"
+#include "gradcomp/compressor.h"
+
+namespace frugal::gradcomp {
+
+struct ExchangeOptions {
+  std::string compressor = "none";     ///< spec, see compressor.h
+  size_t dense_below = 1024;           ///< tensors with fewer elements stay dense fp32
+  bool dense_1d = true;                ///< 1-D tensors (biases, BatchNorm) stay dense fp32
+  bool error_feedback_default = true;  ///< EF for topk/threshold/adaptive unless the spec says +noef
+  uint64_t seed = 0;
+  int warmup_epochs = 0;               ///< DGC density warm-up epochs (spec :warmup=E overrides)
+  int64_t powersgd_dense_steps = 0;    ///< powersgd: plain dense allreduce for steps < this
+  float momentum = 0.9f;               ///< DGC momentum correction (set_momentum overrides)
+  int64_t sample_every = 0;            ///< every N steps also compute the dense mean and the error (0: never)
+  bool parallel = true;                ///< encode (workers x tensors) in parallel with TBB
+};
+
+/// Counters over a period of steps. Bytes are per worker (mean over this process's workers), summed
+/// over steps.
+struct ExchangeCounters {
+  int64_t steps = 0;
+  double bytes_sent = 0;         ///< all messages
+  double bytes_allreduce = 0;    ///< part exchanged with allreduce (dense, fp16/bf16, randk, powersgd)
+  double bytes_allgather = 0;    ///< part exchanged with allgatherv (sparse, sign, quantized)
+  double bytes_dense_fp32 = 0;   ///< what dense fp32 would have sent (4 * numel per step)
+  double encode_s = 0, decode_s = 0, comm_s = 0;  ///< wall time in this process
+  int64_t error_samples = 0;
+  double rel_l2_err_sum = 0, cosine_sum = 0;
+  int world = 1;
+
+  double ratio_fp32() const { return bytes_sent > 0 ? bytes_dense_fp32 / bytes_sent : 0; }
+  double ratio_fp16() const { return bytes_sent > 0 ? 0.5 * bytes_dense_fp32 / bytes_sent : 0; }
+  double rel_l2_err() const { return error_samples ? rel_l2_err_sum / double(error_samples) : 0; }
+  double cosine() const { return error_samples ? cosine_sum / double(error_samples) : 0; }
+  /// Simulated communication seconds for these steps: ring allreduce of the allreduce part plus
+  /// allgather of the allgather part, per step, summed.
+  double simulated_comm_s(const dist::Network& net) const;
+  nlohmann::json to_json() const;  // includes simulated seconds at 1 and 10 Gbit/s (50 us latency)
+};
+
+struct ExchangeStats {
+  ExchangeCounters period;  ///< since the previous take_stats()
+  ExchangeCounters total;   ///< since construction
+};
+
+class GradientExchange {
+ public:
+  /// param_shapes: one per parameter tensor, e.g. (OC, IC, KH, KW), (OUT, IN), (C).
+  /// local_workers: W for in-process, 1 per rank under MPI. comm: nullptr for in-process; otherwise the
+  /// constructor checks that every rank has the same config (throws on all ranks if not).
+  GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& param_shapes,
+                   int local_workers, dist::Communicator* comm);
+  ~GradientExchange();
+
+  /// grads[w][p]: (numel of p) floats of local worker w. On return every grads[w][p] holds the averaged
+  /// decoded gradient (for dgc: the momentum-corrected update; apply it with optimizer momentum 0).
+  /// Throws frugal::Error on wrong sizes or a non-finite gradient (naming worker and parameter).
+  void exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch);
+
+  bool handles_momentum() const { return handles_momentum_; }
+  void set_momentum(float m) { momentum_ = m; }
+  ExchangeStats take_stats();
+  /// {"compressor", "dense_rule", "tensors": [{index, shape, numel, codec, collective, dense_reason}], ...}
+  nlohmann::json describe() const;
+  int world() const { return world_; }
+  /// Compressor of local worker w for parameter p (tests, diagnostics).
+  const Compressor& compressor(int w, size_t p) const;
+
+ private:
+  struct Slot;
+  ExchangeOptions opts_;
+  int local_, world_, rank_;
+  dist::Communicator* comm_;
+  bool handles_momentum_ = false;
+  float momentum_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  ExchangeCounters period_, total_;
+};
+
+}  // namespace frugal::gradcomp

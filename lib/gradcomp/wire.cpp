@@ -1,0 +1,400 @@
+#include "gradcomp/wire.h"
+
+#include <cmath>
+
+#if defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "util/check.h"
+
+namespace frugal::gradcomp {
+
+// ------------------------------------------------------------------------------------------ bytes
+
+void ByteWriter::varint(uint64_t v) {
+  while (v >= 0x80) {
+    out_.push_back(uint8_t(v) | 0x80);
+    v >>= 7;
+  }
+  out_.push_back(uint8_t(v));
+}
+
+void ByteReader::fail(const std::string& msg) const {
+  FRUGAL_FAIL("corrupt ", what_, " message (", n_, " bytes) at byte offset ", pos_, ": ", msg,
+              "; the sender and receiver must use the same compressor spec, seed and tensor shape");
+}
+
+const uint8_t* ByteReader::take(size_t n) {
+  if (n > n_ - pos_) fail("truncated: need " + std::to_string(n) + " more bytes, have " + std::to_string(n_ - pos_));
+  const uint8_t* p = p_ + pos_;
+  pos_ += n;
+  return p;
+}
+uint8_t ByteReader::u8() { return *take(1); }
+uint32_t ByteReader::u32() {
+  uint32_t v;
+  std::memcpy(&v, take(4), 4);
+  return v;
+}
+uint64_t ByteReader::u64() {
+  uint64_t v;
+  std::memcpy(&v, take(8), 8);
+  return v;
+}
+float ByteReader::f32() {
+  float v;
+  std::memcpy(&v, take(4), 4);
+  return v;
+}
+uint64_t ByteReader::varint() {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 64; shift += 7) {
+    uint8_t b = u8();
+    if (shift == 63 && b > 1) fail("varint overflows 64 bits");
+    v |= uint64_t(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      if (b == 0 && shift > 0) fail("overlong varint");
+      return v;
+    }
+  }
+  fail("varint longer than 10 bytes");
+}
+void ByteReader::expect_end() const {
+  if (pos_ != n_) fail(std::to_string(n_ - pos_) + " trailing bytes after the payload");
+}
+
+// ------------------------------------------------------------------------------------------ bits
+
+void pack_codes_ref(const uint32_t* codes, size_t n, int width, uint8_t* out) {
+  std::memset(out, 0, packed_bytes(n, width));
+  size_t bit = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (int b = 0; b < width; ++b, ++bit)
+      if ((codes[i] >> b) & 1u) out[bit / 8] |= uint8_t(1u << (bit % 8));
+}
+
+void unpack_codes_ref(const uint8_t* in, size_t n, int width, uint32_t* codes) {
+  size_t bit = 0;
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t c = 0;
+    for (int b = 0; b < width; ++b, ++bit) c |= uint32_t((in[bit / 8] >> (bit % 8)) & 1u) << b;
+    codes[i] = c;
+  }
+}
+
+void pack_codes(const uint32_t* codes, size_t n, int width, uint8_t* out) {
+  // 64-bit accumulator, flushed 32 bits at a time.
+  uint64_t acc = 0;
+  int fill = 0;
+  uint8_t* o = out;
+  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  for (size_t i = 0; i < n; ++i) {
+    acc |= (uint64_t(codes[i]) & mask) << fill;
+    fill += width;
+    if (fill >= 32) {
+      uint32_t w = uint32_t(acc);
+      std::memcpy(o, &w, 4);
+      o += 4;
+      acc >>= 32;
+      fill -= 32;
+    }
+  }
+  while (fill > 0) {
+    *o++ = uint8_t(acc);
+    acc >>= 8;
+    fill -= 8;
+  }
+}
+
+void unpack_codes(const uint8_t* in, size_t n, int width, uint32_t* codes) {
+  const size_t nbytes = packed_bytes(n, width);
+  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  uint64_t acc = 0;
+  int fill = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < n; ++i) {
+    while (fill < width) {
+      if (at + 4 <= nbytes) {
+        uint32_t w;
+        std::memcpy(&w, in + at, 4);
+        acc |= uint64_t(w) << fill;
+        at += 4;
+        fill += 32;
+      } else {
+        acc |= uint64_t(in[at++]) << fill;
+        fill += 8;
+      }
+    }
+    codes[i] = uint32_t(acc & mask);
+    acc >>= width;
+    fill -= width;
+  }
+}
+
+void pack_signs_ref(const float* x, size_t n, uint8_t* out) {
+  std::memset(out, 0, (n + 7) / 8);
+  for (size_t i = 0; i < n; ++i)
+    if (x[i] < 0.0f) out[i / 8] |= uint8_t(1u << (i % 8));
+}
+
+void pack_signs(const float* x, size_t n, uint8_t* out) {
+  size_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16) {
+    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), zero, _CMP_LT_OQ);
+    uint16_t v = uint16_t(m);
+    std::memcpy(out + i / 8, &v, 2);
+  }
+#endif
+  for (; i < n; i += 8) {  // i is a multiple of 8 here
+    uint8_t b = 0;
+    for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
+    out[i / 8] = b;
+  }
+}
+
+void unpack_signs_ref(const uint8_t* in, size_t n, float pos, float neg, float* dst) {
+  for (size_t i = 0; i < n; ++i) dst[i] = ((in[i / 8] >> (i % 8)) & 1) ? neg : pos;
+}
+
+void unpack_signs(const uint8_t* in, size_t n, float pos, float neg, float* dst) {
+  size_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 vp = _mm512_set1_ps(pos), vn = _mm512_set1_ps(neg);
+  for (; i + 16 <= n; i += 16) {
+    uint16_t m;
+    std::memcpy(&m, in + i / 8, 2);
+    _mm512_storeu_ps(dst + i, _mm512_mask_blend_ps(__mmask16(m), vp, vn));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = ((in[i / 8] >> (i % 8)) & 1) ? neg : pos;
+}
+
+bool tail_bits_clear(const uint8_t* in, size_t nbits) {
+  if (nbits % 8 == 0) return true;
+  return (in[nbits / 8] >> (nbits % 8)) == 0;
+}
+
+void BitWriter::put(uint64_t bits, int width) {
+  acc_ |= bits << fill_;
+  fill_ += width;
+  nbits_ += uint64_t(width);
+  while (fill_ >= 8) {
+    out_.push_back(uint8_t(acc_));
+    acc_ >>= 8;
+    fill_ -= 8;
+  }
+}
+void BitWriter::flush() {
+  if (fill_ > 0) out_.push_back(uint8_t(acc_));
+  acc_ = 0;
+  fill_ = 0;
+}
+
+uint32_t BitReader::get(int width) {
+  if (uint64_t(width) > nbits_ - pos_) owner_.fail("bit stream ends inside a code");
+  uint32_t v = 0;
+  for (int b = 0; b < width; ++b, ++pos_) v |= uint32_t((p_[pos_ / 8] >> (pos_ % 8)) & 1u) << b;
+  return v;
+}
+
+void elias_gamma_put(BitWriter& w, uint32_t v) {
+  int nb = 31 - __builtin_clz(v);  // floor(log2 v)
+  w.put(0, nb);
+  // the nb+1 significant bits, most significant first
+  for (int b = nb; b >= 0; --b) w.put((v >> b) & 1u, 1);
+}
+uint32_t elias_gamma_get(BitReader& r) {
+  int zeros = 0;
+  while (r.get(1) == 0) {
+    if (++zeros > 31) r.owner().fail("Elias gamma prefix longer than 31 bits");
+  }
+  uint32_t v = 1;
+  for (int b = 0; b < zeros; ++b) v = (v << 1) | r.get(1);
+  return v;
+}
+
+// ------------------------------------------------------------------------------------------ halves
+
+uint16_t f32_to_f16_ref(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t exp = (x >> 23) & 0xffu;
+  uint32_t man = x & 0x7fffffu;
+  if (exp == 0xff) return uint16_t(sign | 0x7c00u | (man ? (0x200u | (man >> 13)) : 0u));  // inf / quiet NaN
+  int e = int(exp) - 127 + 15;
+  if (e >= 31) return uint16_t(sign | 0x7c00u);  // overflow -> inf
+  if (e <= 0) {                                  // subnormal or zero
+    if (e < -10) return uint16_t(sign);
+    man |= 0x800000u;
+    int shift = 14 - e;  // 1 - e + 13
+    uint32_t half = man >> shift;
+    uint32_t rem = man & ((1u << shift) - 1);
+    uint32_t mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1u))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = (uint32_t(e) << 10) | (man >> 13);
+  uint32_t rem = man & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1u))) ++half;  // may carry into the exponent: correct
+  return uint16_t(sign | half);
+}
+
+float f16_to_f32_ref(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t man = h & 0x3ffu;
+  uint32_t x;
+  if (exp == 0) {
+    if (man == 0) {
+      x = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do { ++e; man <<= 1; } while (!(man & 0x400u));
+      x = sign | (uint32_t(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
+    }
+  } else if (exp == 31) {
+    x = sign | 0x7f800000u | (man << 13);
+  } else {
+    x = sign | ((exp + 112) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+void f32_to_f16(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm512_maskz_cvtps_ph(__mmask16(0xffff), _mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#endif
+  for (; i < n; ++i) dst[i] = f32_to_f16_ref(src[i]);
+}
+
+void f16_to_f32(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+#if defined(__AVX512F__)
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = f16_to_f32_ref(src[i]);
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // NaN stays (quiet) NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// ------------------------------------------------------------------------------------------ indices
+
+static size_t delta_varint_bytes(const uint32_t* idx, size_t k) {
+  size_t s = 0;
+  uint32_t prev = 0;
+  for (size_t i = 0; i < k; ++i) {
+    uint32_t gap = i == 0 ? idx[0] : idx[i] - prev - 1;
+    s += varint_size(gap);
+    prev = idx[i];
+  }
+  return s;
+}
+
+size_t indices_bytes(const uint32_t* idx, size_t k, size_t n) {
+  return 1 + varint_size(k) + std::min(delta_varint_bytes(idx, k), (n + 7) / 8);
+}
+
+void write_indices(ByteWriter& w, const uint32_t* idx, size_t k, size_t n) {
+  size_t dv = delta_varint_bytes(idx, k), bm = (n + 7) / 8;
+  if (dv <= bm) {
+    w.u8(0);
+    w.varint(k);
+    uint32_t prev = 0;
+    for (size_t i = 0; i < k; ++i) {
+      w.varint(i == 0 ? idx[0] : idx[i] - prev - 1);
+      prev = idx[i];
+    }
+  } else {
+    w.u8(1);
+    w.varint(k);
+    uint8_t* b = w.grow(bm);
+    std::memset(b, 0, bm);
+    for (size_t i = 0; i < k; ++i) b[idx[i] / 8] |= uint8_t(1u << (idx[i] % 8));
+  }
+}
+
+void read_indices(ByteReader& r, size_t n, std::vector<uint32_t>& idx) {
+  uint8_t tag = r.u8();
+  uint64_t k = r.varint();
+  if (k > n) r.fail("index count " + std::to_string(k) + " exceeds tensor size " + std::to_string(n));
+  idx.resize(k);
+  if (tag == 0) {
+    uint64_t pos = 0;
+    for (uint64_t i = 0; i < k; ++i) {
+      uint64_t gap = r.varint();
+      pos = i == 0 ? gap : pos + 1 + gap;
+      if (gap >= n || pos >= n) r.fail("index out of range for a tensor of " + std::to_string(n) + " elements");
+      idx[i] = uint32_t(pos);
+    }
+  } else if (tag == 1) {
+    const uint8_t* b = r.take((n + 7) / 8);
+    if (!tail_bits_clear(b, n)) r.fail("bitmap has bits set past the tensor end");
+    size_t c = 0;
+    for (size_t byte = 0; byte < (n + 7) / 8; ++byte) {
+      for (uint32_t bits = b[byte]; bits; bits &= bits - 1) {
+        if (c == k) r.fail("bitmap holds more indices than its count " + std::to_string(k));
+        idx[c++] = uint32_t(byte * 8 + __builtin_ctz(bits));
+      }
+    }
+    if (c != k) r.fail("bitmap holds " + std::to_string(c) + " indices, count says " + std::to_string(k));
+  } else {
+    r.fail("unknown index block tag " + std::to_string(tag));
+  }
+}
+
+// ------------------------------------------------------------------------------------------ rng
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  uint64_t z = a * 0x9e3779b97f4a7c15ull + b + 0x632be59bd9b4e019ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+void Rng::reseed(uint64_t seed) {
+  uint64_t z = seed;
+  for (auto& s : s_) {
+    z += 0x9e3779b97f4a7c15ull;
+    uint64_t x = z;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    s = x ^ (x >> 31);
+  }
+}
+
+uint64_t Rng::next() {
+  auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+  uint64_t result = rotl(s_[1] * 5, 7) * 9;
+  uint64_t t = s_[1] << 17;
+  s_[2] ^= s_[0];
+  s_[3] ^= s_[1];
+  s_[1] ^= s_[2];
+  s_[0] ^= s_[3];
+  s_[2] ^= t;
+  s_[3] = rotl(s_[3], 45);
+  return result;
+}
+
+float Rng::normal() {
+  float u1 = (float(next() >> 40) + 1.0f) * (1.0f / 16777217.0f);  // (0, 1)
+  float u2 = uniform();
+  return std::sqrt(-2.0f * std::log(u1)) * std::cos(6.28318530718f * u2);
+}
+
+}  // namespace frugal::gradcomp

@@ -1,0 +1,29 @@
+// Model files and checkpoints on top of io::TensorFile.
+#pragma once
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "io/tensor_file.h"
+#include "nn/model.h"
+
+namespace frugal::train {
+
+/// Adds every parameter and buffer of the model to f.tensors under its registered name.
+void add_model_tensors(nn::Model& model, io::TensorFile& f);
+/// Copies tensors of f into the model's parameters and buffers; every one must be present with the same dims.
+void load_model_tensors(nn::Model& model, const io::TensorFile& f, const std::string& path);
+
+/// Writes a model file: meta {"kind": "model", "spec": ..., "config": ..., plus `extra`}.
+void save_model(const std::string& path, nn::Model& model, const nlohmann::json& extra);
+
+struct LoadedModel {
+  std::unique_ptr<nn::Model> model;
+  nlohmann::json meta;
+};
+/// Reads a model file (or a checkpoint, whose model part is used).
+LoadedModel load_model(const std::string& path);
+
+/// Environment block of results.json: versions, commit, oneDNN ISA, compiler, threads, CPU.
+nlohmann::json environment_info();
+
+}  // namespace frugal::train

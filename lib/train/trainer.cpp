@@ -1,0 +1,398 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cstdarg>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "dist/communicator.h"
+#include "gradcomp/exchange.h"
+#include "io/files.h"
+#include "io/tensor_file.h"
+#include "nn/model.h"
+#include "optim/optimizer.h"
+#include "train/approx_attach.h"
+#include "train/evaluate.h"
+#include "train/model_io.h"
+#include "util/check.h"
+
+namespace frugal::train {
+
+using json = nlohmann::json;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+uint64_t mix(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+data::Augment parse_augment(const std::string& a, int pad) {
+  data::Augment aug;
+  if (a == "none") return aug;
+  FRUGAL_CHECK(a == "flip" || a == "crop" || a == "crop+flip" || a == "flip+crop", "config key 'augment': unknown value '",
+               a, "'; known: none, flip, crop, crop+flip");
+  if (a.find("crop") != std::string::npos) aug.crop_pad = pad;
+  aug.flip = a.find("flip") != std::string::npos;
+  return aug;
+}
+
+class Log {
+ public:
+  Log(const std::string& path, bool quiet, bool enabled) : quiet_(quiet), enabled_(enabled) {
+    if (enabled_) f_.open(path, std::ios::app);
+  }
+  void line(const std::string& s) {
+    if (!enabled_) return;
+    if (!quiet_) std::fprintf(stderr, "%s\n", s.c_str());
+    f_ << s << "\n";
+    f_.flush();
+  }
+
+ private:
+  bool quiet_, enabled_;
+  std::ofstream f_;
+};
+
+std::string fmt(const char* f, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  std::vsnprintf(buf, sizeof buf, f, ap);
+  va_end(ap);
+  return buf;
+}
+
+}  // namespace
+
+json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
+  TrainOptions opts = opts_in;
+  io::Config cfg = cfg_in;
+  const int rank = opts.comm ? opts.comm->rank() : 0;
+  const int world_ranks = opts.comm ? opts.comm->world() : 1;
+  const bool writer = rank == 0;
+
+  // ---------------------------------------------------------------- resume: config and state
+  io::TensorFile resume_state;
+  bool resuming = !opts.resume_dir.empty();
+  if (resuming) {
+    opts.out_dir = opts.resume_dir;
+    std::string ck = opts.resume_dir + "/checkpoint.bin";
+    FRUGAL_CHECK(io::file_exists(ck), "--resume ", opts.resume_dir, ": no checkpoint.bin there (nothing to resume)");
+    resume_state = io::load_tensor_file(ck);
+    FRUGAL_CHECK(resume_state.meta.value("kind", "") == "checkpoint", "'", ck, "' is not a checkpoint");
+    io::Config stored;
+    stored.merge(resume_state.meta["config"], ck);
+    // keys given on the command line (differing from defaults) override the stored ones, e.g. more epochs
+    io::Config defaults;
+    for (auto& [k, v] : cfg.values().items())
+      if (v != defaults.values()[k]) stored.merge(json{{k, v}}, "--set");
+    cfg = stored;
+  }
+  if (writer) io::make_dirs(opts.out_dir);
+  Log log(opts.out_dir + "/train.log", opts.quiet, writer);
+
+  // ---------------------------------------------------------------- data
+  auto t_start = clk::now();
+  auto roots = data::data_roots(cfg.s("data_dir"));
+  data::DataSplit ds = data::load_dataset(cfg.s("dataset"), roots);
+  const data::Dataset& train_ds = ds.train;
+  data::Normalization norm = data::default_normalization(train_ds.name);
+  double load_s = std::chrono::duration<double>(clk::now() - t_start).count();
+
+  // ---------------------------------------------------------------- model
+  const std::string model_name = cfg.s("model");
+  json spec;
+  Dims chw{train_ds.channels, train_ds.height, train_ds.width};
+  if (model_name.size() > 5 && model_name.substr(model_name.size() - 5) == ".json") {
+    spec = io::read_json_file(model_name);
+    spec["input"] = chw;
+    spec["classes"] = train_ds.num_classes;
+  } else {
+    spec = nn::preset_spec(model_name, cfg.f("width"), static_cast<int>(cfg.i("depth")), chw, train_ds.num_classes);
+  }
+  const uint64_t seed = static_cast<uint64_t>(cfg.i("seed"));
+  nn::Model model(spec, seed);
+  json approx_info = attach_approx(model, cfg);
+  auto params = model.params();
+
+  // ---------------------------------------------------------------- workers
+  const int W = static_cast<int>(cfg.i("workers"));
+  FRUGAL_CHECK(W >= 1, "config key 'workers' must be >= 1, got ", W);
+  FRUGAL_CHECK(!opts.comm || W == world_ranks, "config 'workers' = ", W, " but the MPI job has ", world_ranks,
+               " ranks; run mpirun -np ", W, " or set workers=", world_ranks);
+  const int local_workers = opts.comm ? 1 : W;
+  const int B = static_cast<int>(cfg.i("batch"));
+  FRUGAL_CHECK(B >= W && B % W == 0, "config 'batch' = ", B, " must be a positive multiple of workers = ", W);
+  const int shard_b = B / W;
+
+  data::LoaderOptions lo;
+  lo.batch = B;
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.augment = parse_augment(cfg.s("augment"), static_cast<int>(cfg.i("crop_pad")));
+  lo.norm = norm;
+  lo.seed = seed;
+  data::Loader loader(train_ds, lo);
+  const int64_t spe = static_cast<int64_t>(loader.batches_per_epoch());
+  FRUGAL_CHECK(spe > 0, "dataset '", train_ds.name, "' has ", train_ds.size(), " training images, fewer than one batch of ", B);
+  const int epochs = static_cast<int>(cfg.i("epochs"));
+  FRUGAL_CHECK(epochs >= 1, "config key 'epochs' must be >= 1, got ", epochs);
+  const int64_t max_steps = cfg.i("max_steps");
+  const int64_t total_steps = max_steps > 0 ? std::min<int64_t>(max_steps, spe * epochs) : spe * epochs;
+
+  optim::OptimizerOptions oo;
+  oo.kind = cfg.s("optimizer");
+  oo.momentum = static_cast<float>(cfg.f("momentum"));
+  oo.nesterov = cfg.b("nesterov");
+  oo.weight_decay = static_cast<float>(cfg.f("weight_decay"));
+  oo.lars = cfg.b("lars");
+  oo.lars_eta = static_cast<float>(cfg.f("lars_eta"));
+
+  std::unique_ptr<gradcomp::GradientExchange> exchange;
+  std::vector<std::vector<int64_t>> shapes;
+  for (auto* p : params) shapes.push_back(p->value.dims());
+  if (W > 1 || cfg.s("compressor") != "none") {
+    gradcomp::ExchangeOptions eo;
+    eo.compressor = cfg.s("compressor");
+    eo.dense_below = static_cast<size_t>(cfg.i("dense_below"));
+    eo.seed = seed;
+    eo.warmup_epochs = static_cast<int>(cfg.i("compress_warmup_epochs"));
+    eo.momentum = oo.momentum;
+    eo.sample_every = cfg.i("error_sample_every");
+    exchange = std::make_unique<gradcomp::GradientExchange>(eo, shapes, local_workers, opts.comm);
+    if (exchange->handles_momentum()) {
+      FRUGAL_CHECK(oo.kind == "sgd", "compressor '", eo.compressor, "' applies momentum correction itself; use optimizer=sgd");
+      exchange->set_momentum(oo.momentum);
+      oo.momentum = 0.f;  // DGC momentum correction: momentum lives in the compressor (Lin et al. 2018, Sec. 3.2)
+    }
+  }
+  optim::Optimizer opt(oo, params);
+  optim::ScheduleOptions so;
+  so.kind = cfg.s("schedule");
+  so.lr = static_cast<float>(cfg.f("lr"));
+  so.warmup_epochs = static_cast<float>(cfg.f("warmup_epochs"));
+  so.step_epochs = static_cast<float>(cfg.f("step_epochs"));
+  so.gamma = static_cast<float>(cfg.f("gamma"));
+  so.plateau_patience = static_cast<int>(cfg.i("plateau_patience"));
+  so.plateau_factor = static_cast<float>(cfg.f("plateau_factor"));
+  optim::Schedule sched(so, spe, total_steps);
+  nn::SoftmaxCrossEntropy ce(static_cast<float>(cfg.f("label_smoothing")));
+
+  // ---------------------------------------------------------------- resume: tensors
+  int start_epoch = 0;
+  int64_t step = 0;
+  json epochs_log = json::array();
+  double train_compute_s = 0;
+  if (resuming) {
+    load_model_tensors(model, resume_state, opts.resume_dir + "/checkpoint.bin");
+    for (auto& [name, t] : opt.state()) {
+      const Tensor* s = resume_state.find("optim." + name);
+      FRUGAL_CHECK(s && s->dims() == t->dims(), "checkpoint lacks optimizer state '", name, "'");
+      std::memcpy(t->data(), s->data(), sizeof(float) * static_cast<size_t>(t->size()));
+    }
+    const json& st = resume_state.meta["state"];
+    start_epoch = st["epoch"].get<int>();
+    step = st["step"].get<int64_t>();
+    opt.set_steps(st["optimizer_steps"].get<int64_t>());
+    sched.restore(st["plateau_scale"].get<double>(), st["plateau_best"].get<double>(), st["plateau_bad"].get<int>());
+    epochs_log = resume_state.meta["epochs"];
+    train_compute_s = st.value("train_compute_s", 0.0);
+    log.line(fmt("[train] resuming %s at epoch %d (step %lld)", opts.resume_dir.c_str(), start_epoch, (long long)step));
+    FRUGAL_CHECK(!exchange || cfg.s("compressor") == "none" || start_epoch == 0,
+                 "resuming a run with a compressor restarts its residual memory (not saved in checkpoints); "
+                 "the result would differ from an uninterrupted run");
+  }
+
+  log.line("[train] " + model_name + " on " + train_ds.name + " (" + std::to_string(train_ds.size()) + " train / " +
+           std::to_string(ds.test.size()) + " test), " + std::to_string(model.num_params()) + " params, " +
+           std::to_string(model.macs_per_image()) + " MACs/img, workers " + std::to_string(W) +
+           (opts.comm ? " (MPI ranks)" : " (in-process)") + ", compressor " + cfg.s("compressor") +
+           (approx_info.is_null() ? "" : ", multiplier " + cfg.s("multiplier")));
+
+  // per-worker gradient buffers (only when an exchange is used)
+  std::vector<std::vector<Tensor>> wgrads(exchange ? local_workers : 0);
+  std::vector<std::vector<float*>> gptrs(wgrads.size());
+  for (size_t w = 0; w < wgrads.size(); ++w)
+    for (auto* p : params) {
+      wgrads[w].emplace_back(p->value.dims());
+      gptrs[w].push_back(wgrads[w].back().data());
+    }
+  auto buffers = model.buffers();
+  std::vector<Tensor> buffer_snapshot(buffers.size());
+
+  auto save_checkpoint = [&](int epoch_done) {
+    if (!writer) return;
+    io::TensorFile f;
+    f.meta = {{"kind", "checkpoint"},
+              {"spec", model.spec()},
+              {"config", cfg.values()},
+              {"epochs", epochs_log},
+              {"state",
+               {{"epoch", epoch_done}, {"step", step}, {"optimizer_steps", opt.steps()},
+                {"plateau_scale", sched.plateau_scale()}, {"plateau_best", sched.plateau_best()},
+                {"plateau_bad", sched.plateau_bad()}, {"train_compute_s", train_compute_s}}}};
+    add_model_tensors(model, f);
+    for (auto& [name, t] : opt.state()) f.tensors.emplace_back("optim." + name, *t);
+    io::save_tensor_file(opts.out_dir + "/checkpoint.bin", f);
+  };
+
+  // ---------------------------------------------------------------- loop
+  data::Batch batch;
+  Tensor x, diff;
+  std::vector<int32_t> y;
+  const double progress_s = cfg.f("progress_s");
+  int64_t images_done = 0;
+  bool stopped_early = false;
+  for (int epoch = start_epoch; epoch < epochs && step < total_steps; ++epoch) {
+    if (opts.stop_after_epoch >= 0 && epoch >= opts.stop_after_epoch) {
+      stopped_early = true;
+      break;
+    }
+    loader.start_epoch(epoch);
+    auto ep_start = clk::now(), last_print = clk::now();
+    double loss_sum = 0, ep_compute = 0;
+    int64_t correct = 0, seen = 0, ep_steps = 0;
+    while (step < total_steps && loader.next(batch)) {
+      auto s0 = clk::now();
+      double step_loss = 0;
+      const int first_worker = rank * local_workers;
+      for (int lw = 0; lw < local_workers; ++lw) {
+        const int gw = first_worker + lw;  // global worker index: its shard of the global batch
+        const size_t per = static_cast<size_t>(chw[0] * chw[1] * chw[2]);
+        x.resize({shard_b, chw[0], chw[1], chw[2]});
+        std::memcpy(x.data(), batch.x.data() + static_cast<size_t>(gw) * shard_b * per, sizeof(float) * shard_b * per);
+        y.assign(batch.y.begin() + gw * shard_b, batch.y.begin() + (gw + 1) * shard_b);
+        if (lw > 0)  // BN running statistics follow worker 0 only, as under MPI (rank 0's are kept)
+          for (size_t i = 0; i < buffers.size(); ++i) buffer_snapshot[i].copy_from(*buffers[i].value);
+        nn::ForwardContext ctx{true, mix(seed ^ mix(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(gw)))};
+        const Tensor& logits = model.forward(x, ctx);
+        float loss = ce.forward(logits, y.data());
+        const int K = model.classes();
+        for (int i = 0; i < shard_b; ++i) {
+          const float* l = logits.data() + i * K;
+          correct += (std::max_element(l, l + K) - l) == y[i];
+        }
+        ce.backward(diff);
+        model.backward(diff);
+        if (lw > 0)
+          for (size_t i = 0; i < buffers.size(); ++i) buffers[i].value->copy_from(buffer_snapshot[i]);
+        if (exchange)
+          for (size_t p = 0; p < params.size(); ++p)
+            std::memcpy(gptrs[lw][p], params[p]->grad.data(), sizeof(float) * static_cast<size_t>(params[p]->grad.size()));
+        step_loss += loss;
+      }
+      if (opts.comm) {  // mean loss over ranks, for identical logs everywhere
+        float l = static_cast<float>(step_loss);
+        opts.comm->allreduce_sum(&l, 1);
+        step_loss = l / W;
+      } else {
+        step_loss /= W;
+      }
+      if (!std::isfinite(step_loss)) {
+        log.line(fmt("[train] diverged: loss is %f at epoch %d step %lld", step_loss, epoch + 1, (long long)step));
+        FRUGAL_FAIL("training diverged (loss ", step_loss, " at epoch ", epoch + 1, ", step ", step,
+                    "); the last good checkpoint is ", opts.out_dir,
+                    "/checkpoint.bin — lower lr (now ", cfg.f("lr"), ") or add warmup_epochs, then --resume");
+      }
+      if (exchange) {
+        exchange->exchange(gptrs, step, epoch);
+        for (size_t p = 0; p < params.size(); ++p)
+          std::memcpy(params[p]->grad.data(), gptrs[0][p], sizeof(float) * static_cast<size_t>(params[p]->grad.size()));
+      }
+      opt.step(sched.lr(step));
+      ++step;
+      ++ep_steps;
+      ep_compute += std::chrono::duration<double>(clk::now() - s0).count();
+      loss_sum += step_loss;
+      seen += shard_b * local_workers;
+      images_done += B;
+      double since = std::chrono::duration<double>(clk::now() - last_print).count();
+      if (since >= progress_s) {
+        last_print = clk::now();
+        double ips = B * ep_steps / std::max(1e-9, ep_compute);
+        int64_t left = std::min<int64_t>(total_steps - step, static_cast<int64_t>(epochs - epoch) * spe - ep_steps);
+        log.line(fmt("[train] epoch %d/%d step %lld/%lld loss %.4f acc %.4f lr %.4g %.0f img/s ETA %.0fs", epoch + 1,
+                     epochs, (long long)ep_steps, (long long)spe, loss_sum / ep_steps, double(correct) / seen,
+                     sched.lr(step), ips, left * B / std::max(1.0, ips)));
+      }
+    }
+    train_compute_s += ep_compute;
+    if (ep_steps == 0) break;
+    EvalMetrics em = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
+    bool reduced = sched.end_epoch(em.loss);
+    double ep_wall = std::chrono::duration<double>(clk::now() - ep_start).count();
+    json ej{{"epoch", epoch + 1},
+            {"steps", ep_steps},
+            {"train_loss", loss_sum / ep_steps},
+            {"train_accuracy", double(correct) / seen},
+            {"test_loss", em.loss},
+            {"test_accuracy", em.top1},
+            {"lr_end", sched.lr(step)},
+            {"train_images_per_second", B * ep_steps / std::max(1e-9, ep_compute)},
+            {"wall_s", ep_wall}};
+    if (exchange) ej["communication"] = exchange->take_stats().period.to_json();
+    epochs_log.push_back(ej);
+    log.line(fmt("[train] epoch %d/%d done: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1fs%s",
+                 epoch + 1, epochs, loss_sum / ep_steps, double(correct) / seen, em.loss, em.top1,
+                 B * ep_steps / std::max(1e-9, ep_compute), ep_wall, reduced ? " | lr reduced" : ""));
+    save_checkpoint(epoch + 1);
+  }
+
+  // ---------------------------------------------------------------- results
+  EvalMetrics final_m = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
+  json data_j{{"dataset", train_ds.name}, {"train_size", train_ds.size()}, {"test_size", ds.test.size()}, {"files", json::array()}};
+  for (auto* dset : {&ds.train, &ds.test})
+    for (auto& f : dset->files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
+  json metrics = final_m.to_json(true);
+  metrics["test_accuracy"] = final_m.top1;
+  metrics["train_images_per_second"] = train_compute_s > 0 ? static_cast<double>(step) * B / train_compute_s : 0.0;
+  metrics["params"] = model.num_params();
+  metrics["macs_per_image"] = model.macs_per_image();
+  metrics["steps"] = step;
+  json results{{"kind", "train"},
+               {"config", cfg.values()},
+               {"model", {{"spec", spec}, {"summary", model.summary()}}},
+               {"metrics", metrics},
+               {"epochs", epochs_log},
+               {"environment", environment_info()},
+               {"data", data_j},
+               {"timing", {{"wall_s", std::chrono::duration<double>(clk::now() - t_start).count()},
+                           {"data_load_s", load_s}, {"train_compute_s", train_compute_s}}},
+               {"completed", !stopped_early}};
+  if (!approx_info.is_null()) results["approx"] = approx_info;
+  if (exchange) {
+    auto st = exchange->take_stats();
+    results["communication"] = st.total.to_json();
+    results["communication"]["exchange"] = exchange->describe();
+    results["communication"]["mode"] = opts.comm ? "mpi" : "in-process";
+    // Simulated time-to-accuracy: measured compute plus modelled communication at each bandwidth.
+    json tta = json::object();
+    for (double gbps : {1.0, 10.0, cfg.f("bandwidth_gbps")}) {
+      dist::Network net;
+      net.bandwidth_bps = gbps * 1e9;
+      net.latency_s = cfg.f("latency_us") * 1e-6;
+      double comm_s = st.total.simulated_comm_s(net);
+      tta[fmt("%gGbps", gbps)] = {{"compute_s", train_compute_s}, {"comm_s", comm_s}, {"total_s", train_compute_s + comm_s},
+                                  {"test_accuracy", final_m.top1}};
+    }
+    results["communication"]["simulated_time_to_accuracy"] = tta;
+  }
+  if (writer) {
+    save_model(opts.out_dir + "/model.bin", model, {{"config", cfg.values()}, {"test_accuracy", final_m.top1}});
+    io::write_file_atomic(opts.out_dir + "/results.json", results.dump(2) + "\n");
+    log.line(fmt("[train] done: test accuracy %.4f, %.0f img/s; wrote %s/{results.json,model.bin,checkpoint.bin,train.log}",
+                 final_m.top1, metrics["train_images_per_second"].get<double>(), opts.out_dir.c_str()));
+  }
+  return results;
+}
+
+}  // namespace frugal::train

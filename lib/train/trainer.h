@@ -1,0 +1,27 @@
+// The training loop: W data-parallel workers (in-process or one per MPI rank) whose gradients cross a
+// compressed exchange, an optimizer and schedule, per-epoch evaluation, atomic checkpoints, results.json.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "io/config.h"
+
+namespace frugal::dist {
+class Communicator;
+}
+
+namespace frugal::train {
+
+struct TrainOptions {
+  std::string out_dir = "runs/last";   // model.bin, checkpoint.bin, train.log, results.json
+  std::string resume_dir;              // continue from resume_dir/checkpoint.bin (out_dir := resume_dir)
+  int stop_after_epoch = -1;           // end (as if interrupted) after this many epochs; for resume tests
+  dist::Communicator* comm = nullptr;  // MPI: one worker per rank; nullptr: in-process workers
+  bool quiet = false;                  // no progress lines on stderr
+};
+
+/// Runs training per cfg; returns the results JSON (also written to out_dir/results.json by rank 0).
+/// Throws frugal::Error on bad config/data and on divergence (NaN/Inf loss), keeping the last good checkpoint.
+nlohmann::json run_training(const io::Config& cfg, const TrainOptions& opts);
+
+}  // namespace frugal::train

@@ -1,0 +1,214 @@
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <random>
+
+#include "approx/kernels.h"
+#include "util/check.h"
+
+using namespace frugal::approx;
+
+namespace {
+struct Shape {
+  int n, h, w, ic, oc, kh, kw, stride, pad, groups;
+};
+const Shape kShapes[] = {
+    {2, 9, 11, 5, 7, 3, 3, 1, 1, 1},      // odd channels, OW not a multiple of 8
+    {1, 10, 10, 8, 20, 3, 3, 2, 1, 1},    // stride 2, 2 oc blocks (20 = 16 + 4)
+    {2, 8, 8, 6, 4, 3, 3, 1, 0, 2},       // groups, no padding
+    {1, 7, 6, 4, 4, 1, 1, 1, 0, 4},       // depthwise 1x1
+    {1, 12, 13, 3, 18, 5, 3, 2, 2, 1},    // non-square kernel, big padding
+    {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},   // resnet-like
+};
+
+void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
+  std::uniform_int_distribution<int> d(0, 255);
+  for (auto& x : v) x = uint8_t(d(rng));
+}
+
+std::string lut_file() {
+  auto path = (std::filesystem::temp_directory_path() / "frugal_kernels_mitchell.bin").string();
+  write_lut_file(path, build_table(*make_multiplier("mitchell")), false);
+  return path;
+}
+}  // namespace
+
+TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop") {
+  std::mt19937 rng(11);
+  const std::string lut = "lut:" + lut_file();
+  const char* specs[] = {"exact", "trunc:2", "bam:0,6", "bam:2,5", "mitchell", "drum:4", "drum:6",
+                         "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
+  for (bool scalar : {false, true}) {
+    detail::set_force_scalar(scalar);
+    for (const Shape& s : kShapes) {
+      std::vector<std::string> all(std::begin(specs), std::end(specs));
+      all.push_back(lut);
+      for (const std::string& spec : all) {
+        for (const char* mode : {"lut", "functional"}) {
+          if (spec.rfind("lut:", 0) == 0 && std::string(mode) == "functional") continue;
+          CAPTURE(spec); CAPTURE(mode); CAPTURE(scalar); CAPTURE(s.h); CAPTURE(s.oc); CAPTURE(s.groups);
+          ApproxSpec as;
+          as.multiplier = spec;
+          as.mode = mode;
+          ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
+          std::vector<float> wf(size_t(s.oc) * (s.ic / s.groups) * s.kh * s.kw);
+          std::normal_distribution<float> nd(0, 1);
+          for (auto& v : wf) v = nd(rng);
+          conv.set_weights(wf.data(), nullptr);
+          std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
+          random_codes(rng, src);
+          const int oh = conv.out_h(s.h), ow = conv.out_w(s.w);
+          std::vector<int32_t> got(size_t(s.n) * oh * ow * s.oc, -7), ref(got.size());
+          uint8_t pad_code = 37;
+          conv.products(src.data(), s.n, s.h, s.w, pad_code, got.data());
+          conv2d_reference(conv.multiplier(), src.data(), s.n, s.h, s.w, s.ic, conv.weight_codes().data(), s.oc, s.kh,
+                           s.kw, s.stride, s.pad, s.groups, pad_code, ref.data());
+          size_t bad = 0;
+          for (size_t i = 0; i < got.size(); ++i) bad += got[i] != ref[i];
+          CHECK(bad == 0);
+        }
+      }
+    }
+  }
+  detail::set_force_scalar(false);
+}
+
+TEST_CASE("forward with the exact multiplier matches a float conv within quantization error") {
+  std::mt19937 rng(5);
+  const Shape s{2, 8, 8, 6, 10, 3, 3, 1, 1, 1};
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> wf(size_t(s.oc) * s.ic * 9), bias(size_t(s.oc)), src(size_t(s.n) * s.h * s.w * s.ic);
+  for (auto& v : wf) v = nd(rng) * 0.2f;
+  for (auto& v : bias) v = nd(rng);
+  for (auto& v : src) v = std::max(0.0f, nd(rng));  // post-ReLU
+  std::vector<float> ref(size_t(s.n) * s.h * s.w * s.oc, 0.0f);
+  for (int b = 0; b < s.n; ++b)
+    for (int y = 0; y < s.h; ++y)
+      for (int x = 0; x < s.w; ++x)
+        for (int o = 0; o < s.oc; ++o) {
+          double acc = bias[size_t(o)];
+          for (int c = 0; c < s.ic; ++c)
+            for (int ky = 0; ky < 3; ++ky)
+              for (int kx = 0; kx < 3; ++kx) {
+                int iy = y + ky - 1, ix = x + kx - 1;
+                if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
+                acc += double(src[((size_t(b) * s.h + iy) * s.w + ix) * s.ic + c]) * wf[((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx];
+              }
+          ref[((size_t(b) * s.h + y) * s.w + x) * s.oc + o] = float(acc);
+        }
+  for (const char* spec : {"exact", "exact:signed"})
+    for (const char* mode : {"lut", "functional", "lowrank:2"}) {
+      CAPTURE(spec); CAPTURE(mode);
+      ApproxSpec as;
+      as.multiplier = spec, as.mode = mode;
+      ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+      conv.set_weights(wf.data(), bias.data());
+      std::vector<float> dst(ref.size());
+      conv.forward(src.data(), s.n, s.h, s.w, dst.data());
+      double err = 0, mag = 0;
+      for (size_t i = 0; i < ref.size(); ++i) err += std::abs(dst[i] - ref[i]), mag += std::abs(ref[i]);
+      CHECK(err / mag < 0.02);
+      // calibrated range gives the same result as the batch's own min/max
+      float lo = *std::min_element(src.begin(), src.end()), hi = *std::max_element(src.begin(), src.end());
+      conv.set_act_range(lo, hi);
+      std::vector<float> dst2(ref.size());
+      conv.forward(src.data(), s.n, s.h, s.w, dst2.data());
+      CHECK(dst2 == dst);
+    }
+}
+
+TEST_CASE("linear layer equals the naive products") {
+  std::mt19937 rng(9);
+  ApproxSpec as;
+  as.multiplier = "drum:4:signed";  // zero-centred data: sign-magnitude keeps the error relative to |x|
+  as.mode = "functional";
+  const int n = 5, in = 33, out = 19;
+  ApproxLinear lin(as, in, out);
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> w(size_t(out) * in), src(size_t(n) * in), dst(size_t(n) * out);
+  for (auto& v : w) v = nd(rng);
+  for (auto& v : src) v = nd(rng);
+  lin.set_weights(w.data(), nullptr);
+  lin.forward(src.data(), n, dst.data());
+  std::vector<uint8_t> codes(src.size());
+  random_codes(rng, codes);
+  std::vector<int32_t> got(size_t(n) * out), ref(got.size());
+  lin.conv().products(codes.data(), 1, 1, n, 0, got.data());
+  conv2d_reference(lin.conv().multiplier(), codes.data(), 1, 1, n, in, lin.conv().weight_codes().data(), out, 1, 1, 1, 0,
+                   1, 0, ref.data());
+  CHECK(got == ref);
+  // float forward stays close to the float product despite drum:4's ~6 % relative error
+  double err = 0, mag = 0;
+  for (int b = 0; b < n; ++b)
+    for (int o = 0; o < out; ++o) {
+      double r = 0;
+      for (int i = 0; i < in; ++i) r += double(src[size_t(b) * in + i]) * w[size_t(o) * in + i];
+      err += std::abs(dst[size_t(b) * out + o] - r), mag += std::abs(r);
+    }
+  CHECK(err / mag < 0.15);
+}
+
+TEST_CASE("low-rank mode: error against the bit-exact path falls with the rank") {
+  std::mt19937 rng(2);
+  const Shape s{1, 8, 8, 16, 16, 3, 3, 1, 1, 1};
+  std::vector<float> wf(size_t(s.oc) * s.ic * 9);
+  std::normal_distribution<float> nd(0, 1);
+  for (auto& v : wf) v = nd(rng);
+  std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
+  random_codes(rng, src);
+  for (const char* spec : {"mitchell", "bam:0,6", "drum:4:signed"}) {
+    CAPTURE(spec);
+    ApproxSpec exact_spec;
+    exact_spec.multiplier = spec;
+    ApproxConv2d ref_conv(exact_spec, s.ic, s.oc, 3, 3, 1, 1, 1);
+    ref_conv.set_weights(wf.data(), nullptr);
+    std::vector<int32_t> ref(size_t(s.h) * s.w * s.oc);
+    ref_conv.products(src.data(), 1, s.h, s.w, 0, ref.data());
+    double prev = 1e300, first = -1;
+    for (int r : {0, 2, 8, 24}) {
+      ApproxSpec ls = exact_spec;
+      ls.mode = "lowrank:" + std::to_string(r);
+      ApproxConv2d conv(ls, s.ic, s.oc, 3, 3, 1, 1, 1);
+      conv.set_weights(wf.data(), nullptr);
+      std::vector<float> got(ref.size());
+      conv.products_float(src.data(), 1, s.h, s.w, 0, got.data());
+      double err = 0;
+      for (size_t i = 0; i < ref.size(); ++i) err += std::abs(double(got[i]) - ref[i]);
+      err /= double(ref.size());
+      MESSAGE(spec, " rank ", r, ": mean |lowrank - bitexact| per output = ", err);
+      CHECK(err <= prev * 1.0001);  // bam and drum errors have exact rank <= 6 and 2: flat after that
+      if (first < 0) first = err;
+      prev = err;
+    }
+    CHECK(prev < first / 50);
+  }
+  CHECK(lowrank_table_mae(*make_multiplier("mitchell"), 8) < lowrank_table_mae(*make_multiplier("mitchell"), 2));
+  CHECK(lowrank_table_mae(*make_multiplier("drum:4"), 2) < 1e-6);  // f(a)f(b) - ab has rank 2
+  {
+  }
+}
+
+TEST_CASE("bad kernel configurations are rejected") {
+  ApproxSpec as;
+  CHECK_THROWS_AS(ApproxConv2d(as, 6, 4, 3, 3, 1, 1, 4), frugal::Error);  // 6 % 4
+  as.mode = "gather";
+  CHECK_THROWS_AS(ApproxConv2d(as, 4, 4, 3, 3, 1, 1, 1), frugal::Error);
+  as.mode = "functional";
+  as.weight_bits = 12;
+  CHECK_THROWS_AS(ApproxConv2d(as, 4, 4, 3, 3, 1, 1, 1), frugal::Error);
+  as.weight_bits = 8;
+  as.mode = "lowrank:x";
+  CHECK_THROWS_AS(ApproxConv2d(as, 4, 4, 3, 3, 1, 1, 1), frugal::Error);
+  auto path = (std::filesystem::temp_directory_path() / "frugal_kernels_mitchell.bin").string();
+  write_lut_file(path, build_table(*make_multiplier("mitchell")), false);
+  ApproxSpec lf;
+  lf.multiplier = "lut:" + path;
+  lf.mode = "functional";
+  CHECK_THROWS_AS(ApproxConv2d(lf, 4, 4, 3, 3, 1, 1, 1), frugal::Error);
+  ApproxSpec ok;
+  ApproxConv2d c(ok, 4, 4, 3, 3, 1, 1, 1);
+  std::vector<float> src(16 * 4), dst(16 * 4);
+  CHECK_THROWS_AS(c.forward(src.data(), 1, 4, 4, dst.data()), frugal::Error);  // no weights
+}

@@ -1,0 +1,140 @@
+// Wire-format kernels against their scalar twins, and malformed input.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "gradcomp/wire.h"
+#include "util/check.h"
+
+using namespace frugal::gradcomp;
+
+TEST_CASE("varint round trip and rejection of overlong / truncated encodings") {
+  std::vector<uint8_t> b;
+  ByteWriter w(b);
+  const uint64_t vals[] = {0, 1, 127, 128, 300, 1ull << 32, ~0ull};
+  for (uint64_t v : vals) w.varint(v);
+  ByteReader r(b.data(), b.size(), "test");
+  for (uint64_t v : vals) CHECK(r.varint() == v);
+  r.expect_end();
+  for (uint64_t v : vals) CHECK(varint_size(v) >= 1);
+  const uint8_t overlong[] = {0x80, 0x00};
+  ByteReader r2(overlong, 2, "test");
+  CHECK_THROWS_AS(r2.varint(), frugal::Error);
+  const uint8_t trunc[] = {0x80, 0x80};
+  ByteReader r3(trunc, 2, "test");
+  CHECK_THROWS_AS(r3.varint(), frugal::Error);
+  ByteReader r4(trunc, 0, "test");
+  CHECK_THROWS_AS(r4.u32(), frugal::Error);
+}
+
+TEST_CASE("pack_codes / unpack_codes match the bit-by-bit twin for every width") {
+  Rng rng(7);
+  for (int width = 1; width <= 32; ++width) {
+    for (size_t n : {size_t(0), size_t(1), size_t(7), size_t(33), size_t(1001)}) {
+      std::vector<uint32_t> codes(n);
+      const uint64_t lim = width == 32 ? (1ull << 32) : (1ull << width);
+      for (auto& c : codes) c = uint32_t(rng.below(lim));
+      std::vector<uint8_t> a(packed_bytes(n, width) + 1, 0xAB), b(packed_bytes(n, width) + 1, 0xAB);
+      pack_codes(codes.data(), n, width, a.data());
+      pack_codes_ref(codes.data(), n, width, b.data());
+      REQUIRE(a == b);  // including the untouched guard byte
+      std::vector<uint32_t> u1(n), u2(n);
+      unpack_codes(a.data(), n, width, u1.data());
+      unpack_codes_ref(a.data(), n, width, u2.data());
+      CHECK(u1 == codes);
+      CHECK(u2 == codes);
+    }
+  }
+}
+
+TEST_CASE("sign packing: AVX-512 path equals the scalar twin, -0.0 counts as non-negative") {
+  Rng rng(3);
+  for (size_t n : {size_t(1), size_t(15), size_t(16), size_t(17), size_t(100), size_t(4099)}) {
+    std::vector<float> x(n);
+    for (auto& v : x) v = rng.normal();
+    x[0] = -0.0f;
+    std::vector<uint8_t> a((n + 7) / 8), b((n + 7) / 8);
+    pack_signs(x.data(), n, a.data());
+    pack_signs_ref(x.data(), n, b.data());
+    REQUIRE(a == b);
+    CHECK(tail_bits_clear(a.data(), n));
+    std::vector<float> d1(n), d2(n);
+    unpack_signs(a.data(), n, 2.0f, -3.0f, d1.data());
+    unpack_signs_ref(a.data(), n, 2.0f, -3.0f, d2.data());
+    CHECK(d1 == d2);
+    for (size_t i = 0; i < n; ++i) CHECK(d1[i] == (x[i] < 0 ? -3.0f : 2.0f));
+  }
+}
+
+TEST_CASE("fp16 conversion: F16C/AVX-512 path equals the scalar round-to-nearest-even twin") {
+  Rng rng(11);
+  std::vector<float> x;
+  for (int i = 0; i < 5000; ++i) x.push_back(rng.normal() * std::pow(10.0f, float(int(rng.below(12)) - 8)));
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float v : {0.0f, -0.0f, 65504.0f, 65520.0f, 1e6f, -1e6f, inf, -inf, 5.96e-8f, 2.98e-8f, 2.99e-8f,
+                  6.1e-5f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048})
+    x.push_back(v);
+  std::vector<uint16_t> fast(x.size());
+  f32_to_f16(x.data(), x.size(), fast.data());
+  for (size_t i = 0; i < x.size(); ++i) REQUIRE_MESSAGE(fast[i] == f32_to_f16_ref(x[i]), "x=" << x[i]);
+  std::vector<uint16_t> all(65536);
+  for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
+  std::vector<float> back(65536);
+  f16_to_f32(all.data(), all.size(), back.data());
+  for (uint32_t h = 0; h < 65536; ++h) {
+    float r = f16_to_f32_ref(uint16_t(h));
+    if (std::isnan(r)) CHECK(std::isnan(back[h]));
+    else REQUIRE(std::memcmp(&r, &back[h], 4) == 0);
+    if (!std::isnan(r)) CHECK(f32_to_f16_ref(r) == h);  // exact round trip for representable values
+  }
+  CHECK(f32_to_bf16(1.0f) == 0x3f80);
+  CHECK(bf16_to_f32(f32_to_bf16(3.0f)) == 3.0f);
+  CHECK(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+}
+
+TEST_CASE("index blocks pick the smaller of delta-varint and bitmap and reject bad blocks") {
+  const size_t n = 1000;
+  std::vector<uint32_t> sparse = {3, 17, 999}, dense;
+  for (uint32_t i = 0; i < n; i += 2) dense.push_back(i);
+  for (auto* idx : {&sparse, &dense}) {
+    std::vector<uint8_t> b;
+    ByteWriter w(b);
+    write_indices(w, idx->data(), idx->size(), n);
+    CHECK(b.size() == indices_bytes(idx->data(), idx->size(), n));
+    CHECK(b[0] == (idx == &sparse ? 0 : 1));
+    ByteReader r(b.data(), b.size(), "idx");
+    std::vector<uint32_t> out;
+    read_indices(r, n, out);
+    r.expect_end();
+    CHECK(out == *idx);
+  }
+  // out-of-range delta
+  std::vector<uint8_t> bad = {0, 1, 0xE8, 0x07};  // varint 1000 >= n
+  ByteReader r(bad.data(), bad.size(), "idx");
+  std::vector<uint32_t> out;
+  CHECK_THROWS_AS(read_indices(r, n, out), frugal::Error);
+  // bitmap whose count disagrees
+  std::vector<uint8_t> bm = {1, 2};
+  bm.resize(2 + (n + 7) / 8, 0);
+  bm[2] = 1;
+  ByteReader r2(bm.data(), bm.size(), "idx");
+  CHECK_THROWS_AS(read_indices(r2, n, out), frugal::Error);
+  // unknown tag
+  std::vector<uint8_t> tag = {7, 0};
+  ByteReader r3(tag.data(), tag.size(), "idx");
+  CHECK_THROWS_AS(read_indices(r3, n, out), frugal::Error);
+}
+
+TEST_CASE("Elias gamma codes round trip") {
+  std::vector<uint8_t> b;
+  BitWriter w(b);
+  for (uint32_t v = 1; v < 300; ++v) elias_gamma_put(w, v);
+  w.flush();
+  ByteReader owner(b.data(), b.size(), "elias");
+  BitReader r(b.data(), b.size(), owner);
+  for (uint32_t v = 1; v < 300; ++v) REQUIRE(elias_gamma_get(r) == v);
+  std::vector<uint8_t> zeros(8, 0);
+  BitReader z(zeros.data(), zeros.size(), owner);
+  CHECK_THROWS_AS(elias_gamma_get(z), frugal::Error);
+}
