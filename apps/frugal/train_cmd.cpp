@@ -30,7 +30,7 @@ void print_table(const nlohmann::json& r) {
   if (r.contains("communication")) {
     const auto& c = r["communication"];
     std::printf("%-28s %s\n", "compressor", r["config"]["compressor"].get<std::string>().c_str());
-    if (c.contains("ratio_fp32")) std::printf("%-28s %.1fx\n", "compression vs fp32", c["ratio_fp32"].get<double>());
+    if (c.contains("ratio_vs_fp32")) std::printf("%-28s %.1fx\n", "compression vs fp32", c["ratio_vs_fp32"].get<double>());
   }
 }
 }  // namespace

@@ -71,6 +71,34 @@ std::string fmt(const char* f, ...) {
   return buf;
 }
 
+/// Under MPI each rank counts its own bytes; results report the mean over ranks, like the in-process mean
+/// over workers (exchanged as doubles, summed in rank order).
+void average_over_ranks(gradcomp::ExchangeCounters& c, dist::Communicator* comm) {
+  if (!comm || comm->world() == 1) return;
+  double mine[4] = {c.bytes_sent, c.bytes_allreduce, c.bytes_allgather, c.bytes_dense_fp32};
+  std::vector<uint8_t> bytes(sizeof mine);
+  std::memcpy(bytes.data(), mine, sizeof mine);
+  auto all = comm->allgatherv(bytes);
+  double sum[4] = {0, 0, 0, 0};
+  for (auto& b : all) {
+    double v[4];
+    std::memcpy(v, b.data(), sizeof v);
+    for (int i = 0; i < 4; ++i) sum[i] += v[i];
+  }
+  double w = static_cast<double>(all.size());
+  c.bytes_sent = sum[0] / w;
+  c.bytes_allreduce = sum[1] / w;
+  c.bytes_allgather = sum[2] / w;
+  c.bytes_dense_fp32 = sum[3] / w;
+}
+
+gradcomp::ExchangeStats take_stats(gradcomp::GradientExchange& ex, dist::Communicator* comm) {
+  auto st = ex.take_stats();
+  average_over_ranks(st.period, comm);
+  average_over_ranks(st.total, comm);
+  return st;
+}
+
 }  // namespace
 
 json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
@@ -339,7 +367,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
             {"lr_end", sched.lr(step)},
             {"train_images_per_second", B * ep_steps / std::max(1e-9, ep_compute)},
             {"wall_s", ep_wall}};
-    if (exchange) ej["communication"] = exchange->take_stats().period.to_json();
+    if (exchange) ej["communication"] = take_stats(*exchange, opts.comm).period.to_json();
     epochs_log.push_back(ej);
     log.line(fmt("[train] epoch %d/%d done: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1fs%s",
                  epoch + 1, epochs, loss_sum / ep_steps, double(correct) / seen, em.loss, em.top1,
@@ -370,7 +398,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                {"completed", !stopped_early}};
   if (!approx_info.is_null()) results["approx"] = approx_info;
   if (exchange) {
-    auto st = exchange->take_stats();
+    auto st = take_stats(*exchange, opts.comm);
     results["communication"] = st.total.to_json();
     results["communication"]["exchange"] = exchange->describe();
     results["communication"]["mode"] = opts.comm ? "mpi" : "in-process";

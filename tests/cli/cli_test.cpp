@@ -1,0 +1,88 @@
+// The frugal binary on good and bad command lines: exit codes, messages naming the culprit, no partial results.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cstdio>
+#include <sys/wait.h>
+
+#include "../data/fixtures.h"
+#include "../train/synthetic_mnist.h"
+#include "io/files.h"
+
+namespace {
+struct Run {
+  int code;
+  std::string out;
+};
+Run run(const std::string& args) {
+  std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+}  // namespace
+
+TEST_CASE("cli: help lists subcommands and every config key") {
+  Run r = run("--help");
+  CHECK(r.code == 0);
+  for (const char* s : {"train", "evaluate", "compress", "sweep"}) CHECK(r.out.find(s) != std::string::npos);
+  Run t = run("train --help");
+  CHECK(t.code == 0);
+  for (const char* k : {"--config", "--set", "--resume", "epochs", "compressor", "multiplier", "[default"}) CHECK(t.out.find(k) != std::string::npos);
+  Run e = run("evaluate --help");
+  CHECK(e.out.find("--latency-iters") != std::string::npos);
+}
+
+TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no results file") {
+  frugal::data::testing::TempDir dir;
+  frugal::testing::write_synthetic_mnist(dir.str(), 64, 16);
+  std::string base = "train --out " + dir / "run" + " --set data_dir=" + dir.str() + " --set batch=16 ";
+  struct Case { std::string args, expect; };
+  std::vector<Case> cases{
+      {"--config " + dir / "missing.json", "missing.json"},
+      {"--set epoch=2", "unknown config key 'epoch'"},
+      {"--set epochs=two", "epochs"},
+      {"--set model=resnet --set depth=7", "resnet depth must be 6n+2"},
+      {"--set model=alexnet", "unknown model 'alexnet'"},
+      {"--set optimizer=lion", "unknown optimizer 'lion'"},
+      {"--set dataset=cifar100", "fetch_cifar100.sh"},
+      {"--set compressor=topk:7", "topk"},
+      {"--set workers=3", "multiple of workers"},
+      {"--set batch=2 --set workers=4", "multiple of workers"},
+  };
+  frugal::data::testing::write_file(dir / "bad.json", {'{', '"', 'e', 'p', 'o', 'c', 'h', 's', '"', ':', ' ', '1', ',', '\n', '}'});
+  cases.push_back({"--config " + dir / "bad.json", "line 2"});
+  for (auto& c : cases) {
+    Run r = run(base + c.args);
+    INFO(c.args, " -> ", r.out);
+    CHECK(r.code != 0);
+    CHECK(r.out.find(c.expect) != std::string::npos);
+    CHECK_FALSE(frugal::io::file_exists(dir / "run/results.json"));
+  }
+  // a corrupt model file for evaluate
+  frugal::data::testing::write_file(dir / "model.bin", {'n', 'o', 't', 'a', 'm', 'o', 'd', 'e', 'l', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0});
+  Run r = run("evaluate --model " + dir / "model.bin" + " --dataset mnist --data-dir " + dir.str());
+  CHECK(r.code != 0);
+  CHECK(r.out.find("wrong magic") != std::string::npos);
+  Run s = run("sweep");
+  CHECK(s.code == 2);
+}
+
+TEST_CASE("cli: train then evaluate the written model") {
+  frugal::data::testing::TempDir dir;
+  frugal::testing::write_synthetic_mnist(dir.str(), 256, 64);
+  Run t = run("train -q --out " + dir / "run" + " --set data_dir=" + dir.str() +
+              " --set epochs=2 --set batch=32 --set width=0.5");
+  INFO(t.out);
+  REQUIRE(t.code == 0);
+  CHECK(t.out.find("test accuracy") != std::string::npos);
+  Run e = run("evaluate --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --latency-iters 5 --out " + dir / "ev");
+  INFO(e.out);
+  REQUIRE(e.code == 0);
+  CHECK(frugal::io::file_exists(dir / "ev/evaluate.json"));
+  CHECK(e.out.find("top-1 accuracy") != std::string::npos);
+  CHECK(e.out.find("energy") != std::string::npos);
+}

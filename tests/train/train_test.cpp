@@ -1,0 +1,157 @@
+// End-to-end training on a small generated dataset: loss falls, resume equals an uninterrupted run,
+// divergence stops with the last good checkpoint kept, W ranks equal W in-process workers.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <thread>
+
+#include "dist/communicator.h"
+#include "io/config.h"
+#include "io/files.h"
+#include "synthetic_mnist.h"
+#include "train/trainer.h"
+#include "util/check.h"
+
+using namespace frugal;
+using json = nlohmann::json;
+
+namespace {
+io::Config tiny_config(const std::string& root) {
+  io::Config c;
+  c.set("data_dir=" + root);
+  c.set("dataset=mnist");
+  c.set("model=lenet5");
+  c.set("width=0.5");
+  c.set("batch=32");
+  c.set("epochs=3");
+  c.set("lr=0.05");
+  c.set("progress_s=1000");
+  c.set("eval_batch=64");
+  return c;
+}
+}  // namespace
+
+TEST_CASE("train: loss falls and results.json has the documented fields") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  train::TrainOptions o;
+  o.out_dir = dir / "run";
+  o.quiet = true;
+  json r = train::run_training(c, o);
+  REQUIRE(r["epochs"].size() == 3);
+  double first = r["epochs"][0]["train_loss"], last = r["epochs"][2]["train_loss"];
+  CHECK(last < 0.5 * first);
+  CHECK(r["metrics"]["test_accuracy"].get<double>() > 0.8);
+  for (const char* k : {"config", "metrics", "epochs", "environment", "data", "timing"}) CHECK(r.contains(k));
+  CHECK(r["metrics"].contains("train_images_per_second"));
+  CHECK(r["environment"].contains("onednn_cpu_isa"));
+  CHECK(r["data"]["files"].size() == 4);
+  json on_disk = json::parse(io::read_file(dir / "run/results.json"));
+  CHECK(on_disk["metrics"]["test_accuracy"] == r["metrics"]["test_accuracy"]);
+  CHECK(io::file_exists(dir / "run/model.bin"));
+  CHECK(io::file_exists(dir / "run/checkpoint.bin"));
+}
+
+TEST_CASE("train: --resume after an interruption ends with the same result") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  c.set("augment=crop+flip");
+  c.set("schedule=onecycle");
+  train::TrainOptions full;
+  full.out_dir = dir / "full";
+  full.quiet = true;
+  json a = train::run_training(c, full);
+
+  train::TrainOptions part = full;
+  part.out_dir = dir / "part";
+  part.stop_after_epoch = 1;
+  json p = train::run_training(c, part);
+  CHECK(p["completed"] == false);
+  CHECK(p["epochs"].size() == 1);
+  train::TrainOptions res;
+  res.resume_dir = dir / "part";
+  res.quiet = true;
+  json b = train::run_training(io::Config(), res);
+  REQUIRE(b["epochs"].size() == 3);
+  for (int e = 0; e < 3; ++e) {
+    CHECK(b["epochs"][e]["train_loss"].get<double>() == doctest::Approx(a["epochs"][e]["train_loss"].get<double>()).epsilon(1e-6));
+    CHECK(b["epochs"][e]["test_accuracy"] == a["epochs"][e]["test_accuracy"]);
+  }
+  CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+}
+
+TEST_CASE("train: divergence stops with a message and keeps the last good checkpoint") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  train::TrainOptions o;
+  o.out_dir = dir / "run";
+  o.quiet = true;
+  o.stop_after_epoch = 1;
+  train::run_training(c, o);
+  std::string before = io::read_file(dir / "run/checkpoint.bin");
+  io::Config bad;
+  bad.set("lr=1e12");
+  train::TrainOptions r;
+  r.resume_dir = dir / "run";
+  r.quiet = true;
+  CHECK_THROWS_WITH_AS(train::run_training(bad, r), doctest::Contains("diverged"), frugal::Error);
+  CHECK(io::read_file(dir / "run/checkpoint.bin") == before);
+}
+
+TEST_CASE("train: W ranks over a communicator equal W in-process workers (dense and topk)") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str(), 256, 64);
+  for (std::string comp : {"none", "topk:0.05"}) {
+    io::Config c = tiny_config(dir.str());
+    c.set("epochs=2");
+    c.set("workers=2");
+    c.set("compressor=" + comp);
+    c.set("dense_below=16");
+    train::TrainOptions o;
+    o.out_dir = dir / "inproc";
+    o.quiet = true;
+    json a = train::run_training(c, o);
+    dist::ThreadGroup group(2);
+    std::vector<json> rr(2);
+    std::vector<std::thread> th;
+    for (int r = 0; r < 2; ++r)
+      th.emplace_back([&, r] {
+        train::TrainOptions t;
+        t.out_dir = dir / ("ranks" + std::to_string(r));
+        t.quiet = true;
+        t.comm = &group.rank(r);
+        rr[r] = train::run_training(c, t);
+      });
+    for (auto& t : th) t.join();
+    for (int e = 0; e < 2; ++e) {
+      INFO("compressor ", comp, " epoch ", e);
+      double x = a["epochs"][e]["train_loss"], y = rr[0]["epochs"][e]["train_loss"];
+      CHECK(std::abs(x - y) <= 1e-6 * std::abs(x));
+      CHECK(rr[1]["epochs"][e]["train_loss"].get<double>() == y);
+    }
+    REQUIRE(a["communication"].contains("bytes_sent_per_worker"));
+    CHECK(a["communication"]["bytes_sent_per_worker"] == rr[0]["communication"]["bytes_sent_per_worker"]);
+  }
+}
+
+TEST_CASE("train: config errors name the key and list the known ones") {
+  io::Config c;
+  CHECK_THROWS_WITH_AS(c.set("epoch=3"), doctest::Contains("unknown config key 'epoch'"), frugal::Error);
+  CHECK_THROWS_WITH_AS(c.set("epochs=three"), doctest::Contains("epochs"), frugal::Error);
+  CHECK_THROWS_WITH_AS(c.merge(json{{"lr", "fast"}}, "x.json"), doctest::Contains("x.json: key 'lr' expects a number"), frugal::Error);
+  data::testing::TempDir dir;
+  data::testing::write_file(dir / "bad.json", {'{', '"', 'l', 'r', '"', ':', '\n', '}'});
+  CHECK_THROWS_WITH_AS(c.load_file(dir / "bad.json"), doctest::Contains("line 2"), frugal::Error);
+  c.set("model=nosuchnet");
+  c.set("data_dir=" + dir.str());
+  testing::write_synthetic_mnist(dir.str(), 64, 16);
+  train::TrainOptions o;
+  o.out_dir = dir / "run";
+  o.quiet = true;
+  CHECK_THROWS_WITH_AS(train::run_training(c, o), doctest::Contains("unknown model 'nosuchnet'"), frugal::Error);
+  CHECK_FALSE(io::file_exists(dir / "run/results.json"));
+}
