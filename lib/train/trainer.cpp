@@ -280,6 +280,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   const double progress_s = cfg.f("progress_s");
   int64_t images_done = 0;
   bool stopped_early = false;
+  std::vector<double> step_ms;  // per-step compute time of this process (the first 5 steps, with primitive
+                                // creation, are excluded from the reported speed as the PyTorch peer does)
   for (int epoch = start_epoch; epoch < epochs && step < total_steps; ++epoch) {
     if (opts.stop_after_epoch >= 0 && epoch >= opts.stop_after_epoch) {
       stopped_early = true;
@@ -339,7 +341,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       opt.step(sched.lr(step));
       ++step;
       ++ep_steps;
-      ep_compute += std::chrono::duration<double>(clk::now() - s0).count();
+      double dt = std::chrono::duration<double>(clk::now() - s0).count();
+      ep_compute += dt;
+      step_ms.push_back(dt * 1e3);
       loss_sum += step_loss;
       seen += shard_b * local_workers;
       images_done += B;
@@ -383,6 +387,17 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   json metrics = final_m.to_json(true);
   metrics["test_accuracy"] = final_m.top1;
   metrics["train_images_per_second"] = train_compute_s > 0 ? static_cast<double>(step) * B / train_compute_s : 0.0;
+  if (step_ms.size() > 10) {
+    std::vector<double> warm(step_ms.begin() + 5, step_ms.end());
+    double sum = 0;
+    for (double v : warm) sum += v;
+    metrics["train_images_per_second"] = 1e3 * static_cast<double>(warm.size()) * B / sum;
+    std::nth_element(warm.begin(), warm.begin() + static_cast<long>(warm.size() / 2), warm.end());
+    metrics["train_step_ms_median"] = warm[warm.size() / 2];
+    metrics["timed_steps"] = warm.size();
+  }
+  metrics["train_gflops_est"] = metrics["train_images_per_second"].get<double>() * 3.0 * 2.0 *
+                                static_cast<double>(model.macs_per_image()) / 1e9;
   metrics["params"] = model.num_params();
   metrics["macs_per_image"] = model.macs_per_image();
   metrics["steps"] = step;

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs experiment configs sequentially and copies each results.json into results/<group>/<name>.json.
+#   bash experiments/run.sh GROUP NAME[:--set k=v ...] ...      e.g. bash experiments/run.sh foundation mnist_lenet5
+# Extra overrides after a colon are passed to frugal train (spaces allowed inside quotes).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+group=$1; shift
+mkdir -p "results/$group" runs
+export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
+for item in "$@"; do
+  name=${item%%:*}
+  extra=""; [[ "$item" == *:* ]] && extra=${item#*:}
+  tag=${name}
+  [ -n "$extra" ] && tag="${name}_$(echo "$extra" | sed 's/--set //g; s/[^A-Za-z0-9_.=-]/_/g; s/__*/_/g')"
+  echo "[run] $tag: frugal train --config experiments/$name.json $extra" >&2
+  # shellcheck disable=SC2086
+  ./build/frugal train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q
+  cp "runs/$group/$tag/results.json" "results/$group/$tag.json"
+done
