@@ -36,6 +36,7 @@ const std::vector<KeyInfo>& config_keys() {
       {"augment", "none", "none | flip | crop | crop+flip (crop pads by crop_pad and crops back)"},
       {"crop_pad", 4, "padding of the random crop"},
       {"seed", 0, "seed of init, shuffling, augmentation, dropout"},
+      {"init", "", "initialize weights from this model file (fine-tuning, e.g. approximate-aware); the spec must match"},
       {"eval_batch", 500, "batch size of test-set evaluation"},
       {"progress_s", 3.0, "seconds between progress lines"},
       {"workers", 1, "data-parallel workers (in-process, or MPI ranks with --dist mpi)"},

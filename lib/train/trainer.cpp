@@ -149,6 +149,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   }
   const uint64_t seed = static_cast<uint64_t>(cfg.i("seed"));
   nn::Model model(spec, seed);
+  if (!cfg.s("init").empty() && !resuming) {  // fine-tuning: weights and BN statistics from a model file
+    io::TensorFile init = io::load_tensor_file(cfg.s("init"));
+    load_model_tensors(model, init, cfg.s("init"));
+  }
   json approx_info = attach_approx(model, cfg);
   auto params = model.params();
 

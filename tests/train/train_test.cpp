@@ -155,3 +155,35 @@ TEST_CASE("train: config errors name the key and list the known ones") {
   CHECK_THROWS_WITH_AS(train::run_training(c, o), doctest::Contains("unknown model 'nosuchnet'"), frugal::Error);
   CHECK_FALSE(io::file_exists(dir / "run/results.json"));
 }
+
+TEST_CASE("train: approximate-multiplier forward (STE) learns, per-layer choice reported, init fine-tunes") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  c.set("epochs=2");
+  train::TrainOptions o;
+  o.out_dir = dir / "fp32";
+  o.quiet = true;
+  json base = train::run_training(c, o);
+  io::Config a = c;
+  a.set("multiplier=drum:4:signed");
+  a.set("approx_mode=functional");
+  a.set("approx_layers=inner");
+  a.set("init=" + dir / "fp32/model.bin");
+  a.set("lr=0.01");
+  o.out_dir = dir / "approx";
+  json r = train::run_training(a, o);
+  REQUIRE(r.contains("approx"));
+  auto& layers = r["approx"]["layers"];
+  REQUIRE(layers.size() == 5);  // lenet5: 2 conv + 3 linear
+  CHECK(layers[0]["arithmetic"] == "fp32");
+  CHECK(layers[4]["arithmetic"] == "fp32");
+  CHECK(layers[1]["arithmetic"].get<std::string>().find("drum:4") != std::string::npos);
+  // starts from the trained weights, so the first approximate epoch is already far better than chance
+  CHECK(r["epochs"][0]["train_accuracy"].get<double>() > 0.8);
+  CHECK(r["metrics"]["test_accuracy"].get<double>() > 0.8);
+  io::Config bad = c;
+  bad.set("multiplier=drum:99");
+  o.out_dir = dir / "bad";
+  CHECK_THROWS_AS(train::run_training(bad, o), frugal::Error);
+}

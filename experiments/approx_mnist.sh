@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Approximate computing on MNIST (issue 4 measurements). Needs the fp32 models of
+#   bash experiments/run.sh foundation mnist_lenet5 mnist_cnn
+# 1. characterizes the multipliers (unsigned 8x8, EvoApproxLib metrics) -> results/approx/multipliers/<spec>.json
+# 2. evaluates each fp32 model under int8 exact and each approximate multiplier (signed operands, all conv/linear
+#    layers), with the energy estimate -> results/approx/<model>_<spec>.json
+# 3. approximate-aware fine-tuning (straight-through estimator) for drum:4 and mitchell, 2 epochs at lr 0.005,
+#    then the same evaluation -> results/approx/<model>_<spec>_ft.json
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+f=./build/frugal
+mkdir -p results/approx/multipliers runs/approx
+for spec in exact trunc:2 bam:0,6 mitchell drum:4 drum:6; do
+  tag=${spec//[:,]/_}
+  $f evaluate --multiplier "$spec" --out "runs/approx/mult_$tag" > /dev/null
+  cp "runs/approx/mult_$tag/multiplier.json" "results/approx/multipliers/$tag.json"
+done
+for model in mnist_lenet5 mnist_cnn; do
+  m=runs/foundation/$model/model.bin
+  test -f "$m" || { echo "missing $m: run experiments/run.sh foundation $model first" >&2; exit 1; }
+  $f evaluate --model "$m" --no-speed --out "runs/approx/${model}_fp32" > /dev/null
+  cp "runs/approx/${model}_fp32/evaluate.json" "results/approx/${model}_fp32.json"
+  for spec in exact:signed trunc:2:signed bam:0,6:signed mitchell:signed drum:4:signed drum:6:signed; do
+    tag=${spec//[:,]/_}
+    $f evaluate --model "$m" --multiplier "$spec" --approx-mode lut --no-speed --out "runs/approx/${model}_$tag" > /dev/null
+    cp "runs/approx/${model}_$tag/evaluate.json" "results/approx/${model}_$tag.json"
+  done
+  for spec in drum:4:signed mitchell:signed; do
+    tag=${spec//[:,]/_}
+    $f train --config "experiments/$model.json" --set init="$m" --set multiplier="$spec" --set approx_mode=functional \
+      --set epochs=2 --set lr=0.005 --set schedule=cosine --set warmup_epochs=0 -q --out "runs/approx/${model}_${tag}_ft" > /dev/null
+    $f evaluate --model "runs/approx/${model}_${tag}_ft/model.bin" --multiplier "$spec" --no-speed \
+      --out "runs/approx/${model}_${tag}_ft/eval" > /dev/null
+    cp "runs/approx/${model}_${tag}_ft/eval/evaluate.json" "results/approx/${model}_${tag}_ft.json"
+  done
+done
+python3 experiments/summarize.py approx
