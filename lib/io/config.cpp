@@ -42,6 +42,7 @@ const std::vector<KeyInfo>& config_keys() {
       {"workers", 1, "data-parallel workers (in-process, or MPI ranks with --dist mpi)"},
       {"compressor", "none", "gradient compressor spec (none, fp16, topk:R, dgc:R, powersgd:R, qsgd:L, ...)"},
       {"dense_below", 1024, "tensors with fewer elements than this are exchanged dense"},
+      {"dense_1d", true, "1-D tensors (biases, batch-norm) are exchanged dense"},
       {"compress_warmup_epochs", 0, "DGC density warm-up epochs"},
       {"error_sample_every", 50, "steps between samples of the aggregated-vs-dense gradient error"},
       {"bandwidth_gbps", 1.0, "network cost model: link bandwidth (Gbit/s) for simulated communication time"},

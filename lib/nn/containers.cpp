@@ -1,6 +1,5 @@
 #include "nn/containers.h"
 
-#include <tbb/parallel_for.h>
 
 #include "util/check.h"
 
@@ -106,7 +105,7 @@ void ShortcutA::forward(const Tensor& src, Tensor& dst, const ForwardContext&) {
   const int lo = (out_ - in_) / 2;
   const float* s = src.data();
   float* o = dst.data();
-  tbb::parallel_for(int64_t(0), d[0] * OH, [&](int64_t nh) {
+  for (int64_t nh = 0; nh < d[0] * OH; ++nh) {  // serial: see Optimizer::step
     int64_t n = nh / OH, h = nh % OH;
     for (int64_t w = 0; w < OW; ++w) {
       float* op = o + ((n * OH + h) * OW + w) * out_;
@@ -114,7 +113,7 @@ void ShortcutA::forward(const Tensor& src, Tensor& dst, const ForwardContext&) {
       std::fill(op, op + out_, 0.f);
       std::copy(sp, sp + in_, op + lo);
     }
-  });
+  }
 }
 
 void ShortcutA::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
@@ -125,13 +124,13 @@ void ShortcutA::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_dif
   const int lo = (out_ - in_) / 2;
   const float* g = diff_dst.data();
   float* ds = diff_src.data();
-  tbb::parallel_for(int64_t(0), src_dims_[0] * OH, [&](int64_t nh) {
+  for (int64_t nh = 0; nh < src_dims_[0] * OH; ++nh) {  // serial: see Optimizer::step
     int64_t n = nh / OH, h = nh % OH;
     for (int64_t w = 0; w < OW; ++w) {
       const float* gp = g + ((n * OH + h) * OW + w) * out_ + lo;
       std::copy(gp, gp + in_, ds + ((n * H + h * stride_) * W + w * stride_) * in_);
     }
-  });
+  }
 }
 
 // ---------------------------------------------------------------- Residual

@@ -1,5 +1,4 @@
 // ReLU, pooling, dropout and flatten.
-#include <tbb/parallel_for.h>
 
 #include "nn/layers.h"
 #include "util/check.h"
@@ -158,7 +157,7 @@ void Dropout::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx)
   float* d = dst.data();
   uint8_t* m = mask_.data();
   // Counter-based draws (splitmix64 of seed and element index): identical for any thread count.
-  tbb::parallel_for(int64_t(0), (n + block - 1) / block, [&](int64_t b) {
+  for (int64_t b = 0; b < (n + block - 1) / block; ++b) {  // serial: see Optimizer::step
     for (int64_t i = b * block; i < std::min(n, (b + 1) * block); ++i) {
       uint64_t z = ctx.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
       z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -168,7 +167,7 @@ void Dropout::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx)
       m[i] = keep;
       d[i] = keep ? s[i] * scale : 0.f;
     }
-  });
+  }
 }
 
 void Dropout::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {

@@ -1,6 +1,5 @@
 #include "optim/optimizer.h"
 
-#include <tbb/parallel_for.h>
 
 #include <cmath>
 
@@ -45,7 +44,9 @@ void Optimizer::step(float lr) {
   const float wd = o_.weight_decay, mom = o_.momentum;
   const bool sgd = o_.kind == "sgd", adamw = o_.kind == "adamw";
   const float bc1 = 1.f - std::pow(o_.beta1, static_cast<float>(t_)), bc2 = 1.f - std::pow(o_.beta2, static_cast<float>(t_));
-  tbb::parallel_for(size_t(0), params_.size(), [&](size_t k) {
+  // Serial: a memory-bound pass over the weights; TBB workers woken here kept spinning into the next
+  // forward pass and competed with oneDNN's OpenMP threads on 2 cores.
+  for (size_t k = 0; k < params_.size(); ++k) {
     nn::Param& p = *params_[k];
     float* w = p.value.data();
     const float* g = p.grad.data();
@@ -78,7 +79,7 @@ void Optimizer::step(float lr) {
       }
     }
     ++p.version;
-  });
+  }
 }
 
 Schedule::Schedule(const ScheduleOptions& o, int64_t spe, int64_t total) : o_(o), spe_(std::max<int64_t>(1, spe)), total_(std::max<int64_t>(1, total)) {

@@ -196,6 +196,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     gradcomp::ExchangeOptions eo;
     eo.compressor = cfg.s("compressor");
     eo.dense_below = static_cast<size_t>(cfg.i("dense_below"));
+    eo.dense_1d = cfg.b("dense_1d");
     eo.seed = seed;
     eo.warmup_epochs = static_cast<int>(cfg.i("compress_warmup_epochs"));
     eo.momentum = oo.momentum;
