@@ -4,16 +4,10 @@
 #include <random>
 
 #include "util/check.h"
+#include "util/random.h"
 
 namespace frugal::data {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 constexpr uint64_t kPermTag = 0x7065726d;     // "perm"
 constexpr uint64_t kAugmentTag = 0x61756720;  // "aug "

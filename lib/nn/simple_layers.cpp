@@ -2,6 +2,7 @@
 
 #include "nn/layers.h"
 #include "util/check.h"
+#include "util/random.h"
 
 namespace frugal::nn {
 
@@ -156,13 +157,9 @@ void Dropout::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx)
   const float* s = src.data();
   float* d = dst.data();
   uint8_t* m = mask_.data();
-  // Counter-based draws (splitmix64 of seed and element index): identical for any thread count.
-  for (int64_t b = 0; b < (n + block - 1) / block; ++b) {  // serial: see Optimizer::step
+    for (int64_t b = 0; b < (n + block - 1) / block; ++b) {  // serial: see Optimizer::step
     for (int64_t i = b * block; i < std::min(n, (b + 1) * block); ++i) {
-      uint64_t z = ctx.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i + 1);
-      z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-      z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-      z ^= z >> 31;
+      uint64_t z = splitmix64(ctx.seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(i));
       bool keep = static_cast<uint32_t>(z) >= threshold;
       m[i] = keep;
       d[i] = keep ? s[i] * scale : 0.f;

@@ -20,6 +20,7 @@
 #include "train/evaluate.h"
 #include "train/model_io.h"
 #include "util/check.h"
+#include "util/random.h"
 
 namespace frugal::train {
 
@@ -27,13 +28,6 @@ using json = nlohmann::json;
 using clk = std::chrono::steady_clock;
 
 namespace {
-
-uint64_t mix(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
 
 data::Augment parse_augment(const std::string& a, int pad) {
   data::Augment aug;
@@ -124,6 +118,18 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     for (auto& [k, v] : cfg.values().items())
       if (v != defaults.values()[k]) stored.merge(json{{k, v}}, "--set");
     cfg = stored;
+  }
+  if (opts.comm && world_ranks > 1) {  // every rank must run the same experiment: name the keys that differ
+    std::string mine = cfg.values().dump();
+    auto all = opts.comm->allgatherv(std::vector<uint8_t>(mine.begin(), mine.end()));
+    json first = json::parse(std::string(all[0].begin(), all[0].end()));
+    for (size_t r = 1; r < all.size(); ++r) {
+      json other = json::parse(std::string(all[r].begin(), all[r].end()));
+      std::string diff;
+      for (auto& [k, v] : first.items())
+        if (other[k] != v) diff += " " + k + " (rank 0: " + v.dump() + ", rank " + std::to_string(r) + ": " + other[k].dump() + ")";
+      FRUGAL_CHECK(diff.empty(), "ranks were started with different configs:", diff, ". Start every rank with the same config.");
+    }
   }
   if (writer) io::make_dirs(opts.out_dir);
   Log log(opts.out_dir + "/train.log", opts.quiet, writer);
@@ -308,7 +314,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
         y.assign(batch.y.begin() + gw * shard_b, batch.y.begin() + (gw + 1) * shard_b);
         if (lw > 0)  // BN running statistics follow worker 0 only, as under MPI (rank 0's are kept)
           for (size_t i = 0; i < buffers.size(); ++i) buffer_snapshot[i].copy_from(*buffers[i].value);
-        nn::ForwardContext ctx{true, mix(seed ^ mix(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(gw)))};
+        nn::ForwardContext ctx{true, splitmix64(seed ^ splitmix64(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(gw)))};
         const Tensor& logits = model.forward(x, ctx);
         float loss = ce.forward(logits, y.data());
         const int K = model.classes();

@@ -27,3 +27,15 @@ assert a["communication"]["bytes_sent_per_worker"] == b["communication"]["bytes_
 print(f"{sys.argv[3]}: per-epoch train losses equal: {la} (bytes/worker {a['communication']['bytes_sent_per_worker']})")
 PY
 done
+
+# ranks started with different configs end the job on every rank with a message naming the key, never a hang
+set +e
+msg=$(timeout 120 "$mpirun" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
+      -np 1 "$frugal" train --dist mpi "${common[@]}" --set lr=0.1 --out "$out/bad" : \
+      -np 1 "$frugal" train --dist mpi "${common[@]}" --set lr=0.2 --out "$out/bad" 2>&1)
+rc=$?
+set -e
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || { echo "FAIL: mismatched ranks exited $rc"; exit 1; }
+echo "$msg" | grep -q "different configs: lr" || { echo "FAIL: no message naming lr: $msg"; exit 1; }
+[ ! -e "$out/bad/results.json" ] || { echo "FAIL: results.json written"; exit 1; }
+echo "mismatched configs: job ended (exit $rc) naming the key"

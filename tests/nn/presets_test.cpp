@@ -1,7 +1,10 @@
 // Every preset builds, runs forward and backward on MNIST- and CIFAR-shaped input, and has the documented size.
 #include <doctest/doctest.h>
 
+#include <cmath>
+
 #include "nn/model.h"
+#include "util/check.h"
 
 using namespace frugal;
 using namespace frugal::nn;
