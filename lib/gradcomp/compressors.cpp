@@ -142,6 +142,23 @@ void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
 
 // --------------------------------------------------------------------------------------- sparse
 
+/// out <- sparse message of (idx, vals) for a tensor of n elements.
+static void encode_sparse(const std::vector<uint32_t>& idx, const std::vector<float>& vals, size_t n, Message& out) {
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sparse, n);
+  write_sparse(w, idx.data(), vals.data(), idx.size(), n);
+  seal(out);
+}
+
+/// vals <- src[idx]; out <- their sparse message.
+static void encode_gathered(const float* src, size_t n, const std::vector<uint32_t>& idx, std::vector<float>& vals,
+                            Message& out) {
+  vals.resize(idx.size());
+  for (size_t i = 0; i < idx.size(); ++i) vals[i] = src[idx[i]];
+  encode_sparse(idx, vals, n, out);
+}
+
 static size_t k_of(double ratio, size_t n) {
   return std::clamp<size_t>(size_t(std::ceil(ratio * double(n))), n ? 1 : 0, n);
 }
@@ -150,13 +167,7 @@ std::string TopK::name() const { return "topk:" + fmt(ratio_); }
 
 void TopK::encode(const float* grad, size_t n, Message& out) {
   topk_select(grad, n, k_of(ratio_, n), idx_);
-  vals_.resize(idx_.size());
-  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
-  out.bytes.clear();
-  ByteWriter w(out.bytes);
-  write_header(w, Kind::sparse, n);
-  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
-  seal(out);
+  encode_gathered(grad, n, idx_, vals_, out);
 }
 
 static void decode_sparse(const Message& in, float* dst, size_t n, const std::string& what) {
@@ -172,13 +183,7 @@ std::string Threshold::name() const { return "threshold:" + fmt(v_); }
 
 void Threshold::encode(const float* grad, size_t n, Message& out) {
   select_at_least(grad, n, v_, idx_);
-  vals_.resize(idx_.size());
-  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
-  out.bytes.clear();
-  ByteWriter w(out.bytes);
-  write_header(w, Kind::sparse, n);
-  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
-  seal(out);
+  encode_gathered(grad, n, idx_, vals_, out);
 }
 void Threshold::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
 
@@ -259,11 +264,7 @@ void Dgc::encode(const float* grad, size_t n, Message& out) {
     v_[j] = 0.0f;
     if (o_.masking) u_[j] = 0.0f;  // momentum factor masking
   }
-  out.bytes.clear();
-  ByteWriter w(out.bytes);
-  write_header(w, Kind::sparse, n);
-  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
-  seal(out);
+  encode_sparse(idx_, vals_, n, out);
 }
 
 void Dgc::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
@@ -291,13 +292,7 @@ void AdaptiveTopK::encode(const float* grad, size_t n, Message& out) {
   density = std::clamp(density, ratio_ / 8, std::min(1.0, ratio_ * 8));
   last_density_ = density;
   topk_select(grad, n, k_of(density, n), idx_);
-  vals_.resize(idx_.size());
-  for (size_t i = 0; i < idx_.size(); ++i) vals_[i] = grad[idx_[i]];
-  out.bytes.clear();
-  ByteWriter w(out.bytes);
-  write_header(w, Kind::sparse, n);
-  write_sparse(w, idx_.data(), vals_.data(), idx_.size(), n);
-  seal(out);
+  encode_gathered(grad, n, idx_, vals_, out);
 }
 void AdaptiveTopK::decode(const Message& in, float* dst, size_t n) const { decode_sparse(in, dst, n, name()); }
 
