@@ -8,6 +8,8 @@ cd "$root"
 group=$1; shift
 mkdir -p "results/$group" runs
 export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
+# FRUGAL_BIN: a copy of the binary, so that rebuilding build/ does not disturb queued runs.
+bin=${FRUGAL_BIN:-./build/frugal}
 for item in "$@"; do
   name=${item%%:*}
   extra=""; [[ "$item" == *:* ]] && extra=${item#*:}
@@ -15,6 +17,6 @@ for item in "$@"; do
   [ -n "$extra" ] && tag="${name}_$(echo "$extra" | sed 's/--set //g; s/[^A-Za-z0-9_.=-]/_/g; s/__*/_/g')"
   echo "[run] $tag: frugal train --config experiments/$name.json $extra" >&2
   # shellcheck disable=SC2086
-  ./build/frugal train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q
+  "$bin" train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q
   cp "runs/$group/$tag/results.json" "results/$group/$tag.json"
 done
