@@ -19,17 +19,28 @@ std::string fmt(double v) {
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::dense: return "dense";
-    case Kind::fp16: return "fp16";
-    case Kind::bf16: return "bf16";
-    case Kind::sparse: return "sparse";
-    case Kind::randk: return "randk";
-    case Kind::qsgd: return "qsgd";
-    case Kind::qsgd_elias: return "qsgd-elias";
-    case Kind::terngrad: return "terngrad";
-    case Kind::sign: return "sign";
-    case Kind::onebit: return "onebit";
-    case Kind::powersgd: return "powersgd";
+    case Kind::dense:
+      return "dense";
+    case Kind::fp16:
+      return "fp16";
+    case Kind::bf16:
+      return "bf16";
+    case Kind::sparse:
+      return "sparse";
+    case Kind::randk:
+      return "randk";
+    case Kind::qsgd:
+      return "qsgd";
+    case Kind::qsgd_elias:
+      return "qsgd-elias";
+    case Kind::terngrad:
+      return "terngrad";
+    case Kind::sign:
+      return "sign";
+    case Kind::onebit:
+      return "onebit";
+    case Kind::powersgd:
+      return "powersgd";
   }
   return "?";
 }
@@ -53,7 +64,8 @@ void write_header(ByteWriter& w, Kind kind, size_t n) {
 void read_header(ByteReader& r, Kind kind, size_t n) {
   uint8_t k = r.u8();
   if (k != uint8_t(kind))
-    r.fail("message kind " + std::to_string(k) + ", expected " + std::to_string(int(kind)) + " (" + kind_name(kind) + ")");
+    r.fail("message kind " + std::to_string(k) + ", expected " + std::to_string(int(kind)) + " (" + kind_name(kind) +
+           ")");
   uint64_t m = r.varint();
   if (m != n) r.fail("message is for " + std::to_string(m) + " elements, the tensor has " + std::to_string(n));
 }
@@ -114,8 +126,10 @@ void CastCompressor::encode(const float* grad, size_t n, Message& out) {
     uint16_t chunk[4096];
     for (size_t i = 0; i < n; i += 4096) {
       size_t c = std::min<size_t>(4096, n - i);
-      if (kind_ == Kind::fp16) f32_to_f16(grad + i, c, chunk);
-      else for (size_t j = 0; j < c; ++j) chunk[j] = f32_to_bf16(grad[i + j]);
+      if (kind_ == Kind::fp16)
+        f32_to_f16(grad + i, c, chunk);
+      else
+        for (size_t j = 0; j < c; ++j) chunk[j] = f32_to_bf16(grad[i + j]);
       std::memcpy(dst + 2 * i, chunk, 2 * c);
     }
   }
@@ -133,8 +147,10 @@ void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
     for (size_t i = 0; i < n; i += 4096) {
       size_t c = std::min<size_t>(4096, n - i);
       std::memcpy(chunk, src + 2 * i, 2 * c);
-      if (kind_ == Kind::fp16) f16_to_f32(chunk, c, dst + i);
-      else for (size_t j = 0; j < c; ++j) dst[i + j] = bf16_to_f32(chunk[j]);
+      if (kind_ == Kind::fp16)
+        f16_to_f32(chunk, c, dst + i);
+      else
+        for (size_t j = 0; j < c; ++j) dst[i + j] = bf16_to_f32(chunk[j]);
     }
   }
   r.expect_end();
@@ -223,7 +239,7 @@ void RandK::decode(const Message& in, float* dst, size_t n) const {
 // --------------------------------------------------------------------------------------- DGC
 
 Dgc::Dgc(const Options& o, size_t n, int world, uint64_t seed)
-    : o_(o), world_(world), rng_(seed), density_(o.ratio), u_(n, 0.0f), v_(n, 0.0f) {
+    : o_(o), world_(world), rng_(seed), density_(o.ratio), v_(n, 0.0f) {
   begin_step(StepInfo{});
 }
 
@@ -251,18 +267,18 @@ void Dgc::encode(const float* grad, size_t n, Message& out) {
     double norm = std::sqrt(ss);
     if (norm > lim) scale = float(lim / norm);
   }
-  const float m = momentum_;
-  for (size_t i = 0; i < n; ++i) {
-    u_[i] = m * u_[i] + scale * grad[i];  // momentum correction: accumulate velocity, not gradient
-    v_[i] += u_[i];
-  }
-  dgc_select(v_.data(), n, k_of(density_, n), o_.sample_frac, rng_, idx_);
-  vals_.resize(idx_.size());
+  // momentum correction (accumulate velocity, not gradient) and selection in one pass
+  // With momentum 0 the velocity is the gradient itself: no buffer is read or written (a later step with
+  // momentum starts it from zero).
+  const bool use_u = momentum_ != 0.0f;
+  if (use_u && !u_live_) u_.assign(n, 0.0f);
+  u_live_ = use_u;
+  dgc_update_select(grad, scale, momentum_, use_u ? u_.data() : nullptr, v_.data(), n, k_of(density_, n),
+                    o_.sample_frac, rng_, idx_, vals_);
   for (size_t i = 0; i < idx_.size(); ++i) {
     uint32_t j = idx_[i];
-    vals_[i] = v_[j];
     v_[j] = 0.0f;
-    if (o_.masking) u_[j] = 0.0f;  // momentum factor masking
+    if (o_.masking && use_u) u_[j] = 0.0f;  // momentum factor masking
   }
   encode_sparse(idx_, vals_, n, out);
 }
@@ -271,7 +287,9 @@ void Dgc::decode(const Message& in, float* dst, size_t n) const { decode_sparse(
 
 // --------------------------------------------------------------------------------------- adaptive
 
-std::string AdaptiveTopK::name() const { return "adaptive:" + fmt(ratio_) + (energy_ != 0.5 ? ":energy=" + fmt(energy_) : ""); }
+std::string AdaptiveTopK::name() const {
+  return "adaptive:" + fmt(ratio_) + (energy_ != 0.5 ? ":energy=" + fmt(energy_) : "");
+}
 
 void AdaptiveTopK::encode(const float* grad, size_t n, Message& out) {
   const size_t ns = std::min(n, std::max<size_t>(1024, n / 100));
@@ -388,7 +406,10 @@ void TernGrad::encode(const float* grad, size_t n, Message& out) {
   float c = INFINITY;
   if (clip_ > 0 && n > 0) {
     double s = 0, ss = 0;
-    for (size_t i = 0; i < n; ++i) { s += grad[i]; ss += double(grad[i]) * grad[i]; }
+    for (size_t i = 0; i < n; ++i) {
+      s += grad[i];
+      ss += double(grad[i]) * grad[i];
+    }
     double mean = s / double(n);
     double sd = std::sqrt(std::max(0.0, ss / double(n) - mean * mean));
     c = float(clip_ * sd);
@@ -484,8 +505,13 @@ void OneBit::encode(const float* grad, size_t n, Message& out) {
   double sp = 0, sn = 0;
   size_t np = 0, nn = 0;
   for (size_t i = 0; i < n; ++i) {
-    if (grad[i] < 0.0f) { sn += grad[i]; ++nn; }
-    else { sp += grad[i]; ++np; }
+    if (grad[i] < 0.0f) {
+      sn += grad[i];
+      ++nn;
+    } else {
+      sp += grad[i];
+      ++np;
+    }
   }
   float mp = np ? float(sp / double(np)) : 0.0f, mn = nn ? float(sn / double(nn)) : 0.0f;
   write_signs(out, Kind::onebit, n, {mp, mn}, grad);

@@ -10,8 +10,17 @@
 namespace frugal::gradcomp {
 
 enum class Kind : uint8_t {
-  dense = 1, fp16 = 2, bf16 = 3, sparse = 4, randk = 5, qsgd = 6, qsgd_elias = 7, terngrad = 8,
-  sign = 9, onebit = 10, powersgd = 11,
+  dense = 1,
+  fp16 = 2,
+  bf16 = 3,
+  sparse = 4,
+  randk = 5,
+  qsgd = 6,
+  qsgd_elias = 7,
+  terngrad = 8,
+  sign = 9,
+  onebit = 10,
+  powersgd = 11,
 };
 void write_header(ByteWriter& w, Kind kind, size_t n);
 /// Checks kind and element count; throws on mismatch.
@@ -32,13 +41,23 @@ void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>&
 void select_at_least_ref(const float* x, size_t n, float thr, std::vector<uint32_t>& idx);
 
 /// DGC's sampled-threshold selection (Lin et al., ICLR 2018, sec. 3 "hierarchical" top-k; the adaptation
-/// loop of the authors' code): sample ~sample_frac of |x| from a random start with a fixed stride, take
+/// loop of the authors' code): sample ~sample_frac of |x| (runs of 16 consecutive elements, one cache line, at a
+/// fixed stride from a random start; single elements when the sample is dense), take
 /// the ceil(k/n * samples)-th largest as the threshold, select |x| >= thr; while fewer than 0.8k are
 /// selected lower the threshold by 0.8 (at most 10 rounds); if more than k, exact top-k among them.
 /// Returns between 1 and k ascending indices (fewer than 0.8k only after 10 rounds).
 void dgc_select(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
                 int* rounds = nullptr);
 void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx);
+/// DGC's momentum correction fused with its selection: u = fma(m, u, scale g); v += u; then the selection of
+/// dgc_select on the updated v, in one pass over memory (the threshold comes from the sample positions'
+/// updated values before the pass). Same u, v and indices as the update loop followed by dgc_select.
+/// u == nullptr (only with m == 0): no momentum buffer, v += scale g.
+void dgc_update_select(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k, float sample_frac,
+                       Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds = nullptr);
+/// Scalar twin: the update loop, then dgc_select_ref. vals <- v at idx (after the update).
+void dgc_update_select_ref(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k,
+                           float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals);
 
 /// The k distinct random indices randk draws for (seed, nonce), ascending. Shared by every worker.
 void randk_indices(uint64_t seed, uint64_t nonce, size_t n, size_t k, std::vector<uint32_t>& idx);
@@ -62,7 +81,7 @@ class ErrorFeedback final : public Compressor {
 
  private:
   std::unique_ptr<Compressor> inner_;
-  std::vector<float> residual_;  // (n)
+  std::vector<float> residual_;   // (n)
   std::vector<float> buf_, dec_;  // (n) scratch
   std::string name_;
 };
@@ -161,7 +180,8 @@ class Dgc final : public Compressor {
   Rng rng_;
   float momentum_ = 0.9f;
   double density_;
-  std::vector<float> u_, v_;  // (n) momentum and accumulated velocity
+  std::vector<float> u_, v_;  // (n) momentum and accumulated velocity; u_ is kept only while momentum > 0
+  bool u_live_ = false;       // u_ holds the momentum of the previous step
   std::vector<uint32_t> idx_;
   std::vector<float> vals_;
 };

@@ -2,6 +2,7 @@
 // shared-seed random indices. Each fast path has a scalar twin compared in tests/gradcomp/select_test.cpp.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 
 #if defined(__AVX512F__)
@@ -21,25 +22,101 @@ inline float mag(float v) {
   return a == a ? a : -1.0f;
 }
 
-// Keeps the k best of cand by (|x| desc, index asc), then sorts them ascending by index.
-void keep_best(const float* x, std::vector<uint32_t>& cand, size_t k) {
-  if (cand.size() > k) {
-    auto better = [x](uint32_t a, uint32_t b) {
-      float fa = mag(x[a]), fb = mag(x[b]);
-      return fa > fb || (fa == fb && a < b);
-    };
-    std::nth_element(cand.begin(), cand.begin() + std::ptrdiff_t(k) - 1, cand.end(), better);
-    cand.resize(k);
-  }
-  std::sort(cand.begin(), cand.end());
+inline uint32_t fbits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bitsf(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
-// The ks-th largest (1-based) of the sampled magnitudes.
-float kth_largest(std::vector<float>& s, size_t ks) {
-  ks = std::clamp<size_t>(ks, 1, s.size());
-  std::nth_element(s.begin(), s.begin() + std::ptrdiff_t(ks) - 1, s.end(), std::greater<float>());
-  return s[ks - 1];
+// The k-th largest (1-based) of magnitudes m (non-negative, or -1 for NaN). Large inputs: radix select on
+// the float bits (ordered like the values for non-negative floats) in three histogram passes of 11, 11 and
+// 10 bits; small ones: nth_element. Both return the same value.
+float kth_largest(const float* m, size_t n, size_t k) {
+  k = std::clamp<size_t>(k, 1, n);
+  if (n < 4096) {
+    std::vector<float> t(m, m + n);
+    std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(k) - 1, t.end(), std::greater<float>());
+    return t[k - 1];
+  }
+  std::vector<uint32_t> key(n);  // 0 for the NaN marker, bits + 1 otherwise: order-preserving
+  for (size_t i = 0; i < n; ++i) key[i] = m[i] < 0.0f ? 0u : fbits(m[i]) + 1u;
+  uint32_t prefix = 0, mask = 0;
+  size_t left = k;
+  const int shifts[3] = {21, 10, 0}, widths[3] = {11, 11, 10};
+  std::vector<uint32_t> hist(2048);
+  for (int p = 0; p < 3; ++p) {
+    const uint32_t wmask = (1u << widths[p]) - 1u;
+    std::fill(hist.begin(), hist.end(), 0u);
+    for (uint32_t kv : key)
+      if ((kv & mask) == prefix) ++hist[(kv >> shifts[p]) & wmask];
+    uint32_t b = wmask;
+    for (;; --b) {
+      if (left <= hist[b]) break;
+      left -= hist[b];
+    }
+    prefix |= b << shifts[p];
+    mask |= wmask << shifts[p];
+  }
+  return prefix == 0 ? -1.0f : bitsf(prefix - 1u);
 }
+
+// Keeps the k best of cand by (|x| desc, index asc). cand is ascending and stays ascending: the k-th best
+// magnitude t comes from kth_largest, then one ordered pass keeps everything above t and, among those equal
+// to t, the lowest indices. vals (optional): x at cand, filtered alongside (and read instead of x).
+void keep_best(const float* x, std::vector<uint32_t>& cand, size_t k, std::vector<float>* vals = nullptr) {
+  if (cand.size() <= k) return;
+  const size_t c = cand.size();
+  std::vector<float> m(c);
+  for (size_t i = 0; i < c; ++i) m[i] = mag(vals ? (*vals)[i] : x[cand[i]]);
+  const float t = kth_largest(m.data(), c, k);
+  size_t above = 0;
+  for (float v : m) above += v > t;
+  size_t equal_left = k - above, out = 0;
+  for (size_t i = 0; i < c; ++i) {
+    const bool eq = m[i] == t;
+    if (m[i] > t || (eq && equal_left > 0)) {
+      equal_left -= eq;
+      if (vals) (*vals)[out] = (*vals)[i];
+      cand[out++] = cand[i];
+    }
+  }
+  cand.resize(out);
+  if (vals) vals->resize(out);
+}
+
+// DGC's sample: runs of `run` consecutive elements (16 = one cache line: the same share of the tensor as
+// single-element strides in 16x fewer cache misses) every `stride`, from a random start.
+struct DgcPlan {
+  size_t k, ns, stride, start, ks, run;
+  template <class F>
+  void for_each_sample(F&& f) const {
+    for (size_t b = 0, s = 0; s < ns; ++b)
+      for (size_t j = 0; j < run && s < ns; ++j, ++s) f(s, start + b * stride + j);
+  }
+};
+DgcPlan dgc_plan(size_t n, size_t k, float sample_frac, Rng& rng) {
+  DgcPlan p;
+  p.k = std::clamp<size_t>(k, 1, n);
+  p.ns = std::clamp<size_t>(size_t(std::ceil(double(sample_frac) * double(n))), 1, n);
+  p.ns = std::max<size_t>(p.ns, std::min<size_t>(n, 2 * ((n + p.k - 1) / p.k)));  // see ~2 of the top-k
+  p.run = 16;
+  size_t runs = (p.ns + p.run - 1) / p.run;
+  if (n / runs < 4 * p.run) {  // dense sample: single elements
+    p.run = 1;
+    runs = p.ns;
+  }
+  p.stride = n / runs;
+  p.start = size_t(rng.below(p.stride - p.run + 1));
+  p.ks = std::max<size_t>(1, size_t(std::ceil(double(p.k) * double(p.ns) / double(n))));
+  return p;
+}
+
+inline float mc_u(float m, float u, float sg) { return std::fma(m, u, sg); }  // momentum correction
 
 }  // namespace
 
@@ -102,8 +179,7 @@ void topk_select(const float* x, size_t n, size_t k, std::vector<uint32_t>& idx)
   for (size_t i = 0; i < s; ++i) sample[i] = mag(x[i * stride]);
   size_t ks = size_t(std::ceil(double(k) * double(s) / double(n) * 1.5)) + 4;
   for (int attempt = 0; attempt < 3 && ks < s; ++attempt, ks *= 4) {
-    std::vector<float> tmp = sample;
-    float thr = kth_largest(tmp, ks);
+    float thr = kth_largest(sample.data(), s, ks);
     if (!(thr > 0.0f)) break;
     select_at_least(x, n, thr, idx);
     if (idx.size() >= k) {
@@ -119,26 +195,23 @@ template <bool kRef>
 void dgc_select_impl(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
                      int* rounds) {
   FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
-  k = std::clamp<size_t>(k, 1, n);
-  size_t ns = std::clamp<size_t>(size_t(std::ceil(double(sample_frac) * double(n))), 1, n);
-  ns = std::max<size_t>(ns, std::min<size_t>(n, 2 * ((n + k - 1) / k)));  // enough samples to see ~2 of the top-k
-  const size_t stride = n / ns;
-  const size_t start = size_t(rng.below(stride));
-  std::vector<float> sample(ns);
-  for (size_t i = 0; i < ns; ++i) sample[i] = mag(x[start + i * stride]);
-  const size_t ks = std::max<size_t>(1, size_t(std::ceil(double(k) * double(ns) / double(n))));
-  float thr = kth_largest(sample, ks);
+  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
+  std::vector<float> sample(p.ns);
+  p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(x[j]); });
+  float thr = kth_largest(sample.data(), p.ns, p.ks);
   if (!(thr >= 0.0f)) thr = 0.0f;
   int r = 0;
   for (; r < 10; ++r) {
-    if (kRef) select_at_least_ref(x, n, thr, idx);
-    else select_at_least(x, n, thr, idx);
-    if (double(idx.size()) >= 0.8 * double(k) || thr == 0.0f) break;
+    if (kRef)
+      select_at_least_ref(x, n, thr, idx);
+    else
+      select_at_least(x, n, thr, idx);
+    if (double(idx.size()) >= 0.8 * double(p.k) || thr == 0.0f) break;
     thr *= 0.8f;  // undershoot: lower the threshold (DGC's adaptation loop)
     if (thr < 1e-30f) thr = 0.0f;
   }
   if (rounds) *rounds = r + 1;
-  keep_best(x, idx, k);  // overshoot: exact top-k among the candidates
+  keep_best(x, idx, p.k);  // overshoot: exact top-k among the candidates
 }
 }  // namespace
 
@@ -148,6 +221,98 @@ void dgc_select(const float* x, size_t n, size_t k, float sample_frac, Rng& rng,
 }
 void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx) {
   dgc_select_impl<true>(x, n, k, sample_frac, rng, idx, nullptr);
+}
+
+void dgc_update_select_ref(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k,
+                           float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals) {
+  for (size_t i = 0; i < n; ++i) {
+    if (u) {
+      u[i] = mc_u(m, u[i], scale * g[i]);
+      v[i] += u[i];
+    } else {
+      v[i] = std::fma(scale, g[i], v[i]);
+    }
+  }
+  dgc_select_ref(v, n, k, sample_frac, rng, idx);
+  vals.resize(idx.size());
+  for (size_t i = 0; i < idx.size(); ++i) vals[i] = v[idx[i]];
+}
+
+void dgc_update_select(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k, float sample_frac,
+                       Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
+  FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
+  FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
+  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
+  // threshold from the values the update is about to write at the sample positions
+  std::vector<float> sample(p.ns);
+  if (u)
+    p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(v[j] + mc_u(m, u[j], scale * g[j])); });
+  else
+    p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(std::fma(scale, g[j], v[j])); });
+  float thr = kth_largest(sample.data(), p.ns, p.ks);
+  if (!(thr >= 0.0f)) thr = 0.0f;
+  // one pass: update u and v, collect (index, value) where |v| >= thr
+  idx.clear();
+  vals.clear();
+  size_t i = 0;
+#if defined(__AVX512F__)
+  constexpr size_t kBlock = 4096;
+  alignas(64) uint32_t ibuf[kBlock + 16];
+  alignas(64) float vbuf[kBlock + 16];
+  size_t cnt = 0;
+  const __m512 vthr = _mm512_set1_ps(thr), vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale);
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; i + 16 <= n; i += 16) {
+    __m512 vn;
+    if (u) {
+      __m512 un = _mm512_fmadd_ps(vm, _mm512_loadu_ps(u + i), _mm512_mul_ps(vs, _mm512_loadu_ps(g + i)));
+      _mm512_storeu_ps(u + i, un);
+      vn = _mm512_add_ps(_mm512_loadu_ps(v + i), un);
+    } else {
+      vn = _mm512_fmadd_ps(vs, _mm512_loadu_ps(g + i), _mm512_loadu_ps(v + i));
+    }
+    _mm512_storeu_ps(v + i, vn);
+    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(vn), absmask));
+    __mmask16 msk = _mm512_cmp_ps_mask(a, vthr, _CMP_GE_OQ);  // NaN compares false
+    if (msk) {  // compress into registers, then plain stores (memory-destination compress is slow on Zen 4)
+      _mm512_storeu_si512(ibuf + cnt, _mm512_maskz_compress_epi32(msk, iv));
+      _mm512_storeu_ps(vbuf + cnt, _mm512_maskz_compress_ps(msk, vn));
+      cnt += size_t(__builtin_popcount(msk));
+      if (cnt >= kBlock) {
+        idx.insert(idx.end(), ibuf, ibuf + cnt);
+        vals.insert(vals.end(), vbuf, vbuf + cnt);
+        cnt = 0;
+      }
+    }
+    iv = _mm512_add_epi32(iv, step);
+  }
+  idx.insert(idx.end(), ibuf, ibuf + cnt);
+  vals.insert(vals.end(), vbuf, vbuf + cnt);
+#endif
+  for (; i < n; ++i) {
+    if (u) {
+      u[i] = mc_u(m, u[i], scale * g[i]);
+      v[i] += u[i];
+    } else {
+      v[i] = std::fma(scale, g[i], v[i]);
+    }
+    if (std::fabs(v[i]) >= thr) {
+      idx.push_back(uint32_t(i));
+      vals.push_back(v[i]);
+    }
+  }
+  int r = 1;
+  for (; r < 10 && double(idx.size()) < 0.8 * double(p.k) && thr > 0.0f; ++r) {  // undershoot, as dgc_select
+    thr *= 0.8f;
+    if (thr < 1e-30f) thr = 0.0f;
+    select_at_least(v, n, thr, idx);
+    vals.resize(idx.size());
+    for (size_t j = 0; j < idx.size(); ++j) vals[j] = v[idx[j]];
+  }
+  if (rounds) *rounds = r;
+  keep_best(v, idx, p.k, &vals);
 }
 
 void randk_indices(uint64_t seed, uint64_t nonce, size_t n, size_t k, std::vector<uint32_t>& idx) {

@@ -1,4 +1,6 @@
 // Compressor properties, scalar twins, golden messages and malformed input.
+#include "gradcomp/compressors.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -6,7 +8,6 @@
 #include <cstdio>
 #include <numeric>
 
-#include "gradcomp/compressors.h"
 #include "util/check.h"
 
 using namespace frugal::gradcomp;
@@ -40,9 +41,9 @@ std::vector<float> roundtrip(Compressor& c, const std::vector<float>& x, Message
   if (keep) *keep = m;
   return d;
 }
-const char* kAll[] = {"none", "fp16", "bf16", "topk:0.01", "randk:0.01", "threshold:1.5", "dgc:0.01",
-                      "qsgd:16", "qsgd:16:elias", "terngrad", "signsgd", "efsign", "onebit", "powersgd:2",
-                      "adaptive:0.01", "topk:0.05+noef", "ef:qsgd:4", "randk:0.1+ef"};
+const char* kAll[] = {"none",     "fp16",       "bf16",          "topk:0.01",      "randk:0.01", "threshold:1.5",
+                      "dgc:0.01", "qsgd:16",    "qsgd:16:elias", "terngrad",       "signsgd",    "efsign",
+                      "onebit",   "powersgd:2", "adaptive:0.01", "topk:0.05+noef", "ef:qsgd:4",  "randk:0.1+ef"};
 }  // namespace
 
 TEST_CASE("top-k keeps exactly the k largest magnitudes; fast selection equals the scalar twin") {
@@ -100,6 +101,50 @@ TEST_CASE("candidate scan and DGC selection equal their scalar twins") {
   }
 }
 
+TEST_CASE("DGC's fused update and selection equals the update loop followed by the scalar selection") {
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    const size_t n = 40000 + seed * 37;
+    auto g = randn(n, seed + 200);
+    auto u0 = randn(n, seed + 300), v0 = randn(n, seed + 400);
+    std::vector<float> u1 = u0, v1 = v0, u2 = u0, v2 = v0;
+    std::vector<uint32_t> a, b;
+    std::vector<float> va, vb;
+    Rng r1(seed), r2(seed);
+    const float m = seed % 2 ? 0.9f : 0.0f, scale = 0.7f;
+    const bool buf = m != 0.0f;  // momentum 0: no momentum buffer
+    dgc_update_select(g.data(), scale, m, buf ? u1.data() : nullptr, v1.data(), n, 40, 0.01f, r1, a, va);
+    dgc_update_select_ref(g.data(), scale, m, buf ? u2.data() : nullptr, v2.data(), n, 40, 0.01f, r2, b, vb);
+    REQUIRE(u1 == u2);
+    REQUIRE(v1 == v2);
+    REQUIRE(a == b);
+    REQUIRE(va == vb);
+    CHECK(a.size() <= 40);
+    CHECK(a.size() >= 32);
+  }
+}
+
+TEST_CASE("top-k on large tensors with ties equals a full sort (radix k-th largest path)") {
+  for (uint64_t seed = 0; seed < 3; ++seed) {
+    const size_t n = 300000 + seed;
+    auto x = randn(n, seed + 500);
+    for (auto& v : x) v = std::round(v * 64.0f) / 64.0f;  // many equal magnitudes
+    x[17] = std::nanf("");
+    for (size_t k : {size_t(20000), size_t(30001)}) {
+      std::vector<uint32_t> order(n);
+      std::iota(order.begin(), order.end(), 0u);
+      auto key = [&](uint32_t i) { return std::isnan(x[i]) ? -1.0f : std::fabs(x[i]); };
+      std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return key(a) > key(b); });
+      std::vector<uint32_t> want(order.begin(), order.begin() + std::ptrdiff_t(k));
+      std::sort(want.begin(), want.end());
+      std::vector<uint32_t> got, ref;
+      topk_select(x.data(), n, k, got);
+      topk_select_ref(x.data(), n, k, ref);
+      REQUIRE(got == want);
+      REQUIRE(ref == want);
+    }
+  }
+}
+
 TEST_CASE("randk and qsgd are unbiased over seeds") {
   const size_t n = 64;
   auto x = randn(n, 9);
@@ -112,7 +157,10 @@ TEST_CASE("randk and qsgd are unbiased over seeds") {
       for (size_t i = 0; i < n; ++i) mean[i] += d[i] / trials;
     }
     double err = 0, norm = 0;
-    for (size_t i = 0; i < n; ++i) { err += (mean[i] - x[i]) * (mean[i] - x[i]); norm += double(x[i]) * x[i]; }
+    for (size_t i = 0; i < n; ++i) {
+      err += (mean[i] - x[i]) * (mean[i] - x[i]);
+      norm += double(x[i]) * x[i];
+    }
     INFO(spec);
     CHECK(std::sqrt(err / norm) < 0.03);
   }
@@ -137,7 +185,10 @@ TEST_CASE("powersgd is exact on rank-r input and keeps its residual") {
     auto c = make_compressor("powersgd:" + std::to_string(r), ctx_for({int64_t(rows), 8, 3, 3}));
     auto d = roundtrip(*c, m);
     double err = 0, norm = 0;
-    for (size_t i = 0; i < m.size(); ++i) { err += (d[i] - m[i]) * (d[i] - m[i]); norm += double(m[i]) * m[i]; }
+    for (size_t i = 0; i < m.size(); ++i) {
+      err += (d[i] - m[i]) * (d[i] - m[i]);
+      norm += double(m[i]) * m[i];
+    }
     CHECK(std::sqrt(err / norm) < 1e-4);
     const auto* res = c->residual();
     REQUIRE(res);
@@ -207,7 +258,11 @@ TEST_CASE("golden messages: fixed input, fixed bytes") {
   // Input: 256 floats of randn(seed 2024) shaped (16, 16). Hashes are FNV-1a 64 of the message bytes,
   // recorded after checking the decode properties above; a change here means the wire format changed.
   auto x = randn(256, 2024);
-  struct G { const char* spec; uint64_t hash; size_t bytes; };
+  struct G {
+    const char* spec;
+    uint64_t hash;
+    size_t bytes;
+  };
   const G golden[] = {
 #include "golden_hashes.inc"
   };
@@ -219,7 +274,8 @@ TEST_CASE("golden messages: fixed input, fixed bytes") {
     c->encode(x.data(), x.size(), m);
     std::vector<float> d(256);
     c->decode(m, d.data(), 256);
-    if (print) std::printf("    {\"%s\", 0x%016llxull, %zu},\n", spec, (unsigned long long)fnv1a(m.bytes), m.bytes.size());
+    if (print)
+      std::printf("    {\"%s\", 0x%016llxull, %zu},\n", spec, (unsigned long long)fnv1a(m.bytes), m.bytes.size());
     bool found = false;
     for (const G& g : golden)
       if (std::string(g.spec) == spec) {
@@ -251,12 +307,15 @@ TEST_CASE("garbage and truncated messages throw frugal::Error, never crash") {
     extra.bytes.push_back(0);
     CHECK_THROWS_AS(c->decode(extra, d.data(), 256), frugal::Error);
     CHECK_THROWS_AS(c->decode(m, d.data(), 255), frugal::Error);  // wrong tensor size
-    for (int t = 0; t < 200; ++t) {  // random garbage: must throw or decode, never crash
+    for (int t = 0; t < 200; ++t) {                               // random garbage: must throw or decode, never crash
       Message g;
       g.bytes.resize(size_t(rng.below(m.bytes.size() + 8)));
       for (auto& b : g.bytes) b = uint8_t(rng.next());
       if (t % 2 == 0 && !g.bytes.empty()) g.bytes[0] = m.bytes[0];  // get past the kind byte
-      try { c->decode(g, d.data(), 256); } catch (const frugal::Error&) {}
+      try {
+        c->decode(g, d.data(), 256);
+      } catch (const frugal::Error&) {
+      }
     }
   }
 }
@@ -293,7 +352,10 @@ TEST_CASE("DGC density warm-up schedule and momentum-factor masking") {
   c.decode(m, d.data(), d.size());
   size_t sent = 0;
   for (size_t i = 0; i < d.size(); ++i)
-    if (d[i] != 0) { ++sent; CHECK((*c.residual())[i] == 0.0f); }
+    if (d[i] != 0) {
+      ++sent;
+      CHECK((*c.residual())[i] == 0.0f);
+    }
   CHECK(sent <= 100);
   CHECK(sent >= 80);
 }
