@@ -1,15 +1,15 @@
 #include "approx/kernels.h"
 
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/parallel_reduce.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
-
 #include <opencv2/core.hpp>
-#include <tbb/blocked_range.h>
-#include <tbb/parallel_for.h>
-#include <tbb/parallel_reduce.h>
 
 #include "util/check.h"
 
@@ -131,6 +131,14 @@ struct ApproxConv2d::Impl {
   int icgp = 0, icp = 0, ob = 0;
   std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16]
 
+  // Scratch kept between calls, so a forward allocates and page-faults nothing once shapes are seen (one forward
+  // at a time per instance: in-process workers run their steps in turn).
+  mutable std::vector<uint8_t> s_codes, s_plane;
+  mutable std::vector<int16_t> s_planes;
+  mutable std::array<int, 3> s_planes_shape{-1, -1, -1};
+  mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum;
+  mutable std::vector<float> s_acc;
+
   int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
   int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
   int nplanes() const { return nt0 + nt1 + (has_min ? 3 : 0); }
@@ -143,15 +151,17 @@ struct ApproxConv2d::Impl {
 namespace {
 bool parse_mode(const std::string& mode, ApproxConv2d::Impl& I) {
   using Mode = ApproxConv2d::Impl::Mode;
-  if (mode == "lut") I.mode = Mode::lut;
-  else if (mode == "functional") I.mode = Mode::functional;
+  if (mode == "lut")
+    I.mode = Mode::lut;
+  else if (mode == "functional")
+    I.mode = Mode::functional;
   else if (mode.rfind("lowrank:", 0) == 0) {
     I.mode = Mode::lowrank;
     std::string r = mode.substr(8);
     char* end = nullptr;
     long v = std::strtol(r.c_str(), &end, 10);
-    FRUGAL_CHECK(!r.empty() && end == r.c_str() + r.size() && v >= 0 && v <= 64,
-                 "approx mode '", mode, "': rank R must be an integer in [0,64]");
+    FRUGAL_CHECK(!r.empty() && end == r.c_str() + r.size() && v >= 0 && v <= 64, "approx mode '", mode,
+                 "': rank R must be an integer in [0,64]");
     I.rank = int(v);
   } else {
     return false;
@@ -172,7 +182,8 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
   FRUGAL_CHECK(spec.weight_bits >= 2 && spec.weight_bits <= 8 && spec.act_bits >= 2 && spec.act_bits <= 8,
                "approx conv: weight_bits and act_bits must be in [2,8] (8x8 multipliers), got ", spec.weight_bits,
                " and ", spec.act_bits, "; wider widths are available as fake quantization only");
-  FRUGAL_CHECK(parse_mode(spec.mode, I), "approx mode '", spec.mode, "' unknown; expected lut, functional or lowrank:R");
+  FRUGAL_CHECK(parse_mode(spec.mode, I), "approx mode '", spec.mode,
+               "' unknown; expected lut, functional or lowrank:R");
   I.mult = make_multiplier(spec.multiplier);
   I.ic = ic, I.oc = oc, I.kh = kh, I.kw = kw, I.stride = stride, I.pad = pad, I.groups = groups;
   I.icg = ic / groups, I.ocg = oc / groups, I.K = I.icg * kh * kw;
@@ -200,8 +211,10 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
     };
     if (I.mode == Impl::Mode::functional) {
       Decomposition d;
-      FRUGAL_CHECK(I.mult->decomposition(d), "approx mode 'functional' needs a functional multiplier (exact, trunc, "
-                   "bam, mitchell, drum); '", I.mult->name(), "' is a table: use mode lut or lowrank:R");
+      FRUGAL_CHECK(I.mult->decomposition(d),
+                   "approx mode 'functional' needs a functional multiplier (exact, trunc, "
+                   "bam, mitchell, drum); '",
+                   I.mult->name(), "' is a table: use mode lut or lowrank:R");
       I.amaps = d.a_terms;
       I.bmaps = d.b_terms;
       I.nt0 = int(d.a_terms.size());
@@ -223,7 +236,9 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
       double sum_uv = 0, max_u = 0, max_v = 0;
       for (int r = 0; r < I.rank; ++r) {
         double mu = 0, mv = 0;
-        for (int c = 0; c < 256; ++c) mu = std::max(mu, std::abs(lr.u[size_t(r)][size_t(c)])), mv = std::max(mv, std::abs(lr.v[size_t(r)][size_t(c)]));
+        for (int c = 0; c < 256; ++c)
+          mu = std::max(mu, std::abs(lr.u[size_t(r)][size_t(c)])),
+          mv = std::max(mv, std::abs(lr.v[size_t(r)][size_t(c)]));
         sum_uv += mu * mv;
         max_u = std::max(max_u, mu), max_v = std::max(max_v, mv);
       }
@@ -305,7 +320,8 @@ void ApproxConv2d::set_weights(const float* w, const float* bias) {
 }
 
 void ApproxConv2d::set_act_range(float lo, float hi) {
-  FRUGAL_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "approx conv: bad activation range [", lo, ",", hi, "]");
+  FRUGAL_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo <= hi, "approx conv: bad activation range [", lo, ",", hi,
+               "]");
   impl_->act_set = true;
   impl_->act_lo = lo, impl_->act_hi = hi;
 }
@@ -318,10 +334,13 @@ QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
     MM r = tbb::parallel_reduce(
         tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
         [&](const tbb::blocked_range<size_t>& rr, MM m) {
-          for (size_t i = rr.begin(); i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
+          for (size_t i = rr.begin(); i < rr.end(); ++i)
+            m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
           return m;
         },
-        [](MM a, MM b) { return MM{std::min(a.first, b.first), std::max(a.second, b.second)}; });
+        [](MM a, MM b) {
+          return MM{std::min(a.first, b.first), std::max(a.second, b.second)};
+        });
     lo = r.first, hi = r.second;  // the range always includes 0
   }
   QuantConfig qc;
@@ -394,7 +413,9 @@ void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* w
 void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const {
   const int OH = out_h(h), OW = out_w(w), Hp = h + 2 * pad, Wp = w + 2 * pad;
   // padded code planes [n][IC][Hp][Wp]
-  std::vector<uint8_t> plane(size_t(n) * ic * Hp * Wp, pad_code);
+  std::vector<uint8_t>& plane = s_plane;
+  plane.resize(size_t(n) * ic * Hp * Wp);
+  std::fill(plane.begin(), plane.end(), pad_code);
   tbb::parallel_for(0, n, [&](int b) {
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x) {
@@ -420,8 +441,8 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
         for (int c = 0; c < icg; ++c)
           for (int y = 0; y < kh; ++y)
             for (int x = 0; x < kw; ++x) {
-              const uint8_t* s = plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp +
-                                 size_t(ox) * stride + x;
+              const uint8_t* s =
+                  plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp + size_t(ox) * stride + x;
               uint16_t* d = col.data() + size_t((c * kh + y) * kw + x) * kTile + (p - p0);
               if (stride == 1)
                 for (int i = 0; i < run; ++i) d[i] = s[i];
@@ -474,8 +495,8 @@ void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
     for (int x = 0; x < A.kw; ++x) {
       size_t off[PX];
       for (int i = 0; i < PX; ++i)
-        off[i] = ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox0 + i) * A.stride + x) * A.C +
-                 size_t(g) * A.icgp;
+        off[i] =
+            ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox0 + i) * A.stride + x) * A.C + size_t(g) * A.icgp;
       for (int t = 0; t < nt; ++t) {
         const int32_t* wp = A.wpack + wpack_index(A, t, g, o, y, x);
         const int32_t* pl = reinterpret_cast<const int32_t*>(A.planes + size_t(t) * A.plane_stride);
@@ -527,14 +548,30 @@ void term_row(const TermArgs& A, int b, int oy, int g, int o) {
   constexpr int kPx = 8;
   for (int ox = 0; ox < A.OW; ox += kPx) {
     switch (std::min(kPx, A.OW - ox)) {
-      case 8: term_block<8, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 7: term_block<7, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 6: term_block<6, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 5: term_block<5, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 4: term_block<4, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 3: term_block<3, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      case 2: term_block<2, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
-      default: term_block<1, MIN, SMIN, TWO>(A, b, oy, ox, g, o); break;
+      case 8:
+        term_block<8, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 7:
+        term_block<7, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 6:
+        term_block<6, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 5:
+        term_block<5, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 4:
+        term_block<4, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 3:
+        term_block<3, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 2:
+        term_block<2, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
+      default:
+        term_block<1, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        break;
     }
   }
 }
@@ -547,7 +584,8 @@ void term_row_scalar(const TermArgs& A, bool has_min, int b, int oy, int g, int 
     int32_t s0[16] = {}, s1[16] = {};
     for (int y = 0; y < A.kh; ++y)
       for (int x = 0; x < A.kw; ++x) {
-        size_t off = ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox) * A.stride + x) * A.C + size_t(g) * A.icgp;
+        size_t off =
+            ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox) * A.stride + x) * A.C + size_t(g) * A.icgp;
         auto plane = [&](int p) { return A.planes + size_t(p) * A.plane_stride + off; };
         auto wts = [&](int p, int c, int l) {
           return reinterpret_cast<const int16_t*>(A.wpack + wpack_index(A, p, g, o, y, x) + size_t(c) * 16 + l);
@@ -579,7 +617,12 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
                                    int32_t* acc1) const {
   const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = groups * icgp, np = nplanes();
   const size_t pstride = size_t(n) * Hp * Wp * C;
-  std::vector<int16_t> planes(size_t(np) * pstride, 0);
+  // every (pixel, real channel) is written below; the pair-padding channels stay zero from the first fill
+  std::vector<int16_t>& planes = s_planes;
+  if (s_planes_shape != std::array<int, 3>{n, h, w} || planes.size() != size_t(np) * pstride) {
+    planes.assign(size_t(np) * pstride, 0);
+    s_planes_shape = {n, h, w};
+  }
   tbb::parallel_for(0, n, [&](int b) {
     for (int p = 0; p < np; ++p) {
       const auto& map = amaps[size_t(p)];
@@ -595,8 +638,8 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
         }
     }
   });
-  TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp, C, icgp, icp, kh, kw, stride, groups, ob, ocg, oc,
-             out_h(h), out_w(w), nt0, nt1, acc0, acc1};
+  TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp,       C,        icgp, icp, kh,   kw,  stride,
+             groups,        ob,      ocg,          oc, out_h(h), out_w(w), nt0,  nt1, acc0, acc1};
   const bool simd = detail::use_simd();
   const int64_t rows = int64_t(n) * A.OH;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows * groups * ob), [&](const tbb::blocked_range<int64_t>& rr) {
@@ -607,8 +650,10 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 #ifdef FRUGAL_APPROX_AVX512
       if (simd) {
         if (has_min) {
-          if (signed_min) term_row<true, true, false>(A, b, oy, g, o);
-          else term_row<true, false, false>(A, b, oy, g, o);
+          if (signed_min)
+            term_row<true, true, false>(A, b, oy, g, o);
+          else
+            term_row<true, false, false>(A, b, oy, g, o);
         } else if (nt1 > 0) {
           term_row<false, false, true>(A, b, oy, g, o);
         } else {
@@ -630,21 +675,25 @@ void ApproxConv2d::products(const uint8_t* src_codes, int n, int h, int w, uint8
   FRUGAL_CHECK(n > 0 && h + 2 * I.pad >= I.kh && w + 2 * I.pad >= I.kw, "approx conv: input ", n, "x", h, "x", w,
                " too small for kernel ", I.kh, "x", I.kw, " pad ", I.pad);
   FRUGAL_CHECK(I.mode != Impl::Mode::lowrank, "approx conv: products() is exact; lowrank mode gives products_float()");
-  if (I.mode == Impl::Mode::lut) I.run_lut(src_codes, n, h, w, pad_code, acc);
-  else I.run_terms(src_codes, n, h, w, pad_code, acc, nullptr);
+  if (I.mode == Impl::Mode::lut)
+    I.run_lut(src_codes, n, h, w, pad_code, acc);
+  else
+    I.run_terms(src_codes, n, h, w, pad_code, acc, nullptr);
 }
 
 void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, float* acc) {
   Impl& I = *impl_;
   const size_t total = size_t(n) * I.out_h(h) * I.out_w(w) * I.oc;
-  std::vector<int32_t> a0(total);
+  std::vector<int32_t>& a0 = I.s_a0;
+  a0.resize(total);
   if (I.mode != Impl::Mode::lowrank) {
     products(src_codes, n, h, w, pad_code, a0.data());
     for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]);
     return;
   }
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
-  std::vector<int32_t> a1(total, 0);
+  std::vector<int32_t>& a1 = I.s_a1;
+  a1.assign(total, 0);
   I.run_terms(src_codes, n, h, w, pad_code, a0.data(), a1.data());
   for (size_t i = 0; i < total; ++i) acc[i] = float(double(a0[i]) + double(a1[i]) * I.inv_s);
 }
@@ -656,7 +705,8 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   QuantParams aq = act_params(src, in_total);
   const float sa = aq.scale[0];
   const int32_t za = aq.zero_point[0];
-  std::vector<uint8_t> codes(in_total);
+  std::vector<uint8_t>& codes = I.s_codes;
+  codes.resize(in_total);
   tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
     const float inv = 1.0f / sa;
     for (size_t i = r.begin(); i < r.end(); ++i) {
@@ -666,9 +716,11 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   });
   const int OH = I.out_h(h), OW = I.out_w(w);
   const size_t total = size_t(n) * OH * OW * I.oc;
-  std::vector<float> acc(total);
-  std::vector<int32_t> acci;
-  if (I.mode == Impl::Mode::lowrank) {
+  std::vector<float>& acc = I.s_acc;
+  std::vector<int32_t>& acci = I.s_acci;
+  const bool lowrank = I.mode == Impl::Mode::lowrank;
+  if (lowrank) {
+    acc.resize(total);
     products_float(codes.data(), n, h, w, code(za), acc.data());
   } else {
     acci.resize(total);
@@ -676,10 +728,11 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   }
   // Sum of activation values per output pixel and group (needed when weight zero points are non-zero).
   bool need_asum = std::any_of(I.wq.zero_point.begin(), I.wq.zero_point.end(), [](int32_t z) { return z != 0; });
-  std::vector<int32_t> asum;
+  std::vector<int32_t>& asum = I.s_asum;
   if (need_asum) {
     const int Hp = h + 2 * I.pad, Wp = w + 2 * I.pad;
-    std::vector<int32_t> chsum(size_t(n) * Hp * Wp * I.groups, za * I.icg);
+    std::vector<int32_t>& chsum = I.s_chsum;
+    chsum.assign(size_t(n) * Hp * Wp * I.groups, za * I.icg);
     tbb::parallel_for(0, n, [&](int b) {
       for (int y = 0; y < h; ++y)
         for (int x = 0; x < w; ++x)
@@ -709,7 +762,7 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
       for (int o = 0; o < I.oc; ++o) {
         size_t c = I.wq.channel_of(size_t(o) * I.K);
         int32_t zw = I.wq.zero_point[c];
-        double m = acci.empty() ? double(acc[p * I.oc + o]) : double(acci[p * I.oc + o]);
+        double m = lowrank ? double(acc[p * I.oc + o]) : double(acci[p * I.oc + o]);
         double corr = -double(za) * double(I.wsum[size_t(o)]) + double(I.K) * za * zw;
         if (zw != 0) corr -= double(zw) * asum[p * I.groups + size_t(o / I.ocg)];
         dst[p * I.oc + o] = float(double(sa) * I.wq.scale[c] * (m + corr)) + I.bias[size_t(o)];
