@@ -42,7 +42,7 @@ def gradcomp():
 
 
 def approx():
-    out = ["## Approximate computing (`bash experiments/approx_mnist.sh`)\n", "### Multipliers (unsigned 8x8, all 65,536 operand pairs)\n",
+    out = ["## Approximate computing (`bash experiments/approx.sh`)\n", "### Multipliers (unsigned 8x8, all 65,536 operand pairs)\n",
            "| spec | MAE % | WCE % | MRE % | error prob. % | bias | NMED |", "|---|---|---|---|---|---|---|"]
     for name, r in load("approx/multipliers/*.json"):
         m = r["metrics"]
@@ -50,7 +50,7 @@ def approx():
                    f"{m.get('ep_pct', 0):.1f} | {m.get('bias', 0):.1f} | {m.get('nmed', 0):.5f} |")
     out += ["\n### Accuracy and arithmetic energy per image (all conv/linear layers approximate, 8-bit signed operands)\n",
             "| run | multiplier | fine-tuned | top-1 | energy µJ/img |", "|---|---|---|---|---|"]
-    for name, r in load("approx/mnist_*.json"):
+    for name, r in load("approx/mnist_*.json") + load("approx/cifar10_*.json"):
         mult = r.get("approx", {}).get("multiplier", "fp32")
         out.append(f"| {name} | {mult} | {'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
                    f"{r['energy']['total_uj']:.3f} |")

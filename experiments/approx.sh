@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Approximate computing on MNIST (issue 4 measurements). Needs the fp32 models of
-#   bash experiments/run.sh foundation mnist_lenet5 mnist_cnn
+# Approximate computing (issue 4 measurements):  bash experiments/approx.sh [CONFIG[=RUN_DIR] ...]
+# CONFIG names experiments/CONFIG.json; RUN_DIR (default runs/foundation/CONFIG) holds its trained fp32 model.bin.
+# Default: mnist_lenet5 mnist_cnn (bash experiments/run.sh foundation mnist_lenet5 mnist_cnn trains them).
+# CIFAR-10: bash experiments/approx.sh "cifar10_resnet20=runs/foundation/cifar10_resnet20_epochs=50_weight_decay=1e-4"
 # 1. characterizes the multipliers (unsigned 8x8, EvoApproxLib metrics) -> results/approx/multipliers/<spec>.json
 # 2. evaluates each fp32 model under int8 exact and each approximate multiplier (signed operands, all conv/linear
 #    layers), with the energy estimate -> results/approx/<model>_<spec>.json
@@ -9,16 +11,23 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-f=./build/frugal
+f=${FRUGAL_BIN:-./build/frugal}
+export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(mnist_lenet5 mnist_cnn)
 mkdir -p results/approx/multipliers runs/approx
 for spec in exact trunc:2 bam:0,6 mitchell drum:4 drum:6; do
   tag=${spec//[:,]/_}
   $f evaluate --multiplier "$spec" --out "runs/approx/mult_$tag" > /dev/null
   cp "runs/approx/mult_$tag/multiplier.json" "results/approx/multipliers/$tag.json"
 done
-for model in mnist_lenet5 mnist_cnn; do
-  m=runs/foundation/$model/model.bin
+for item in "${models[@]}"; do
+  model=${item%%=*}
+  dir=runs/foundation/$model
+  [[ "$item" == *=* ]] && dir=${item#*=}
+  m=$dir/model.bin
   test -f "$m" || { echo "missing $m: run experiments/run.sh foundation $model first" >&2; exit 1; }
+  echo "[approx] $model: fp32, int8 exact and approximate multipliers, then fine-tuning" >&2
   $f evaluate --model "$m" --no-speed --out "runs/approx/${model}_fp32" > /dev/null
   cp "runs/approx/${model}_fp32/evaluate.json" "results/approx/${model}_fp32.json"
   for spec in exact:signed trunc:2:signed bam:0,6:signed mitchell:signed drum:4:signed drum:6:signed; do
