@@ -7,7 +7,8 @@
 # 2. evaluates each fp32 model under int8 exact and each approximate multiplier (signed operands, all conv/linear
 #    layers), with the energy estimate -> results/approx/<model>_<spec>.json
 # 3. approximate-aware fine-tuning (straight-through estimator) for drum:4 and mitchell, 2 epochs at lr 0.005,
-#    then the same evaluation -> results/approx/<model>_<spec>_ft.json
+#    then the same evaluation -> results/approx/<model>_<spec>_ft.json; with GRADS="ste lut" also with the
+#    multiplier's table gradient -> <model>_<spec>_ft_lutgrad.json (direct loops: MNIST-size models)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -36,12 +37,16 @@ for item in "${models[@]}"; do
     cp "runs/approx/${model}_$tag/evaluate.json" "results/approx/${model}_$tag.json"
   done
   for spec in drum:4:signed mitchell:signed; do
-    tag=${spec//[:,]/_}
-    $f train --config "experiments/$model.json" --set init="$m" --set multiplier="$spec" --set approx_mode=functional \
-      --set epochs=2 --set lr=0.005 --set schedule=cosine --set warmup_epochs=0 -q --out "runs/approx/${model}_${tag}_ft" > /dev/null
-    $f evaluate --model "runs/approx/${model}_${tag}_ft/model.bin" --multiplier "$spec" --no-speed \
-      --out "runs/approx/${model}_${tag}_ft/eval" > /dev/null
-    cp "runs/approx/${model}_${tag}_ft/eval/evaluate.json" "results/approx/${model}_${tag}_ft.json"
+    for grad in ${GRADS:-ste}; do  # GRADS="ste lut" adds fine-tuning with the multiplier's table gradient
+      tag=${spec//[:,]/_}_ft
+      [ "$grad" = ste ] || tag=${tag}_${grad}grad
+      $f train --config "experiments/$model.json" --set init="$m" --set multiplier="$spec" --set approx_mode=functional \
+        --set approx_grad="$grad" --set epochs=2 --set lr=0.005 --set schedule=cosine --set warmup_epochs=0 -q \
+        --out "runs/approx/${model}_${tag}" > /dev/null
+      $f evaluate --model "runs/approx/${model}_${tag}/model.bin" --multiplier "$spec" --no-speed \
+        --out "runs/approx/${model}_${tag}/eval" > /dev/null
+      cp "runs/approx/${model}_${tag}/eval/evaluate.json" "results/approx/${model}_${tag}.json"
+    done
   done
 done
 python3 experiments/summarize.py approx

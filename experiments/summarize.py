@@ -52,7 +52,7 @@ def approx():
             "| run | multiplier | fine-tuned | top-1 | energy µJ/img |", "|---|---|---|---|---|"]
     for name, r in load("approx/mnist_*.json") + load("approx/cifar10_*.json"):
         mult = r.get("approx", {}).get("multiplier", "fp32")
-        out.append(f"| {name} | {mult} | {'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
+        out.append(f"| {name} | {mult} | {'yes (table gradient)' if name.endswith('_lutgrad') else 'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
                    f"{r['energy']['total_uj']:.3f} |")
     return "\n".join(out) + "\n"
 

@@ -138,6 +138,11 @@ struct ApproxConv2d::Impl {
   mutable std::array<int, 3> s_planes_shape{-1, -1, -1};
   mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum;
   mutable std::vector<float> s_acc;
+  // last forward (for backward_table): its activation codes are s_codes
+  int last_n = -1, last_h = -1, last_w = -1;
+  float last_sa = 1.0f;
+  int32_t last_za = 0;
+  TableGradient tgrad;  // built on the first backward_table
 
   int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
   int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
@@ -705,6 +710,7 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   QuantParams aq = act_params(src, in_total);
   const float sa = aq.scale[0];
   const int32_t za = aq.zero_point[0];
+  I.last_n = n, I.last_h = h, I.last_w = w, I.last_sa = sa, I.last_za = za;
   std::vector<uint8_t>& codes = I.s_codes;
   codes.resize(in_total);
   tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
@@ -767,6 +773,75 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
         if (zw != 0) corr -= double(zw) * asum[p * I.groups + size_t(o / I.ocg)];
         dst[p * I.oc + o] = float(double(sa) * I.wq.scale[c] * (m + corr)) + I.bias[size_t(o)];
       }
+  });
+}
+
+void ApproxConv2d::backward_table(const float* diff_dst, int n, int h, int w, float* diff_src, float* w_grad) {
+  Impl& I = *impl_;
+  FRUGAL_CHECK(I.weights_set && I.last_n == n && I.last_h == h && I.last_w == w,
+               "approx conv: backward_table() needs the forward() of the same batch first");
+  if (I.tgrad.d_da.empty()) I.tgrad = table_gradient(*I.mult);
+  const float* dA = I.tgrad.d_da.data();
+  const float* dB = I.tgrad.d_db.data();
+  const int OH = I.out_h(h), OW = I.out_w(w), ic = I.ic, oc = I.oc, icg = I.icg, ocg = I.ocg, kh = I.kh, kw = I.kw;
+  const int stride = I.stride, pad = I.pad, khw = kh * kw;
+  const uint8_t* a = I.s_codes.data();
+  const uint8_t* wc = I.wcodes.data();
+  const uint8_t pad_code = code(I.last_za);
+  const float za = float(I.last_za), sa = I.last_sa;
+  auto dd = [&](int b, int oy, int ox, int o) { return diff_dst[((size_t(b) * OH + oy) * OW + ox) * oc + o]; };
+  if (diff_src) {
+    std::fill(diff_src, diff_src + size_t(n) * h * w * ic, 0.0f);
+    tbb::parallel_for(0, n, [&](int b) {  // images are independent: each task writes its own diff_src
+      for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox)
+          for (int o = 0; o < oc; ++o) {
+            const float g = dd(b, oy, ox, o);
+            if (g == 0.0f) continue;
+            const size_t ch = I.wq.channel_of(size_t(o) * I.K);
+            const float gs = g * I.wq.scale[ch], zw = float(I.wq.zero_point[ch]);
+            const int grp = o / ocg;
+            for (int ky = 0; ky < kh; ++ky) {
+              const int iy = oy * stride - pad + ky;
+              if (iy < 0 || iy >= h) continue;
+              for (int kx = 0; kx < kw; ++kx) {
+                const int ix = ox * stride - pad + kx;
+                if (ix < 0 || ix >= w) continue;
+                const size_t off = ((size_t(b) * h + iy) * w + ix) * ic + size_t(grp) * icg;
+                const uint8_t* ar = a + off;
+                float* dr = diff_src + off;
+                const uint8_t* wr = wc + size_t(o) * icg * khw + size_t(ky) * kw + kx;
+                for (int c = 0; c < icg; ++c) dr[c] += gs * (dA[size_t(ar[c]) * 256 + wr[size_t(c) * khw]] - zw);
+              }
+            }
+          }
+    });
+  }
+  tbb::parallel_for(0, oc, [&](int o) {  // output channels are independent: each task writes its own filter
+    float* gw = w_grad + size_t(o) * icg * khw;
+    std::fill(gw, gw + size_t(icg) * khw, 0.0f);
+    const uint8_t* wo = wc + size_t(o) * icg * khw;
+    const int grp = o / ocg;
+    for (int b = 0; b < n; ++b)
+      for (int oy = 0; oy < OH; ++oy)
+        for (int ox = 0; ox < OW; ++ox) {
+          const float g = dd(b, oy, ox, o);
+          if (g == 0.0f) continue;
+          const float gs = g * sa;
+          for (int ky = 0; ky < kh; ++ky) {
+            const int iy = oy * stride - pad + ky;
+            for (int kx = 0; kx < kw; ++kx) {
+              const int ix = ox * stride - pad + kx;
+              const bool inside = iy >= 0 && iy < h && ix >= 0 && ix < w;
+              const uint8_t* ar = inside ? a + ((size_t(b) * h + iy) * w + ix) * ic + size_t(grp) * icg : nullptr;
+              for (int c = 0; c < icg; ++c) {
+                const size_t k = size_t(c) * khw + size_t(ky) * kw + kx;
+                const uint8_t ac = inside ? ar[c] : pad_code;
+                gw[k] += gs * (dB[size_t(ac) * 256 + wo[k]] - za);
+              }
+            }
+          }
+        }
   });
 }
 

@@ -34,8 +34,8 @@ namespace frugal::approx {
 struct ApproxSpec {
   std::string multiplier = "exact";  // make_multiplier spec
   int weight_bits = 8, act_bits = 8;
-  bool per_channel = true;           // weight scales per output channel
-  std::string mode = "lut";          // lut | functional | lowrank:R
+  bool per_channel = true;   // weight scales per output channel
+  std::string mode = "lut";  // lut | functional | lowrank:R
 };
 
 /// Naive reference: acc[n][oh][ow][oc] = sum over (icg, kh, kw) of m.mul(a, w) with a read from src codes
@@ -63,6 +63,14 @@ class ApproxConv2d {
   void products(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, int32_t* acc);
   /// Same in float; lowrank mode gives its approximation here (other modes: the exact integers).
   void products_float(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, float* acc);
+  /// Backward by the multiplier's table gradient (ApproxTrain-style) for the last forward() batch, instead of the
+  /// straight-through estimator. With A, B the decoded activation and weight operands, x = s_a (A - z_a),
+  /// w = s_w (B - z_w) and dM/dA, dM/dB from table_gradient() (finite differences of the table):
+  ///   diff_src[x_k] += diff_dst * s_w (dM/dA(A_k, B_k) - z_w)     (exact multiplier: s_w (B - z_w) = w)
+  ///   w_grad[w_k]   += diff_dst * s_a (dM/dB(A_k, B_k) - z_a)     (exact multiplier: s_a (A - z_a) = x)
+  /// summed over every product the weight or input took part in (padding included: it reads the code of 0).
+  /// diff_dst (N,OH,OW,OC); diff_src (N,H,W,IC) or nullptr; w_grad (OC, IC/groups, KH, KW). Both overwritten.
+  void backward_table(const float* diff_dst, int n, int h, int w, float* diff_src, float* w_grad);
   const std::vector<uint8_t>& weight_codes() const;  // (OC, IC/groups, KH, KW)
   const QuantParams& weight_params() const;
   QuantParams act_params(const float* src, size_t count) const;  // set range, or this batch's min/max
@@ -83,6 +91,10 @@ class ApproxLinear {
   void set_weights(const float* w /*(OUT, IN)*/, const float* bias /*(OUT) or nullptr*/) { conv_.set_weights(w, bias); }
   void set_act_range(float lo, float hi) { conv_.set_act_range(lo, hi); }
   void forward(const float* src /*(N, IN)*/, int n, float* dst /*(N, OUT)*/) { conv_.forward(src, 1, 1, n, dst); }
+  /// Table-gradient backward of the last forward (see ApproxConv2d::backward_table); diff_dst (N, OUT).
+  void backward_table(const float* diff_dst, int n, float* diff_src, float* w_grad) {
+    conv_.backward_table(diff_dst, 1, 1, n, diff_src, w_grad);
+  }
   ApproxConv2d& conv() { return conv_; }
 
  private:

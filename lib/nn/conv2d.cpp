@@ -53,8 +53,8 @@ void Conv2d::set_prefix(const std::string& p) {
 }
 
 std::string Conv2d::name() const {
-  std::string s = "conv2d(" + std::to_string(o_.in) + "->" + std::to_string(o_.out) + ",k" +
-                  std::to_string(o_.kernel) + ",s" + std::to_string(o_.stride) + ",p" + std::to_string(o_.pad);
+  std::string s = "conv2d(" + std::to_string(o_.in) + "->" + std::to_string(o_.out) + ",k" + std::to_string(o_.kernel) +
+                  ",s" + std::to_string(o_.stride) + ",p" + std::to_string(o_.pad);
   if (o_.groups > 1) s += ",g" + std::to_string(o_.groups);
   if (approx_) s += "," + approx_->describe();
   return s + ")";
@@ -120,15 +120,35 @@ void Conv2d::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) 
     reorder(user_w, p.w_fwd);
     p.w_fwd_version = w_.version;
   }
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_WEIGHTS, p.w_fwd}, {DNNL_ARG_DST, dst.mem()}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_WEIGHTS, p.w_fwd}, {DNNL_ARG_DST, dst.mem()}};
   if (o_.bias) args[DNNL_ARG_BIAS] = b_.value.mem();
   p.fwd.execute(cpu_stream(), args);
   cpu_stream().wait();
 }
 
+namespace {
+// bias gradient: sum of diff_dst over every position but the channel (NHWC: channel innermost)
+void bias_grad_nhwc(const Tensor& diff_dst, int channels, Tensor& grad) {
+  const float* d = diff_dst.data();
+  const size_t rows = size_t(diff_dst.size()) / size_t(channels);
+  std::vector<double> acc(size_t(channels), 0.0);
+  for (size_t r = 0; r < rows; ++r)
+    for (int c = 0; c < channels; ++c) acc[size_t(c)] += d[r * size_t(channels) + size_t(c)];
+  for (int c = 0; c < channels; ++c) grad.data()[c] = float(acc[size_t(c)]);
+}
+}  // namespace
+
 void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   assert(src_ != nullptr);
   const Dims& s = src_->dims();
+  if (approx_) {
+    if (need_diff_src) diff_src.resize(s);
+    if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
+      if (o_.bias) bias_grad_nhwc(diff_dst, o_.out, b_.grad);
+      return;
+    }
+  }
   Prims& p = prims(s);
   if (!p.bwd_ready) {
     memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb);
@@ -168,9 +188,9 @@ void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_s
       p.w_bd_version = w_.version;
     }
     diff_src.resize(s);
-    p.bd.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, diff_dst.mem()},
-                                {DNNL_ARG_WEIGHTS, p.w_bd},
-                                {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
+    p.bd.execute(
+        cpu_stream(),
+        {{DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_WEIGHTS, p.w_bd}, {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
   }
   cpu_stream().wait();
 }

@@ -2,8 +2,8 @@
 #pragma once
 #include <cassert>
 #include <map>
-#include <unordered_map>
 #include <random>
+#include <unordered_map>
 
 #include "nn/layer.h"
 
@@ -17,6 +17,10 @@ class ApproxForward {
   virtual std::string describe() const = 0;
   /// src: (N, C, H, W) NHWC or (N, IN); weights plain; bias (OC) or nullptr; dst sized by the layer.
   virtual void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) = 0;
+  /// Backward of the last forward by the arithmetic's own gradient: fills w_grad (plain layout, overwritten)
+  /// and diff_src when non-null (already sized). Returns false for the straight-through estimator, in which
+  /// case the layer's exact oneDNN backward runs. The layer computes the bias gradient either way.
+  virtual bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) { return false; }
 };
 
 struct Conv2dOptions {

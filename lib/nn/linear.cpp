@@ -83,8 +83,8 @@ void Linear::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) 
     return;
   }
   Prims& p = prims(src.dims());
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_WEIGHTS, w_.value.mem()},
-                                       {DNNL_ARG_DST, dst.mem()}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_WEIGHTS, w_.value.mem()}, {DNNL_ARG_DST, dst.mem()}};
   if (o_.bias) args[DNNL_ARG_BIAS] = b_.value.mem();
   p.fwd.execute(cpu_stream(), args);
   cpu_stream().wait();
@@ -93,6 +93,20 @@ void Linear::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) 
 void Linear::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   assert(src_ != nullptr);
   const Dims& s = src_->dims();
+  if (approx_) {
+    if (need_diff_src) diff_src.resize(s);
+    if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
+      if (o_.bias) {
+        const size_t rows = size_t(s[0]);
+        for (int o = 0; o < o_.out; ++o) {
+          double acc = 0;
+          for (size_t r = 0; r < rows; ++r) acc += diff_dst.data()[r * size_t(o_.out) + size_t(o)];
+          b_.grad.data()[o] = float(acc);
+        }
+      }
+      return;
+    }
+  }
   Prims& p = prims(s);
   if (!p.bwd_ready) {
     memory::desc src_md(to_dnnl(s), dt::f32, tag::ab);
@@ -105,14 +119,15 @@ void Linear::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_s
         inner_product_backward_weights::desc(src_md, w_md, bias_md, dst_md), cpu_engine(), p.fwd_pd));
     p.bwd_ready = true;
   }
-  std::unordered_map<int, memory> wargs{{DNNL_ARG_SRC, src_->mem()}, {DNNL_ARG_DIFF_DST, diff_dst.mem()},
-                                        {DNNL_ARG_DIFF_WEIGHTS, w_.grad.mem()}};
+  std::unordered_map<int, memory> wargs{
+      {DNNL_ARG_SRC, src_->mem()}, {DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_DIFF_WEIGHTS, w_.grad.mem()}};
   if (o_.bias) wargs[DNNL_ARG_DIFF_BIAS] = b_.grad.mem();
   p.bw.execute(cpu_stream(), wargs);
   if (need_diff_src) {
     diff_src.resize(s);
-    p.bd.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_WEIGHTS, w_.value.mem()},
-                                {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
+    p.bd.execute(
+        cpu_stream(),
+        {{DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_WEIGHTS, w_.value.mem()}, {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
   }
   cpu_stream().wait();
 }

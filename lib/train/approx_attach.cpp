@@ -15,31 +15,52 @@ namespace {
 /// whenever the parameter's version changes (every optimizer step during approximate-aware training).
 class ApproxAdapter : public nn::ApproxForward {
  public:
-  ApproxAdapter(const approx::ApproxSpec& spec, const nn::Conv2dOptions* c, const nn::LinearOptions* l, nn::Param* w)
-      : spec_(spec), weight_(w) {
+  ApproxAdapter(const approx::ApproxSpec& spec, const nn::Conv2dOptions* c, const nn::LinearOptions* l, nn::Param* w,
+                bool table_grad)
+      : spec_(spec), weight_(w), table_grad_(table_grad) {
     if (c) {
-      conv_ = std::make_unique<approx::ApproxConv2d>(spec, c->in, c->out, c->kernel, c->kernel, c->stride, c->pad, c->groups);
+      conv_ = std::make_unique<approx::ApproxConv2d>(spec, c->in, c->out, c->kernel, c->kernel, c->stride, c->pad,
+                                                     c->groups);
     } else {
       lin_ = std::make_unique<approx::ApproxLinear>(spec, l->in, l->out);
     }
   }
   std::string describe() const override {
-    return spec_.multiplier + "/w" + std::to_string(spec_.weight_bits) + "a" + std::to_string(spec_.act_bits) + "/" + spec_.mode;
+    return spec_.multiplier + "/w" + std::to_string(spec_.weight_bits) + "a" + std::to_string(spec_.act_bits) + "/" +
+           spec_.mode;
   }
   void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) override {
     if (version_ != weight_->version) {
-      if (conv_) conv_->set_weights(weights.data(), bias);
-      else lin_->set_weights(weights.data(), bias);
+      if (conv_)
+        conv_->set_weights(weights.data(), bias);
+      else
+        lin_->set_weights(weights.data(), bias);
       version_ = weight_->version;
     }
-    if (conv_) conv_->forward(src.data(), static_cast<int>(src.dim(0)), static_cast<int>(src.dim(2)), static_cast<int>(src.dim(3)), dst.data());
-    else lin_->forward(src.data(), static_cast<int>(src.dim(0)), dst.data());
+    if (conv_)
+      conv_->forward(src.data(), static_cast<int>(src.dim(0)), static_cast<int>(src.dim(2)),
+                     static_cast<int>(src.dim(3)), dst.data());
+    else
+      lin_->forward(src.data(), static_cast<int>(src.dim(0)), dst.data());
+    n_ = static_cast<int>(src.dim(0));
+    if (conv_) in_h_ = static_cast<int>(src.dim(2)), in_w_ = static_cast<int>(src.dim(3));
+  }
+  bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) override {
+    if (!table_grad_) return false;
+    float* ds = diff_src ? diff_src->data() : nullptr;
+    if (conv_)
+      conv_->backward_table(diff_dst.data(), n_, in_h_, in_w_, ds, w_grad);
+    else
+      lin_->backward_table(diff_dst.data(), n_, ds, w_grad);
+    return true;
   }
 
  private:
   approx::ApproxSpec spec_;
   nn::Param* weight_;
+  bool table_grad_;
   uint64_t version_ = UINT64_MAX;
+  int n_ = 0, in_h_ = 0, in_w_ = 0;
   std::unique_ptr<approx::ApproxConv2d> conv_;
   std::unique_ptr<approx::ApproxLinear> lin_;
 };
@@ -49,8 +70,9 @@ class ApproxAdapter : public nn::ApproxForward {
 json attach_approx(nn::Model& model, const io::Config& cfg) {
   const std::string mult = cfg.s("multiplier");
   if (mult.empty()) return nullptr;
-  FRUGAL_CHECK(cfg.s("approx_grad") == "ste", "config key 'approx_grad' = '", cfg.s("approx_grad"),
-               "': only 'ste' (straight-through estimator) is available in training so far");
+  const std::string grad = cfg.s("approx_grad");
+  FRUGAL_CHECK(grad == "ste" || grad == "lut", "config key 'approx_grad' = '", grad,
+               "': use ste (straight-through estimator) or lut (the multiplier's table gradient)");
   approx::ApproxSpec spec;
   spec.multiplier = mult;
   spec.weight_bits = static_cast<int>(cfg.i("bits"));
@@ -82,15 +104,15 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
       use[idx] = true;
     }
   }
-  json out{{"multiplier", mult}, {"mode", spec.mode}, {"weight_bits", spec.weight_bits}, {"act_bits", spec.act_bits},
-           {"gradient", "ste"}, {"layers", json::array()}};
+  json out{{"multiplier", mult},        {"mode", spec.mode}, {"weight_bits", spec.weight_bits},
+           {"act_bits", spec.act_bits}, {"gradient", grad},  {"layers", json::array()}};
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string arith = "fp32";
     if (use[i]) {
       if (auto* c = dynamic_cast<nn::Conv2d*>(layers[i])) {
-        c->set_approx(std::make_shared<ApproxAdapter>(spec, &c->options(), nullptr, &c->weight()));
+        c->set_approx(std::make_shared<ApproxAdapter>(spec, &c->options(), nullptr, &c->weight(), grad == "lut"));
       } else if (auto* l = dynamic_cast<nn::Linear*>(layers[i])) {
-        l->set_approx(std::make_shared<ApproxAdapter>(spec, nullptr, &l->options(), &l->weight()));
+        l->set_approx(std::make_shared<ApproxAdapter>(spec, nullptr, &l->options(), &l->weight(), grad == "lut"));
       }
       arith = mult + "/w" + std::to_string(spec.weight_bits) + "a" + std::to_string(spec.act_bits);
     }

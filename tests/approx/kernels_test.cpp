@@ -1,3 +1,5 @@
+#include "approx/kernels.h"
+
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -5,7 +7,6 @@
 #include <filesystem>
 #include <random>
 
-#include "approx/kernels.h"
 #include "util/check.h"
 
 using namespace frugal::approx;
@@ -15,12 +16,12 @@ struct Shape {
   int n, h, w, ic, oc, kh, kw, stride, pad, groups;
 };
 const Shape kShapes[] = {
-    {2, 9, 11, 5, 7, 3, 3, 1, 1, 1},      // odd channels, OW not a multiple of 8
-    {1, 10, 10, 8, 20, 3, 3, 2, 1, 1},    // stride 2, 2 oc blocks (20 = 16 + 4)
-    {2, 8, 8, 6, 4, 3, 3, 1, 0, 2},       // groups, no padding
-    {1, 7, 6, 4, 4, 1, 1, 1, 0, 4},       // depthwise 1x1
-    {1, 12, 13, 3, 18, 5, 3, 2, 2, 1},    // non-square kernel, big padding
-    {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},   // resnet-like
+    {2, 9, 11, 5, 7, 3, 3, 1, 1, 1},     // odd channels, OW not a multiple of 8
+    {1, 10, 10, 8, 20, 3, 3, 2, 1, 1},   // stride 2, 2 oc blocks (20 = 16 + 4)
+    {2, 8, 8, 6, 4, 3, 3, 1, 0, 2},      // groups, no padding
+    {1, 7, 6, 4, 4, 1, 1, 1, 0, 4},      // depthwise 1x1
+    {1, 12, 13, 3, 18, 5, 3, 2, 2, 1},   // non-square kernel, big padding
+    {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},  // resnet-like
 };
 
 void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
@@ -38,8 +39,8 @@ std::string lut_file() {
 TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop") {
   std::mt19937 rng(11);
   const std::string lut = "lut:" + lut_file();
-  const char* specs[] = {"exact", "trunc:2", "bam:0,6", "bam:2,5", "mitchell", "drum:4", "drum:6",
-                         "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
+  const char* specs[] = {"exact",  "trunc:2",      "bam:0,6",         "bam:2,5",       "mitchell",      "drum:4",
+                         "drum:6", "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
   for (bool scalar : {false, true}) {
     detail::set_force_scalar(scalar);
     for (const Shape& s : kShapes) {
@@ -48,7 +49,12 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
       for (const std::string& spec : all) {
         for (const char* mode : {"lut", "functional"}) {
           if (spec.rfind("lut:", 0) == 0 && std::string(mode) == "functional") continue;
-          CAPTURE(spec); CAPTURE(mode); CAPTURE(scalar); CAPTURE(s.h); CAPTURE(s.oc); CAPTURE(s.groups);
+          CAPTURE(spec);
+          CAPTURE(mode);
+          CAPTURE(scalar);
+          CAPTURE(s.h);
+          CAPTURE(s.oc);
+          CAPTURE(s.groups);
           ApproxSpec as;
           as.multiplier = spec;
           as.mode = mode;
@@ -94,13 +100,15 @@ TEST_CASE("forward with the exact multiplier matches a float conv within quantiz
               for (int kx = 0; kx < 3; ++kx) {
                 int iy = y + ky - 1, ix = x + kx - 1;
                 if (iy < 0 || iy >= s.h || ix < 0 || ix >= s.w) continue;
-                acc += double(src[((size_t(b) * s.h + iy) * s.w + ix) * s.ic + c]) * wf[((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx];
+                acc += double(src[((size_t(b) * s.h + iy) * s.w + ix) * s.ic + c]) *
+                       wf[((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx];
               }
           ref[((size_t(b) * s.h + y) * s.w + x) * s.oc + o] = float(acc);
         }
   for (const char* spec : {"exact", "exact:signed"})
     for (const char* mode : {"lut", "functional", "lowrank:2"}) {
-      CAPTURE(spec); CAPTURE(mode);
+      CAPTURE(spec);
+      CAPTURE(mode);
       ApproxSpec as;
       as.multiplier = spec, as.mode = mode;
       ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
@@ -136,8 +144,8 @@ TEST_CASE("linear layer equals the naive products") {
   random_codes(rng, codes);
   std::vector<int32_t> got(size_t(n) * out), ref(got.size());
   lin.conv().products(codes.data(), 1, 1, n, 0, got.data());
-  conv2d_reference(lin.conv().multiplier(), codes.data(), 1, 1, n, in, lin.conv().weight_codes().data(), out, 1, 1, 1, 0,
-                   1, 0, ref.data());
+  conv2d_reference(lin.conv().multiplier(), codes.data(), 1, 1, n, in, lin.conv().weight_codes().data(), out, 1, 1, 1,
+                   0, 1, 0, ref.data());
   CHECK(got == ref);
   // float forward stays close to the float product despite drum:4's ~6 % relative error
   double err = 0, mag = 0;
@@ -186,8 +194,7 @@ TEST_CASE("low-rank mode: error against the bit-exact path falls with the rank")
   }
   CHECK(lowrank_table_mae(*make_multiplier("mitchell"), 8) < lowrank_table_mae(*make_multiplier("mitchell"), 2));
   CHECK(lowrank_table_mae(*make_multiplier("drum:4"), 2) < 1e-6);  // f(a)f(b) - ab has rank 2
-  {
-  }
+  {}
 }
 
 TEST_CASE("bad kernel configurations are rejected") {
@@ -211,4 +218,123 @@ TEST_CASE("bad kernel configurations are rejected") {
   ApproxConv2d c(ok, 4, 4, 3, 3, 1, 1, 1);
   std::vector<float> src(16 * 4), dst(16 * 4);
   CHECK_THROWS_AS(c.forward(src.data(), 1, 4, 4, dst.data()), frugal::Error);  // no weights
+}
+
+namespace {
+// diff_src and w_grad of the table-gradient backward by direct loops over every product (the scalar twin).
+void table_backward_reference(ApproxConv2d& conv, const Shape& s, const std::vector<float>& src,
+                              const std::vector<float>& dd, std::vector<float>& ds, std::vector<float>& wg) {
+  const Multiplier& m = conv.multiplier();
+  TableGradient tg = table_gradient(m);
+  QuantParams aq = conv.act_params(src.data(), src.size());
+  std::vector<int32_t> q(src.size());
+  quantize(src.data(), src.size(), aq, q.data());
+  const float sa = aq.scale[0];
+  const int32_t za = aq.zero_point[0];
+  const QuantParams& wq = conv.weight_params();
+  const auto& wc = conv.weight_codes();
+  const int OH = conv.out_h(s.h), OW = conv.out_w(s.w), icg = s.ic / s.groups, ocg = s.oc / s.groups;
+  const int K = icg * s.kh * s.kw;
+  ds.assign(src.size(), 0.0f);
+  wg.assign(size_t(s.oc) * K, 0.0f);
+  std::vector<double> dsd(ds.size(), 0.0), wgd(wg.size(), 0.0);
+  for (int b = 0; b < s.n; ++b)
+    for (int oy = 0; oy < OH; ++oy)
+      for (int ox = 0; ox < OW; ++ox)
+        for (int o = 0; o < s.oc; ++o) {
+          const double g = dd[((size_t(b) * OH + oy) * OW + ox) * s.oc + o];
+          const size_t ch = wq.channel_of(size_t(o) * K);
+          const int grp = o / ocg;
+          for (int c = 0; c < icg; ++c)
+            for (int ky = 0; ky < s.kh; ++ky)
+              for (int kx = 0; kx < s.kw; ++kx) {
+                const int iy = oy * s.stride - s.pad + ky, ix = ox * s.stride - s.pad + kx;
+                const bool in = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w;
+                const size_t si = in ? ((size_t(b) * s.h + iy) * s.w + ix) * s.ic + size_t(grp) * icg + c : 0;
+                const uint8_t ac = in ? code(q[si]) : code(za);
+                const size_t wi = ((size_t(o) * icg + c) * s.kh + ky) * s.kw + kx;
+                const size_t t = size_t(ac) * 256 + wc[wi];
+                if (in) dsd[si] += g * wq.scale[ch] * (double(tg.d_da[t]) - wq.zero_point[ch]);
+                wgd[wi] += g * sa * (double(tg.d_db[t]) - za);
+              }
+        }
+  for (size_t i = 0; i < ds.size(); ++i) ds[i] = float(dsd[i]);
+  for (size_t i = 0; i < wg.size(); ++i) wg[i] = float(wgd[i]);
+}
+
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0, m = 0;
+  for (size_t i = 0; i < a.size(); ++i) e += std::abs(double(a[i]) - b[i]), m += std::abs(double(b[i]));
+  return m > 0 ? e / m : e;
+}
+}  // namespace
+
+TEST_CASE("table-gradient backward equals direct loops over every product (strides, padding, groups)") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0, 1);
+  for (const Shape& s : kShapes)
+    for (const char* spec : {"drum:4", "mitchell:signed"}) {
+      CAPTURE(spec);
+      CAPTURE(s.ic);
+      ApproxSpec as;
+      as.multiplier = spec;
+      ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
+      std::vector<float> wf(size_t(s.oc) * (s.ic / s.groups) * s.kh * s.kw), src(size_t(s.n) * s.h * s.w * s.ic);
+      for (auto& v : wf) v = nd(rng) * 0.3f;
+      for (auto& v : src) v = std::max(0.0f, nd(rng));
+      conv.set_weights(wf.data(), nullptr);
+      const int OH = conv.out_h(s.h), OW = conv.out_w(s.w);
+      std::vector<float> dst(size_t(s.n) * OH * OW * s.oc), dd(dst.size());
+      conv.forward(src.data(), s.n, s.h, s.w, dst.data());
+      for (auto& v : dd) v = nd(rng);
+      std::vector<float> ds(src.size()), wg(wf.size()), rds, rwg;
+      conv.backward_table(dd.data(), s.n, s.h, s.w, ds.data(), wg.data());
+      table_backward_reference(conv, s, src, dd, rds, rwg);
+      CHECK(rel_diff(ds, rds) < 1e-5);
+      CHECK(rel_diff(wg, rwg) < 1e-5);
+    }
+}
+
+TEST_CASE("table-gradient backward of the exact multiplier is the float conv backward within quantization error") {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd(0, 1);
+  const Shape s{2, 8, 8, 6, 10, 3, 3, 1, 1, 1};
+  std::vector<float> wf(size_t(s.oc) * s.ic * 9), src(size_t(s.n) * s.h * s.w * s.ic), dd(size_t(s.n) * 64 * s.oc);
+  for (auto& v : wf) v = nd(rng) * 0.2f;
+  for (auto& v : src) v = std::max(0.0f, nd(rng));
+  for (auto& v : dd) v = nd(rng);
+  // float reference: diff_src = conv_transpose(dd, w), w_grad = correlation of src and dd (padding reads 0)
+  std::vector<double> ds(src.size(), 0.0), wg(wf.size(), 0.0);
+  for (int b = 0; b < s.n; ++b)
+    for (int y = 0; y < 8; ++y)
+      for (int x = 0; x < 8; ++x)
+        for (int o = 0; o < s.oc; ++o)
+          for (int c = 0; c < s.ic; ++c)
+            for (int ky = 0; ky < 3; ++ky)
+              for (int kx = 0; kx < 3; ++kx) {
+                int iy = y + ky - 1, ix = x + kx - 1;
+                if (iy < 0 || iy >= 8 || ix < 0 || ix >= 8) continue;
+                double g = dd[((size_t(b) * 8 + y) * 8 + x) * s.oc + o];
+                size_t si = ((size_t(b) * 8 + iy) * 8 + ix) * s.ic + c, wi = ((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx;
+                ds[si] += g * wf[wi];
+                wg[wi] += g * src[si];
+              }
+  for (const char* spec : {"exact", "exact:signed"}) {
+    CAPTURE(spec);
+    ApproxSpec as;
+    as.multiplier = spec;
+    ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+    conv.set_weights(wf.data(), nullptr);
+    std::vector<float> dst(dd.size()), gds(src.size()), gwg(wf.size());
+    conv.forward(src.data(), s.n, s.h, s.w, dst.data());
+    conv.backward_table(dd.data(), s.n, s.h, s.w, gds.data(), gwg.data());
+    CHECK(rel_diff(gds, std::vector<float>(ds.begin(), ds.end())) < 0.02);
+    CHECK(rel_diff(gwg, std::vector<float>(wg.begin(), wg.end())) < 0.02);
+  }
+  ApproxSpec as;
+  ApproxConv2d fresh(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+  fresh.set_weights(wf.data(), nullptr);
+  std::vector<float> a(src.size()), b(wf.size());
+  CHECK_THROWS_WITH_AS(fresh.backward_table(dd.data(), s.n, s.h, s.w, a.data(), b.data()),
+                       doctest::Contains("forward() of the same batch"), frugal::Error);
 }

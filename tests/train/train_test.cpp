@@ -77,7 +77,8 @@ TEST_CASE("train: --resume after an interruption ends with the same result") {
   json b = train::run_training(io::Config(), res);
   REQUIRE(b["epochs"].size() == 3);
   for (int e = 0; e < 3; ++e) {
-    CHECK(b["epochs"][e]["train_loss"].get<double>() == doctest::Approx(a["epochs"][e]["train_loss"].get<double>()).epsilon(1e-6));
+    CHECK(b["epochs"][e]["train_loss"].get<double>() ==
+          doctest::Approx(a["epochs"][e]["train_loss"].get<double>()).epsilon(1e-6));
     CHECK(b["epochs"][e]["test_accuracy"] == a["epochs"][e]["test_accuracy"]);
   }
   CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
@@ -142,7 +143,8 @@ TEST_CASE("train: config errors name the key and list the known ones") {
   io::Config c;
   CHECK_THROWS_WITH_AS(c.set("epoch=3"), doctest::Contains("unknown config key 'epoch'"), frugal::Error);
   CHECK_THROWS_WITH_AS(c.set("epochs=three"), doctest::Contains("epochs"), frugal::Error);
-  CHECK_THROWS_WITH_AS(c.merge(json{{"lr", "fast"}}, "x.json"), doctest::Contains("x.json: key 'lr' expects a number"), frugal::Error);
+  CHECK_THROWS_WITH_AS(c.merge(json{{"lr", "fast"}}, "x.json"), doctest::Contains("x.json: key 'lr' expects a number"),
+                       frugal::Error);
   data::testing::TempDir dir;
   data::testing::write_file(dir / "bad.json", {'{', '"', 'l', 'r', '"', ':', '\n', '}'});
   CHECK_THROWS_WITH_AS(c.load_file(dir / "bad.json"), doctest::Contains("line 2"), frugal::Error);
@@ -182,6 +184,14 @@ TEST_CASE("train: approximate-multiplier forward (STE) learns, per-layer choice 
   // starts from the trained weights, so the first approximate epoch is already far better than chance
   CHECK(r["epochs"][0]["train_accuracy"].get<double>() > 0.8);
   CHECK(r["metrics"]["test_accuracy"].get<double>() > 0.8);
+  // the multiplier's table gradient instead of the straight-through estimator
+  io::Config t = a;
+  t.set("approx_grad=lut");
+  o.out_dir = dir / "approx_lut";
+  json rt = train::run_training(t, o);
+  CHECK(rt["approx"]["gradient"] == "lut");
+  CHECK(rt["epochs"][1]["train_loss"].get<double>() < rt["epochs"][0]["train_loss"].get<double>() * 1.05);
+  CHECK(rt["metrics"]["test_accuracy"].get<double>() > 0.8);
   io::Config bad = c;
   bad.set("multiplier=drum:99");
   o.out_dir = dir / "bad";
