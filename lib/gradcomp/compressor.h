@@ -30,6 +30,9 @@
 
 namespace frugal::gradcomp {
 
+class ByteWriter;
+class ByteReader;
+
 /// The bits that would cross the network for one tensor of one worker. bytes is what decode reads;
 /// wire_bits == 8 * bytes.size().
 struct Message {
@@ -46,13 +49,13 @@ const char* collective_name(Collective c);
 
 /// Everything a compressor needs to know at construction.
 struct CompressorContext {
-  std::vector<int64_t> shape;   ///< parameter shape, e.g. (OC, IC, KH, KW), (OUT, IN) or (C)
-  uint64_t seed = 0;            ///< run seed; shared randomness derives from (seed, param_index) only
-  int param_index = 0;          ///< which parameter tensor this is (shared-seed streams differ per tensor)
-  int worker = 0;               ///< global worker id (private randomness: stochastic rounding)
-  int world = 1;                ///< total number of workers
+  std::vector<int64_t> shape;          ///< parameter shape, e.g. (OC, IC, KH, KW), (OUT, IN) or (C)
+  uint64_t seed = 0;                   ///< run seed; shared randomness derives from (seed, param_index) only
+  int param_index = 0;                 ///< which parameter tensor this is (shared-seed streams differ per tensor)
+  int worker = 0;                      ///< global worker id (private randomness: stochastic rounding)
+  int world = 1;                       ///< total number of workers
   bool error_feedback_default = true;  ///< EF for methods where it is optional (topk, threshold, adaptive)
-  int warmup_epochs = 0;        ///< DGC density warm-up epochs
+  int warmup_epochs = 0;               ///< DGC density warm-up epochs
 };
 
 /// Passed to every compressor before each step's encode.
@@ -82,6 +85,11 @@ class Compressor {
   virtual void aggregate(std::span<const Message* const> msgs, float* dst, size_t n) const;
   /// Error-feedback residual, if this compressor keeps one (tests: residual + decoded == input).
   virtual const std::vector<float>* residual() const { return nullptr; }
+  /// Everything encode() carries from step to step (residuals, momentum, warm-start factors, random state),
+  /// for checkpoints: a resumed run continues exactly. Stateless compressors write nothing.
+  virtual void save_state(ByteWriter&) const {}
+  /// Reads what save_state wrote; throws frugal::Error (naming the offset) when it does not fit this compressor.
+  virtual void load_state(ByteReader&) {}
 };
 
 /// Parsed spec: name, positional args, key=value options, flags, EF choice.

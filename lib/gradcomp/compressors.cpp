@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "util/check.h"
@@ -96,6 +97,41 @@ void Compressor::aggregate(std::span<const Message* const> msgs, float* dst, siz
 }
 
 // --------------------------------------------------------------------------------------- error feedback
+
+void put_floats(ByteWriter& w, const std::vector<float>& v) {
+  w.u64(v.size());
+  if (!v.empty()) w.raw(v.data(), 4 * v.size());
+}
+
+void get_floats(ByteReader& r, std::vector<float>& v, size_t expected, bool allow_empty) {
+  const uint64_t n = r.u64();
+  if (n != expected && !(allow_empty && n == 0))
+    r.fail("compressor state holds " + std::to_string(n) + " values where this tensor has " + std::to_string(expected));
+  v.resize(size_t(n));
+  if (n) std::memcpy(v.data(), r.take(4 * size_t(n)), 4 * size_t(n));
+}
+
+void ErrorFeedback::save_state(ByteWriter& w) const {
+  put_floats(w, residual_);
+  inner_->save_state(w);
+}
+void ErrorFeedback::load_state(ByteReader& r) {
+  get_floats(r, residual_, residual_.size());
+  inner_->load_state(r);
+}
+
+void Dgc::save_state(ByteWriter& w) const {
+  rng_.save(w);
+  w.u8(u_live_ ? 1 : 0);
+  put_floats(w, u_);
+  put_floats(w, v_);
+}
+void Dgc::load_state(ByteReader& r) {
+  rng_.load(r);
+  u_live_ = r.u8() != 0;
+  get_floats(r, u_, v_.size(), !u_live_);
+  get_floats(r, v_, v_.size());
+}
 
 ErrorFeedback::ErrorFeedback(std::unique_ptr<Compressor> inner, size_t n, std::string name)
     : inner_(std::move(inner)), residual_(n, 0.0f), buf_(n), dec_(n), name_(std::move(name)) {}

@@ -62,6 +62,11 @@ void dgc_update_select_ref(const float* g, float scale, float m, float* u, float
 /// The k distinct random indices randk draws for (seed, nonce), ascending. Shared by every worker.
 void randk_indices(uint64_t seed, uint64_t nonce, size_t n, size_t k, std::vector<uint32_t>& idx);
 
+/// State helpers: a float vector as u64 count + raw floats; load accepts the expected count (or 0 when
+/// allow_empty), so a checkpoint of another shape is rejected.
+void put_floats(ByteWriter& w, const std::vector<float>& v);
+void get_floats(ByteReader& r, std::vector<float>& v, size_t expected, bool allow_empty = false);
+
 // ---- compressors
 
 /// Error feedback (memory) as a decorator: p = g + e; msg = C(p); e = p - D(msg).
@@ -74,6 +79,8 @@ class ErrorFeedback final : public Compressor {
   void begin_step(const StepInfo& s) override { inner_->begin_step(s); }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override { inner_->decode(in, dst, n); }
+  void save_state(ByteWriter& w) const override;
+  void load_state(ByteReader& r) override;
   void aggregate(std::span<const Message* const> m, float* dst, size_t n) const override {
     inner_->aggregate(m, dst, n);
   }
@@ -171,6 +178,8 @@ class Dgc final : public Compressor {
   void begin_step(const StepInfo& s) override;
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  void save_state(ByteWriter& w) const override;
+  void load_state(ByteReader& r) override;
   double density() const { return density_; }
   const std::vector<float>* residual() const override { return &v_; }
 
@@ -196,6 +205,8 @@ class Qsgd final : public Compressor {
   Collective collective() const override { return Collective::allgather; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  void save_state(ByteWriter& w) const override { rng_.save(w); }
+  void load_state(ByteReader& r) override { rng_.load(r); }
 
  private:
   int s_;
@@ -213,6 +224,8 @@ class TernGrad final : public Compressor {
   Collective collective() const override { return Collective::allgather; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  void save_state(ByteWriter& w) const override { rng_.save(w); }
+  void load_state(ByteReader& r) override { rng_.load(r); }
 
  private:
   float clip_;
@@ -260,6 +273,8 @@ class AdaptiveTopK final : public Compressor {
   Collective collective() const override { return Collective::allgather; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  void save_state(ByteWriter& w) const override { rng_.save(w); }
+  void load_state(ByteReader& r) override { rng_.load(r); }
   double last_density() const { return last_density_; }
 
  private:
@@ -283,6 +298,8 @@ class PowerSgd final : public Compressor {
   Collective collective() const override { return Collective::allreduce; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  void save_state(ByteWriter& w) const override;
+  void load_state(ByteReader& r) override;
   const std::vector<float>* residual() const override { return &mem_; }
 
   size_t rows() const { return rows_; }

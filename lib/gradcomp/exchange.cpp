@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 
 #include "gradcomp/compressors.h"
@@ -36,6 +37,64 @@ struct GradientExchange::Slot {
   CastCompressor dense{Kind::dense};           // powersgd's dense steps
   std::vector<float> velocity;                 // dgc runs: heavy-ball momentum for dense tensors
 };
+
+namespace {
+constexpr uint32_t kStateMagic = 0x53434746;  // "FGCS"
+
+void put_counters(ByteWriter& w, const ExchangeCounters& c) {
+  w.u64(uint64_t(c.steps));
+  for (double v : {c.bytes_sent, c.bytes_allreduce, c.bytes_allgather, c.bytes_dense_fp32, c.encode_s, c.decode_s,
+                   c.comm_s, c.rel_l2_err_sum, c.cosine_sum}) {
+    uint64_t u;
+    std::memcpy(&u, &v, 8);
+    w.u64(u);
+  }
+  w.u64(uint64_t(c.error_samples));
+}
+
+void get_counters(ByteReader& r, ExchangeCounters& c) {
+  c.steps = int64_t(r.u64());
+  for (double* v : {&c.bytes_sent, &c.bytes_allreduce, &c.bytes_allgather, &c.bytes_dense_fp32, &c.encode_s,
+                    &c.decode_s, &c.comm_s, &c.rel_l2_err_sum, &c.cosine_sum}) {
+    uint64_t u = r.u64();
+    std::memcpy(v, &u, 8);
+  }
+  c.error_samples = int64_t(r.u64());
+}
+}  // namespace
+
+std::vector<uint8_t> GradientExchange::save_state() const {
+  std::vector<uint8_t> out;
+  ByteWriter w(out);
+  w.u32(kStateMagic);
+  w.u64(slots_.size());
+  w.u64(uint64_t(local_));
+  for (const auto& s : slots_) {
+    w.u64(s->n);
+    w.u64(s->c.size());
+    for (const auto& c : s->c) c->save_state(w);
+    put_floats(w, s->velocity);
+  }
+  put_counters(w, period_);
+  put_counters(w, total_);
+  return out;
+}
+
+void GradientExchange::load_state(const std::vector<uint8_t>& bytes) {
+  ByteReader r(bytes.data(), bytes.size(), "gradient-exchange state in the checkpoint");
+  if (r.u32() != kStateMagic) r.fail("not a gradient-exchange state");
+  if (r.u64() != slots_.size()) r.fail("it was saved for another model (parameter count differs)");
+  if (r.u64() != uint64_t(local_)) r.fail("it was saved with another number of in-process workers");
+  for (auto& s : slots_) {
+    if (r.u64() != s->n) r.fail("parameter sizes differ from this model's");
+    if (r.u64() != s->c.size()) r.fail("compressor count differs");
+    for (auto& c : s->c) c->load_state(r);
+    get_floats(r, s->velocity, s->velocity.size(), true);
+  }
+  get_counters(r, period_);
+  get_counters(r, total_);
+  r.expect_end();
+}
 
 double ExchangeCounters::simulated_comm_s(const dist::Network& net) const {
   if (steps == 0) return 0;
@@ -85,9 +144,12 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
     s->n = shape_numel(shapes[p]);
     FRUGAL_CHECK(s->n > 0, "gradient exchange: parameter ", p, " has an empty shape ", shape_str(shapes[p]));
     const bool one_d = shapes[p].size() <= 1;
-    if (s->n < opts.dense_below) s->dense_reason = "numel " + std::to_string(s->n) + " < dense_below " + std::to_string(opts.dense_below);
-    else if (one_d && opts.dense_1d) s->dense_reason = "1-D tensor (dense_1d)";
-    else if (one_d && needs_matrix) s->dense_reason = "1-D tensor (powersgd needs a matrix)";
+    if (s->n < opts.dense_below)
+      s->dense_reason = "numel " + std::to_string(s->n) + " < dense_below " + std::to_string(opts.dense_below);
+    else if (one_d && opts.dense_1d)
+      s->dense_reason = "1-D tensor (dense_1d)";
+    else if (one_d && needs_matrix)
+      s->dense_reason = "1-D tensor (powersgd needs a matrix)";
     s->codec = s->dense_reason.empty() ? opts.compressor : "none";
     for (int w = 0; w < local_; ++w) {
       CompressorContext ctx;
@@ -100,8 +162,10 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
       ctx.warmup_epochs = opts.warmup_epochs;
       s->c.push_back(make_compressor(s->codec, ctx));
     }
-    if (dynamic_cast<PowerSgd*>(s->c[0].get())) s->mode = Mode::powersgd;
-    else s->mode = s->c[0]->collective() == Collective::allreduce ? Mode::allreduce : Mode::allgather;
+    if (dynamic_cast<PowerSgd*>(s->c[0].get()))
+      s->mode = Mode::powersgd;
+    else
+      s->mode = s->c[0]->collective() == Collective::allreduce ? Mode::allreduce : Mode::allgather;
     if (handles_momentum_ && !s->dense_reason.empty()) s->velocity.assign(s->n, 0.0f);
     slots_.push_back(std::move(s));
   }
@@ -127,8 +191,12 @@ nlohmann::json GradientExchange::describe() const {
   for (size_t p = 0; p < slots_.size(); ++p) {
     const Slot& s = *slots_[p];
     const char* coll = s.mode == Mode::allgather ? "allgather" : "allreduce";
-    t.push_back({{"index", p}, {"shape", s.shape}, {"numel", s.n}, {"codec", s.c[0]->name()},
-                 {"collective", coll}, {"dense_reason", s.dense_reason}});
+    t.push_back({{"index", p},
+                 {"shape", s.shape},
+                 {"numel", s.n},
+                 {"codec", s.c[0]->name()},
+                 {"collective", coll},
+                 {"dense_reason", s.dense_reason}});
     if (!s.dense_reason.empty()) ++dense;
   }
   return {{"compressor", opts_.compressor},
@@ -144,7 +212,8 @@ nlohmann::json GradientExchange::describe() const {
 
 void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch) {
   const size_t P = slots_.size();
-  FRUGAL_CHECK(grads.size() == size_t(local_), "exchange: got gradients of ", grads.size(), " workers, expected ", local_);
+  FRUGAL_CHECK(grads.size() == size_t(local_), "exchange: got gradients of ", grads.size(), " workers, expected ",
+               local_);
   for (int w = 0; w < local_; ++w) {
     FRUGAL_CHECK(grads[size_t(w)].size() == P, "exchange: worker ", w, " passed ", grads[size_t(w)].size(),
                  " gradient tensors, expected ", P);
@@ -164,7 +233,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
   // Offsets into flat per-step buffers.
   size_t total_n = 0;
   std::vector<size_t> off(P);
-  for (size_t p = 0; p < P; ++p) { off[p] = total_n; total_n += slots_[p]->n; }
+  for (size_t p = 0; p < P; ++p) {
+    off[p] = total_n;
+    total_n += slots_[p]->n;
+  }
 
   // Dense reference mean (sampled steps only), summed in global worker order.
   std::vector<float> ref;
@@ -207,8 +279,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     c.encode(grads[w][p], s.n, msgs[w][p]);
   };
   const size_t tasks = size_t(local_) * P;
-  if (opts_.parallel) tbb::parallel_for(size_t(0), tasks, encode_one);
-  else for (size_t t = 0; t < tasks; ++t) encode_one(t);
+  if (opts_.parallel)
+    tbb::parallel_for(size_t(0), tasks, encode_one);
+  else
+    for (size_t t = 0; t < tasks; ++t) encode_one(t);
   double encode_s = since(t0), decode_s = 0;
 
   // Bytes of this step, per local worker.
@@ -235,7 +309,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     std::vector<size_t> ar;
     size_t len = 0;
     for (size_t p = 0; p < P; ++p)
-      if (mode_of(*slots_[p]) == Mode::allreduce) { ar.push_back(p); len += slots_[p]->n; }
+      if (mode_of(*slots_[p]) == Mode::allreduce) {
+        ar.push_back(p);
+        len += slots_[p]->n;
+      }
     std::vector<float> flat(len);
     size_t o = 0;
     for (size_t p : ar) {
@@ -309,8 +386,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
         for (int g = 0; g < world_; ++g) m[size_t(g)] = all[size_t(g)][j];
         slots_[p]->c[0]->aggregate(m, result.data() + off[p], slots_[p]->n);
       };
-      if (opts_.parallel) tbb::parallel_for(size_t(0), ag.size(), agg_one);
-      else for (size_t j = 0; j < ag.size(); ++j) agg_one(j);
+      if (opts_.parallel)
+        tbb::parallel_for(size_t(0), ag.size(), agg_one);
+      else
+        for (size_t j = 0; j < ag.size(); ++j) agg_one(j);
       decode_s += since(t);
     }
   }
@@ -326,8 +405,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     size_t plen = 0, qlen = 0;
     for (size_t p : ps_slots) {
       auto& ps = static_cast<PowerSgd&>(*slots_[p]->c[0]);
-      poff.push_back(plen); plen += ps.p_len();
-      qoff.push_back(qlen); qlen += ps.q_len();
+      poff.push_back(plen);
+      plen += ps.p_len();
+      qoff.push_back(qlen);
+      qlen += ps.q_len();
     }
     std::vector<float> pflat(plen), qflat(qlen);
     for (size_t j = 0; j < ps_slots.size(); ++j) {
@@ -338,7 +419,11 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
         for (size_t i = 0; i < pbuf[size_t(w)][p].size(); ++i) d[i] += pbuf[size_t(w)][p][i];
     }
     encode_s += since(t);
-    if (comm_) { auto tc = Clock::now(); comm_->allreduce_sum(pflat.data(), plen); comm_s += since(tc); }
+    if (comm_) {
+      auto tc = Clock::now();
+      comm_->allreduce_sum(pflat.data(), plen);
+      comm_s += since(tc);
+    }
     t = Clock::now();
     std::vector<std::vector<float>> qw(static_cast<size_t>(local_), std::vector<float>(qlen));
     for (size_t j = 0; j < ps_slots.size(); ++j) {
@@ -351,13 +436,19 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
       ps.compute_q(pflat.data() + poff[j], qw[w].data() + qoff[j]);
     };
     const size_t qt = size_t(local_) * ps_slots.size();
-    if (opts_.parallel) tbb::parallel_for(size_t(0), qt, q_one);
-    else for (size_t i = 0; i < qt; ++i) q_one(i);
+    if (opts_.parallel)
+      tbb::parallel_for(size_t(0), qt, q_one);
+    else
+      for (size_t i = 0; i < qt; ++i) q_one(i);
     std::memcpy(qflat.data(), qw[0].data(), 4 * qlen);
     for (int w = 1; w < local_; ++w)
       for (size_t i = 0; i < qlen; ++i) qflat[i] += qw[size_t(w)][i];
     encode_s += since(t);
-    if (comm_) { auto tc = Clock::now(); comm_->allreduce_sum(qflat.data(), qlen); comm_s += since(tc); }
+    if (comm_) {
+      auto tc = Clock::now();
+      comm_->allreduce_sum(qflat.data(), qlen);
+      comm_s += since(tc);
+    }
     t = Clock::now();
     auto fin_one = [&](size_t task) {
       const size_t w = task / ps_slots.size(), j = task % ps_slots.size();
@@ -366,8 +457,10 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
       float* dst = w == 0 ? result.data() + off[p] : grads[w][p];
       ps.finish(pflat.data() + poff[j], qflat.data() + qoff[j], world_, dst);
     };
-    if (opts_.parallel) tbb::parallel_for(size_t(0), qt, fin_one);
-    else for (size_t i = 0; i < qt; ++i) fin_one(i);
+    if (opts_.parallel)
+      tbb::parallel_for(size_t(0), qt, fin_one);
+    else
+      for (size_t i = 0; i < qt; ++i) fin_one(i);
     decode_s += since(t);
   }
 

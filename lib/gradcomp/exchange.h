@@ -15,10 +15,9 @@
 // Which tensors stay dense (fp32, allreduce) is a rule in the options, reported by describe():
 //   numel < dense_below, or 1-D when dense_1d (biases, BatchNorm), or 1-D for powersgd always.
 #pragma once
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -34,21 +33,21 @@ struct ExchangeOptions {
   bool dense_1d = true;                ///< 1-D tensors (biases, BatchNorm) stay dense fp32
   bool error_feedback_default = true;  ///< EF for topk/threshold/adaptive unless the spec says +noef
   uint64_t seed = 0;
-  int warmup_epochs = 0;               ///< DGC density warm-up epochs (spec :warmup=E overrides)
-  int64_t powersgd_dense_steps = 0;    ///< powersgd: plain dense allreduce for steps < this
-  float momentum = 0.9f;               ///< DGC momentum correction (set_momentum overrides)
-  int64_t sample_every = 0;            ///< every N steps also compute the dense mean and the error (0: never)
-  bool parallel = true;                ///< encode (workers x tensors) in parallel with TBB
+  int warmup_epochs = 0;             ///< DGC density warm-up epochs (spec :warmup=E overrides)
+  int64_t powersgd_dense_steps = 0;  ///< powersgd: plain dense allreduce for steps < this
+  float momentum = 0.9f;             ///< DGC momentum correction (set_momentum overrides)
+  int64_t sample_every = 0;          ///< every N steps also compute the dense mean and the error (0: never)
+  bool parallel = true;              ///< encode (workers x tensors) in parallel with TBB
 };
 
 /// Counters over a period of steps. Bytes are per worker (mean over this process's workers), summed
 /// over steps.
 struct ExchangeCounters {
   int64_t steps = 0;
-  double bytes_sent = 0;         ///< all messages
-  double bytes_allreduce = 0;    ///< part exchanged with allreduce (dense, fp16/bf16, randk, powersgd)
-  double bytes_allgather = 0;    ///< part exchanged with allgatherv (sparse, sign, quantized)
-  double bytes_dense_fp32 = 0;   ///< what dense fp32 would have sent (4 * numel per step)
+  double bytes_sent = 0;                          ///< all messages
+  double bytes_allreduce = 0;                     ///< part exchanged with allreduce (dense, fp16/bf16, randk, powersgd)
+  double bytes_allgather = 0;                     ///< part exchanged with allgatherv (sparse, sign, quantized)
+  double bytes_dense_fp32 = 0;                    ///< what dense fp32 would have sent (4 * numel per step)
   double encode_s = 0, decode_s = 0, comm_s = 0;  ///< wall time in this process
   int64_t error_samples = 0;
   double rel_l2_err_sum = 0, cosine_sum = 0;
@@ -89,6 +88,11 @@ class GradientExchange {
   /// {"compressor", "dense_rule", "tensors": [{index, shape, numel, codec, collective, dense_reason}], ...}
   nlohmann::json describe() const;
   int world() const { return world_; }
+  /// Checkpoint state of this process's workers: every compressor's residual / momentum / warm start /
+  /// random state, the dense-tensor velocity of dgc runs, and the byte counters. load_state throws
+  /// frugal::Error when the bytes do not fit this exchange (other model, compressor or worker count).
+  std::vector<uint8_t> save_state() const;
+  void load_state(const std::vector<uint8_t>& bytes);
   /// Compressor of local worker w for parameter p (tests, diagnostics).
   const Compressor& compressor(int w, size_t p) const;
 

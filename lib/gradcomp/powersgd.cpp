@@ -53,6 +53,15 @@ PowerSgd::PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_
 
 std::string PowerSgd::name() const { return "powersgd:" + std::to_string(r_); }
 
+void PowerSgd::save_state(ByteWriter& w) const {
+  put_floats(w, q_);
+  put_floats(w, mem_);
+}
+void PowerSgd::load_state(ByteReader& r) {
+  get_floats(r, q_, q_.size());
+  get_floats(r, mem_, mem_.size());
+}
+
 void PowerSgd::compute_p(const float* grad, float* p) {
   const size_t n = rows_ * cols_;
   for (size_t i = 0; i < n; ++i) m_[i] = grad[i] + mem_[i];

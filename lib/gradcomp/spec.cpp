@@ -13,7 +13,8 @@ namespace frugal::gradcomp {
 namespace {
 const char* kValid =
     "none, fp16, bf16, topk:R, randk:R, threshold:V, dgc:R[:sample=F][:clip=C][:nomask][:warmup=E], qsgd:S[:elias], "
-    "terngrad[:clip=C], signsgd, efsign, onebit, powersgd:RANK, adaptive:R[:energy=E]; suffix +ef / +noef or prefix ef:";
+    "terngrad[:clip=C], signsgd, efsign, onebit, powersgd:RANK, adaptive:R[:energy=E]; suffix +ef / +noef or prefix "
+    "ef:";
 
 bool parse_number(const std::string& s, double& v) {
   if (s.empty()) return false;
@@ -26,16 +27,16 @@ void allow(const Spec& s, size_t max_args, std::set<std::string> keys, std::set<
   FRUGAL_CHECK(s.args.size() <= max_args, "compressor spec '", s.text, "': ", s.name, " takes at most ", max_args,
                " number(s), got ", s.args.size(), ". Valid specs: ", kValid);
   for (auto& [k, v] : s.kv)
-    FRUGAL_CHECK(keys.count(k), "compressor spec '", s.text, "': unknown option '", k, "' for ", s.name, ". Valid specs: ",
-                 kValid);
+    FRUGAL_CHECK(keys.count(k), "compressor spec '", s.text, "': unknown option '", k, "' for ", s.name,
+                 ". Valid specs: ", kValid);
   for (auto& f : s.flags)
-    FRUGAL_CHECK(flags.count(f), "compressor spec '", s.text, "': unknown flag '", f, "' for ", s.name, ". Valid specs: ",
-                 kValid);
+    FRUGAL_CHECK(flags.count(f), "compressor spec '", s.text, "': unknown flag '", f, "' for ", s.name,
+                 ". Valid specs: ", kValid);
 }
 
 double ratio_arg(const Spec& s, double dflt, bool required) {
-  FRUGAL_CHECK(!required || !s.args.empty(), "compressor spec '", s.text, "': ", s.name,
-               " needs a ratio, e.g. ", s.name, ":0.01");
+  FRUGAL_CHECK(!required || !s.args.empty(), "compressor spec '", s.text, "': ", s.name, " needs a ratio, e.g. ",
+               s.name, ":0.01");
   double r = s.args.empty() ? dflt : s.args[0];
   FRUGAL_CHECK(r > 0 && r <= 1, "compressor spec '", s.text, "': ratio must be in (0, 1], got ", r);
   return r;
@@ -141,7 +142,8 @@ std::unique_ptr<Compressor> make_compressor(const std::string& text, const Compr
   }
   if (s.name == "threshold") {
     allow(s, 1, {}, {});
-    FRUGAL_CHECK(s.args.size() == 1 && s.args[0] > 0, "compressor spec '", text, "': threshold needs V > 0, e.g. threshold:0.01");
+    FRUGAL_CHECK(s.args.size() == 1 && s.args[0] > 0, "compressor spec '", text,
+                 "': threshold needs V > 0, e.g. threshold:0.01");
     return wrap(std::make_unique<Threshold>(float(s.args[0])), ef_opt);
   }
   if (s.name == "dgc") {

@@ -253,7 +253,10 @@ float f16_to_f32_ref(uint16_t h) {
       x = sign;
     } else {  // subnormal: normalize
       int e = -1;
-      do { ++e; man <<= 1; } while (!(man & 0x400u));
+      do {
+        ++e;
+        man <<= 1;
+      } while (!(man & 0x400u));
       x = sign | (uint32_t(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
     }
   } else if (exp == 31) {
@@ -271,7 +274,8 @@ void f32_to_f16(const float* src, size_t n, uint16_t* dst) {
 #if defined(__AVX512F__)
   for (; i + 16 <= n; i += 16)
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm512_maskz_cvtps_ph(__mmask16(0xffff), _mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                        _mm512_maskz_cvtps_ph(__mmask16(0xffff), _mm512_loadu_ps(src + i),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 #endif
   for (; i < n; ++i) dst[i] = f32_to_f16_ref(src[i]);
 }
@@ -280,7 +284,8 @@ void f16_to_f32(const uint16_t* src, size_t n, float* dst) {
   size_t i = 0;
 #if defined(__AVX512F__)
   for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(__mmask16(0xffff), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+    _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(__mmask16(0xffff),
+                                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
 #endif
   for (; i < n; ++i) dst[i] = f16_to_f32_ref(src[i]);
 }

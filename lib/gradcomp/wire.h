@@ -65,7 +65,10 @@ class ByteReader {
 /// Size in bytes of the LEB128 encoding of v.
 inline size_t varint_size(uint64_t v) {
   size_t s = 1;
-  while (v >= 0x80) { v >>= 7; ++s; }
+  while (v >= 0x80) {
+    v >>= 7;
+    ++s;
+  }
   return s;
 }
 
@@ -157,6 +160,12 @@ class Rng {
   float uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1), 24 bits
   uint64_t below(uint64_t n) { return uint64_t((unsigned __int128)next() * n >> 64); }
   float normal();  // Box-Muller
+  void save(ByteWriter& w) const {
+    for (uint64_t s : s_) w.u64(s);
+  }
+  void load(ByteReader& r) {
+    for (uint64_t& s : s_) s = r.u64();
+  }
 
  private:
   uint64_t s_[4];

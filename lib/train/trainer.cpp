@@ -1,8 +1,8 @@
 #include "train/trainer.h"
 
 #include <chrono>
-#include <cstdarg>
 #include <cmath>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -32,8 +32,8 @@ namespace {
 data::Augment parse_augment(const std::string& a, int pad) {
   data::Augment aug;
   if (a == "none") return aug;
-  FRUGAL_CHECK(a == "flip" || a == "crop" || a == "crop+flip" || a == "flip+crop", "config key 'augment': unknown value '",
-               a, "'; known: none, flip, crop, crop+flip");
+  FRUGAL_CHECK(a == "flip" || a == "crop" || a == "crop+flip" || a == "flip+crop",
+               "config key 'augment': unknown value '", a, "'; known: none, flip, crop, crop+flip");
   if (a.find("crop") != std::string::npos) aug.crop_pad = pad;
   aug.flip = a.find("flip") != std::string::npos;
   return aug;
@@ -127,8 +127,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       json other = json::parse(std::string(all[r].begin(), all[r].end()));
       std::string diff;
       for (auto& [k, v] : first.items())
-        if (other[k] != v) diff += " " + k + " (rank 0: " + v.dump() + ", rank " + std::to_string(r) + ": " + other[k].dump() + ")";
-      FRUGAL_CHECK(diff.empty(), "ranks were started with different configs:", diff, ". Start every rank with the same config.");
+        if (other[k] != v)
+          diff += " " + k + " (rank 0: " + v.dump() + ", rank " + std::to_string(r) + ": " + other[k].dump() + ")";
+      FRUGAL_CHECK(diff.empty(), "ranks were started with different configs:", diff,
+                   ". Start every rank with the same config.");
     }
   }
   if (writer) io::make_dirs(opts.out_dir);
@@ -181,7 +183,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   lo.seed = seed;
   data::Loader loader(train_ds, lo);
   const int64_t spe = static_cast<int64_t>(loader.batches_per_epoch());
-  FRUGAL_CHECK(spe > 0, "dataset '", train_ds.name, "' has ", train_ds.size(), " training images, fewer than one batch of ", B);
+  FRUGAL_CHECK(spe > 0, "dataset '", train_ds.name, "' has ", train_ds.size(),
+               " training images, fewer than one batch of ", B);
   const int epochs = static_cast<int>(cfg.i("epochs"));
   FRUGAL_CHECK(epochs >= 1, "config key 'epochs' must be >= 1, got ", epochs);
   const int64_t max_steps = cfg.i("max_steps");
@@ -209,7 +212,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     eo.sample_every = cfg.i("error_sample_every");
     exchange = std::make_unique<gradcomp::GradientExchange>(eo, shapes, local_workers, opts.comm);
     if (exchange->handles_momentum()) {
-      FRUGAL_CHECK(oo.kind == "sgd", "compressor '", eo.compressor, "' applies momentum correction itself; use optimizer=sgd");
+      FRUGAL_CHECK(oo.kind == "sgd", "compressor '", eo.compressor,
+                   "' applies momentum correction itself; use optimizer=sgd");
       exchange->set_momentum(oo.momentum);
       oo.momentum = 0.f;  // DGC momentum correction: momentum lives in the compressor (Lin et al. 2018, Sec. 3.2)
     }
@@ -246,9 +250,23 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     epochs_log = resume_state.meta["epochs"];
     train_compute_s = st.value("train_compute_s", 0.0);
     log.line(fmt("[train] resuming %s at epoch %d (step %lld)", opts.resume_dir.c_str(), start_epoch, (long long)step));
-    FRUGAL_CHECK(!exchange || cfg.s("compressor") == "none" || start_epoch == 0,
-                 "resuming a run with a compressor restarts its residual memory (not saved in checkpoints); "
-                 "the result would differ from an uninterrupted run");
+    if (exchange) {
+      FRUGAL_CHECK(!opts.comm || cfg.s("compressor") == "none" || start_epoch == 0,
+                   "resuming an MPI run with a compressor is not supported: only rank 0 writes the checkpoint, so "
+                   "the other ranks' residuals are not in it; resume it in-process (without --dist mpi) or restart");
+      const Tensor* gs = resume_state.find("gradcomp.state");
+      if (gs) {
+        const size_t nbytes = st.value("gradcomp_state_bytes", size_t(0));
+        FRUGAL_CHECK(nbytes <= sizeof(float) * size_t(gs->size()), "checkpoint '", opts.resume_dir,
+                     "/checkpoint.bin': gradcomp_state_bytes = ", nbytes, " exceeds its gradcomp.state tensor");
+        std::vector<uint8_t> bytes(nbytes);
+        std::memcpy(bytes.data(), gs->data(), nbytes);
+        exchange->load_state(bytes);
+      } else {
+        FRUGAL_CHECK(cfg.s("compressor") == "none" || start_epoch == 0, "checkpoint '", opts.resume_dir,
+                     "/checkpoint.bin' has no compressor state (written by an older frugal); restart the run");
+      }
+    }
   }
 
   log.line("[train] " + model_name + " on " + train_ds.name + " (" + std::to_string(train_ds.size()) + " train / " +
@@ -276,11 +294,23 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
               {"config", cfg.values()},
               {"epochs", epochs_log},
               {"state",
-               {{"epoch", epoch_done}, {"step", step}, {"optimizer_steps", opt.steps()},
-                {"plateau_scale", sched.plateau_scale()}, {"plateau_best", sched.plateau_best()},
-                {"plateau_bad", sched.plateau_bad()}, {"train_compute_s", train_compute_s}}}};
+               {{"epoch", epoch_done},
+                {"step", step},
+                {"optimizer_steps", opt.steps()},
+                {"plateau_scale", sched.plateau_scale()},
+                {"plateau_best", sched.plateau_best()},
+                {"plateau_bad", sched.plateau_bad()},
+                {"train_compute_s", train_compute_s}}}};
     add_model_tensors(model, f);
     for (auto& [name, t] : opt.state()) f.tensors.emplace_back("optim." + name, *t);
+    if (exchange) {  // residuals, momentum, warm starts, random state and byte counters of the compressors
+      std::vector<uint8_t> bytes = exchange->save_state();
+      Tensor t({static_cast<int64_t>((bytes.size() + 3) / 4)});
+      std::memset(t.data(), 0, sizeof(float) * static_cast<size_t>(t.size()));
+      std::memcpy(t.data(), bytes.data(), bytes.size());
+      f.tensors.emplace_back("gradcomp.state", std::move(t));
+      f.meta["state"]["gradcomp_state_bytes"] = bytes.size();
+    }
     io::save_tensor_file(opts.out_dir + "/checkpoint.bin", f);
   };
 
@@ -314,7 +344,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
         y.assign(batch.y.begin() + gw * shard_b, batch.y.begin() + (gw + 1) * shard_b);
         if (lw > 0)  // BN running statistics follow worker 0 only, as under MPI (rank 0's are kept)
           for (size_t i = 0; i < buffers.size(); ++i) buffer_snapshot[i].copy_from(*buffers[i].value);
-        nn::ForwardContext ctx{true, splitmix64(seed ^ splitmix64(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(gw)))};
+        nn::ForwardContext ctx{
+            true, splitmix64(seed ^ splitmix64(static_cast<uint64_t>(step) * 1024 + static_cast<uint64_t>(gw)))};
         const Tensor& logits = model.forward(x, ctx);
         float loss = ce.forward(logits, y.data());
         const int K = model.classes();
@@ -328,7 +359,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
           for (size_t i = 0; i < buffers.size(); ++i) buffers[i].value->copy_from(buffer_snapshot[i]);
         if (exchange)
           for (size_t p = 0; p < params.size(); ++p)
-            std::memcpy(gptrs[lw][p], params[p]->grad.data(), sizeof(float) * static_cast<size_t>(params[p]->grad.size()));
+            std::memcpy(gptrs[lw][p], params[p]->grad.data(),
+                        sizeof(float) * static_cast<size_t>(params[p]->grad.size()));
         step_loss += loss;
       }
       if (opts.comm) {  // mean loss over ranks, for identical logs everywhere
@@ -341,8 +373,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       if (!std::isfinite(step_loss)) {
         log.line(fmt("[train] diverged: loss is %f at epoch %d step %lld", step_loss, epoch + 1, (long long)step));
         FRUGAL_FAIL("training diverged (loss ", step_loss, " at epoch ", epoch + 1, ", step ", step,
-                    "); the last good checkpoint is ", opts.out_dir,
-                    "/checkpoint.bin — lower lr (now ", cfg.f("lr"), ") or add warmup_epochs, then --resume");
+                    "); the last good checkpoint is ", opts.out_dir, "/checkpoint.bin — lower lr (now ", cfg.f("lr"),
+                    ") or add warmup_epochs, then --resume");
       }
       if (exchange) {
         exchange->exchange(gptrs, step, epoch);
@@ -392,7 +424,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
 
   // ---------------------------------------------------------------- results
   EvalMetrics final_m = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
-  json data_j{{"dataset", train_ds.name}, {"train_size", train_ds.size()}, {"test_size", ds.test.size()}, {"files", json::array()}};
+  json data_j{{"dataset", train_ds.name},
+              {"train_size", train_ds.size()},
+              {"test_size", ds.test.size()},
+              {"files", json::array()}};
   for (auto* dset : {&ds.train, &ds.test})
     for (auto& f : dset->files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
   json metrics = final_m.to_json(true);
@@ -407,8 +442,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     metrics["train_step_ms_median"] = warm[warm.size() / 2];
     metrics["timed_steps"] = warm.size();
   }
-  metrics["train_gflops_est"] = metrics["train_images_per_second"].get<double>() * 3.0 * 2.0 *
-                                static_cast<double>(model.macs_per_image()) / 1e9;
+  metrics["train_gflops_est"] =
+      metrics["train_images_per_second"].get<double>() * 3.0 * 2.0 * static_cast<double>(model.macs_per_image()) / 1e9;
   metrics["params"] = model.num_params();
   metrics["macs_per_image"] = model.macs_per_image();
   metrics["steps"] = step;
@@ -419,8 +454,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                {"epochs", epochs_log},
                {"environment", environment_info()},
                {"data", data_j},
-               {"timing", {{"wall_s", std::chrono::duration<double>(clk::now() - t_start).count()},
-                           {"data_load_s", load_s}, {"train_compute_s", train_compute_s}}},
+               {"timing",
+                {{"wall_s", std::chrono::duration<double>(clk::now() - t_start).count()},
+                 {"data_load_s", load_s},
+                 {"train_compute_s", train_compute_s}}},
                {"completed", !stopped_early}};
   if (!approx_info.is_null()) results["approx"] = approx_info;
   if (exchange) {
@@ -435,7 +472,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       net.bandwidth_bps = gbps * 1e9;
       net.latency_s = cfg.f("latency_us") * 1e-6;
       double comm_s = st.total.simulated_comm_s(net);
-      tta[fmt("%gGbps", gbps)] = {{"compute_s", train_compute_s}, {"comm_s", comm_s}, {"total_s", train_compute_s + comm_s},
+      tta[fmt("%gGbps", gbps)] = {{"compute_s", train_compute_s},
+                                  {"comm_s", comm_s},
+                                  {"total_s", train_compute_s + comm_s},
                                   {"test_accuracy", final_m.top1}};
     }
     results["communication"]["simulated_time_to_accuracy"] = tta;
@@ -443,8 +482,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   if (writer) {
     save_model(opts.out_dir + "/model.bin", model, {{"config", cfg.values()}, {"test_accuracy", final_m.top1}});
     io::write_file_atomic(opts.out_dir + "/results.json", results.dump(2) + "\n");
-    log.line(fmt("[train] done: test accuracy %.4f, %.0f img/s; wrote %s/{results.json,model.bin,checkpoint.bin,train.log}",
-                 final_m.top1, metrics["train_images_per_second"].get<double>(), opts.out_dir.c_str()));
+    log.line(
+        fmt("[train] done: test accuracy %.4f, %.0f img/s; wrote %s/{results.json,model.bin,checkpoint.bin,train.log}",
+            final_m.top1, metrics["train_images_per_second"].get<double>(), opts.out_dir.c_str()));
   }
   return results;
 }

@@ -1,11 +1,12 @@
 // GradientExchange: in-process W workers vs W ranks over a ThreadGroup (the MPI twin), dense rule, stats.
+#include "gradcomp/exchange.h"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <thread>
 
 #include "gradcomp/compressors.h"
-#include "gradcomp/exchange.h"
 #include "util/check.h"
 
 using namespace frugal;
@@ -97,9 +98,9 @@ TEST_CASE("dense exchange is the exact mean; dense rule is configurable and repo
   o.sample_every = 1;
   GradientExchange ex(o, kShapes, 3, nullptr);
   auto d = ex.describe();
-  CHECK(d["tensors"][1]["dense_reason"] != "");             // (16): 1-D
-  CHECK(d["tensors"][5]["dense_reason"] != "");             // (8, 8): 64 < 1024
-  CHECK(d["tensors"][3]["dense_reason"] == "");             // (10, 512) compressed
+  CHECK(d["tensors"][1]["dense_reason"] != "");  // (16): 1-D
+  CHECK(d["tensors"][5]["dense_reason"] != "");  // (8, 8): 64 < 1024
+  CHECK(d["tensors"][3]["dense_reason"] == "");  // (10, 512) compressed
   CHECK(d["tensors"][3]["collective"] == "allgather");
   CHECK(d["tensors"][1]["codec"] == "none");
 
@@ -135,7 +136,10 @@ TEST_CASE("topk exchange sends far fewer bytes and reports sampled error") {
   GradientExchange ex(o, {{100, 1000}}, 2, nullptr);
   auto g0 = grad_of(0, 0, 3), g1 = grad_of(1, 0, 3);
   std::vector<float> a(100000), b(100000);
-  for (size_t i = 0; i < a.size(); ++i) { a[i] = g0[i % g0.size()] * float(i % 7); b[i] = -a[i] * 0.5f; }
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = g0[i % g0.size()] * float(i % 7);
+    b[i] = -a[i] * 0.5f;
+  }
   std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
   ex.exchange(ptr, 0, 0);
   auto s = ex.take_stats().total;
@@ -160,12 +164,22 @@ TEST_CASE("exchange rejects wrong shapes, non-finite gradients and mismatched ra
   dist::ThreadGroup group(2);
   std::string err[2];
   std::thread t0([&] {
-    try { ExchangeOptions x; x.compressor = "topk:0.1"; GradientExchange e(x, {{64, 64}}, 1, &group.rank(0)); }
-    catch (const std::exception& e) { err[0] = e.what(); }
+    try {
+      ExchangeOptions x;
+      x.compressor = "topk:0.1";
+      GradientExchange e(x, {{64, 64}}, 1, &group.rank(0));
+    } catch (const std::exception& e) {
+      err[0] = e.what();
+    }
   });
   std::thread t1([&] {
-    try { ExchangeOptions x; x.compressor = "topk:0.2"; GradientExchange e(x, {{64, 64}}, 1, &group.rank(1)); }
-    catch (const std::exception& e) { err[1] = e.what(); }
+    try {
+      ExchangeOptions x;
+      x.compressor = "topk:0.2";
+      GradientExchange e(x, {{64, 64}}, 1, &group.rank(1));
+    } catch (const std::exception& e) {
+      err[1] = e.what();
+    }
   });
   t0.join();
   t1.join();
@@ -183,7 +197,9 @@ TEST_CASE("a failed rank makes the others throw instead of hanging") {
         if (r == 2) group.rank(2).abort_all("simulated crash");
         std::vector<float> v(8, 1.0f);
         group.rank(r).allreduce_sum(v.data(), v.size());
-      } catch (const std::exception& e) { err[r] = e.what(); }
+      } catch (const std::exception& e) {
+        err[r] = e.what();
+      }
     });
   for (auto& t : th) t.join();
   for (int r = 0; r < 3; ++r) CHECK(err[r].find("simulated crash") != std::string::npos);
@@ -201,12 +217,38 @@ TEST_CASE("dgc exchange handles momentum; powersgd dense steps are exact") {
   GradientExchange px(p, {{8, 8}}, 2, nullptr);
   CHECK(!px.handles_momentum());
   std::vector<float> a(64), b(64);
-  for (int i = 0; i < 64; ++i) { a[size_t(i)] = float(i); b[size_t(i)] = float(i % 5); }
+  for (int i = 0; i < 64; ++i) {
+    a[size_t(i)] = float(i);
+    b[size_t(i)] = float(i % 5);
+  }
   auto ea = a, eb = b;
   std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
   px.exchange(ptr, 0, 0);
   for (int i = 0; i < 64; ++i) CHECK(a[size_t(i)] == (ea[size_t(i)] + eb[size_t(i)]) / 2.0f);
-  a = ea; b = eb;
+  a = ea;
+  b = eb;
   px.exchange(ptr, 1, 0);  // rank-1 approximation now
   CHECK(px.take_stats().total.bytes_allreduce < 2 * 4 * 64 + 64);
+}
+
+TEST_CASE("exchange state round-trips; state of another exchange or cut short is rejected") {
+  ExchangeOptions o;
+  o.compressor = "topk:0.1";
+  o.dense_below = 0;
+  GradientExchange ex(o, {{8, 8}}, 2, nullptr);
+  std::vector<float> a(64), b(64);
+  for (int i = 0; i < 64; ++i) a[size_t(i)] = float(i % 7) - 3.0f, b[size_t(i)] = float(i % 3);
+  std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
+  ex.exchange(ptr, 0, 0);
+  std::vector<uint8_t> st = ex.save_state();
+  GradientExchange same(o, {{8, 8}}, 2, nullptr);
+  same.load_state(st);
+  CHECK(same.save_state() == st);
+  CHECK(*same.compressor(0, 0).residual() == *ex.compressor(0, 0).residual());
+  std::vector<uint8_t> cut(st.begin(), st.end() - 1);
+  CHECK_THROWS_WITH_AS(same.load_state(cut), doctest::Contains("gradient-exchange state"), frugal::Error);
+  GradientExchange other(o, {{4, 8}}, 2, nullptr);
+  CHECK_THROWS_WITH_AS(other.load_state(st), doctest::Contains("sizes differ"), frugal::Error);
+  GradientExchange three(o, {{8, 8}}, 3, nullptr);
+  CHECK_THROWS_WITH_AS(three.load_state(st), doctest::Contains("number of in-process workers"), frugal::Error);
 }

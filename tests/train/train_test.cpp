@@ -84,6 +84,37 @@ TEST_CASE("train: --resume after an interruption ends with the same result") {
   CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
 }
 
+TEST_CASE("train: --resume of compressed multi-worker runs continues exactly (residuals in the checkpoint)") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  for (std::string comp : {"dgc:0.01", "powersgd:2", "qsgd:16", "topk:0.05"}) {
+    CAPTURE(comp);
+    io::Config c = tiny_config(dir.str());
+    c.set("workers=2");
+    c.set("compressor=" + comp);
+    c.set("dense_below=0");
+    c.set("dense_1d=false");
+    train::TrainOptions full;
+    full.out_dir = dir / ("full_" + comp.substr(0, 4));
+    full.quiet = true;
+    json a = train::run_training(c, full);
+    train::TrainOptions part = full;
+    part.out_dir = dir / ("part_" + comp.substr(0, 4));
+    part.stop_after_epoch = 1;
+    train::run_training(c, part);
+    train::TrainOptions res;
+    res.resume_dir = part.out_dir;
+    res.quiet = true;
+    json b = train::run_training(io::Config(), res);
+    REQUIRE(b["epochs"].size() == a["epochs"].size());
+    for (size_t e = 0; e < a["epochs"].size(); ++e)
+      CHECK(b["epochs"][e]["train_loss"].get<double>() ==
+            doctest::Approx(a["epochs"][e]["train_loss"].get<double>()).epsilon(1e-6));
+    CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+    CHECK(b["communication"]["bytes_sent_per_worker"] == a["communication"]["bytes_sent_per_worker"]);
+  }
+}
+
 TEST_CASE("train: divergence stops with a message and keeps the last good checkpoint") {
   data::testing::TempDir dir;
   testing::write_synthetic_mnist(dir.str());
