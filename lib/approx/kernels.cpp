@@ -633,14 +633,23 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
       const auto& map = amaps[size_t(p)];
       int16_t* pl = planes.data() + size_t(p) * pstride;
       const int16_t padv = map[pad_code];
-      for (int y = 0; y < Hp; ++y)
+      for (int y = 0; y < Hp; ++y) {
+        const bool row_in = y >= pad && y < pad + h;
         for (int x = 0; x < Wp; ++x) {
           int16_t* d = pl + ((size_t(b) * Hp + y) * Wp + x) * C;
-          bool inside = y >= pad && y < pad + h && x >= pad && x < pad + w;
-          const uint8_t* s = inside ? src + ((size_t(b) * h + y - pad) * w + x - pad) * ic : nullptr;
-          for (int g = 0; g < groups; ++g)
-            for (int c = 0; c < icg; ++c) d[g * icgp + c] = inside ? map[s[g * icg + c]] : padv;
+          if (!row_in || x < pad || x >= pad + w) {
+            for (int g = 0; g < groups; ++g)
+              for (int c = 0; c < icg; ++c) d[g * icgp + c] = padv;
+            continue;
+          }
+          const uint8_t* s = src + ((size_t(b) * h + y - pad) * w + x - pad) * ic;
+          for (int g = 0; g < groups; ++g) {
+            int16_t* dg = d + g * icgp;
+            const uint8_t* sg = s + g * icg;
+            for (int c = 0; c < icg; ++c) dg[c] = map[sg[c]];
+          }
         }
+      }
     }
   });
   TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp,       C,        icgp, icp, kh,   kw,  stride,
@@ -714,10 +723,11 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   std::vector<uint8_t>& codes = I.s_codes;
   codes.resize(in_total);
   tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
-    const float inv = 1.0f / sa;
+    const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
+    uint8_t* cd = codes.data();
     for (size_t i = r.begin(); i < r.end(); ++i) {
-      float q = std::nearbyint(src[i] * inv) + float(za);
-      codes[i] = code(int32_t(std::clamp(q, float(aq.qmin), float(aq.qmax))));
+      const float q = std::min(std::max(std::nearbyint(src[i] * inv) + zf, lo), hi);
+      cd[i] = static_cast<uint8_t>(static_cast<int32_t>(q) & 0xFF);  // code()
     }
   });
   const int OH = I.out_h(h), OW = I.out_w(w);
@@ -762,17 +772,38 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
           }
     });
   }
+  // per output channel: dequantization scale, zero-point correction, weight zero point (same arithmetic as
+  // evaluating them per element, hoisted out of the pixel loop)
   const size_t pixels = size_t(n) * OH * OW;
+  const int oc = I.oc;
+  const size_t noc = static_cast<size_t>(oc);
+  std::vector<double> scale_o(noc), corr_o(noc), zw_o(noc);
+  for (int o = 0; o < oc; ++o) {
+    const size_t c = I.wq.channel_of(size_t(o) * I.K);
+    const int32_t zw = I.wq.zero_point[c];
+    scale_o[size_t(o)] = double(sa) * I.wq.scale[c];
+    corr_o[size_t(o)] = -double(za) * double(I.wsum[size_t(o)]) + double(I.K) * za * zw;
+    zw_o[size_t(o)] = double(zw);
+  }
+  const float* bias = I.bias.data();
   tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
-    for (size_t p = r.begin(); p < r.end(); ++p)
-      for (int o = 0; o < I.oc; ++o) {
-        size_t c = I.wq.channel_of(size_t(o) * I.K);
-        int32_t zw = I.wq.zero_point[c];
-        double m = lowrank ? double(acc[p * I.oc + o]) : double(acci[p * I.oc + o]);
-        double corr = -double(za) * double(I.wsum[size_t(o)]) + double(I.K) * za * zw;
-        if (zw != 0) corr -= double(zw) * asum[p * I.groups + size_t(o / I.ocg)];
-        dst[p * I.oc + o] = float(double(sa) * I.wq.scale[c] * (m + corr)) + I.bias[size_t(o)];
+    for (size_t p = r.begin(); p < r.end(); ++p) {
+      float* d = dst + p * size_t(oc);
+      if (need_asum) {
+        for (int o = 0; o < oc; ++o) {
+          const double m = lowrank ? double(acc[p * oc + o]) : double(acci[p * oc + o]);
+          double corr = corr_o[size_t(o)];
+          if (zw_o[size_t(o)] != 0) corr -= zw_o[size_t(o)] * asum[p * I.groups + size_t(o / I.ocg)];
+          d[o] = float(scale_o[size_t(o)] * (m + corr)) + bias[o];
+        }
+      } else if (lowrank) {
+        const float* a = acc.data() + p * size_t(oc);
+        for (int o = 0; o < oc; ++o) d[o] = float(scale_o[size_t(o)] * (double(a[o]) + corr_o[size_t(o)])) + bias[o];
+      } else {
+        const int32_t* a = acci.data() + p * size_t(oc);
+        for (int o = 0; o < oc; ++o) d[o] = float(scale_o[size_t(o)] * (double(a[o]) + corr_o[size_t(o)])) + bias[o];
       }
+    }
   });
 }
 
