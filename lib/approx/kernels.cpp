@@ -121,6 +121,7 @@ struct ApproxConv2d::Impl {
   // lut engine
   std::vector<int32_t> table;  // (256*256) code(a)*256 + code(b)
   std::vector<uint16_t> lt;    // (256*256) code(b)*256 + code(a): table + lut_bias
+  std::vector<uint8_t> lt8;    // (256 * 512) per code(b): 256 low bytes, then 256 high bytes of its lt row
   int32_t lut_bias = 0;
 
   // term engine: a-planes / b-maps: terms [0, nt0) -> acc0, [nt0, nt0+nt1) -> acc1, then fa, fa2, sa (min)
@@ -204,6 +205,13 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
     for (int ca = 0; ca < 256; ++ca)
       for (int cb = 0; cb < 256; ++cb)
         I.lt[size_t(cb) * 256 + ca] = uint16_t(I.table[size_t(ca) * 256 + cb] + I.lut_bias);
+    I.lt8.resize(256 * 512);
+    for (int cb = 0; cb < 256; ++cb)
+      for (int ca = 0; ca < 256; ++ca) {
+        const uint16_t v = I.lt[size_t(cb) * 256 + ca];
+        I.lt8[size_t(cb) * 512 + ca] = uint8_t(v & 0xFF);
+        I.lt8[size_t(cb) * 512 + 256 + ca] = uint8_t(v >> 8);
+      }
     FRUGAL_CHECK(int64_t(I.K) * 65535 < (int64_t(1) << 31), "approx conv: K=", I.K, " products overflow int32");
   } else {
     std::array<int16_t, 256> ident{};
@@ -404,6 +412,55 @@ inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt,
 }
 #endif
 
+#if defined(FRUGAL_APPROX_AVX512) && defined(__AVX512VBMI__)
+#define FRUGAL_APPROX_VBMI 1
+// Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; two vpermt2b + a blend
+// on the index's top bit look up 64 operands per plane, and the bytes are summed in 16-bit lanes (flushed to
+// 32 bits every 256 k, before they can overflow): 15 instructions per 64 products instead of 28.
+// col8: (K, 128) activation codes; lt8: per weight code 256 low then 256 high bytes; res (128) = sum_k lt.
+inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K, int32_t* res) {
+  alignas(64) int32_t sum[kTile];
+  for (int p = 0; p < kTile; ++p) sum[p] = 0;
+  const __m512i zero = _mm512_setzero_si512();
+  for (int k0 = 0; k0 < K; k0 += 256) {
+    const int k1 = std::min(K, k0 + 256);
+    __m512i lo[4], hi[4];  // [v*2 + half]: 16-bit sums of pixels (v*64 + lane*16 + half*8 + 0..7)
+    for (int i = 0; i < 4; ++i) lo[i] = _mm512_setzero_si512(), hi[i] = _mm512_setzero_si512();
+    for (int k = k0; k < k1; ++k) {
+      const uint8_t* row = lt8 + size_t(wrow[k]) * 512;
+      const __m512i l0 = _mm512_loadu_si512(row), l1 = _mm512_loadu_si512(row + 64);
+      const __m512i l2 = _mm512_loadu_si512(row + 128), l3 = _mm512_loadu_si512(row + 192);
+      const __m512i h0 = _mm512_loadu_si512(row + 256), h1 = _mm512_loadu_si512(row + 320);
+      const __m512i h2 = _mm512_loadu_si512(row + 384), h3 = _mm512_loadu_si512(row + 448);
+      const uint8_t* c = col8 + size_t(k) * kTile;
+      for (int v = 0; v < 2; ++v) {
+        const __m512i idx = _mm512_loadu_si512(c + v * 64);
+        const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
+        const __m512i bl =
+            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
+        const __m512i bh =
+            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(h0, idx, h1), _mm512_permutex2var_epi8(h2, idx, h3));
+        lo[2 * v] = _mm512_add_epi16(lo[2 * v], _mm512_unpacklo_epi8(bl, zero));
+        lo[2 * v + 1] = _mm512_add_epi16(lo[2 * v + 1], _mm512_unpackhi_epi8(bl, zero));
+        hi[2 * v] = _mm512_add_epi16(hi[2 * v], _mm512_unpacklo_epi8(bh, zero));
+        hi[2 * v + 1] = _mm512_add_epi16(hi[2 * v + 1], _mm512_unpackhi_epi8(bh, zero));
+      }
+    }
+    alignas(64) uint16_t tl[32], th[32];
+    for (int v = 0; v < 2; ++v)
+      for (int half = 0; half < 2; ++half) {
+        _mm512_store_si512(tl, lo[2 * v + half]);
+        _mm512_store_si512(th, hi[2 * v + half]);
+        for (int j = 0; j < 32; ++j) {  // word j: lane j/8, element j%8 -> pixel lane*16 + half*8 + j%8
+          const int p = v * 64 + (j / 8) * 16 + half * 8 + j % 8;
+          sum[p] += int32_t(tl[j]) + 256 * int32_t(th[j]);
+        }
+      }
+  }
+  for (int p = 0; p < kTile; ++p) res[p] = sum[p];
+}
+#endif
+
 void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* wrow, int K, int32_t bias,
                      int32_t* res) {
   for (int p = 0; p < kTile; ++p) res[p] = 0;
@@ -434,11 +491,25 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
   const int32_t kb = int32_t(K) * lut_bias;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
     std::vector<uint16_t> col(size_t(K) * kTile);
+#ifdef FRUGAL_APPROX_VBMI
+    std::vector<uint8_t> col8(size_t(K) * kTile);
+#endif
     alignas(64) int32_t res[kTile];
     for (int64_t job = rr.begin(); job < rr.end(); ++job) {
       const int g = int(job % groups);
       const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
-      std::fill(col.begin(), col.end(), uint16_t(0));
+#ifdef FRUGAL_APPROX_VBMI
+      const bool bytes = simd;
+#else
+      const bool bytes = false;
+#endif
+      if (bytes) {
+#ifdef FRUGAL_APPROX_VBMI
+        std::fill(col8.begin(), col8.end(), uint8_t(0));
+#endif
+      } else {
+        std::fill(col.begin(), col.end(), uint16_t(0));
+      }
       for (int64_t p = p0; p < pend;) {
         int64_t b = p / (OH * OW), rem = p % (OH * OW);
         int oy = int(rem / OW), ox = int(rem % OW);
@@ -448,11 +519,22 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
             for (int x = 0; x < kw; ++x) {
               const uint8_t* s =
                   plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp + size_t(ox) * stride + x;
-              uint16_t* d = col.data() + size_t((c * kh + y) * kw + x) * kTile + (p - p0);
-              if (stride == 1)
-                for (int i = 0; i < run; ++i) d[i] = s[i];
-              else
-                for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+              const size_t at = size_t((c * kh + y) * kw + x) * kTile + size_t(p - p0);
+              if (bytes) {
+#ifdef FRUGAL_APPROX_VBMI
+                uint8_t* d = col8.data() + at;
+                if (stride == 1)
+                  std::memcpy(d, s, size_t(run));
+                else
+                  for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+#endif
+              } else {
+                uint16_t* d = col.data() + at;
+                if (stride == 1)
+                  for (int i = 0; i < run; ++i) d[i] = s[i];
+                else
+                  for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+              }
             }
         p += run;
       }
@@ -460,7 +542,11 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
         const uint8_t* wrow = wcodes.data() + size_t(o) * K;
 #ifdef FRUGAL_APPROX_AVX512
         if (simd) {
+#ifdef FRUGAL_APPROX_VBMI
+          lut_tile_vbmi(col8.data(), lt8.data(), wrow, K, res);
+#else
           lut_tile_avx512(col.data(), lt.data(), wrow, K, res);
+#endif
           for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0] - kb;
           continue;
         }

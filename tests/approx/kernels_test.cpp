@@ -22,6 +22,7 @@ const Shape kShapes[] = {
     {1, 7, 6, 4, 4, 1, 1, 1, 0, 4},      // depthwise 1x1
     {1, 12, 13, 3, 18, 5, 3, 2, 2, 1},   // non-square kernel, big padding
     {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},  // resnet-like
+    {1, 6, 7, 40, 8, 3, 3, 1, 1, 1},     // K = 360 > 256: LUT byte sums flushed mid-row
 };
 
 void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
