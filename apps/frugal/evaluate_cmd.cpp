@@ -20,7 +20,8 @@ using json = nlohmann::json;
 
 namespace {
 struct EvalArgs {
-  std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all";
+  std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
+                                                         calibration = "batch";
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
   bool no_speed = false;
 };
@@ -29,7 +30,8 @@ struct EvalArgs {
 void characterize_multiplier(const EvalArgs& a) {
   auto m = approx::make_multiplier(a.multiplier);
   json r = approx::characterize(*m);
-  json out{{"kind", "multiplier"}, {"multiplier", a.multiplier}, {"metrics", r}, {"environment", train::environment_info()}};
+  json out{
+      {"kind", "multiplier"}, {"multiplier", a.multiplier}, {"metrics", r}, {"environment", train::environment_info()}};
   std::printf("multiplier %s\n", a.multiplier.c_str());
   for (auto& [k, v] : r.items())
     if (v.is_number()) std::printf("  %-22s %.6g\n", k.c_str(), v.get<double>());
@@ -57,9 +59,13 @@ void evaluate_model(const EvalArgs& a) {
   cfg.set("act_bits=" + std::to_string(a.act_bits));
   cfg.set("approx_mode=" + a.mode);
   cfg.set("approx_layers=" + a.layers);
+  cfg.set("layer_bits=" + a.layer_bits);
+  cfg.set("act_calibration=" + a.calibration);
   json approx_info = train::attach_approx(model, cfg);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
   auto norm = data::default_normalization(ds.test.name);
+  if (json cal = train::calibrate_approx(model, cfg, ds.train, norm, a.batch); !cal.is_null())
+    approx_info["calibration"] = cal;
   auto t0 = std::chrono::steady_clock::now();
   train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch);
   double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -76,9 +82,12 @@ void evaluate_model(const EvalArgs& a) {
   if (!a.multiplier.empty()) mult = approx::make_multiplier(a.multiplier);
   model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims& src) {
     const nn::ApproxForward* ap = nullptr;
-    if (auto* c = dynamic_cast<nn::Conv2d*>(&l)) ap = c->approx();
-    else if (auto* li = dynamic_cast<nn::Linear*>(&l)) ap = li->approx();
-    else return;
+    if (auto* c = dynamic_cast<nn::Conv2d*>(&l))
+      ap = c->approx();
+    else if (auto* li = dynamic_cast<nn::Linear*>(&l))
+      ap = li->approx();
+    else
+      return;
     approx::LayerCost lc;
     lc.name = l.name();
     lc.macs = l.macs(src);
@@ -103,8 +112,8 @@ void evaluate_model(const EvalArgs& a) {
   std::printf("%-26s %lld\n", "model file bytes", (long long)j["metrics"]["model_file_bytes"].get<int64_t>());
   std::printf("%-26s %.3f uJ\n", "energy / image (arith.)", j["energy"]["total_uj"].get<double>());
   if (j.contains("speed")) {
-    std::printf("%-26s %.3f ms (p99 %.3f)\n", "latency batch 1 (median)", j["speed"]["latency_b1_ms_median"].get<double>(),
-                j["speed"]["latency_b1_ms_p99"].get<double>());
+    std::printf("%-26s %.3f ms (p99 %.3f)\n", "latency batch 1 (median)",
+                j["speed"]["latency_b1_ms_median"].get<double>(), j["speed"]["latency_b1_ms_p99"].get<double>());
     std::printf("%-26s %.0f img/s\n", "throughput batch 256", j["speed"]["throughput_img_per_s"].get<double>());
   }
   std::printf("per-class accuracy:");
@@ -120,25 +129,39 @@ void evaluate_model(const EvalArgs& a) {
 
 void add_evaluate(CLI::App& app, Globals&) {
   auto a = std::make_shared<EvalArgs>();
-  auto* c = app.add_subcommand("evaluate",
-                               "Accuracy, latency, throughput, size, MACs and energy of a model; with --multiplier and no "
-                               "--model, characterize the multiplier over all 65,536 operand pairs");
-  c->add_option("-m,--model", a->model, "model file written by train (model.bin) or a checkpoint")->check(CLI::ExistingFile);
-  c->add_option("-d,--dataset", a->dataset, "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH (default: the model's)");
+  auto* c =
+      app.add_subcommand("evaluate",
+                         "Accuracy, latency, throughput, size, MACs and energy of a model; with --multiplier and no "
+                         "--model, characterize the multiplier over all 65,536 operand pairs");
+  c->add_option("-m,--model", a->model, "model file written by train (model.bin) or a checkpoint")
+      ->check(CLI::ExistingFile);
+  c->add_option("-d,--dataset", a->dataset,
+                "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH (default: the model's)");
   c->add_option("--data-dir", a->data_dir, "extra data root searched first (also env FRUGAL_DATA)");
   c->add_option("-o,--out", a->out, "write evaluate.json (or multiplier.json + error_heatmap.png) into this folder");
   c->add_option("--multiplier", a->multiplier, "multiplier spec: exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE");
   c->add_option("--bits", a->bits, "weight bits with --multiplier")->check(CLI::Range(2, 16))->capture_default_str();
-  c->add_option("--act-bits", a->act_bits, "activation bits with --multiplier")->check(CLI::Range(2, 16))->capture_default_str();
+  c->add_option("--act-bits", a->act_bits, "activation bits with --multiplier")
+      ->check(CLI::Range(2, 16))
+      ->capture_default_str();
   c->add_option("--approx-mode", a->mode, "lut | functional | lowrank:R")->capture_default_str();
-  c->add_option("--approx-layers", a->layers, "all | inner | comma-separated conv/linear indices")->capture_default_str();
+  c->add_option("--approx-layers", a->layers, "all | inner | comma-separated conv/linear indices")
+      ->capture_default_str();
+  c->add_option("--layer-bits", a->layer_bits,
+                "per-layer W/A bit-widths, one per conv/linear layer (e.g. 8/8,4/6,4/6,8/8)");
+  c->add_option(
+       "--act-calibration", a->calibration,
+       "activation ranges: batch (each batch's min/max) | minmax:N | percentile:N[:P] (from N training batches)")
+      ->capture_default_str();
   c->add_option("--batch", a->batch, "evaluation batch size")->check(CLI::Range(1, 100000))->capture_default_str();
   c->add_option("--latency-iters", a->latency_iters, "batch-1 forwards timed for the latency median/p99")
-      ->check(CLI::Range(1, 1000000))->capture_default_str();
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
   c->callback([a]() {
     if (a->model.empty()) {
-      FRUGAL_CHECK(!a->multiplier.empty(), "evaluate needs --model FILE (or --multiplier SPEC to characterize a multiplier)");
+      FRUGAL_CHECK(!a->multiplier.empty(),
+                   "evaluate needs --model FILE (or --multiplier SPEC to characterize a multiplier)");
       characterize_multiplier(*a);
     } else {
       evaluate_model(*a);

@@ -11,7 +11,8 @@ using json = nlohmann::json;
 
 const std::vector<KeyInfo>& config_keys() {
   static const std::vector<KeyInfo> keys{
-      {"model", "lenet5", "preset name (mlp, lenet5, lenet5-caffe, cnn, resnet, resnet20/32/56, vgg) or path to a JSON model spec"},
+      {"model", "lenet5",
+       "preset name (mlp, lenet5, lenet5-caffe, cnn, resnet, resnet20/32/56, vgg) or path to a JSON model spec"},
       {"dataset", "mnist", "mnist | fashion-mnist | cifar10 | cifar100 | folder:PATH"},
       {"data_dir", "", "extra data root searched first (also: env FRUGAL_DATA, roots separated by ':')"},
       {"width", 1.0, "width multiplier of the preset (channels / units)"},
@@ -36,7 +37,8 @@ const std::vector<KeyInfo>& config_keys() {
       {"augment", "none", "none | flip | crop | crop+flip (crop pads by crop_pad and crops back)"},
       {"crop_pad", 4, "padding of the random crop"},
       {"seed", 0, "seed of init, shuffling, augmentation, dropout"},
-      {"init", "", "initialize weights from this model file (fine-tuning, e.g. approximate-aware); the spec must match"},
+      {"init", "",
+       "initialize weights from this model file (fine-tuning, e.g. approximate-aware); the spec must match"},
       {"eval_batch", 500, "batch size of test-set evaluation"},
       {"progress_s", 3.0, "seconds between progress lines"},
       {"workers", 1, "data-parallel workers (in-process, or MPI ranks with --dist mpi)"},
@@ -47,12 +49,22 @@ const std::vector<KeyInfo>& config_keys() {
       {"error_sample_every", 50, "steps between samples of the aggregated-vs-dense gradient error"},
       {"bandwidth_gbps", 1.0, "network cost model: link bandwidth (Gbit/s) for simulated communication time"},
       {"latency_us", 50.0, "network cost model: per-message latency (microseconds)"},
-      {"multiplier", "", "approximate multiplier for conv/linear forward (exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE); empty = fp32"},
+      {"multiplier", "",
+       "approximate multiplier for conv/linear forward (exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE); empty = "
+       "fp32"},
       {"bits", 8, "weight bit-width when a multiplier is set"},
       {"act_bits", 8, "activation bit-width when a multiplier is set"},
       {"approx_mode", "lut", "lut | functional | lowrank:R"},
-      {"approx_layers", "all", "which conv/linear layers use the multiplier: all | inner (first and last stay fp32) | comma-separated layer indices"},
+      {"approx_layers", "all",
+       "which conv/linear layers use the multiplier: all | inner (first and last stay fp32) | comma-separated layer "
+       "indices"},
       {"approx_grad", "ste", "gradient of approximate layers: ste (straight-through) | lut (table finite differences)"},
+      {"layer_bits", "",
+       "per-layer bit-widths W/A, one per conv/linear layer in model order (e.g. 8/8,4/6,4/6,8/8); overrides "
+       "bits/act_bits"},
+      {"act_calibration", "batch",
+       "activation range of approximate layers: batch (each batch's min/max) | minmax:N | percentile:N[:P] (fixed, "
+       "from N training batches)"},
   };
   return keys;
 }
@@ -105,7 +117,8 @@ void Config::set(const std::string& a) {
     if (d.is_string()) {
       v = val;
     } else if (d.is_boolean()) {
-      FRUGAL_CHECK(val == "true" || val == "false" || val == "1" || val == "0", where, ": expected true or false, got '", val, "'");
+      FRUGAL_CHECK(val == "true" || val == "false" || val == "1" || val == "0", where,
+                   ": expected true or false, got '", val, "'");
       v = (val == "true" || val == "1");
     } else if (d.is_number_integer()) {
       size_t pos = 0;
@@ -135,7 +148,12 @@ json read_json_file(const std::string& path) {
   } catch (const json::parse_error& e) {
     size_t line = 1, col = 1;
     for (size_t i = 0; i < std::min(text.size(), static_cast<size_t>(e.byte ? e.byte - 1 : 0)); ++i) {
-      if (text[i] == '\n') { ++line; col = 1; } else { ++col; }
+      if (text[i] == '\n') {
+        ++line;
+        col = 1;
+      } else {
+        ++col;
+      }
     }
     FRUGAL_FAIL("malformed JSON in '", path, "' at line ", line, ", column ", col, " (byte ", e.byte, "): ", e.what());
   }
@@ -152,8 +170,8 @@ std::string Config::describe() {
   std::ostringstream os;
   for (auto& ki : config_keys()) {
     std::string d = ki.default_value.dump();
-    os << "  " << ki.name << std::string(ki.name.size() < 24 ? 24 - ki.name.size() : 1, ' ') << ki.help
-       << " [default " << d << "]\n";
+    os << "  " << ki.name << std::string(ki.name.size() < 24 ? 24 - ki.name.size() : 1, ' ') << ki.help << " [default "
+       << d << "]\n";
   }
   return os.str();
 }

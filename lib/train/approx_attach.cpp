@@ -3,6 +3,8 @@
 #include <sstream>
 
 #include "approx/kernels.h"
+#include "approx/quantizer.h"
+#include "train/evaluate.h"
 #include "util/check.h"
 
 namespace frugal::train {
@@ -37,6 +39,7 @@ class ApproxAdapter : public nn::ApproxForward {
         lin_->set_weights(weights.data(), bias);
       version_ = weight_->version;
     }
+    if (calib_) calib_->observe(src.data(), static_cast<size_t>(src.size()));
     if (conv_)
       conv_->forward(src.data(), static_cast<int>(src.dim(0)), static_cast<int>(src.dim(2)),
                      static_cast<int>(src.dim(3)), dst.data());
@@ -44,6 +47,20 @@ class ApproxAdapter : public nn::ApproxForward {
       lin_->forward(src.data(), static_cast<int>(src.dim(0)), dst.data());
     n_ = static_cast<int>(src.dim(0));
     if (conv_) in_h_ = static_cast<int>(src.dim(2)), in_w_ = static_cast<int>(src.dim(3));
+  }
+  /// Calibration: while on, forward() also records its input's range.
+  void begin_calibration(const approx::QuantConfig& qc) { calib_ = std::make_unique<approx::Calibrator>(qc, 1, 1); }
+  /// Ends calibration and fixes the activation range to the recorded one; returns it.
+  std::pair<float, float> finish_calibration() {
+    FRUGAL_CHECK(calib_ && calib_->batches() > 0, "approx calibration saw no batch");
+    approx::QuantParams p = calib_->params();
+    const float lo = float(p.qmin - p.zero_point[0]) * p.scale[0], hi = float(p.qmax - p.zero_point[0]) * p.scale[0];
+    if (conv_)
+      conv_->set_act_range(lo, hi);
+    else
+      lin_->set_act_range(lo, hi);
+    calib_.reset();
+    return {lo, hi};
   }
   bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) override {
     if (!table_grad_) return false;
@@ -61,6 +78,7 @@ class ApproxAdapter : public nn::ApproxForward {
   bool table_grad_;
   uint64_t version_ = UINT64_MAX;
   int n_ = 0, in_h_ = 0, in_w_ = 0;
+  std::unique_ptr<approx::Calibrator> calib_;
   std::unique_ptr<approx::ApproxConv2d> conv_;
   std::unique_ptr<approx::ApproxLinear> lin_;
 };
@@ -104,19 +122,105 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
       use[idx] = true;
     }
   }
+  // per-layer bit-widths: "W/A,W/A,..." one per conv/linear layer
+  std::vector<std::pair<int, int>> lbits(layers.size(), {spec.weight_bits, spec.act_bits});
+  if (const std::string lb = cfg.s("layer_bits"); !lb.empty()) {
+    std::stringstream ss(lb);
+    size_t i = 0;
+    for (std::string tok; std::getline(ss, tok, ','); ++i) {
+      FRUGAL_CHECK(i < layers.size(), "config key 'layer_bits' = '", lb, "' has more entries than the model's ",
+                   layers.size(), " conv/linear layers");
+      const size_t slash = tok.find('/');
+      int w = 0, a = 0;
+      try {
+        w = std::stoi(tok.substr(0, slash));
+        a = slash == std::string::npos ? w : std::stoi(tok.substr(slash + 1));
+      } catch (...) {
+        FRUGAL_FAIL("config key 'layer_bits': entry ", i, " = '", tok, "' is not W/A (e.g. 8/8 or 4/6)");
+      }
+      FRUGAL_CHECK(w >= 2 && w <= 8 && a >= 2 && a <= 8, "config key 'layer_bits': entry ", i, " = '", tok,
+                   "': bit-widths of approximate layers are 2..8 (the 256x256 operand domain)");
+      lbits[i] = {w, a};
+    }
+    FRUGAL_CHECK(i == layers.size(), "config key 'layer_bits' = '", lb, "' has ", i, " entries; the model has ",
+                 layers.size(), " conv/linear layers (give one W/A per layer, in model order)");
+  }
   json out{{"multiplier", mult},        {"mode", spec.mode}, {"weight_bits", spec.weight_bits},
            {"act_bits", spec.act_bits}, {"gradient", grad},  {"layers", json::array()}};
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string arith = "fp32";
     if (use[i]) {
+      approx::ApproxSpec ls = spec;
+      ls.weight_bits = lbits[i].first;
+      ls.act_bits = lbits[i].second;
       if (auto* c = dynamic_cast<nn::Conv2d*>(layers[i])) {
-        c->set_approx(std::make_shared<ApproxAdapter>(spec, &c->options(), nullptr, &c->weight(), grad == "lut"));
+        c->set_approx(std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut"));
       } else if (auto* l = dynamic_cast<nn::Linear*>(layers[i])) {
-        l->set_approx(std::make_shared<ApproxAdapter>(spec, nullptr, &l->options(), &l->weight(), grad == "lut"));
+        l->set_approx(std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut"));
       }
-      arith = mult + "/w" + std::to_string(spec.weight_bits) + "a" + std::to_string(spec.act_bits);
+      arith = mult + "/w" + std::to_string(ls.weight_bits) + "a" + std::to_string(ls.act_bits);
     }
     out["layers"].push_back({{"index", i}, {"layer", layers[i]->name()}, {"arithmetic", arith}});
+  }
+  return out;
+}
+
+json calibrate_approx(nn::Model& model, const io::Config& cfg, const data::Dataset& ds, const data::Normalization& norm,
+                      int batch) {
+  const std::string how = cfg.s("act_calibration");
+  if (how == "batch" || cfg.s("multiplier").empty()) return nullptr;
+  approx::QuantConfig qc;
+  qc.symmetric = false;
+  int batches = 0;
+  std::vector<std::string> parts;
+  {
+    std::stringstream ss(how);
+    for (std::string t; std::getline(ss, t, ':');) parts.push_back(t);
+  }
+  bool ok = parts.size() >= 2 && (parts[0] == "minmax" || parts[0] == "percentile") &&
+            (parts.size() == 2 || (parts[0] == "percentile" && parts.size() == 3));
+  try {
+    if (ok) batches = std::stoi(parts[1]);
+    if (ok && parts.size() == 3) qc.percentile = std::stod(parts[2]);
+  } catch (...) {
+    ok = false;
+  }
+  FRUGAL_CHECK(ok && batches >= 1 && qc.percentile > 50 && qc.percentile <= 100, "config key 'act_calibration' = '",
+               how, "': use batch, minmax:N or percentile:N[:P] with N >= 1 batches and 50 < P <= 100");
+  const std::string method = parts[0];
+  qc.calibration = method == "minmax" ? approx::Calibration::minmax : approx::Calibration::percentile;
+  std::vector<ApproxAdapter*> adapters;
+  std::vector<size_t> index;
+  size_t li = 0;
+  const Dims& chw = model.input_chw();
+  model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
+    const nn::ApproxForward* ap = nullptr;
+    if (auto* c = dynamic_cast<nn::Conv2d*>(&l))
+      ap = c->approx();
+    else if (auto* x = dynamic_cast<nn::Linear*>(&l))
+      ap = x->approx();
+    else
+      return;
+    if (auto* ad = dynamic_cast<const ApproxAdapter*>(ap)) {
+      adapters.push_back(const_cast<ApproxAdapter*>(ad));
+      index.push_back(li);
+    }
+    ++li;
+  });
+  for (auto* a : adapters) a->begin_calibration(qc);
+  Tensor x;
+  std::vector<int32_t> y;
+  int seen = 0;
+  for (size_t b = 0; b < ds.size() && seen < batches; b += size_t(batch), ++seen) {
+    const size_t n = std::min(ds.size() - b, size_t(batch));
+    make_batch(ds, norm, b, n, x, y);
+    model.forward(x, {false, 0});
+  }
+  json out{{"method", method}, {"batches", seen}, {"layers", json::array()}};
+  if (method == "percentile") out["percentile"] = qc.percentile;
+  for (size_t i = 0; i < adapters.size(); ++i) {
+    auto [lo, hi] = adapters[i]->finish_calibration();
+    out["layers"].push_back({{"index", index[i]}, {"lo", lo}, {"hi", hi}});
   }
   return out;
 }

@@ -3,12 +3,23 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include "data/dataset.h"
+#include "data/transforms.h"
 #include "io/config.h"
 #include "nn/model.h"
 
 namespace frugal::train {
 
-/// Returns null when cfg's multiplier is empty (fp32), else {"multiplier", "mode", "layers": [{index, layer, arithmetic}]}.
+/// Returns null when cfg's multiplier is empty (fp32), else {"multiplier", "mode", "layers": [{index, layer,
+/// arithmetic}]}.
 nlohmann::json attach_approx(nn::Model& model, const io::Config& cfg);
+
+/// Calibrates the activation range of every approximate layer of model (attached by attach_approx) per
+/// cfg's act_calibration: "batch" does nothing (each forward uses its batch's min/max); "minmax:N" and
+/// "percentile:N[:P]" run N batches of ds (no augmentation, eval mode) and fix each layer's range to the
+/// observed min/max or the P-th percentiles (default 99.99), averaged over the batches. Returns the
+/// calibration report for results ({"method", "batches", "layers": [{index, lo, hi}]}) or null for "batch".
+nlohmann::json calibrate_approx(nn::Model& model, const io::Config& cfg, const data::Dataset& ds,
+                                const data::Normalization& norm, int batch);
 
 }  // namespace frugal::train

@@ -162,6 +162,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     load_model_tensors(model, init, cfg.s("init"));
   }
   json approx_info = attach_approx(model, cfg);
+  if (json cal = calibrate_approx(model, cfg, train_ds, norm, static_cast<int>(cfg.i("eval_batch"))); !cal.is_null())
+    approx_info["calibration"] = cal;
   auto params = model.params();
 
   // ---------------------------------------------------------------- workers

@@ -223,6 +223,28 @@ TEST_CASE("train: approximate-multiplier forward (STE) learns, per-layer choice 
   CHECK(rt["approx"]["gradient"] == "lut");
   CHECK(rt["epochs"][1]["train_loss"].get<double>() < rt["epochs"][0]["train_loss"].get<double>() * 1.05);
   CHECK(rt["metrics"]["test_accuracy"].get<double>() > 0.8);
+  // per-layer bit-widths and activation ranges calibrated on training batches
+  io::Config q = a;
+  q.set("approx_layers=all");
+  q.set("layer_bits=8/8,4/6,4/6,6/6,8/8");
+  q.set("act_calibration=percentile:2:99.9");
+  q.set("epochs=1");
+  o.out_dir = dir / "approx_bits";
+  json rq = train::run_training(q, o);
+  CHECK(rq["approx"]["layers"][1]["arithmetic"].get<std::string>().find("/w4a6") != std::string::npos);
+  CHECK(rq["approx"]["layers"][3]["arithmetic"].get<std::string>().find("/w6a6") != std::string::npos);
+  REQUIRE(rq["approx"]["calibration"]["layers"].size() == 5);
+  CHECK(rq["approx"]["calibration"]["batches"] == 2);
+  for (auto& l : rq["approx"]["calibration"]["layers"]) CHECK(l["hi"].get<double>() > l["lo"].get<double>());
+  CHECK(rq["metrics"]["test_accuracy"].get<double>() > 0.5);
+  io::Config badbits = q;
+  badbits.set("layer_bits=8/8,4/6");
+  o.out_dir = dir / "badbits";
+  CHECK_THROWS_WITH_AS(train::run_training(badbits, o), doctest::Contains("has 2 entries; the model has 5"),
+                       frugal::Error);
+  badbits.set("layer_bits=");
+  badbits.set("act_calibration=median:3");
+  CHECK_THROWS_WITH_AS(train::run_training(badbits, o), doctest::Contains("act_calibration"), frugal::Error);
   io::Config bad = c;
   bad.set("multiplier=drum:99");
   o.out_dir = dir / "bad";
