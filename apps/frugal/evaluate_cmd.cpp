@@ -23,7 +23,7 @@ struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
                                                          calibration = "batch";
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
-  bool no_speed = false;
+  bool no_speed = false, per_tensor = false;
 };
 
 /// Multiplier characterization over all 65,536 operand pairs (EvoApproxLib metrics) + heat-map PNG.
@@ -60,6 +60,7 @@ void evaluate_model(const EvalArgs& a) {
   cfg.set("approx_mode=" + a.mode);
   cfg.set("approx_layers=" + a.layers);
   cfg.set("layer_bits=" + a.layer_bits);
+  cfg.set(std::string("per_channel=") + (a.per_tensor ? "false" : "true"));
   cfg.set("act_calibration=" + a.calibration);
   json approx_info = train::attach_approx(model, cfg);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
@@ -157,6 +158,7 @@ void add_evaluate(CLI::App& app, Globals&) {
   c->add_option("--latency-iters", a->latency_iters, "batch-1 forwards timed for the latency median/p99")
       ->check(CLI::Range(1, 1000000))
       ->capture_default_str();
+  c->add_flag("--per-tensor", a->per_tensor, "one weight scale per tensor (default: per output channel)");
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
   c->callback([a]() {
     if (a->model.empty()) {

@@ -59,6 +59,7 @@ const std::vector<KeyInfo>& config_keys() {
        "which conv/linear layers use the multiplier: all | inner (first and last stay fp32) | comma-separated layer "
        "indices"},
       {"approx_grad", "ste", "gradient of approximate layers: ste (straight-through) | lut (table finite differences)"},
+      {"per_channel", true, "weights of approximate layers quantized per output channel (false: one scale per tensor)"},
       {"layer_bits", "",
        "per-layer bit-widths W/A, one per conv/linear layer in model order (e.g. 8/8,4/6,4/6,8/8); overrides "
        "bits/act_bits"},

@@ -96,6 +96,7 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
   spec.weight_bits = static_cast<int>(cfg.i("bits"));
   spec.act_bits = static_cast<int>(cfg.i("act_bits"));
   spec.mode = cfg.s("approx_mode");
+  spec.per_channel = cfg.b("per_channel");
   // which layers
   std::vector<nn::Layer*> layers;
   const Dims& chw = model.input_chw();
@@ -146,7 +147,8 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
                  layers.size(), " conv/linear layers (give one W/A per layer, in model order)");
   }
   json out{{"multiplier", mult},        {"mode", spec.mode}, {"weight_bits", spec.weight_bits},
-           {"act_bits", spec.act_bits}, {"gradient", grad},  {"layers", json::array()}};
+           {"act_bits", spec.act_bits}, {"gradient", grad},  {"per_channel", spec.per_channel},
+           {"layers", json::array()}};
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string arith = "fp32";
     if (use[i]) {
