@@ -371,8 +371,10 @@ TableGradient table_gradient(const Multiplier& m) {
   auto at = [&](int a, int b) { return float(t[size_t(code(a)) * 256 + code(b)]); };
   for (int a = lo; a <= hi; ++a) {
     for (int b = lo; b <= hi; ++b) {
-      int a0 = std::max(lo, a - 1), a1 = std::min(hi, a + 1);
-      int b0 = std::max(lo, b - 1), b1 = std::min(hi, b + 1);
+      // secant over about one step of a step-structured design (DRUM, truncation): h = max(1, |x|/8)
+      const int ha = std::max(1, std::abs(a) / 8), hb = std::max(1, std::abs(b) / 8);
+      int a0 = std::max(lo, a - ha), a1 = std::min(hi, a + ha);
+      int b0 = std::max(lo, b - hb), b1 = std::min(hi, b + hb);
       size_t i = size_t(code(a)) * 256 + code(b);
       g.d_da[i] = (at(a1, b) - at(a0, b)) / float(a1 - a0);
       g.d_db[i] = (at(a, b1) - at(a, b0)) / float(b1 - b0);

@@ -69,7 +69,9 @@ void write_lut_file(const std::string& path, const std::vector<int32_t>& table, 
 
 /// Finite-difference gradient of the product table w.r.t. each operand, for backward passes that use
 /// the multiplier's own slope instead of the straight-through estimator (which uses dM/da = b,
-/// dM/db = a). Central differences (M(a+1,b) - M(a-1,b)) / 2 inside the domain, one-sided at its ends.
+/// dM/db = a). Central differences (M(a+h,b) - M(a-h,b)) / 2h with h = max(1, |a|/8): a secant over about
+/// one step of step-structured designs (DRUM keeps the leading bits, so its steps grow with |a|; unit
+/// differences there are spikes that make training diverge). Shortened at the domain's ends.
 /// Indexed like build_table: d_da[code(a)*256 + code(b)]. Usage in a layer backward with quantized
 /// operands: diff_a_q += diff_dst * d_da(a_q, w_q) (scales applied as for exact products).
 struct TableGradient {
