@@ -127,9 +127,7 @@ void Conv2d::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) 
   cpu_stream().wait();
 }
 
-namespace {
-// bias gradient: sum of diff_dst over every position but the channel (NHWC: channel innermost)
-void bias_grad_nhwc(const Tensor& diff_dst, int channels, Tensor& grad) {
+void bias_grad_channels_last(const Tensor& diff_dst, int channels, Tensor& grad) {
   const float* d = diff_dst.data();
   const size_t rows = size_t(diff_dst.size()) / size_t(channels);
   std::vector<double> acc(size_t(channels), 0.0);
@@ -137,7 +135,6 @@ void bias_grad_nhwc(const Tensor& diff_dst, int channels, Tensor& grad) {
     for (int c = 0; c < channels; ++c) acc[size_t(c)] += d[r * size_t(channels) + size_t(c)];
   for (int c = 0; c < channels; ++c) grad.data()[c] = float(acc[size_t(c)]);
 }
-}  // namespace
 
 void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   assert(src_ != nullptr);
@@ -145,7 +142,7 @@ void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_s
   if (approx_) {
     if (need_diff_src) diff_src.resize(s);
     if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
-      if (o_.bias) bias_grad_nhwc(diff_dst, o_.out, b_.grad);
+      if (o_.bias) bias_grad_channels_last(diff_dst, o_.out, b_.grad);
       return;
     }
   }

@@ -23,6 +23,10 @@ class ApproxForward {
   virtual bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) { return false; }
 };
 
+/// Bias gradient of a layer whose diff_dst has the channel innermost (NHWC activations, (N, OUT) outputs):
+/// grad[c] = sum of diff_dst over every other position.
+void bias_grad_channels_last(const Tensor& diff_dst, int channels, Tensor& grad);
+
 struct Conv2dOptions {
   int in = 0, out = 0, kernel = 3, stride = 1, pad = 1, groups = 1;
   bool bias = true;
@@ -43,6 +47,7 @@ class Conv2d : public Layer {
   const Conv2dOptions& options() const { return o_; }
   void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
   const ApproxForward* approx() const { return approx_.get(); }
+  const std::shared_ptr<ApproxForward>& approx_ptr() const { return approx_; }
   Param& weight() { return w_; }
 
  private:
@@ -75,6 +80,7 @@ class Linear : public Layer {
   const LinearOptions& options() const { return o_; }
   void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
   const ApproxForward* approx() const { return approx_.get(); }
+  const std::shared_ptr<ApproxForward>& approx_ptr() const { return approx_; }
   Param& weight() { return w_; }
 
  private:

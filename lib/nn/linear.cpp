@@ -96,14 +96,7 @@ void Linear::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_s
   if (approx_) {
     if (need_diff_src) diff_src.resize(s);
     if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
-      if (o_.bias) {
-        const size_t rows = size_t(s[0]);
-        for (int o = 0; o < o_.out; ++o) {
-          double acc = 0;
-          for (size_t r = 0; r < rows; ++r) acc += diff_dst.data()[r * size_t(o_.out) + size_t(o)];
-          b_.grad.data()[o] = float(acc);
-        }
-      }
+      if (o_.bias) bias_grad_channels_last(diff_dst, o_.out, b_.grad);
       return;
     }
   }

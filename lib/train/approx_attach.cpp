@@ -83,6 +83,26 @@ class ApproxAdapter : public nn::ApproxForward {
   std::unique_ptr<approx::ApproxLinear> lin_;
 };
 
+// The model's conv and linear layers in model order (the indices of approx_layers and layer_bits).
+std::vector<nn::Layer*> conv_linear_layers(nn::Model& model) {
+  std::vector<nn::Layer*> layers;
+  const Dims& chw = model.input_chw();
+  model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
+    if (dynamic_cast<nn::Conv2d*>(&l) || dynamic_cast<nn::Linear*>(&l)) layers.push_back(&l);
+  });
+  return layers;
+}
+
+// The adapter attach_approx put on a conv/linear layer, or nullptr.
+ApproxAdapter* adapter_of(nn::Layer* l) {
+  std::shared_ptr<nn::ApproxForward> ap;
+  if (auto* c = dynamic_cast<nn::Conv2d*>(l))
+    ap = c->approx_ptr();
+  else if (auto* x = dynamic_cast<nn::Linear*>(l))
+    ap = x->approx_ptr();
+  return dynamic_cast<ApproxAdapter*>(ap.get());
+}
+
 }  // namespace
 
 json attach_approx(nn::Model& model, const io::Config& cfg) {
@@ -98,11 +118,7 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
   spec.mode = cfg.s("approx_mode");
   spec.per_channel = cfg.b("per_channel");
   // which layers
-  std::vector<nn::Layer*> layers;
-  const Dims& chw = model.input_chw();
-  model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
-    if (dynamic_cast<nn::Conv2d*>(&l) || dynamic_cast<nn::Linear*>(&l)) layers.push_back(&l);
-  });
+  const std::vector<nn::Layer*> layers = conv_linear_layers(model);
   const std::string sel = cfg.s("approx_layers");
   std::vector<bool> use(layers.size(), false);
   if (sel == "all") {
@@ -193,22 +209,12 @@ json calibrate_approx(nn::Model& model, const io::Config& cfg, const data::Datas
   qc.calibration = method == "minmax" ? approx::Calibration::minmax : approx::Calibration::percentile;
   std::vector<ApproxAdapter*> adapters;
   std::vector<size_t> index;
-  size_t li = 0;
-  const Dims& chw = model.input_chw();
-  model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
-    const nn::ApproxForward* ap = nullptr;
-    if (auto* c = dynamic_cast<nn::Conv2d*>(&l))
-      ap = c->approx();
-    else if (auto* x = dynamic_cast<nn::Linear*>(&l))
-      ap = x->approx();
-    else
-      return;
-    if (auto* ad = dynamic_cast<const ApproxAdapter*>(ap)) {
-      adapters.push_back(const_cast<ApproxAdapter*>(ad));
-      index.push_back(li);
+  const std::vector<nn::Layer*> layers = conv_linear_layers(model);
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (ApproxAdapter* ad = adapter_of(layers[i])) {
+      adapters.push_back(ad);
+      index.push_back(i);
     }
-    ++li;
-  });
   for (auto* a : adapters) a->begin_calibration(qc);
   Tensor x;
   std::vector<int32_t> y;
