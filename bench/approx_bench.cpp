@@ -14,6 +14,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "approx/kernels.h"
+#include "util/omp_env.h"
 
 using namespace frugal::approx;
 
@@ -30,7 +31,10 @@ static double median_ms(const std::function<void()>& f, int runs) {
 }
 
 int main(int argc, char** argv) {
+  frugal::util::ensure_omp_spin_limit(argv);  // the same OpenMP setting frugal runs with
+  // approx_bench [RUNS [FILTER]]: FILTER keeps the paths whose "multiplier mode" name contains it (profiling)
   int runs = argc > 1 ? std::atoi(argv[1]) : 10;
+  const std::string filter = argc > 2 ? argv[2] : "";
   struct Case { int c, hw; };
   const Case cases[] = {{16, 32}, {32, 16}, {64, 8}};
   const int n = 128;
@@ -70,6 +74,7 @@ int main(int argc, char** argv) {
                        {"mitchell", "functional"}, {"mitchell:signed", "functional"}, {"bam:0,6", "functional"},
                        {"mitchell", "lowrank:4"}, {"mitchell", "lowrank:8"}};
     for (const P& p : paths) {
+      if (!filter.empty() && (std::string(p.mult) + " " + p.mode).find(filter) == std::string::npos) continue;
       ApproxSpec as;
       as.multiplier = p.mult, as.mode = p.mode;
       ApproxConv2d ac(as, c, c, 3, 3, 1, 1, 1);

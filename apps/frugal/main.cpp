@@ -5,8 +5,10 @@
 #include "commands.h"
 #include "dist/mpi_communicator.h"
 #include "util/check.h"
+#include "util/omp_env.h"
 
 int main(int argc, char** argv) {
+  frugal::util::ensure_omp_spin_limit(argv);  // see util/omp_env.h
   // MPI is initialized only for `--dist mpi` (or when started by mpirun with it).
   bool want_mpi = false;
   for (int i = 1; i < argc; ++i)

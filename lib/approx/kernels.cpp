@@ -11,6 +11,7 @@
 #include <limits>
 #include <opencv2/core.hpp>
 
+#include "approx/onednn_terms.h"
 #include "util/check.h"
 
 #if defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512F__)
@@ -131,13 +132,16 @@ struct ApproxConv2d::Impl {
   double inv_s = 1.0;  // lowrank: acc1 scale
   int icgp = 0, icp = 0, ob = 0;
   std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16]
+  // oneDNN engine (onednn_terms.h): separable functional multipliers on int8, low-rank on bf16; null where the
+  // terms do not fit or the CPU lacks the ISA (the term engine above runs instead)
+  std::unique_ptr<OnednnTermConv> dn;
 
   // Scratch kept between calls, so a forward allocates and page-faults nothing once shapes are seen (one forward
   // at a time per instance: in-process workers run their steps in turn).
   mutable std::vector<uint8_t> s_codes, s_plane;
   mutable std::vector<int16_t> s_planes;
   mutable std::array<int, 3> s_planes_shape{-1, -1, -1};
-  mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum;
+  mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum, s_ssum, s_psum;
   mutable std::vector<float> s_acc;
   // last forward (for backward_table): its activation codes are s_codes
   int last_n = -1, last_h = -1, last_w = -1;
@@ -240,6 +244,14 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
         I.amaps.push_back(d.fa), I.amaps.push_back(d.fa2), I.amaps.push_back(d.sa);
         I.bmaps.push_back(d.fb), I.bmaps.push_back(d.fb2), I.bmaps.push_back(nsb);
         bound0 += 16384;
+      } else {
+        std::vector<std::array<double, 256>> am, bm;
+        for (size_t t = 0; t < d.a_terms.size(); ++t) {
+          std::array<double, 256> x{}, y{};
+          for (int c = 0; c < 256; ++c) x[size_t(c)] = d.a_terms[t][size_t(c)], y[size_t(c)] = d.b_terms[t][size_t(c)];
+          am.push_back(x), bm.push_back(y);
+        }
+        I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, am, bm, ic, oc, kh, kw, stride, pad, groups);
       }
     } else {
       I.amaps.push_back(ident), I.bmaps.push_back(ident);
@@ -271,6 +283,10 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
         bound1 += maxabs(ua) * maxabs(vb);
       }
       I.nt1 = I.rank;
+      std::vector<std::array<double, 256>> am{{}}, bm{{}};
+      for (int c = 0; c < 256; ++c) am[0][size_t(c)] = bm[0][size_t(c)] = ident[size_t(c)];
+      for (int r = 0; r < I.rank; ++r) am.push_back(lr.u[size_t(r)]), bm.push_back(lr.v[size_t(r)]);
+      I.dn = OnednnTermConv::make(OnednnTermConv::Kind::bf16, am, bm, ic, oc, kh, kw, stride, pad, groups);
     }
     FRUGAL_CHECK(int64_t(I.K) * bound0 < (int64_t(1) << 31) && int64_t(I.K) * bound1 < (int64_t(1) << 31),
                  "approx conv: K=", I.K, " products of '", I.mult->name(), "' may overflow the int32 accumulator");
@@ -329,6 +345,7 @@ void ApproxConv2d::set_weights(const float* w, const float* bias) {
   I.bias.assign(size_t(I.oc), 0.0f);
   if (bias) std::copy(bias, bias + I.oc, I.bias.begin());
   I.pack_weights();
+  if (I.dn) I.dn->set_weights(I.wcodes.data());
   I.weights_set = true;
 }
 
@@ -777,6 +794,8 @@ void ApproxConv2d::products(const uint8_t* src_codes, int n, int h, int w, uint8
   FRUGAL_CHECK(I.mode != Impl::Mode::lowrank, "approx conv: products() is exact; lowrank mode gives products_float()");
   if (I.mode == Impl::Mode::lut)
     I.run_lut(src_codes, n, h, w, pad_code, acc);
+  else if (I.dn && detail::use_simd() && I.dn->run_s32(src_codes, n, h, w, pad_code, acc))
+    return;
   else
     I.run_terms(src_codes, n, h, w, pad_code, acc, nullptr);
 }
@@ -792,6 +811,7 @@ void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w,
     return;
   }
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
+  if (I.dn && detail::use_simd() && I.dn->run_f32(src_codes, n, h, w, pad_code, acc)) return;
   std::vector<int32_t>& a1 = I.s_a1;
   a1.assign(total, 0);
   I.run_terms(src_codes, n, h, w, pad_code, a0.data(), a1.data());
@@ -808,12 +828,30 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   I.last_n = n, I.last_h = h, I.last_w = w, I.last_sa = sa, I.last_za = za;
   std::vector<uint8_t>& codes = I.s_codes;
   codes.resize(in_total);
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, 1 << 16), [&](const tbb::blocked_range<size_t>& r) {
+  // Quantize; where weight zero points are non-zero, also sum the activation values per pixel and group (their
+  // window sums give the z_w * sum(a) term).
+  const bool need_asum =
+      std::any_of(I.wq.zero_point.begin(), I.wq.zero_point.end(), [](int32_t z) { return z != 0; });
+  const int G = I.groups, icg = I.icg;
+  const size_t in_pixels = size_t(n) * h * w;
+  std::vector<int32_t>& chsum = I.s_chsum;
+  if (need_asum) chsum.resize(in_pixels * G);
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, in_pixels, 1024), [&](const tbb::blocked_range<size_t>& r) {
     const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
     uint8_t* cd = codes.data();
-    for (size_t i = r.begin(); i < r.end(); ++i) {
-      const float q = std::min(std::max(std::nearbyint(src[i] * inv) + zf, lo), hi);
-      cd[i] = static_cast<uint8_t>(static_cast<int32_t>(q) & 0xFF);  // code()
+    for (size_t px = r.begin(); px < r.end(); ++px) {
+      const float* sp = src + px * I.ic;
+      uint8_t* cp = cd + px * I.ic;
+      for (int g = 0; g < G; ++g) {
+        int32_t sum = 0;
+        for (int c = g * icg; c < (g + 1) * icg; ++c) {
+          const float q = std::min(std::max(std::nearbyint(sp[c] * inv) + zf, lo), hi);
+          const int32_t qi = static_cast<int32_t>(q);
+          cp[c] = static_cast<uint8_t>(qi & 0xFF);  // code()
+          sum += qi;
+        }
+        if (need_asum) chsum[px * G + g] = sum;
+      }
     }
   });
   const int OH = I.out_h(h), OW = I.out_w(w);
@@ -821,73 +859,71 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   std::vector<float>& acc = I.s_acc;
   std::vector<int32_t>& acci = I.s_acci;
   const bool lowrank = I.mode == Impl::Mode::lowrank;
+  // oneDNN int8 path with weights shifted by -128: its correction 128 * window sum of A joins the pass below
+  bool shifted = false;
   if (lowrank) {
     acc.resize(total);
     products_float(codes.data(), n, h, w, code(za), acc.data());
   } else {
     acci.resize(total);
-    products(codes.data(), n, h, w, code(za), acci.data());
+    if (I.mode == Impl::Mode::functional && I.dn && detail::use_simd() && I.dn->shift_weights() &&
+        I.dn->run_s32_raw(codes.data(), n, h, w, code(za), acci.data(), &I.s_psum))
+      shifted = true;
+    else
+      products(codes.data(), n, h, w, code(za), acci.data());
   }
-  // Sum of activation values per output pixel and group (needed when weight zero points are non-zero).
-  bool need_asum = std::any_of(I.wq.zero_point.begin(), I.wq.zero_point.end(), [](int32_t z) { return z != 0; });
+  const size_t out_pixels = size_t(n) * OH * OW;
   std::vector<int32_t>& asum = I.s_asum;
   if (need_asum) {
-    const int Hp = h + 2 * I.pad, Wp = w + 2 * I.pad;
-    std::vector<int32_t>& chsum = I.s_chsum;
-    chsum.assign(size_t(n) * Hp * Wp * I.groups, za * I.icg);
-    tbb::parallel_for(0, n, [&](int b) {
-      for (int y = 0; y < h; ++y)
-        for (int x = 0; x < w; ++x)
-          for (int g = 0; g < I.groups; ++g) {
-            int32_t s = 0;
-            const uint8_t* c = codes.data() + ((size_t(b) * h + y) * w + x) * I.ic + size_t(g) * I.icg;
-            for (int k = 0; k < I.icg; ++k) s += decode(c[k], I.mult->is_signed);
-            chsum[((size_t(b) * Hp + y + I.pad) * Wp + x + I.pad) * I.groups + g] = s;
-          }
-    });
-    asum.resize(size_t(n) * OH * OW * I.groups);
-    tbb::parallel_for(0, n, [&](int b) {
-      for (int oy = 0; oy < OH; ++oy)
-        for (int ox = 0; ox < OW; ++ox)
-          for (int g = 0; g < I.groups; ++g) {
-            int32_t s = 0;
-            for (int y = 0; y < I.kh; ++y)
-              for (int x = 0; x < I.kw; ++x)
-                s += chsum[((size_t(b) * Hp + oy * I.stride + y) * Wp + ox * I.stride + x) * I.groups + g];
-            asum[((size_t(b) * OH + oy) * OW + ox) * I.groups + g] = s;
-          }
-    });
+    asum.resize(out_pixels * G);
+    window_sums(chsum.data(), n, h, w, G, I.kh, I.kw, I.stride, I.pad, za * icg, asum.data());
   }
-  // per output channel: dequantization scale, zero-point correction, weight zero point (same arithmetic as
-  // evaluating them per element, hoisted out of the pixel loop)
+  std::vector<int32_t>& ssum = I.s_ssum;
+  if (shifted) {
+    ssum.resize(out_pixels * G);
+    window_sums(I.s_psum.data(), n, h, w, G, I.kh, I.kw, I.stride, I.pad, I.dn->shift_border_sum(code(za)),
+                ssum.data());
+  }
+  // per output channel: dequantization scale, the exact zero-point correction (an integer), weight zero point;
+  // dst = scale * (products + corr - z_w * asum) + bias, in integers up to the final scaling
   const size_t pixels = size_t(n) * OH * OW;
   const int oc = I.oc;
   const size_t noc = static_cast<size_t>(oc);
-  std::vector<double> scale_o(noc), corr_o(noc), zw_o(noc);
+  std::vector<float> scale_o(noc);
+  std::vector<int64_t> corr_o(noc), zw_o(noc);
   for (int o = 0; o < oc; ++o) {
     const size_t c = I.wq.channel_of(size_t(o) * I.K);
-    const int32_t zw = I.wq.zero_point[c];
-    scale_o[size_t(o)] = double(sa) * I.wq.scale[c];
-    corr_o[size_t(o)] = -double(za) * double(I.wsum[size_t(o)]) + double(I.K) * za * zw;
-    zw_o[size_t(o)] = double(zw);
+    const int64_t zw = I.wq.zero_point[c];
+    scale_o[size_t(o)] = float(double(sa) * I.wq.scale[c]);
+    corr_o[size_t(o)] = -int64_t(za) * I.wsum[size_t(o)] + int64_t(I.K) * za * zw;
+    zw_o[size_t(o)] = zw;
   }
   const float* bias = I.bias.data();
+  const float* so = scale_o.data();
+  const int64_t *co = corr_o.data(), *zo = zw_o.data();
   tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t p = r.begin(); p < r.end(); ++p) {
-      float* d = dst + p * size_t(oc);
-      if (need_asum) {
-        for (int o = 0; o < oc; ++o) {
-          const double m = lowrank ? double(acc[p * oc + o]) : double(acci[p * oc + o]);
-          double corr = corr_o[size_t(o)];
-          if (zw_o[size_t(o)] != 0) corr -= zw_o[size_t(o)] * asum[p * I.groups + size_t(o / I.ocg)];
-          d[o] = float(scale_o[size_t(o)] * (m + corr)) + bias[o];
+      float* d = dst + p * noc;
+      if (lowrank) {
+        const float* a = acc.data() + p * noc;
+        if (need_asum) {
+          for (int o = 0; o < oc; ++o)
+            d[o] = so[o] * (a[o] + float(co[o] - zo[o] * asum[p * size_t(G) + size_t(o / I.ocg)])) + bias[o];
+        } else {
+          for (int o = 0; o < oc; ++o) d[o] = so[o] * (a[o] + float(co[o])) + bias[o];
         }
-      } else if (lowrank) {
-        const float* a = acc.data() + p * size_t(oc);
-        for (int o = 0; o < oc; ++o) d[o] = float(scale_o[size_t(o)] * (double(a[o]) + corr_o[size_t(o)])) + bias[o];
+        continue;
+      }
+      const int32_t* a = acci.data() + p * noc;
+      if (G == 1) {
+        const int64_t as = need_asum ? asum[p] : 0, sh = shifted ? 128 * int64_t(ssum[p]) : 0;
+        for (int o = 0; o < oc; ++o) d[o] = so[o] * float(int64_t(a[o]) + sh + co[o] - zo[o] * as) + bias[o];
       } else {
-        const int32_t* a = acci.data() + p * size_t(oc);
-        for (int o = 0; o < oc; ++o) d[o] = float(scale_o[size_t(o)] * (double(a[o]) + corr_o[size_t(o)])) + bias[o];
+        for (int o = 0; o < oc; ++o) {
+          const size_t pg = p * size_t(G) + size_t(o / I.ocg);
+          const int64_t as = need_asum ? asum[pg] : 0, sh = shifted ? 128 * int64_t(ssum[pg]) : 0;
+          d[o] = so[o] * float(int64_t(a[o]) + sh + co[o] - zo[o] * as) + bias[o];
+        }
       }
     }
   });

@@ -75,12 +75,16 @@ json environment_info() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   const char* omp = std::getenv("OMP_NUM_THREADS");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  const char* wait = std::getenv("OMP_WAIT_POLICY");
   return {{"frugal_version", FRUGAL_VERSION},
           {"git_commit", FRUGAL_GIT_COMMIT},
           {"onednn_version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)},
           {"onednn_cpu_isa", isa},
           {"compiler", FRUGAL_COMPILER},
           {"threads", omp ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency())},
+          {"gomp_spincount", spin ? spin : ""},
+          {"omp_wait_policy", wait ? wait : ""},
           {"cpu", cpu},
           {"host", host}};
 }

@@ -1,0 +1,329 @@
+#include "approx/onednn_terms.h"
+
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <tuple>
+
+#include "tensor/tensor.h"
+#include "util/check.h"
+
+namespace frugal::approx {
+
+using dnnl::memory;
+using dt = memory::data_type;
+using tag = memory::format_tag;
+
+namespace {
+uint16_t to_bf16(float f) {  // round to nearest even
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+bool has_vnni() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_vnni:
+    case dnnl::cpu_isa::avx512_core_bf16:
+    case dnnl::cpu_isa::avx512_core_amx:
+    case dnnl::cpu_isa::avx2_vnni:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+struct OnednnTermConv::Impl {
+  Kind kind = Kind::int8;
+  int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0, ocg_out = 0;
+  bool src_signed = false;  // int8: s8 source
+  bool shift_w = false;     // int8: weights stored as B - 128; run_s32 adds 128 * window sum of A back
+  size_t esize = 1;         // bytes per source / weight element
+  // per term: code -> element bytes (int8: 1 byte; bf16: 2 bytes)
+  std::vector<std::array<uint8_t, 256>> a8, b8;
+  std::vector<std::array<uint16_t, 256>> a16, b16;
+  std::vector<std::array<int16_t, 256>> aval;  // int8: integer A_t values (for the shift_w correction)
+  std::vector<int32_t> s_psum, s_wsum;           // scratch (run_s32): A-sum plane and its window sums
+  std::vector<uint8_t> wplain;  // (G, ocg_out, T*icg, kh, kw) in the kind's element type
+  uint64_t wversion = 0;
+
+  struct Prims {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+    memory wmem, src, dst;
+    uint64_t wversion = ~uint64_t(0);
+  };
+  std::map<std::tuple<int, int, int, int>, std::unique_ptr<Prims>> cache;  // (n, h, w, border)
+  std::map<std::tuple<int, int, int, int>, bool> unavailable;
+
+  int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
+  int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
+  dt src_dt() const { return kind == Kind::bf16 ? dt::bf16 : (src_signed ? dt::s8 : dt::u8); }
+  dt wei_dt() const { return kind == Kind::bf16 ? dt::bf16 : dt::s8; }
+  dt dst_dt() const { return kind == Kind::bf16 ? dt::f32 : dt::s32; }
+  memory::desc wdesc(tag t) const {
+    if (groups == 1) return memory::desc({ocg_out, int64_t(T) * icg, kh, kw}, wei_dt(), t == tag::goihw ? tag::oihw : t);
+    return memory::desc({groups, ocg_out, int64_t(T) * icg, kh, kw}, wei_dt(), t);
+  }
+
+  // bp: the border the source buffer carries: pad (explicit, it reads A_t(pad_code)) or 0 (oneDNN pads with
+  // zeros, used when every A_t(pad_code) is 0: a smaller buffer and oneDNN's own border handling)
+  Prims* prims(int n, int h, int w, int bp) {
+    const auto key = std::make_tuple(n, h, w, bp);
+    if (unavailable.count(key)) return nullptr;
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second.get();
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, op = pad - bp;
+    try {
+      auto p = std::make_unique<Prims>();
+      memory::desc src_md({n, int64_t(groups) * T * icg, Hp, Wp}, src_dt(), tag::nhwc);
+      memory::desc dst_md({n, int64_t(groups) * ocg_out, out_h(h), out_w(w)}, dst_dt(), tag::nhwc);
+      auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                  dnnl::algorithm::convolution_direct, src_md, wdesc(tag::any),
+                                                  dst_md, {stride, stride}, {op, op}, {op, op});
+      p->pd = dnnl::convolution_forward::primitive_desc(desc, cpu_engine());
+      p->prim = dnnl::convolution_forward(p->pd);
+      p->wmem = memory(p->pd.weights_desc(), cpu_engine());
+      p->src = memory(src_md, cpu_engine());
+      p->dst = memory(dst_md, cpu_engine());
+      Prims* raw = p.get();
+      cache[key] = std::move(p);
+      return raw;
+    } catch (const dnnl::error&) {
+      unavailable[key] = true;
+      return nullptr;
+    }
+  }
+
+  template <class E>
+  void fill_src(const std::vector<std::array<E, 256>>& maps, const uint8_t* codes, int n, int h, int w,
+                uint8_t pad_code, int bp, E* dst, int32_t* a_sums) const {
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
+    std::vector<E> padv(static_cast<size_t>(C));
+    for (int g = 0; g < groups; ++g)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      for (int64_t row = r.begin(); row < r.end(); ++row) {
+        const int b = int(row / Hp), y = int(row % Hp);
+        E* d = dst + size_t(row) * Wp * C;
+        const bool row_in = y >= pad && y < pad + h;
+        for (int x = 0; x < Wp; ++x, d += C) {
+          if (!row_in || x < pad || x >= pad + w) {
+            std::memcpy(d, padv.data(), size_t(C) * sizeof(E));
+            continue;
+          }
+          const size_t pix = (size_t(b) * h + y - pad) * w + x - pad;
+          const uint8_t* s = codes + pix * ic;
+          for (int g = 0; g < groups; ++g) {
+            int32_t sum = 0;
+            const uint8_t* sg = s + g * icg;
+            for (int t = 0; t < T; ++t) {
+              const E* m = maps[size_t(t)].data();
+              E* dg = d + (g * T + t) * icg;
+              if (a_sums) {
+                const int16_t* av = aval[size_t(t)].data();
+                for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]], sum += av[sg[c]];
+              } else {
+                for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
+              }
+            }
+            if (a_sums) a_sums[pix * groups + g] = sum;
+          }
+        }
+      }
+    });
+  }
+
+  Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, void* direct_dst, int32_t* a_sums = nullptr) {
+    bool zero_border = true;
+    for (int t = 0; t < T; ++t)
+      zero_border = zero_border && (kind == Kind::bf16 ? a16[size_t(t)][pad_code] == 0 : a8[size_t(t)][pad_code] == 0);
+    const int bp = zero_border ? 0 : pad;
+    Prims* p = prims(n, h, w, bp);
+    if (!p) return nullptr;
+    if (p->wversion != wversion) {
+      memory user(wdesc(tag::goihw), cpu_engine(), wplain.data());
+      dnnl::reorder(user, p->wmem).execute(cpu_stream(), user, p->wmem);
+      cpu_stream().wait();
+      p->wversion = wversion;
+    }
+    if (kind == Kind::bf16)
+      fill_src(a16, codes, n, h, w, pad_code, bp, static_cast<uint16_t*>(p->src.get_data_handle()), nullptr);
+    else
+      fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
+    memory dst = direct_dst ? memory(p->pd.dst_desc(), cpu_engine(), direct_dst) : p->dst;
+    p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->wmem}, {DNNL_ARG_DST, dst}});
+    cpu_stream().wait();
+    return p;
+  }
+};
+
+OnednnTermConv::OnednnTermConv(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+OnednnTermConv::~OnednnTermConv() = default;
+
+std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
+                                                     const std::vector<std::array<double, 256>>& bmaps, int ic,
+                                                     int oc, int kh, int kw, int stride, int pad, int groups) {
+  FRUGAL_CHECK(!amaps.empty() && amaps.size() == bmaps.size(), "onednn terms: need matching, non-empty term maps");
+  auto I = std::make_unique<Impl>();
+  I->kind = kind;
+  I->T = int(amaps.size());
+  I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
+  I->icg = ic / groups, I->ocg = oc / groups;
+  const double K = double(I->icg) * kh * kw * I->T;
+  if (kind == Kind::int8) {
+    if (!has_vnni()) return nullptr;
+    double amin = 0, amax = 0, bmin = 0, bmax = 0;
+    for (const auto& m : amaps)
+      for (double v : m) {
+        if (v != std::floor(v)) return nullptr;
+        amin = std::min(amin, v), amax = std::max(amax, v);
+      }
+    for (const auto& m : bmaps)
+      for (double v : m) {
+        if (v != std::floor(v)) return nullptr;
+        bmin = std::min(bmin, v), bmax = std::max(bmax, v);
+      }
+    if (amin >= 0 && amax <= 255)
+      I->src_signed = false;
+    else if (amin >= -128 && amax <= 127)
+      I->src_signed = true;
+    else
+      return nullptr;
+    if (bmin >= -128 && bmax <= 127)
+      I->shift_w = false;
+    else if (bmin >= 0 && bmax <= 255)
+      I->shift_w = true;
+    else
+      return nullptr;
+    if (K * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
+    for (size_t t = 0; t < amaps.size(); ++t) {
+      std::array<uint8_t, 256> a{}, b{};
+      for (int c = 0; c < 256; ++c) {
+        a[size_t(c)] = uint8_t(int32_t(amaps[t][size_t(c)]) & 0xFF);
+        b[size_t(c)] = uint8_t((int32_t(bmaps[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
+      }
+      std::array<int16_t, 256> av{};
+      for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(amaps[t][size_t(c)]);
+      I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
+    }
+    I->esize = 1;
+  } else {
+    for (size_t t = 0; t < amaps.size(); ++t) {
+      std::array<uint16_t, 256> a{}, b{};
+      for (int c = 0; c < 256; ++c) {
+        a[size_t(c)] = to_bf16(float(amaps[t][size_t(c)]));
+        b[size_t(c)] = to_bf16(float(bmaps[t][size_t(c)]));
+      }
+      I->a16.push_back(a), I->b16.push_back(b);
+    }
+    I->esize = 2;
+  }
+  I->ocg_out = I->ocg;
+  return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
+}
+
+void OnednnTermConv::set_weights(const uint8_t* wcodes) {
+  Impl& I = *impl_;
+  const int TK = I.T * I.icg;
+  I.wplain.assign(size_t(I.groups) * I.ocg_out * TK * I.kh * I.kw * I.esize, 0);
+  auto put = [&](size_t idx, int t, uint8_t wc) {
+    if (I.esize == 1)
+      I.wplain[idx] = I.b8[size_t(t)][wc];
+    else
+      std::memcpy(&I.wplain[idx * 2], &I.b16[size_t(t)][wc], 2);
+  };
+  for (int g = 0; g < I.groups; ++g)
+    for (int o = 0; o < I.ocg_out; ++o)
+      for (int t = 0; t < I.T; ++t)
+        for (int c = 0; c < I.icg; ++c)
+          for (int y = 0; y < I.kh; ++y)
+            for (int x = 0; x < I.kw; ++x) {
+              const size_t idx = (((size_t(g) * I.ocg_out + o) * TK + t * I.icg + c) * I.kh + y) * I.kw + x;
+              put(idx, t, wcodes[((size_t(g * I.ocg + o) * I.icg + c) * I.kh + y) * I.kw + x]);
+            }
+  ++I.wversion;
+}
+
+bool OnednnTermConv::run_s32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc) {
+  Impl& I = *impl_;
+  std::vector<int32_t>& ps = I.s_psum;
+  if (!run_s32_raw(codes, n, h, w, pad_code, acc, I.shift_w ? &ps : nullptr)) return false;
+  if (!I.shift_w) return true;
+  const int OH = I.out_h(h), OW = I.out_w(w), G = I.groups;
+  std::vector<int32_t>& ws = I.s_wsum;
+  ws.resize(size_t(n) * OH * OW * G);
+  window_sums(ps.data(), n, h, w, G, I.kh, I.kw, I.stride, I.pad, shift_border_sum(pad_code), ws.data());
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * OH * OW, 512), [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t px = r.begin(); px < r.end(); ++px)
+      for (int g = 0; g < G; ++g) {
+        const int32_t add = 128 * ws[px * G + g];
+        int32_t* ag = acc + px * size_t(I.oc) + size_t(g) * I.ocg;
+        for (int o = 0; o < I.ocg; ++o) ag[o] += add;
+      }
+  });
+  return true;
+}
+
+bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
+                                 std::vector<int32_t>* a_sums) {
+  Impl& I = *impl_;
+  FRUGAL_CHECK(I.kind == Kind::int8, "onednn terms: run_s32 needs the int8 kind");
+  if (a_sums) a_sums->resize(size_t(n) * h * w * I.groups);
+  return I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr) != nullptr;
+}
+
+bool OnednnTermConv::shift_weights() const { return impl_->shift_w; }
+
+int32_t OnednnTermConv::shift_border_sum(uint8_t pad_code) const {
+  const Impl& I = *impl_;
+  int32_t s = 0;
+  for (int t = 0; t < I.T; ++t) s += I.icg * I.aval[size_t(t)][pad_code];
+  return s;
+}
+
+void window_sums(const int32_t* plane, int n, int h, int w, int G, int kh, int kw, int stride, int pad,
+                 int32_t border, int32_t* out) {
+  const int OH = (h + 2 * pad - kh) / stride + 1, OW = (w + 2 * pad - kw) / stride + 1;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH), [&](const tbb::blocked_range<int64_t>& r) {
+    for (int64_t row = r.begin(); row < r.end(); ++row) {
+      const int b = int(row / OH), oy = int(row % OH);
+      const int y0 = oy * stride - pad, ya = std::max(0, y0), yb = std::min(h, y0 + kh);
+      for (int ox = 0; ox < OW; ++ox) {
+        const int x0 = ox * stride - pad, xa = std::max(0, x0), xb = std::min(w, x0 + kw);
+        const int32_t outside = kh * kw - std::max(0, yb - ya) * std::max(0, xb - xa);
+        int32_t* o = out + (size_t(row) * OW + ox) * G;
+        if (G == 1) {  // the common case: a register accumulator
+          int32_t sum = outside * border;
+          for (int y = ya; y < yb; ++y) {
+            const int32_t* pr = plane + (size_t(b) * h + y) * w;
+            for (int x = xa; x < xb; ++x) sum += pr[x];
+          }
+          o[0] = sum;
+          continue;
+        }
+        for (int g = 0; g < G; ++g) o[g] = outside * border;
+        for (int y = ya; y < yb; ++y) {
+          const int32_t* pr = plane + ((size_t(b) * h + y) * w) * G;
+          for (int x = xa; x < xb; ++x)
+            for (int g = 0; g < G; ++g) o[g] += pr[size_t(x) * G + g];
+        }
+      }
+    }
+  });
+}
+
+bool OnednnTermConv::run_f32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, float* acc) {
+  Impl& I = *impl_;
+  FRUGAL_CHECK(I.kind == Kind::bf16, "onednn terms: run_f32 needs the bf16 kind");
+  return I.run(codes, n, h, w, pad_code, acc) != nullptr;
+}
+
+}  // namespace frugal::approx

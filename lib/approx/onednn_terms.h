@@ -1,0 +1,53 @@
+// Separable products on oneDNN: acc = sum over a conv window of sum_t A_t(a) * B_t(b), computed as ONE oneDNN
+// convolution whose input has T*ICg channels per group (channel t*ICg + c holds A_t of input channel c) and whose
+// weights hold B_t of the weight codes in the same order. Used by the approximate conv kernels (kernels.cpp):
+//   int8  separable functional multipliers (exact, trunc, drum, bam): A_t as u8 or s8, B_t as s8 (or B_t - 128,
+//         with 128 * (window sum of A_t) added back after the convolution), s32 accumulation:
+//         bit-exact. Needs VNNI (vpdpbusd never saturates; the pre-VNNI u8*s8 path can).
+//   bf16  low-rank emulation: A_0 = a, B_0 = b (exact part) and R rank-1 error factors, rounded to bf16,
+//         f32 accumulation: an approximation whose error the bench reports.
+// The padded border reads A_t(pad_code), as on every other path: oneDNN zero padding where that is 0, else an
+// explicitly padded source.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace frugal::approx {
+
+class OnednnTermConv {
+ public:
+  enum class Kind { int8, bf16 };
+  /// amaps/bmaps: T maps from operand code to value. Returns nullptr when the values do not fit the kind's
+  /// operand types, the sums could overflow, or this CPU lacks the ISA (callers keep their own engine).
+  static std::unique_ptr<OnednnTermConv> make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
+                                              const std::vector<std::array<double, 256>>& bmaps, int ic, int oc,
+                                              int kh, int kw, int stride, int pad, int groups);
+  ~OnednnTermConv();
+  /// wcodes (OC, IC/groups, KH, KW) operand codes.
+  void set_weights(const uint8_t* wcodes);
+  /// codes (N,H,W,IC) -> acc (N,OH,OW,OC). run_s32 for Kind::int8, run_f32 for Kind::bf16. Return false when
+  /// oneDNN has no primitive for this shape (nothing written; the caller falls back).
+  bool run_s32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc);
+  bool run_f32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, float* acc);
+  /// run_s32 without the shift correction: when shift_weights(), acc lacks 128 * (window sum of sum_t A_t), and
+  /// a_sums (resized to N*H*W*groups) receives sum_t sum_c A_t per input pixel and group, for window_sums() with
+  /// border value shift_border_sum(pad_code). Lets a caller fold the correction into its own output pass.
+  bool run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
+                   std::vector<int32_t>* a_sums);
+  bool shift_weights() const;
+  int32_t shift_border_sum(uint8_t pad_code) const;
+
+  struct Impl;
+
+ private:
+  explicit OnednnTermConv(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// out (N,OH,OW,G) = sum over each conv window of plane (N,H,W,G), a padded position counting `border`.
+void window_sums(const int32_t* plane, int n, int h, int w, int G, int kh, int kw, int stride, int pad,
+                 int32_t border, int32_t* out);
+
+}  // namespace frugal::approx
