@@ -216,11 +216,18 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vecto
     }
     I->esize = 1;
   } else {
+    // values within 1e-9 of a map's largest are rounding noise of exact zeros (e.g. the SVD factor of an all-zero
+    // error row, a = 0): snapping them keeps A_t(pad_code) = 0, so oneDNN can pad
+    auto snap = [](const std::array<double, 256>& m, int c) {
+      double mx = 0;
+      for (double v : m) mx = std::max(mx, std::abs(v));
+      return std::abs(m[size_t(c)]) <= 1e-9 * mx ? 0.0f : float(m[size_t(c)]);
+    };
     for (size_t t = 0; t < amaps.size(); ++t) {
       std::array<uint16_t, 256> a{}, b{};
       for (int c = 0; c < 256; ++c) {
-        a[size_t(c)] = to_bf16(float(amaps[t][size_t(c)]));
-        b[size_t(c)] = to_bf16(float(bmaps[t][size_t(c)]));
+        a[size_t(c)] = to_bf16(snap(amaps[t], c));
+        b[size_t(c)] = to_bf16(snap(bmaps[t], c));
       }
       I->a16.push_back(a), I->b16.push_back(b);
     }
