@@ -387,14 +387,15 @@ int ApproxConv2d::out_h(int h) const { return impl_->out_h(h); }
 int ApproxConv2d::out_w(int w) const { return impl_->out_w(w); }
 
 // ---------------------------------------------------------------------------------------------------
-// LUT engine: im2col tiles of 128 output pixels, codes as uint16 (k-major), one table row per weight.
+// LUT engine: im2col tiles of kTile output pixels, codes as uint16 (k-major), one table row per weight.
 namespace {
-constexpr int kTile = 128;
+constexpr int kTile = 256;  // output pixels per im2col tile: the 8 table-row loads per k serve 4 (VBMI) vectors
 
 #ifdef FRUGAL_APPROX_AVX512
-inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/, int K,
-                            int32_t* res /*(128)*/) {
-  __m512i acc[8];
+inline void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/, int K,
+                            int32_t* res /*(kTile)*/) {
+  constexpr int V = kTile / 32;
+  __m512i acc[2 * V];
   for (auto& a : acc) a = _mm512_setzero_si512();
   const __m512i zero = _mm512_setzero_si512();
   const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
@@ -405,7 +406,7 @@ inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt,
     __m512i t4 = _mm512_loadu_si512(row + 128), t5 = _mm512_loadu_si512(row + 160);
     __m512i t6 = _mm512_loadu_si512(row + 192), t7 = _mm512_loadu_si512(row + 224);
     const uint16_t* c = col + size_t(k) * kTile;
-    for (int v = 0; v < 4; ++v) {
+    for (int v = 0; v < V; ++v) {
       __m512i idx = _mm512_loadu_si512(c + v * 32);
       __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
       __m512i r0 = _mm512_permutex2var_epi16(t0, idx, t1);
@@ -421,7 +422,7 @@ inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt,
   }
   // unpacklo of lane L holds words L*8+0..3, unpackhi words L*8+4..7
   alignas(64) int32_t tmp[16];
-  for (int v = 0; v < 4; ++v)
+  for (int v = 0; v < V; ++v)
     for (int half = 0; half < 2; ++half) {
       _mm512_store_si512(tmp, acc[2 * v + half]);
       for (int j = 0; j < 16; ++j) res[v * 32 + (j / 4) * 8 + half * 4 + j % 4] = tmp[j];
@@ -434,15 +435,16 @@ inline void lut_tile_avx512(const uint16_t* col /*(K,128)*/, const uint16_t* lt,
 // Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; two vpermt2b + a blend
 // on the index's top bit look up 64 operands per plane, and the bytes are summed in 16-bit lanes (flushed to
 // 32 bits every 256 k, before they can overflow): 15 instructions per 64 products instead of 28.
-// col8: (K, 128) activation codes; lt8: per weight code 256 low then 256 high bytes; res (128) = sum_k lt.
+// col8: (K, kTile) activation codes; lt8: per weight code 256 low then 256 high bytes; res (kTile) = sum_k lt.
 inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K, int32_t* res) {
   alignas(64) int32_t sum[kTile];
   for (int p = 0; p < kTile; ++p) sum[p] = 0;
   const __m512i zero = _mm512_setzero_si512();
   for (int k0 = 0; k0 < K; k0 += 256) {
     const int k1 = std::min(K, k0 + 256);
-    __m512i lo[4], hi[4];  // [v*2 + half]: 16-bit sums of pixels (v*64 + lane*16 + half*8 + 0..7)
-    for (int i = 0; i < 4; ++i) lo[i] = _mm512_setzero_si512(), hi[i] = _mm512_setzero_si512();
+    constexpr int V = kTile / 64;
+    __m512i lo[2 * V], hi[2 * V];  // [v*2 + half]: 16-bit sums of pixels (v*64 + lane*16 + half*8 + 0..7)
+    for (int i = 0; i < 2 * V; ++i) lo[i] = _mm512_setzero_si512(), hi[i] = _mm512_setzero_si512();
     for (int k = k0; k < k1; ++k) {
       const uint8_t* row = lt8 + size_t(wrow[k]) * 512;
       const __m512i l0 = _mm512_loadu_si512(row), l1 = _mm512_loadu_si512(row + 64);
@@ -450,7 +452,7 @@ inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t
       const __m512i h0 = _mm512_loadu_si512(row + 256), h1 = _mm512_loadu_si512(row + 320);
       const __m512i h2 = _mm512_loadu_si512(row + 384), h3 = _mm512_loadu_si512(row + 448);
       const uint8_t* c = col8 + size_t(k) * kTile;
-      for (int v = 0; v < 2; ++v) {
+      for (int v = 0; v < V; ++v) {
         const __m512i idx = _mm512_loadu_si512(c + v * 64);
         const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
         const __m512i bl =
@@ -464,7 +466,7 @@ inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t
       }
     }
     alignas(64) uint16_t tl[32], th[32];
-    for (int v = 0; v < 2; ++v)
+    for (int v = 0; v < V; ++v)
       for (int half = 0; half < 2; ++half) {
         _mm512_store_si512(tl, lo[2 * v + half]);
         _mm512_store_si512(th, hi[2 * v + half]);
