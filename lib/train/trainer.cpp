@@ -253,14 +253,23 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     train_compute_s = st.value("train_compute_s", 0.0);
     log.line(fmt("[train] resuming %s at epoch %d (step %lld)", opts.resume_dir.c_str(), start_epoch, (long long)step));
     if (exchange) {
-      FRUGAL_CHECK(!opts.comm || cfg.s("compressor") == "none" || start_epoch == 0,
-                   "resuming an MPI run with a compressor is not supported: only rank 0 writes the checkpoint, so "
-                   "the other ranks' residuals are not in it; resume it in-process (without --dist mpi) or restart");
-      const Tensor* gs = resume_state.find("gradcomp.state");
+      // In-process runs store one state ("gradcomp.state", all W local workers); MPI runs one per rank
+      // ("gradcomp.state.rank<r>"), gathered to rank 0 when the checkpoint is written.
+      const bool per_rank = opts.comm && world_ranks > 1;
+      const std::string tname = per_rank ? "gradcomp.state.rank" + std::to_string(rank) : "gradcomp.state";
+      const Tensor* gs = resume_state.find(tname);
+      const bool other_layout = resume_state.find(per_rank ? "gradcomp.state" : "gradcomp.state.rank0") != nullptr;
+      FRUGAL_CHECK(!other_layout || gs, "checkpoint '", opts.resume_dir, "/checkpoint.bin' was written by ",
+                   per_rank ? "an in-process run" : "an MPI run", ": resume it the same way (",
+                   per_rank ? "without --dist mpi" : "mpirun ... --dist mpi", ")");
       if (gs) {
-        const size_t nbytes = st.value("gradcomp_state_bytes", size_t(0));
+        const json& nb = st.value("gradcomp_state_bytes", json());
+        FRUGAL_CHECK(per_rank ? nb.is_array() && nb.size() == size_t(world_ranks) : nb.is_number_unsigned(),
+                     "checkpoint '", opts.resume_dir, "/checkpoint.bin': state.gradcomp_state_bytes should be ",
+                     per_rank ? "a list with one size per rank" : "a byte count", ", found ", nb.dump());
+        const size_t nbytes = per_rank ? nb.at(static_cast<size_t>(rank)).get<size_t>() : nb.get<size_t>();
         FRUGAL_CHECK(nbytes <= sizeof(float) * size_t(gs->size()), "checkpoint '", opts.resume_dir,
-                     "/checkpoint.bin': gradcomp_state_bytes = ", nbytes, " exceeds its gradcomp.state tensor");
+                     "/checkpoint.bin': gradcomp_state_bytes = ", nbytes, " exceeds its ", tname, " tensor");
         std::vector<uint8_t> bytes(nbytes);
         std::memcpy(bytes.data(), gs->data(), nbytes);
         exchange->load_state(bytes);
@@ -289,6 +298,16 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   std::vector<Tensor> buffer_snapshot(buffers.size());
 
   auto save_checkpoint = [&](int epoch_done) {
+    // compressor states: residuals, momentum, warm starts, random state and byte counters; MPI ranks each
+    // hold their own, so every rank takes part in gathering them to the writer
+    std::vector<std::vector<uint8_t>> states;
+    if (exchange) {
+      std::vector<uint8_t> mine = exchange->save_state();
+      if (opts.comm && world_ranks > 1)
+        states = opts.comm->allgatherv(mine);
+      else
+        states.push_back(std::move(mine));
+    }
     if (!writer) return;
     io::TensorFile f;
     f.meta = {{"kind", "checkpoint"},
@@ -305,13 +324,22 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                 {"train_compute_s", train_compute_s}}}};
     add_model_tensors(model, f);
     for (auto& [name, t] : opt.state()) f.tensors.emplace_back("optim." + name, *t);
-    if (exchange) {  // residuals, momentum, warm starts, random state and byte counters of the compressors
-      std::vector<uint8_t> bytes = exchange->save_state();
+    auto put_state = [&](const std::vector<uint8_t>& bytes, const std::string& name) {
       Tensor t({static_cast<int64_t>((bytes.size() + 3) / 4)});
       std::memset(t.data(), 0, sizeof(float) * static_cast<size_t>(t.size()));
       std::memcpy(t.data(), bytes.data(), bytes.size());
-      f.tensors.emplace_back("gradcomp.state", std::move(t));
-      f.meta["state"]["gradcomp_state_bytes"] = bytes.size();
+      f.tensors.emplace_back(name, std::move(t));
+    };
+    if (states.size() == 1) {
+      put_state(states[0], "gradcomp.state");
+      f.meta["state"]["gradcomp_state_bytes"] = states[0].size();
+    } else if (states.size() > 1) {
+      json sizes = json::array();
+      for (size_t r = 0; r < states.size(); ++r) {
+        put_state(states[r], "gradcomp.state.rank" + std::to_string(r));
+        sizes.push_back(states[r].size());
+      }
+      f.meta["state"]["gradcomp_state_bytes"] = sizes;
     }
     io::save_tensor_file(opts.out_dir + "/checkpoint.bin", f);
   };
