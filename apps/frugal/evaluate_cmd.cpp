@@ -21,7 +21,7 @@ using json = nlohmann::json;
 namespace {
 struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
-                                                         calibration = "batch";
+                                                         calibration = "batch", tta = "none";
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
   bool no_speed = false, per_tensor = false;
 };
@@ -68,10 +68,11 @@ void evaluate_model(const EvalArgs& a) {
   if (json cal = train::calibrate_approx(model, cfg, ds.train, norm, a.batch); !cal.is_null())
     approx_info["calibration"] = cal;
   auto t0 = std::chrono::steady_clock::now();
-  train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch);
+  train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch, 0.f, a.tta == "flip");
   double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json j{{"kind", "evaluate"}, {"model_file", a.model}, {"dataset", dataset}, {"metrics", em.to_json(true)}};
   j["metrics"]["eval_s"] = eval_s;
+  j["metrics"]["tta"] = a.tta;
   j["metrics"]["params"] = model.num_params();
   j["metrics"]["macs_per_image"] = model.macs_per_image();
   j["metrics"]["model_file_bytes"] = std::filesystem::file_size(a.model);
@@ -105,7 +106,7 @@ void evaluate_model(const EvalArgs& a) {
   j["environment"] = train::environment_info();
 
   std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
-  std::printf("%-26s %.2f %%\n", "top-1 accuracy", 100 * em.top1);
+  std::printf("%-26s %.2f %%%s\n", "top-1 accuracy", 100 * em.top1, a.tta == "flip" ? " (flip TTA)" : "");
   std::printf("%-26s %.2f %%\n", "top-5 accuracy", 100 * em.top5);
   std::printf("%-26s %.4f\n", "loss", em.loss);
   std::printf("%-26s %lld\n", "parameters", (long long)model.num_params());
@@ -160,6 +161,10 @@ void add_evaluate(CLI::App& app, Globals&) {
       ->capture_default_str();
   c->add_flag("--per-tensor", a->per_tensor, "one weight scale per tensor (default: per output channel)");
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
+  c->add_option("--tta", a->tta,
+                "test-time augmentation: none, or flip (mean softmax of each image and its horizontal mirror)")
+      ->check(CLI::IsMember({"none", "flip"}))
+      ->capture_default_str();
   c->callback([a]() {
     if (a->model.empty()) {
       FRUGAL_CHECK(!a->multiplier.empty(),

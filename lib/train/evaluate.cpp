@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <random>
 
 #include "util/check.h"
@@ -33,15 +34,26 @@ void make_batch(const data::Dataset& ds, const data::Normalization& norm, size_t
   }
 }
 
+void flip_horizontal(const Tensor& x, Tensor& out) {
+  FRUGAL_CHECK(x.ndim() == 4, "flip_horizontal: needs a 4-D image batch, got ", dims_str(x.dims()));
+  out.resize(x.dims());
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  for (int64_t r = 0; r < N * H; ++r) {
+    const float* src = x.data() + r * W * C;
+    float* dst = out.data() + r * W * C;
+    for (int64_t w = 0; w < W; ++w) std::copy(src + w * C, src + (w + 1) * C, dst + (W - 1 - w) * C);
+  }
+}
+
 EvalMetrics evaluate(nn::Model& model, const data::Dataset& ds, const data::Normalization& norm, int batch,
-                     float label_smoothing) {
+                     float label_smoothing, bool tta_flip) {
   FRUGAL_CHECK(ds.channels == model.input_chw()[0] && ds.height == model.input_chw()[1] && ds.width == model.input_chw()[2],
                "dataset '", ds.name, "' images are (", ds.channels, ", ", ds.height, ", ", ds.width,
                ") but the model expects ", dims_str(model.input_chw()));
   const int K = model.classes();
   EvalMetrics m;
   m.confusion.assign(K, std::vector<int64_t>(K, 0));
-  Tensor x;
+  Tensor x, xf, mean_logp;
   std::vector<int32_t> y;
   nn::SoftmaxCrossEntropy ce(label_smoothing);
   double loss_sum = 0;
@@ -49,7 +61,28 @@ EvalMetrics evaluate(nn::Model& model, const data::Dataset& ds, const data::Norm
   for (size_t b = 0; b < ds.size(); b += batch) {
     size_t n = std::min(ds.size() - b, static_cast<size_t>(batch));
     make_batch(ds, norm, b, n, x, y);
-    const Tensor& logits = model.forward(x, {false, 0});
+    const Tensor* out = &model.forward(x, {false, 0});
+    if (tta_flip) {  // log of the mean softmax of the image and its mirror: ce.forward() and argmax work on it as is
+      mean_logp.resize(out->dims());
+      auto log_softmax = [K](const float* l, float* o) {
+        const float mx = *std::max_element(l, l + K);
+        double s = 0;
+        for (int k = 0; k < K; ++k) s += std::exp(double(l[k] - mx));
+        const float lse = mx + float(std::log(s));
+        for (int k = 0; k < K; ++k) o[k] = l[k] - lse;
+      };
+      for (size_t i = 0; i < n; ++i) log_softmax(out->data() + i * K, mean_logp.data() + i * K);
+      flip_horizontal(x, xf);
+      const Tensor& lf = model.forward(xf, {false, 0});
+      std::vector<float> lp(static_cast<size_t>(K));
+      for (size_t i = 0; i < n; ++i) {
+        log_softmax(lf.data() + i * K, lp.data());
+        float* o = mean_logp.data() + i * K;
+        for (int k = 0; k < K; ++k) o[k] = float(std::log(0.5 * (std::exp(double(o[k])) + std::exp(double(lp[k])))));
+      }
+      out = &mean_logp;
+    }
+    const Tensor& logits = *out;
     loss_sum += ce.forward(logits, y.data()) * static_cast<double>(n);
     for (size_t i = 0; i < n; ++i) {
       const float* l = logits.data() + i * K;

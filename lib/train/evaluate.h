@@ -17,8 +17,13 @@ struct EvalMetrics {
 };
 
 /// Evaluates on the whole dataset in batches (inference mode: BN running stats, no dropout).
+/// tta_flip: test-time augmentation, the prediction is the mean of the softmax of the image and of its horizontal
+/// mirror (as airbench and most CIFAR recipes report it); loss and accuracies then use that mean.
 EvalMetrics evaluate(nn::Model& model, const data::Dataset& ds, const data::Normalization& norm, int batch,
-                     float label_smoothing = 0.f);
+                     float label_smoothing = 0.f, bool tta_flip = false);
+
+/// x (N, C, H, W) stored NHWC -> its horizontal mirror (each row's pixels in reverse order).
+void flip_horizontal(const Tensor& x, Tensor& out);
 
 struct SpeedMetrics {
   double latency_b1_ms_median = 0, latency_b1_ms_p99 = 0, latency_b1_ms_p10 = 0;
