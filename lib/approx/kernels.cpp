@@ -131,7 +131,8 @@ struct ApproxConv2d::Impl {
   bool has_min = false, signed_min = false;
   double inv_s = 1.0;  // lowrank: acc1 scale
   int icgp = 0, icp = 0, ob = 0;
-  std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16]
+  mutable std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16], packed on the term engine's first use
+  mutable bool wpack_stale = true;      // after set_weights (the oneDNN engine, where used, has its own copy)
   // oneDNN engine (onednn_terms.h): separable functional multipliers on int8, low-rank on bf16; null where the
   // terms do not fit or the CPU lacks the ISA (the term engine above runs instead)
   std::unique_ptr<OnednnTermConv> dn;
@@ -153,7 +154,7 @@ struct ApproxConv2d::Impl {
   int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
   int nplanes() const { return nt0 + nt1 + (has_min ? 3 : 0); }
 
-  void pack_weights();
+  void pack_weights() const;
   void run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const;
   void run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0, int32_t* acc1) const;
 };
@@ -298,8 +299,9 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
 
 ApproxConv2d::~ApproxConv2d() = default;
 
-void ApproxConv2d::Impl::pack_weights() {
+void ApproxConv2d::Impl::pack_weights() const {
   if (mode == Mode::lut) return;
+  wpack_stale = false;
   const int np = nplanes();
   wpack.assign(size_t(np) * groups * ob * kh * kw * icp * 16, 0);
   for (int p = 0; p < np; ++p)
@@ -344,7 +346,7 @@ void ApproxConv2d::set_weights(const float* w, const float* bias) {
   }
   I.bias.assign(size_t(I.oc), 0.0f);
   if (bias) std::copy(bias, bias + I.oc, I.bias.begin());
-  I.pack_weights();
+  I.wpack_stale = true;
   if (I.dn) I.dn->set_weights(I.wcodes.data());
   I.weights_set = true;
 }
@@ -757,6 +759,7 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
       }
     }
   });
+  if (wpack_stale) pack_weights();
   TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp,       C,        icgp, icp, kh,   kw,  stride,
              groups,        ob,      ocg,          oc, out_h(h), out_w(w), nt0,  nt1, acc0, acc1};
   const bool simd = detail::use_simd();

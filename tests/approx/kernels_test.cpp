@@ -339,3 +339,31 @@ TEST_CASE("table-gradient backward of the exact multiplier is the float conv bac
   CHECK_THROWS_WITH_AS(fresh.backward_table(dd.data(), s.n, s.h, s.w, a.data(), b.data()),
                        doctest::Contains("forward() of the same batch"), frugal::Error);
 }
+
+TEST_CASE("new weights take effect on every engine (the term engine repacks lazily)") {
+  std::mt19937 rng(21);
+  const Shape s{2, 6, 6, 8, 16, 3, 3, 1, 1, 1};
+  for (bool scalar : {false, true})
+    for (const char* spec : {"drum:4", "mitchell", "bam:1,4:signed"}) {
+      CAPTURE(spec);
+      CAPTURE(scalar);
+      detail::set_force_scalar(scalar);
+      ApproxSpec as;
+      as.multiplier = spec, as.mode = "functional";
+      ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+      std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
+      random_codes(rng, src);
+      std::normal_distribution<float> nd(0, 1);
+      for (int round = 0; round < 2; ++round) {
+        std::vector<float> wf(size_t(s.oc) * s.ic * 9);
+        for (auto& v : wf) v = nd(rng);
+        conv.set_weights(wf.data(), nullptr);
+        std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc), ref(got.size());
+        conv.products(src.data(), s.n, s.h, s.w, 5, got.data());
+        conv2d_reference(conv.multiplier(), src.data(), s.n, s.h, s.w, s.ic, conv.weight_codes().data(), s.oc, 3, 3, 1,
+                         1, 1, 5, ref.data());
+        CHECK(got == ref);
+      }
+    }
+  detail::set_force_scalar(false);
+}
