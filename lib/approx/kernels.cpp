@@ -252,7 +252,9 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
           for (int c = 0; c < 256; ++c) x[size_t(c)] = d.a_terms[t][size_t(c)], y[size_t(c)] = d.b_terms[t][size_t(c)];
           am.push_back(x), bm.push_back(y);
         }
-        I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, am, bm, ic, oc, kh, kw, stride, pad, groups);
+        // signed multipliers take symmetric weights: code -128 (0x80) never occurs
+        I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, am, bm, ic, oc, kh, kw, stride, pad, groups,
+                                    I.mult->is_signed ? 0x80 : -1);
       }
     } else {
       I.amaps.push_back(ident), I.bmaps.push_back(ident);

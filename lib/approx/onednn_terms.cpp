@@ -43,6 +43,8 @@ struct OnednnTermConv::Impl {
   Kind kind = Kind::int8;
   int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0, ocg_out = 0;
   bool src_signed = false;  // int8: s8 source
+  int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
+  bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
   bool shift_w = false;     // int8: weights stored as B - 128; run_s32 adds 128 * window sum of A back
   size_t esize = 1;         // bytes per source / weight element
   // per term: code -> element bytes (int8: 1 byte; bf16: 2 bytes)
@@ -142,6 +144,7 @@ struct OnednnTermConv::Impl {
   }
 
   Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, void* direct_dst, int32_t* a_sums = nullptr) {
+    if (!weights_ok) return nullptr;
     bool zero_border = true;
     for (int t = 0; t < T; ++t)
       zero_border = zero_border && (kind == Kind::bf16 ? a16[size_t(t)][pad_code] == 0 : a8[size_t(t)][pad_code] == 0);
@@ -170,9 +173,11 @@ OnednnTermConv::~OnednnTermConv() = default;
 
 std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
                                                      const std::vector<std::array<double, 256>>& bmaps, int ic,
-                                                     int oc, int kh, int kw, int stride, int pad, int groups) {
+                                                     int oc, int kh, int kw, int stride, int pad, int groups,
+                                                     int b_skip_code) {
   FRUGAL_CHECK(!amaps.empty() && amaps.size() == bmaps.size(), "onednn terms: need matching, non-empty term maps");
   auto I = std::make_unique<Impl>();
+  std::vector<std::array<double, 256>> split_a, split_b;
   I->kind = kind;
   I->T = int(amaps.size());
   I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
@@ -187,31 +192,52 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vecto
         amin = std::min(amin, v), amax = std::max(amax, v);
       }
     for (const auto& m : bmaps)
-      for (double v : m) {
+      for (int c = 0; c < 256; ++c) {
+        if (c == b_skip_code) continue;
+        const double v = m[size_t(c)];
         if (v != std::floor(v)) return nullptr;
         bmin = std::min(bmin, v), bmax = std::max(bmax, v);
       }
-    if (amin >= 0 && amax <= 255)
+    I->b_skip_code = b_skip_code;
+    if (amin >= 0 && amax <= 255) {
       I->src_signed = false;
-    else if (amin >= -128 && amax <= 127)
+    } else if (amin >= -128 && amax <= 127) {
       I->src_signed = true;
-    else
+    } else if (amin >= -256 && amax <= 254) {
+      // e.g. sign-magnitude DRUM: |A(-128)| = 144. Each term becomes two s8 terms, clamp(A) and A - clamp(A),
+      // with the same B (twice the channels, still exact).
+      std::vector<std::array<double, 256>> a2, b2;
+      for (size_t t = 0; t < amaps.size(); ++t) {
+        std::array<double, 256> lo{}, hi{};
+        for (int c = 0; c < 256; ++c) {
+          lo[size_t(c)] = std::min(127.0, std::max(-128.0, amaps[t][size_t(c)]));
+          hi[size_t(c)] = amaps[t][size_t(c)] - lo[size_t(c)];
+        }
+        a2.push_back(lo), a2.push_back(hi), b2.push_back(bmaps[t]), b2.push_back(bmaps[t]);
+      }
+      I->src_signed = true;
+      split_a = std::move(a2), split_b = std::move(b2);
+    } else {
       return nullptr;
+    }
     if (bmin >= -128 && bmax <= 127)
       I->shift_w = false;
     else if (bmin >= 0 && bmax <= 255)
       I->shift_w = true;
     else
       return nullptr;
-    if (K * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
-    for (size_t t = 0; t < amaps.size(); ++t) {
+    const auto& A = split_a.empty() ? amaps : split_a;
+    const auto& B = split_a.empty() ? bmaps : split_b;
+    I->T = int(A.size());
+    if (K * (split_a.empty() ? 1 : 2) * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
+    for (size_t t = 0; t < A.size(); ++t) {
       std::array<uint8_t, 256> a{}, b{};
       for (int c = 0; c < 256; ++c) {
-        a[size_t(c)] = uint8_t(int32_t(amaps[t][size_t(c)]) & 0xFF);
-        b[size_t(c)] = uint8_t((int32_t(bmaps[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
+        a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
+        b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
       }
       std::array<int16_t, 256> av{};
-      for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(amaps[t][size_t(c)]);
+      for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)]);
       I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
     }
     I->esize = 1;
@@ -239,6 +265,8 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vecto
 
 void OnednnTermConv::set_weights(const uint8_t* wcodes) {
   Impl& I = *impl_;
+  const size_t nw = size_t(I.oc) * I.icg * I.kh * I.kw;
+  I.weights_ok = I.b_skip_code < 0 || std::none_of(wcodes, wcodes + nw, [&](uint8_t c) { return c == I.b_skip_code; });
   const int TK = I.T * I.icg;
   I.wplain.assign(size_t(I.groups) * I.ocg_out * TK * I.kh * I.kw * I.esize, 0);
   auto put = [&](size_t idx, int t, uint8_t wc) {

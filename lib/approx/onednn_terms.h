@@ -21,11 +21,13 @@ class OnednnTermConv {
   enum class Kind { int8, bf16 };
   /// amaps/bmaps: T maps from operand code to value. Returns nullptr when the values do not fit the kind's
   /// operand types, the sums could overflow, or this CPU lacks the ISA (callers keep their own engine).
+  /// int8: A values in [-256, 254] that fit neither u8 nor s8 are split into two s8 terms; b_skip_code names a
+  /// weight code the quantizer does not produce (e.g. -128 under symmetric weights), left out of the B range.
   static std::unique_ptr<OnednnTermConv> make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
                                               const std::vector<std::array<double, 256>>& bmaps, int ic, int oc,
-                                              int kh, int kw, int stride, int pad, int groups);
+                                              int kh, int kw, int stride, int pad, int groups, int b_skip_code = -1);
   ~OnednnTermConv();
-  /// wcodes (OC, IC/groups, KH, KW) operand codes.
+  /// wcodes (OC, IC/groups, KH, KW) operand codes. Weights holding b_skip_code make run_* return false.
   void set_weights(const uint8_t* wcodes);
   /// codes (N,H,W,IC) -> acc (N,OH,OW,OC). run_s32 for Kind::int8, run_f32 for Kind::bf16. Return false when
   /// oneDNN has no primitive for this shape (nothing written; the caller falls back).
