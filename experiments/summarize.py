@@ -12,12 +12,16 @@ def load(pattern):
 
 
 def foundation():
-    rows = ["| experiment | model | dataset | epochs | test acc | train img/s | wall s |", "|---|---|---|---|---|---|---|"]
+    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | wall s |", "|---|---|---|---|---|---|---|---|"]
     for name, r in load("foundation/*.json"):
         c = r["config"]
+        tta = os.path.join(R, "foundation", "eval", name + "_tta_flip.json")
+        tta = f"{100 * json.load(open(tta))['metrics']['test_accuracy']:.2f} %" if os.path.exists(tta) else ""
         rows.append(f"| {name} | {c['model']} | {c['dataset']} | {len(r['epochs'])} | {100 * r['metrics']['test_accuracy']:.2f} % | "
-                    f"{r['metrics']['train_images_per_second']:.0f} | {r['timing']['wall_s']:.0f} |")
-    return "## Foundation (`bash experiments/run.sh foundation NAME`)\n\n" + "\n".join(rows) + "\n"
+                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['timing']['wall_s']:.0f} |")
+    return ("## Foundation (`bash experiments/run.sh foundation NAME`)\n\n"
+            "`with flip TTA`: `frugal evaluate --model runs/foundation/NAME/model.bin --tta flip` (mean softmax of each test image and "
+            "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n" + "\n".join(rows) + "\n")
 
 
 def gradcomp():
