@@ -41,7 +41,7 @@ bool has_vnni() {
 
 struct OnednnTermConv::Impl {
   Kind kind = Kind::int8;
-  int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0, ocg_out = 0;
+  int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0;
   bool src_signed = false;  // int8: s8 source
   int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
   bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
@@ -52,7 +52,7 @@ struct OnednnTermConv::Impl {
   std::vector<std::array<uint16_t, 256>> a16, b16;
   std::vector<std::array<int16_t, 256>> aval;  // int8: integer A_t values (for the shift_w correction)
   std::vector<int32_t> s_psum, s_wsum;           // scratch (run_s32): A-sum plane and its window sums
-  std::vector<uint8_t> wplain;  // (G, ocg_out, T*icg, kh, kw) in the kind's element type
+  std::vector<uint8_t> wplain;  // (G, ocg, T*icg, kh, kw) in the kind's element type
   uint64_t wversion = 0;
 
   struct Prims {
@@ -70,8 +70,8 @@ struct OnednnTermConv::Impl {
   dt wei_dt() const { return kind == Kind::bf16 ? dt::bf16 : dt::s8; }
   dt dst_dt() const { return kind == Kind::bf16 ? dt::f32 : dt::s32; }
   memory::desc wdesc(tag t) const {
-    if (groups == 1) return memory::desc({ocg_out, int64_t(T) * icg, kh, kw}, wei_dt(), t == tag::goihw ? tag::oihw : t);
-    return memory::desc({groups, ocg_out, int64_t(T) * icg, kh, kw}, wei_dt(), t);
+    if (groups == 1) return memory::desc({ocg, int64_t(T) * icg, kh, kw}, wei_dt(), t == tag::goihw ? tag::oihw : t);
+    return memory::desc({groups, ocg, int64_t(T) * icg, kh, kw}, wei_dt(), t);
   }
 
   // bp: the border the source buffer carries: pad (explicit, it reads A_t(pad_code)) or 0 (oneDNN pads with
@@ -85,7 +85,7 @@ struct OnednnTermConv::Impl {
     try {
       auto p = std::make_unique<Prims>();
       memory::desc src_md({n, int64_t(groups) * T * icg, Hp, Wp}, src_dt(), tag::nhwc);
-      memory::desc dst_md({n, int64_t(groups) * ocg_out, out_h(h), out_w(w)}, dst_dt(), tag::nhwc);
+      memory::desc dst_md({n, int64_t(groups) * ocg, out_h(h), out_w(w)}, dst_dt(), tag::nhwc);
       auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                   dnnl::algorithm::convolution_direct, src_md, wdesc(tag::any),
                                                   dst_md, {stride, stride}, {op, op}, {op, op});
@@ -259,7 +259,6 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vecto
     }
     I->esize = 2;
   }
-  I->ocg_out = I->ocg;
   return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
 }
 
@@ -268,7 +267,7 @@ void OnednnTermConv::set_weights(const uint8_t* wcodes) {
   const size_t nw = size_t(I.oc) * I.icg * I.kh * I.kw;
   I.weights_ok = I.b_skip_code < 0 || std::none_of(wcodes, wcodes + nw, [&](uint8_t c) { return c == I.b_skip_code; });
   const int TK = I.T * I.icg;
-  I.wplain.assign(size_t(I.groups) * I.ocg_out * TK * I.kh * I.kw * I.esize, 0);
+  I.wplain.assign(size_t(I.groups) * I.ocg * TK * I.kh * I.kw * I.esize, 0);
   auto put = [&](size_t idx, int t, uint8_t wc) {
     if (I.esize == 1)
       I.wplain[idx] = I.b8[size_t(t)][wc];
@@ -276,12 +275,12 @@ void OnednnTermConv::set_weights(const uint8_t* wcodes) {
       std::memcpy(&I.wplain[idx * 2], &I.b16[size_t(t)][wc], 2);
   };
   for (int g = 0; g < I.groups; ++g)
-    for (int o = 0; o < I.ocg_out; ++o)
+    for (int o = 0; o < I.ocg; ++o)
       for (int t = 0; t < I.T; ++t)
         for (int c = 0; c < I.icg; ++c)
           for (int y = 0; y < I.kh; ++y)
             for (int x = 0; x < I.kw; ++x) {
-              const size_t idx = (((size_t(g) * I.ocg_out + o) * TK + t * I.icg + c) * I.kh + y) * I.kw + x;
+              const size_t idx = (((size_t(g) * I.ocg + o) * TK + t * I.icg + c) * I.kh + y) * I.kw + x;
               put(idx, t, wcodes[((size_t(g * I.ocg + o) * I.icg + c) * I.kh + y) * I.kw + x]);
             }
   ++I.wversion;
