@@ -63,6 +63,7 @@ struct StepInfo {
   int64_t step = 0;
   int epoch = 0;
   float momentum = 0.9f;  ///< optimizer momentum (DGC's momentum correction)
+  bool nesterov = false;  ///< Nesterov momentum (DGC's momentum correction)
 };
 
 /// Lossy codec for one gradient tensor.

@@ -289,6 +289,7 @@ std::string Dgc::name() const {
 
 void Dgc::begin_step(const StepInfo& s) {
   momentum_ = s.momentum;
+  nesterov_ = s.nesterov;
   density_ = o_.ratio;
   if (s.epoch < o_.warmup_epochs) density_ = std::max(o_.ratio, std::pow(0.25, double(s.epoch + 1)));
 }
@@ -309,7 +310,7 @@ void Dgc::encode(const float* grad, size_t n, Message& out) {
   const bool use_u = momentum_ != 0.0f;
   if (use_u && !u_live_) u_.assign(n, 0.0f);
   u_live_ = use_u;
-  dgc_update_select(grad, scale, momentum_, use_u ? u_.data() : nullptr, v_.data(), n, k_of(density_, n),
+  dgc_update_select(grad, scale, momentum_, nesterov_, use_u ? u_.data() : nullptr, v_.data(), n, k_of(density_, n),
                     o_.sample_frac, rng_, idx_, vals_);
   for (size_t i = 0; i < idx_.size(); ++i) {
     uint32_t j = idx_[i];

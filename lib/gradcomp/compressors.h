@@ -49,15 +49,18 @@ void select_at_least_ref(const float* x, size_t n, float thr, std::vector<uint32
 void dgc_select(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
                 int* rounds = nullptr);
 void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx);
-/// DGC's momentum correction fused with its selection: u = fma(m, u, scale g); v += u; then the selection of
+/// DGC's momentum correction fused with its selection: u = fma(m, u, scale g); v += u (Nesterov:
+/// u = m (u + scale g); v += u + scale g); then the selection of
 /// dgc_select on the updated v, in one pass over memory (the threshold comes from the sample positions'
 /// updated values before the pass). Same u, v and indices as the update loop followed by dgc_select.
 /// u == nullptr (only with m == 0): no momentum buffer, v += scale g.
-void dgc_update_select(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k, float sample_frac,
-                       Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds = nullptr);
+void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
+                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals,
+                       int* rounds = nullptr);
 /// Scalar twin: the update loop, then dgc_select_ref. vals <- v at idx (after the update).
-void dgc_update_select_ref(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k,
-                           float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals);
+void dgc_update_select_ref(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n,
+                           size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
+                           std::vector<float>& vals);
 
 /// The k distinct random indices randk draws for (seed, nonce), ascending. Shared by every worker.
 void randk_indices(uint64_t seed, uint64_t nonce, size_t n, size_t k, std::vector<uint32_t>& idx);
@@ -162,7 +165,8 @@ class Threshold final : public Compressor {
 /// v += u; send top-k of v), local gradient clipping (||g|| <= clip / sqrt(world), sec. 3.2), momentum
 /// factor masking (u, v zeroed where sent), density warm-up 25% -> 6.25% -> 1.56% -> 0.4% -> R over the
 /// first warmup epochs (density(e) = max(R, 0.25^(e+1)) for e < warmup), sampled-threshold selection.
-/// The optimizer must then run with momentum 0 (GradientExchange::handles_momentum()).
+/// Nesterov momentum as in the authors' code (StepInfo::nesterov). The optimizer must then apply momentum
+/// to weight decay only (GradientExchange::handles_momentum(), OptimizerOptions::momentum_decay_only).
 class Dgc final : public Compressor {
  public:
   struct Options {
@@ -188,6 +192,7 @@ class Dgc final : public Compressor {
   int world_;
   Rng rng_;
   float momentum_ = 0.9f;
+  bool nesterov_ = false;
   double density_;
   std::vector<float> u_, v_;  // (n) momentum and accumulated velocity; u_ is kept only while momentum > 0
   bool u_live_ = false;       // u_ holds the momentum of the previous step

@@ -126,7 +126,7 @@ nlohmann::json ExchangeCounters::to_json() const {
 
 GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& shapes,
                                    int local_workers, dist::Communicator* comm)
-    : opts_(opts), local_(local_workers), comm_(comm), momentum_(opts.momentum) {
+    : opts_(opts), local_(local_workers), comm_(comm), momentum_(opts.momentum), nesterov_(opts.nesterov) {
   FRUGAL_CHECK(local_workers >= 1, "gradient exchange: local_workers must be >= 1, got ", local_workers);
   world_ = comm ? comm->world() * local_workers : local_workers;
   rank_ = comm ? comm->rank() : 0;
@@ -226,7 +226,7 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
                      "; lower the learning rate or enable gradient clipping");
     }
   }
-  const StepInfo si{step, epoch, momentum_};
+  const StepInfo si{step, epoch, momentum_, nesterov_};
   const bool psgd_dense = step < opts_.powersgd_dense_steps;
   const bool sampled = opts_.sample_every > 0 && step % opts_.sample_every == 0;
 
@@ -464,13 +464,17 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     decode_s += since(t);
   }
 
-  // ---- dgc runs: dense tensors get the optimizer's heavy-ball momentum here (the optimizer runs with 0).
+  // ---- dgc runs: dense tensors get the optimizer's momentum here (the optimizer applies momentum to weight
+  // decay only): buf = m buf + g; heavy ball sends buf, Nesterov g + m buf (PyTorch's SGD).
   if (handles_momentum_)
     for (size_t p = 0; p < P; ++p) {
       Slot& s = *slots_[p];
       if (s.velocity.empty()) continue;
       float* r = result.data() + off[p];
-      for (size_t i = 0; i < s.n; ++i) r[i] = s.velocity[i] = momentum_ * s.velocity[i] + r[i];
+      for (size_t i = 0; i < s.n; ++i) {
+        s.velocity[i] = momentum_ * s.velocity[i] + r[i];
+        r[i] = nesterov_ ? r[i] + momentum_ * s.velocity[i] : s.velocity[i];
+      }
     }
 
   // ---- write back to every local worker.

@@ -4,7 +4,8 @@
 // Usage (trainer):
 //   GradientExchange ex(opts, shapes, /*local_workers=*/W, /*comm=*/nullptr);   // in-process W workers
 //   GradientExchange ex(opts, shapes, 1, &mpi_comm);                             // one worker per MPI rank
-//   if (ex.handles_momentum()) optimizer momentum = 0, and ex.set_momentum(optimizer's momentum);
+//   if (ex.handles_momentum()) the optimizer applies momentum to weight decay only, and
+//   ex.set_momentum(optimizer's momentum, nesterov);
 //   each step: ex.exchange(grads, step, epoch);   // grads[w][p]: worker w's gradient of parameter p
 //   each epoch: auto s = ex.take_stats();         // s.period (since last call), s.total
 //
@@ -36,6 +37,7 @@ struct ExchangeOptions {
   int warmup_epochs = 0;             ///< DGC density warm-up epochs (spec :warmup=E overrides)
   int64_t powersgd_dense_steps = 0;  ///< powersgd: plain dense allreduce for steps < this
   float momentum = 0.9f;             ///< DGC momentum correction (set_momentum overrides)
+  bool nesterov = false;             ///< DGC momentum correction with Nesterov momentum
   int64_t sample_every = 0;          ///< every N steps also compute the dense mean and the error (0: never)
   bool parallel = true;              ///< encode (workers x tensors) in parallel with TBB
 };
@@ -83,7 +85,10 @@ class GradientExchange {
   void exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch);
 
   bool handles_momentum() const { return handles_momentum_; }
-  void set_momentum(float m) { momentum_ = m; }
+  void set_momentum(float m, bool nesterov) {
+    momentum_ = m;
+    nesterov_ = nesterov;
+  }
   ExchangeStats take_stats();
   /// {"compressor", "dense_rule", "tensors": [{index, shape, numel, codec, collective, dense_reason}], ...}
   nlohmann::json describe() const;
@@ -103,6 +108,7 @@ class GradientExchange {
   dist::Communicator* comm_;
   bool handles_momentum_ = false;
   float momentum_;
+  bool nesterov_;
   std::vector<std::unique_ptr<Slot>> slots_;
   ExchangeCounters period_, total_;
 };

@@ -116,7 +116,18 @@ DgcPlan dgc_plan(size_t n, size_t k, float sample_frac, Rng& rng) {
   return p;
 }
 
-inline float mc_u(float m, float u, float sg) { return std::fma(m, u, sg); }  // momentum correction
+// DGC momentum correction of one element; returns the new accumulated velocity v'. Explicit fma so the SIMD
+// loop and this scalar form round identically.
+//   heavy ball: u' = m u + s g;           v' = v + u'
+//   Nesterov:   u' = m (u + s g);         v' = v + (u' + s g)   (synxlin/deep-gradient-compression memory.py)
+inline float mc_step(float m, bool nesterov, float& u, float sg_scale, float g, float v) {
+  if (nesterov) {
+    u = m * std::fma(sg_scale, g, u);
+    return v + std::fma(sg_scale, g, u);
+  }
+  u = std::fma(m, u, sg_scale * g);
+  return v + u;
+}
 
 }  // namespace
 
@@ -199,7 +210,7 @@ void dgc_select_impl(const float* x, size_t n, size_t k, float sample_frac, Rng&
   std::vector<float> sample(p.ns);
   p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(x[j]); });
   float thr = kth_largest(sample.data(), p.ns, p.ks);
-  if (!(thr >= 0.0f)) thr = 0.0f;
+  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
   int r = 0;
   for (; r < 10; ++r) {
     if (kRef)
@@ -223,12 +234,12 @@ void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& 
   dgc_select_impl<true>(x, n, k, sample_frac, rng, idx, nullptr);
 }
 
-void dgc_update_select_ref(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k,
-                           float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals) {
+void dgc_update_select_ref(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n,
+                           size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,
+                           std::vector<float>& vals) {
   for (size_t i = 0; i < n; ++i) {
     if (u) {
-      u[i] = mc_u(m, u[i], scale * g[i]);
-      v[i] += u[i];
+      v[i] = mc_step(m, nesterov, u[i], scale, g[i], v[i]);
     } else {
       v[i] = std::fma(scale, g[i], v[i]);
     }
@@ -238,19 +249,23 @@ void dgc_update_select_ref(const float* g, float scale, float m, float* u, float
   for (size_t i = 0; i < idx.size(); ++i) vals[i] = v[idx[i]];
 }
 
-void dgc_update_select(const float* g, float scale, float m, float* u, float* v, size_t n, size_t k, float sample_frac,
-                       Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
+void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
+                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals,
+                       int* rounds) {
   FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
   FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
   const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
   // threshold from the values the update is about to write at the sample positions
   std::vector<float> sample(p.ns);
   if (u)
-    p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(v[j] + mc_u(m, u[j], scale * g[j])); });
+    p.for_each_sample([&](size_t s, size_t j) {
+      float uj = u[j];
+      sample[s] = mag(mc_step(m, nesterov, uj, scale, g[j], v[j]));
+    });
   else
     p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(std::fma(scale, g[j], v[j])); });
   float thr = kth_largest(sample.data(), p.ns, p.ks);
-  if (!(thr >= 0.0f)) thr = 0.0f;
+  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
   // one pass: update u and v, collect (index, value) where |v| >= thr
   idx.clear();
   vals.clear();
@@ -266,7 +281,12 @@ void dgc_update_select(const float* g, float scale, float m, float* u, float* v,
   __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (; i + 16 <= n; i += 16) {
     __m512 vn;
-    if (u) {
+    if (u && nesterov) {
+      const __m512 gi = _mm512_loadu_ps(g + i);
+      __m512 un = _mm512_mul_ps(vm, _mm512_fmadd_ps(vs, gi, _mm512_loadu_ps(u + i)));
+      _mm512_storeu_ps(u + i, un);
+      vn = _mm512_add_ps(_mm512_loadu_ps(v + i), _mm512_fmadd_ps(vs, gi, un));
+    } else if (u) {
       __m512 un = _mm512_fmadd_ps(vm, _mm512_loadu_ps(u + i), _mm512_mul_ps(vs, _mm512_loadu_ps(g + i)));
       _mm512_storeu_ps(u + i, un);
       vn = _mm512_add_ps(_mm512_loadu_ps(v + i), un);
@@ -293,8 +313,7 @@ void dgc_update_select(const float* g, float scale, float m, float* u, float* v,
 #endif
   for (; i < n; ++i) {
     if (u) {
-      u[i] = mc_u(m, u[i], scale * g[i]);
-      v[i] += u[i];
+      v[i] = mc_step(m, nesterov, u[i], scale, g[i], v[i]);
     } else {
       v[i] = std::fma(scale, g[i], v[i]);
     }

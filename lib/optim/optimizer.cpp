@@ -59,13 +59,21 @@ void Optimizer::step(float lr) {
     }
     if (sgd) {
       // PyTorch semantics: d = g + wd*w; buf = mom*buf + d (buf = d at the first step); nesterov: d + mom*buf.
-      for (int64_t i = 0; i < n; ++i) {
-        float d = g[i] + wd * w[i];
-        if (mom > 0) {
-          m[i] = t_ == 1 ? d : mom * m[i] + d;
-          d = o_.nesterov ? d + mom * m[i] : m[i];
+      if (o_.momentum_decay_only && mom > 0) {  // g is already momentum-corrected; the buffer holds decay
+        for (int64_t i = 0; i < n; ++i) {
+          const float dw = wd * w[i];
+          m[i] = t_ == 1 ? dw : mom * m[i] + dw;
+          w[i] -= local_lr * (g[i] + (o_.nesterov ? dw + mom * m[i] : m[i]));
         }
-        w[i] -= local_lr * d;
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          float d = g[i] + wd * w[i];
+          if (mom > 0) {
+            m[i] = t_ == 1 ? d : mom * m[i] + d;
+            d = o_.nesterov ? d + mom * m[i] : m[i];
+          }
+          w[i] -= local_lr * d;
+        }
       }
     } else {
       float* v = v_[k].data();

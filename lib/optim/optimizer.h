@@ -14,6 +14,10 @@ struct OptimizerOptions {
   bool nesterov = true;
   float weight_decay = 5e-4f;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  /// Momentum (and Nesterov) act on the weight-decay term only; the gradient arrives momentum-corrected
+  /// (DGC: the compressor accumulates momentum; the authors' DGCSGD). Keeps the effective decay of a
+  /// momentum run, lr wd / (1 - m), which plain SGD at momentum 0 would cut tenfold.
+  bool momentum_decay_only = false;
   bool lars = false;   // layer-wise trust ratio (You, Gitman & Ginsburg 2017, "Large Batch Training of CNNs")
   float lars_eta = 0.001f;
 };

@@ -216,8 +216,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     if (exchange->handles_momentum()) {
       FRUGAL_CHECK(oo.kind == "sgd", "compressor '", eo.compressor,
                    "' applies momentum correction itself; use optimizer=sgd");
-      exchange->set_momentum(oo.momentum);
-      oo.momentum = 0.f;  // DGC momentum correction: momentum lives in the compressor (Lin et al. 2018, Sec. 3.2)
+      // DGC momentum correction: the gradient's momentum lives in the compressor (Lin et al. 2018, Sec. 3.2);
+      // the optimizer keeps momentum for the weight-decay term only (the authors' DGCSGD).
+      exchange->set_momentum(oo.momentum, oo.nesterov);
+      oo.momentum_decay_only = true;
     }
   }
   optim::Optimizer opt(oo, params);

@@ -102,7 +102,7 @@ TEST_CASE("candidate scan and DGC selection equal their scalar twins") {
 }
 
 TEST_CASE("DGC's fused update and selection equals the update loop followed by the scalar selection") {
-  for (uint64_t seed = 0; seed < 6; ++seed) {
+  for (uint64_t seed = 0; seed < 9; ++seed) {
     const size_t n = 40000 + seed * 37;
     auto g = randn(n, seed + 200);
     auto u0 = randn(n, seed + 300), v0 = randn(n, seed + 400);
@@ -110,10 +110,12 @@ TEST_CASE("DGC's fused update and selection equals the update loop followed by t
     std::vector<uint32_t> a, b;
     std::vector<float> va, vb;
     Rng r1(seed), r2(seed);
-    const float m = seed % 2 ? 0.9f : 0.0f, scale = 0.7f;
+    const float m = seed % 3 ? 0.9f : 0.0f, scale = 0.7f;
     const bool buf = m != 0.0f;  // momentum 0: no momentum buffer
-    dgc_update_select(g.data(), scale, m, buf ? u1.data() : nullptr, v1.data(), n, 40, 0.01f, r1, a, va);
-    dgc_update_select_ref(g.data(), scale, m, buf ? u2.data() : nullptr, v2.data(), n, 40, 0.01f, r2, b, vb);
+    const bool nesterov = seed % 3 == 2;
+    dgc_update_select(g.data(), scale, m, nesterov, buf ? u1.data() : nullptr, v1.data(), n, 40, 0.01f, r1, a, va);
+    dgc_update_select_ref(g.data(), scale, m, nesterov, buf ? u2.data() : nullptr, v2.data(), n, 40, 0.01f, r2, b,
+                          vb);
     REQUIRE(u1 == u2);
     REQUIRE(v1 == v2);
     REQUIRE(a == b);
