@@ -21,7 +21,7 @@ using json = nlohmann::json;
 namespace {
 struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
-                                                         calibration = "batch", tta = "none";
+                                                         calibration = "batch", tta = "none", act_quant;
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
   bool no_speed = false, per_tensor = false;
 };
@@ -62,6 +62,9 @@ void evaluate_model(const EvalArgs& a) {
   cfg.set("layer_bits=" + a.layer_bits);
   cfg.set(std::string("per_channel=") + (a.per_tensor ? "false" : "true"));
   cfg.set("act_calibration=" + a.calibration);
+  std::string act_quant = a.act_quant;  // default: what the model was trained with
+  if (act_quant.empty() && lm.meta.contains("config")) act_quant = lm.meta["config"].value("act_quant", "");
+  cfg.set("act_quant=" + (act_quant.empty() ? std::string("symmetric") : act_quant));
   json approx_info = train::attach_approx(model, cfg);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
   auto norm = data::default_normalization(ds.test.name);
@@ -155,6 +158,10 @@ void add_evaluate(CLI::App& app, Globals&) {
        "--act-calibration", a->calibration,
        "activation ranges: batch (each batch's min/max) | minmax:N | percentile:N[:P] (from N training batches)")
       ->capture_default_str();
+  c->add_option("--act-quant", a->act_quant,
+                "activation codes of signed multipliers: affine | symmetric (zero point 0) (default: the model's "
+                "training config, else symmetric)")
+      ->check(CLI::IsMember({"affine", "symmetric"}));
   c->add_option("--batch", a->batch, "evaluation batch size")->check(CLI::Range(1, 100000))->capture_default_str();
   c->add_option("--latency-iters", a->latency_iters, "batch-1 forwards timed for the latency median/p99")
       ->check(CLI::Range(1, 1000000))

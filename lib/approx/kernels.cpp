@@ -380,7 +380,7 @@ QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
   QuantConfig qc;
   qc.bits = I.spec.act_bits;
   qc.is_signed = I.mult->is_signed;
-  qc.symmetric = false;
+  qc.symmetric = I.spec.act_symmetric && I.mult->is_signed;  // unsigned codes: affine ([0, max] has zero point 0)
   return make_quant_params(qc, &lo, &hi, 1, 1);
 }
 

@@ -1,8 +1,9 @@
 // Integer conv2d / linear in which every product goes through an approximate multiplier.
 //
 // Quantization: the multiplier's domain decides the operands. Unsigned multiplier: activations and
-// weights affine unsigned ([0, 2^bits-1], zero points z_a, z_w[oc]). Signed multiplier: activations affine
-// signed, weights symmetric signed (z_w = 0). With K products per output,
+// weights affine unsigned ([0, 2^bits-1], zero points z_a, z_w[oc]). Signed multiplier: weights symmetric
+// signed (z_w = 0); activations symmetric signed (z_a = 0, the default) or affine signed (act_symmetric
+// false). With K products per output,
 //   dst = s_a s_w[oc] ( sum_k M(a_k, w_k) - z_w sum_k a_k - z_a sum_k w_k + K z_a z_w ) + bias[oc]
 // where only the a*w products go through the multiplier M and the zero-point terms are exact (the TFApprox
 // scheme, Vaverka et al., DATE 2020). Padding reads the activation code of real 0 (z_a), which also goes
@@ -36,6 +37,10 @@ struct ApproxSpec {
   int weight_bits = 8, act_bits = 8;
   bool per_channel = true;   // weight scales per output channel
   std::string mode = "lut";  // lut | functional | lowrank:R
+  /// Activations of signed multipliers: zero point 0 and range [-max|x|, max|x|] (true), or affine over
+  /// [min, max] (false). With an approximate multiplier, affine codes of post-ReLU inputs put 0.0 at code
+  /// -128, where the multiplier's error is largest; symmetric codes keep 0.0 at code 0 (exact products).
+  bool act_symmetric = true;
 };
 
 /// Naive reference: acc[n][oh][ow][oc] = sum over (icg, kh, kw) of m.mul(a, w) with a read from src codes

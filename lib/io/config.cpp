@@ -63,6 +63,9 @@ const std::vector<KeyInfo>& config_keys() {
       {"layer_bits", "",
        "per-layer bit-widths W/A, one per conv/linear layer in model order (e.g. 8/8,4/6,4/6,8/8); overrides "
        "bits/act_bits"},
+      {"act_quant", "symmetric",
+       "activation codes of signed multipliers: affine (zero point from [min, max]) | symmetric (zero point 0: "
+       "0.0 is code 0, so approximate products of small activations stay small)"},
       {"act_calibration", "batch",
        "activation range of approximate layers: batch (each batch's min/max) | minmax:N | percentile:N[:P] (fixed, "
        "from N training batches)"},

@@ -117,6 +117,10 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
   spec.act_bits = static_cast<int>(cfg.i("act_bits"));
   spec.mode = cfg.s("approx_mode");
   spec.per_channel = cfg.b("per_channel");
+  const std::string aq = cfg.s("act_quant");
+  FRUGAL_CHECK(aq == "affine" || aq == "symmetric", "config key 'act_quant' = '", aq,
+               "': use affine (zero point from [min, max]) or symmetric (zero point 0)");
+  spec.act_symmetric = aq == "symmetric";
   // which layers
   const std::vector<nn::Layer*> layers = conv_linear_layers(model);
   const std::string sel = cfg.s("approx_layers");
@@ -163,7 +167,7 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
                  layers.size(), " conv/linear layers (give one W/A per layer, in model order)");
   }
   json out{{"multiplier", mult},        {"mode", spec.mode}, {"weight_bits", spec.weight_bits},
-           {"act_bits", spec.act_bits}, {"gradient", grad},  {"per_channel", spec.per_channel},
+           {"act_bits", spec.act_bits}, {"gradient", grad},  {"per_channel", spec.per_channel}, {"act_quant", aq},
            {"layers", json::array()}};
   for (size_t i = 0; i < layers.size(); ++i) {
     std::string arith = "fp32";
