@@ -53,10 +53,11 @@ def approx():
         out.append(f"| {r['multiplier']} | {m.get('mae_pct', 0):.3f} | {m.get('wce_pct', 0):.2f} | {m.get('mre_pct', 0):.2f} | "
                    f"{m.get('ep_pct', 0):.1f} | {m.get('bias', 0):.1f} | {m.get('nmed', 0):.5f} |")
     out += ["\n### Accuracy and arithmetic energy per image (all conv/linear layers approximate, 8-bit signed operands)\n",
-            "| run | multiplier | fine-tuned | top-1 | energy µJ/img |", "|---|---|---|---|---|"]
+            "| run | multiplier | activation codes | fine-tuned | top-1 | energy µJ/img |", "|---|---|---|---|---|---|"]
     for name, r in load("approx/mnist_*.json") + load("approx/cifar10_*.json"):
         mult = r.get("approx", {}).get("multiplier", "fp32")
-        out.append(f"| {name} | {mult} | {'yes (table gradient)' if name.endswith('_lutgrad') else 'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
+        codes = r.get("approx", {}).get("act_quant", "affine") if "approx" in r else "-"
+        out.append(f"| {name} | {mult} | {codes} | {'yes (table gradient)' if name.endswith('_lutgrad') else 'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
                    f"{r['energy']['total_uj']:.3f} |")
     return "\n".join(out) + "\n"
 
