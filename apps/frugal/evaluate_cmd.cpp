@@ -97,7 +97,8 @@ void evaluate_model(const EvalArgs& a) {
     lc.name = l.name();
     lc.macs = l.macs(src);
     if (ap) {
-      lc.arithmetic = "int" + std::to_string(std::max(a.bits, a.act_bits));
+      const auto [wb, ab] = ap->bits();  // per layer (layer_bits)
+      lc.arithmetic = "int" + std::to_string(wb) + (wb == ab ? "" : "x" + std::to_string(ab));
       lc.multiplier = a.multiplier;
       lc.relative_power = mult->relative_power;
     }

@@ -23,19 +23,28 @@ nlohmann::json energy_report(const std::vector<LayerCost>& layers, const EnergyT
     } else if (l.arithmetic == "fp16") {
       mul = t.fp16_mul, add = t.fp16_add;
     } else if (l.arithmetic.size() > 3 && l.arithmetic.rfind("int", 0) == 0) {
-      int bits = 0;
+      int wb = 0, ab = 0;
+      const std::string spec = l.arithmetic.substr(3);
+      const size_t x = spec.find('x');
       try {
-        bits = std::stoi(l.arithmetic.substr(3));
+        size_t used = 0;
+        wb = std::stoi(spec.substr(0, x), &used);
+        if (used != (x == std::string::npos ? spec.size() : x)) wb = 0;
+        ab = wb;
+        if (x != std::string::npos) {
+          ab = std::stoi(spec.substr(x + 1), &used);
+          if (used != spec.size() - x - 1) ab = 0;
+        }
       } catch (...) {
-        bits = 0;
+        wb = ab = 0;
       }
-      FRUGAL_CHECK(bits >= 2 && bits <= 16, "energy: layer '", l.name, "' arithmetic '", l.arithmetic,
-                   "' needs intN with N in [2,16]");
+      FRUGAL_CHECK(wb >= 2 && wb <= 16 && ab >= 2 && ab <= 16, "energy: layer '", l.name, "' arithmetic '",
+                   l.arithmetic, "' needs intN or intWxA with N, W, A in [2,16]");
       FRUGAL_CHECK(l.relative_power > 0, "energy: layer '", l.name, "' relative_power must be > 0");
-      mul = t.int8_mul * (bits / 8.0) * (bits / 8.0) * l.relative_power;
+      mul = t.int8_mul * (wb / 8.0) * (ab / 8.0) * l.relative_power;
       add = t.int32_add;
     } else {
-      FRUGAL_FAIL("energy: layer '", l.name, "' arithmetic '", l.arithmetic, "' unknown; expected fp32, fp16 or intN");
+      FRUGAL_FAIL("energy: layer '", l.name, "' arithmetic '", l.arithmetic, "' unknown; expected fp32, fp16, intN or intWxA");
     }
     double e = double(l.macs) * (mul + add);
     total += e;

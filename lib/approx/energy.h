@@ -3,7 +3,9 @@
 // for comparing arithmetic choices, not a prediction of a chip's power.
 //   fp32 MAC = 3.7 (mul) + 0.9 (add) pJ; fp16 MAC = 1.1 + 0.4 pJ;
 //   intN MAC = 0.2 pJ * (N/8)^2 * relative_power (an array multiplier's energy grows with operand bits
-//              squared; relative_power from the multiplier spec) + 0.1 pJ (int32 accumulate add).
+//              squared; relative_power from the multiplier spec) + 0.1 pJ (int32 accumulate add);
+//   intWxA MAC (W-bit weights times A-bit activations, per-layer bit-widths) = 0.2 pJ * (W/8)(A/8) *
+//              relative_power + 0.1 pJ (the partial-product array is W x A).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,7 +23,7 @@ struct EnergyTable {  // pJ per operation
 struct LayerCost {
   std::string name;             // "conv1"
   int64_t macs = 0;             // multiply-accumulates per inference (or per batch, as the caller counts)
-  std::string arithmetic = "fp32";  // fp32 | fp16 | intN (N in 2..16)
+  std::string arithmetic = "fp32";  // fp32 | fp16 | intN | intWxA (N, W, A in 2..16)
   std::string multiplier = "exact";  // spec, informational
   double relative_power = 1.0;  // multiplier power vs exact (intN only)
 };

@@ -15,6 +15,8 @@ class ApproxForward {
  public:
   virtual ~ApproxForward() = default;
   virtual std::string describe() const = 0;
+  /// Operand bit-widths {weights, activations} of the products (for the energy model).
+  virtual std::pair<int, int> bits() const = 0;
   /// src: (N, C, H, W) NHWC or (N, IN); weights plain; bias (OC) or nullptr; dst sized by the layer.
   virtual void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) = 0;
   /// Backward of the last forward by the arithmetic's own gradient: fills w_grad (plain layout, overwritten)

@@ -31,6 +31,7 @@ class ApproxAdapter : public nn::ApproxForward {
     return spec_.multiplier + "/w" + std::to_string(spec_.weight_bits) + "a" + std::to_string(spec_.act_bits) + "/" +
            spec_.mode;
   }
+  std::pair<int, int> bits() const override { return {spec_.weight_bits, spec_.act_bits}; }
   void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) override {
     if (version_ != weight_->version) {
       if (conv_)

@@ -22,6 +22,11 @@ TEST_CASE("energy of a worked example") {
   CHECK(j["layers"][3]["energy_pj"].get<double>() == doctest::Approx(2359296 * 0.15));  // 0.2/4 + 0.1
   CHECK(j["total_pj"].get<double>() == doctest::Approx(2359296 * (4.6 + 1.5 + 0.2 + 0.15)));
   CHECK(j["total_macs"].get<int64_t>() == 4 * macs);
-  CHECK_THROWS_AS(energy_report({{"x", 1, "bf17", "exact", 1.0}}), frugal::Error);
+  // per-layer widths: 4-bit weights x 6-bit activations = a 4x6 partial-product array
+  auto k = energy_report({{"w4a6", macs, "int4x6", "exact", 1.0}, {"w8a8", macs, "int8x8", "exact", 1.0}});
+  CHECK(k["layers"][0]["mul_pj"].get<double>() == doctest::Approx(0.2 * 4 * 6 / 64.0));
+  CHECK(k["layers"][1]["energy_pj"].get<double>() == doctest::Approx(2359296 * 0.3));
+  for (const char* bad : {"bf17", "int4x", "int4x1", "intx4", "int4y6", "int4x6x2"})
+    CHECK_THROWS_AS(energy_report({{"x", 1, bad, "exact", 1.0}}), frugal::Error);
   CHECK_THROWS_AS(energy_report({{"x", 1, "int1", "exact", 1.0}}), frugal::Error);
 }

@@ -9,6 +9,8 @@
 #include "../train/synthetic_mnist.h"
 #include "io/files.h"
 
+#include <nlohmann/json.hpp>
+
 namespace {
 struct Run {
   int code;
@@ -85,4 +87,21 @@ TEST_CASE("cli: train then evaluate the written model") {
   CHECK(frugal::io::file_exists(dir / "ev/evaluate.json"));
   CHECK(e.out.find("top-1 accuracy") != std::string::npos);
   CHECK(e.out.find("energy") != std::string::npos);
+  // per-layer bit-widths reach the energy model: 4x6-bit products cost (4*6)/64 of an 8x8 product
+  Run q = run("evaluate --model " + dir / "run/model.bin" + " --data-dir " + dir.str() +
+              " --no-speed --multiplier drum:4:signed --approx-mode functional --act-quant affine" +
+              " --layer-bits 8/8,4/6,4/6,8/8,8/8 --out " + dir / "evq");
+  INFO(q.out);
+  REQUIRE(q.code == 0);
+  nlohmann::json j = nlohmann::json::parse(frugal::io::read_file(dir / "evq/evaluate.json"));
+  CHECK(j["approx"]["act_quant"] == "affine");
+  auto& el = j["energy"]["layers"];
+  REQUIRE(el.size() == 5);
+  CHECK(el[0]["arithmetic"] == "int8");
+  CHECK(el[1]["arithmetic"] == "int4x6");
+  CHECK(el[1]["mul_pj"].get<double>() == doctest::Approx(el[0]["mul_pj"].get<double>() * 24.0 / 64.0));
+  Run bad = run("evaluate --model " + dir / "run/model.bin" + " --data-dir " + dir.str() +
+                " --no-speed --multiplier drum:4:signed --act-quant zeropoint");
+  CHECK(bad.code != 0);
+  CHECK(bad.out.find("act-quant") != std::string::npos);
 }
