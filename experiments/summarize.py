@@ -62,9 +62,30 @@ def approx():
     return "\n".join(out) + "\n"
 
 
+def _with_table(section, table_file):
+    """section with its markdown table replaced by the table in table_file (written by Makefile.bench)."""
+    if not os.path.exists(table_file):
+        return section
+    lines, table = section.split("\n"), [l for l in open(table_file).read().split("\n") if l.startswith("|")]
+    rows = [i for i, l in enumerate(lines) if l.startswith("|")]
+    if not rows or not table:
+        return section
+    return "\n".join(lines[:rows[0]] + table + lines[rows[-1] + 1:])
+
+
 def bench():
     p = os.path.join(R, "bench", "README.md")
-    return "## Speed vs PyTorch (`make -f Makefile.bench`)\n\n" + (open(p).read().split("\n", 2)[2] if os.path.exists(p) else "not run yet\n")
+    if not os.path.exists(p):
+        return "## Speed vs PyTorch (`make -f Makefile.bench`)\n\nnot run yet\n"
+    parts = open(p).read().split("\n## ")
+    for i, part in enumerate(parts):
+        if part.startswith("Gradient compressors"):
+            parts[i] = _with_table(part, os.path.join(R, "bench", "compressors.md"))
+        elif part.startswith("Approximate conv kernels"):
+            parts[i] = _with_table(part, os.path.join(R, "bench", "approx_kernels.md"))
+    text = "\n## ".join(parts)
+    open(p, "w").write(text)  # keep results/bench/README.md in step with the tables Makefile.bench wrote
+    return "## Speed vs PyTorch (`make -f Makefile.bench`)\n\n" + text.split("\n", 2)[2]
 
 
 if __name__ == "__main__":
