@@ -2,7 +2,7 @@
 # Approximate computing (issue 4 measurements):  bash experiments/approx.sh [CONFIG[=RUN_DIR] ...]
 # CONFIG names experiments/CONFIG.json; RUN_DIR (default runs/foundation/CONFIG) holds its trained fp32 model.bin.
 # Default: mnist_lenet5 mnist_cnn (bash experiments/run.sh foundation mnist_lenet5 mnist_cnn trains them).
-# CIFAR-10: bash experiments/approx.sh "cifar10_resnet20=runs/foundation/cifar10_resnet20_epochs=50_weight_decay=1e-4"
+# CIFAR-10: bash experiments/approx.sh "cifar10_resnet20=runs/foundation/cifar10_resnet20_epochs=100"
 # 1. characterizes the multipliers (unsigned 8x8, EvoApproxLib metrics) -> results/approx/multipliers/<spec>.json
 # 2. evaluates each fp32 model under int8 exact and each approximate multiplier (signed operands, all conv/linear
 #    layers), with the energy estimate -> results/approx/<model>_<spec>.json
