@@ -120,6 +120,9 @@ namespace detail {
 /// Tests: force the portable scalar twins (true) or the SIMD paths where compiled (false).
 void set_force_scalar(bool on);
 bool simd_available();
+/// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512
+/// VBMI table lookups where compiled (false).
+void set_terms_scalar_fill(bool on);
 }  // namespace detail
 
 }  // namespace frugal::approx

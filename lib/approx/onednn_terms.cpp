@@ -4,15 +4,29 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <tuple>
 
+#include "approx/kernels.h"
 #include "tensor/tensor.h"
 #include "util/check.h"
 
+#if defined(__AVX512VBMI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+#define FRUGAL_TERMS_VBMI 1
+#include <immintrin.h>
+#endif
+
 namespace frugal::approx {
+
+namespace detail {
+namespace {
+std::atomic<bool> g_terms_scalar_fill{false};
+}
+void set_terms_scalar_fill(bool on) { g_terms_scalar_fill = on; }
+}  // namespace detail
 
 using dnnl::memory;
 using dt = memory::data_type;
@@ -111,6 +125,19 @@ struct OnednnTermConv::Impl {
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
+    // sum over terms of A_t(code), for the shift_w correction: one lookup per input element
+    std::array<int32_t, 256> asum{};
+    if (a_sums)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+#ifdef FRUGAL_TERMS_VBMI
+    if constexpr (sizeof(E) == 1) {
+      if (!detail::g_terms_scalar_fill.load() && T <= kVbmiMaxTerms) {
+        fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
+        return;
+      }
+    }
+#endif
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
       for (int64_t row = r.begin(); row < r.end(); ++row) {
         const int b = int(row / Hp), y = int(row % Hp);
@@ -124,24 +151,81 @@ struct OnednnTermConv::Impl {
           const size_t pix = (size_t(b) * h + y - pad) * w + x - pad;
           const uint8_t* s = codes + pix * ic;
           for (int g = 0; g < groups; ++g) {
-            int32_t sum = 0;
             const uint8_t* sg = s + g * icg;
             for (int t = 0; t < T; ++t) {
               const E* m = maps[size_t(t)].data();
               E* dg = d + (g * T + t) * icg;
-              if (a_sums) {
-                const int16_t* av = aval[size_t(t)].data();
-                for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]], sum += av[sg[c]];
-              } else {
-                for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
-              }
+              for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
             }
-            if (a_sums) a_sums[pix * groups + g] = sum;
+            if (a_sums) {
+              int32_t sum = 0;
+              for (int c = 0; c < icg; ++c) sum += asum[sg[c]];
+              a_sums[pix * groups + g] = sum;
+            }
           }
         }
       }
     });
   }
+
+#ifdef FRUGAL_TERMS_VBMI
+  static constexpr int kVbmiMaxTerms = 16;
+  // fill_src for byte maps: each 256-entry map lives in four zmm registers; two vpermi2b (entries 0-127 and
+  // 128-255) and a blend on bit 7 look up 64 codes at once. Same bytes as the scalar loop.
+  // a_sums: the sum of the bytes just written (as u8, or as s8 for a signed source) is sum_t sum_c A_t, summed
+  // with vpsadbw while the bytes are still in registers.
+  void fill_src_vbmi(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
+                     const uint8_t* padv, int bp, uint8_t* dst, int32_t* a_sums) const {
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
+    __m512i tab[4 * kVbmiMaxTerms];
+    const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
+    for (int t = 0; t < T; ++t)
+      for (int q = 0; q < 4; ++q) tab[4 * t + q] = _mm512_loadu_si512(maps[size_t(t)].data() + 64 * q);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      for (int64_t row = r.begin(); row < r.end(); ++row) {
+        const int b = int(row / Hp), y = int(row % Hp);
+        uint8_t* d = dst + size_t(row) * Wp * C;
+        const bool row_in = y >= pad && y < pad + h;
+        for (int x = 0; x < Wp; ++x, d += C) {
+          if (!row_in || x < pad || x >= pad + w) {
+            std::memcpy(d, padv, size_t(C));
+            continue;
+          }
+          const size_t pix = (size_t(b) * h + y - pad) * w + x - pad;
+          const uint8_t* s = codes + pix * ic;
+          for (int g = 0; g < groups; ++g) {
+            const uint8_t* sg = s + g * icg;
+            __m512i sacc = _mm512_setzero_si512();
+            for (int c0 = 0; c0 < icg; c0 += 64) {
+              const int len = std::min(64, icg - c0);
+              const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+              const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
+              const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
+              for (int t = 0; t < T; ++t) {
+                const __m512i* q = tab + 4 * t;
+                const __m512i lo_v = _mm512_permutex2var_epi8(q[0], idx, q[1]);
+                const __m512i hi_v = _mm512_permutex2var_epi8(q[2], idx, q[3]);
+                const __m512i v = _mm512_mask_blend_epi8(hi, lo_v, hi_v);
+                _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
+                if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
+                  const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
+                  sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m, u), zero));
+                }
+              }
+            }
+            if (a_sums) {
+              alignas(64) int64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64: GCC 12 warns inside it)
+              _mm512_store_si512(lanes, sacc);
+              int64_t sum = 0;
+              for (int64_t l : lanes) sum += l;
+              a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
+            }
+          }
+        }
+      }
+    });
+  }
+#endif
 
   Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, void* direct_dst, int32_t* a_sums = nullptr) {
     if (!weights_ok) return nullptr;
@@ -334,6 +418,18 @@ void window_sums(const int32_t* plane, int n, int h, int w, int G, int kh, int k
         const int x0 = ox * stride - pad, xa = std::max(0, x0), xb = std::min(w, x0 + kw);
         const int32_t outside = kh * kw - std::max(0, yb - ya) * std::max(0, xb - xa);
         int32_t* o = out + (size_t(row) * OW + ox) * G;
+        if (G == 1 && stride == 1 && outside == 0 && ox + 16 <= OW && x0 + 16 - 1 + kw <= w) {
+          // interior, unit stride: 16 outputs at once, the window walked row by row (vectorizes)
+          int32_t s16[16] = {};
+          for (int y = ya; y < yb; ++y) {
+            const int32_t* pr = plane + (size_t(b) * h + y) * w + x0;
+            for (int dx = 0; dx < kw; ++dx)
+              for (int i = 0; i < 16; ++i) s16[i] += pr[dx + i];
+          }
+          std::memcpy(o, s16, sizeof(s16));
+          ox += 15;
+          continue;
+        }
         if (G == 1) {  // the common case: a register accumulator
           int32_t sum = outside * border;
           for (int y = ya; y < yb; ++y) {

@@ -42,8 +42,10 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
   const std::string lut = "lut:" + lut_file();
   const char* specs[] = {"exact",  "trunc:2",      "bam:0,6",         "bam:2,5",       "mitchell",      "drum:4",
                          "drum:6", "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
-  for (bool scalar : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {  // SIMD; SIMD with the term engine's portable fill; scalar
+    const bool scalar = variant == 2;
     detail::set_force_scalar(scalar);
+    detail::set_terms_scalar_fill(variant == 1);
     for (const Shape& s : kShapes) {
       std::vector<std::string> all(std::begin(specs), std::end(specs));
       all.push_back(lut);
@@ -52,7 +54,7 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
           if (spec.rfind("lut:", 0) == 0 && std::string(mode) == "functional") continue;
           CAPTURE(spec);
           CAPTURE(mode);
-          CAPTURE(scalar);
+          CAPTURE(variant);
           CAPTURE(s.h);
           CAPTURE(s.oc);
           CAPTURE(s.groups);
@@ -80,6 +82,7 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
     }
   }
   detail::set_force_scalar(false);
+  detail::set_terms_scalar_fill(false);
 }
 
 TEST_CASE("forward with the exact multiplier matches a float conv within quantization error") {
