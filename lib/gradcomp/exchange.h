@@ -80,7 +80,8 @@ class GradientExchange {
   ~GradientExchange();
 
   /// grads[w][p]: (numel of p) floats of local worker w. On return every grads[w][p] holds the averaged
-  /// decoded gradient (for dgc: the momentum-corrected update; apply it with optimizer momentum 0).
+  /// decoded gradient (for dgc: the momentum-corrected update; the optimizer then applies momentum to weight
+  /// decay only, OptimizerOptions::momentum_decay_only).
   /// Throws frugal::Error on wrong sizes or a non-finite gradient (naming worker and parameter).
   void exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch);
 
