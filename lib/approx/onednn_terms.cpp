@@ -136,6 +136,11 @@ struct OnednnTermConv::Impl {
         fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
         return;
       }
+    } else {
+      if (!detail::g_terms_scalar_fill.load()) {
+        fill_src_w16(maps, codes, n, h, w, padv.data(), bp, dst);
+        return;
+      }
     }
 #endif
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
@@ -219,6 +224,52 @@ struct OnednnTermConv::Impl {
               int64_t sum = 0;
               for (int64_t l : lanes) sum += l;
               a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
+            }
+          }
+        }
+      }
+    });
+  }
+#endif
+
+#ifdef FRUGAL_TERMS_VBMI
+  // fill_src for 16-bit (bf16) maps: a 256-entry map is eight zmm registers; four vpermi2w (64 entries each)
+  // and blends on index bits 6 and 7 look up 32 codes at once.
+  void fill_src_w16(const std::vector<std::array<uint16_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
+                    const uint16_t* padv, int bp, uint16_t* dst) const {
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
+    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      for (int64_t row = r.begin(); row < r.end(); ++row) {
+        const int b = int(row / Hp), y = int(row % Hp);
+        uint16_t* d = dst + size_t(row) * Wp * C;
+        const bool row_in = y >= pad && y < pad + h;
+        for (int x = 0; x < Wp; ++x, d += C) {
+          if (!row_in || x < pad || x >= pad + w) {
+            std::memcpy(d, padv, size_t(C) * sizeof(uint16_t));
+            continue;
+          }
+          const uint8_t* s = codes + ((size_t(b) * h + y - pad) * w + x - pad) * ic;
+          for (int g = 0; g < groups; ++g) {
+            const uint8_t* sg = s + g * icg;
+            for (int c0 = 0; c0 < icg; c0 += 32) {
+              const int len = std::min(32, icg - c0);
+              const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+              const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c0));
+              const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+              for (int t = 0; t < T; ++t) {
+                const uint16_t* tb = maps[size_t(t)].data();
+                const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb), idx, _mm512_loadu_si512(tb + 32));
+                const __m512i r1 =
+                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 64), idx, _mm512_loadu_si512(tb + 96));
+                const __m512i r2 =
+                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 128), idx, _mm512_loadu_si512(tb + 160));
+                const __m512i r3 =
+                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 192), idx, _mm512_loadu_si512(tb + 224));
+                const __m512i v = _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1),
+                                                          _mm512_mask_blend_epi16(m6, r2, r3));
+                _mm512_mask_storeu_epi16(d + (g * T + t) * icg + c0, m, v);
+              }
             }
           }
         }
