@@ -25,18 +25,19 @@ def foundation():
 
 
 def gradcomp():
-    rows = ["| compressor | dense rule | workers | test acc | Δ vs dense (pp) | bytes/worker/epoch | ratio vs fp32 (run) | ratio vs fp16 (run) | ratio vs fp32 (last epoch) | rel. L2 err | sim. comm s @1 Gbit/s | compute s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| compressor | dense rule | workers | epochs | test acc | Δ vs dense (pp) | bytes/worker/epoch | ratio vs fp32 (run) | ratio vs fp16 (run) | ratio vs fp32 (last epoch) | rel. L2 err | sim. comm s @1 Gbit/s | compute s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runs = load("gradcomp/*.json")
-    dense = {r["config"]["model"] + r["config"]["dataset"]: r["metrics"]["test_accuracy"] for _, r in runs if r["config"]["compressor"] == "none"}
+    key = lambda c: (c["model"], c["dataset"], c["workers"], c["epochs"])  # Δ against the dense run of the same setting
+    dense = {key(r["config"]): r["metrics"]["test_accuracy"] for _, r in runs if r["config"]["compressor"] == "none"}
     for name, r in runs:
         c, m, comm = r["config"], r["metrics"], r.get("communication", {})
-        d = dense.get(c["model"] + c["dataset"])
+        d = dense.get(key(c))
         last = r["epochs"][-1].get("communication", {})
         sim = comm.get("simulated_time_to_accuracy", {}).get("1Gbps", {})
         delta = "" if d is None else "%+.2f" % (100 * (m["test_accuracy"] - d))
         rule = f"numel<{c['dense_below']}" + (", 1-D" if c.get("dense_1d", True) else "") + (f", warm-up {c['compress_warmup_epochs']} ep" if c["compressor"].startswith("dgc") else "")
-        rows.append(f"| {c['compressor']} | {rule} | {c['workers']} | {100 * m['test_accuracy']:.2f} % | {delta} | "
+        rows.append(f"| {c['compressor']} | {rule} | {c['workers']} | {c['epochs']} | {100 * m['test_accuracy']:.2f} % | {delta} | "
                     f"{comm.get('bytes_sent_per_worker', 0) / max(1, len(r['epochs'])):.4g} | {comm.get('ratio_vs_fp32', 0):.1f} | "
                     f"{comm.get('ratio_vs_fp16', 0):.1f} | {last.get('ratio_vs_fp32', 0):.1f} | {comm.get('rel_l2_err', 0):.3f} | "
                     f"{sim.get('comm_s', 0):.2f} | {sim.get('compute_s', 0):.1f} |")
