@@ -64,7 +64,7 @@ void evaluate_model(const EvalArgs& a) {
   cfg.set("act_calibration=" + a.calibration);
   std::string act_quant = a.act_quant;  // default: what the model was trained with
   if (act_quant.empty() && lm.meta.contains("config")) act_quant = lm.meta["config"].value("act_quant", "");
-  cfg.set("act_quant=" + (act_quant.empty() ? std::string("symmetric") : act_quant));
+  if (!act_quant.empty()) cfg.set("act_quant=" + act_quant);  // else the config key's default
   json approx_info = train::attach_approx(model, cfg);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
   auto norm = data::default_normalization(ds.test.name);

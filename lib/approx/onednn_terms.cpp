@@ -117,57 +117,64 @@ struct OnednnTermConv::Impl {
     }
   }
 
+  // Walks the source buffer (N, H + 2 bp, W + 2 bp, groups * T * icg) row by row in parallel: border pixels get
+  // padv, and body(d, pix) fills the pixel at d from input pixel pix (codes + pix * ic).
+  template <class E, class Body>
+  void for_each_src_pixel(int n, int h, int w, int bp, const E* padv, E* dst, const Body& body) const {
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      for (int64_t row = r.begin(); row < r.end(); ++row) {
+        const int b = int(row / Hp), y = int(row % Hp);
+        E* d = dst + size_t(row) * Wp * C;
+        const bool row_in = y >= bp && y < bp + h;
+        for (int x = 0; x < Wp; ++x, d += C) {
+          if (!row_in || x < bp || x >= bp + w)
+            std::memcpy(d, padv, size_t(C) * sizeof(E));
+          else
+            body(d, (size_t(b) * h + y - bp) * w + x - bp);
+        }
+      }
+    });
+  }
+
   template <class E>
   void fill_src(const std::vector<std::array<E, 256>>& maps, const uint8_t* codes, int n, int h, int w,
                 uint8_t pad_code, int bp, E* dst, int32_t* a_sums) const {
-    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
-    std::vector<E> padv(static_cast<size_t>(C));
+    std::vector<E> padv(static_cast<size_t>(groups) * T * icg);
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-    // sum over terms of A_t(code), for the shift_w correction: one lookup per input element
-    std::array<int32_t, 256> asum{};
-    if (a_sums)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
 #ifdef FRUGAL_TERMS_VBMI
-    if constexpr (sizeof(E) == 1) {
-      if (!detail::g_terms_scalar_fill.load() && T <= kVbmiMaxTerms) {
-        fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
-        return;
-      }
-    } else {
-      if (!detail::g_terms_scalar_fill.load()) {
+    if (!detail::g_terms_scalar_fill.load()) {
+      if constexpr (sizeof(E) == 1) {
+        if (T <= kVbmiMaxTerms) {
+          fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
+          return;
+        }
+      } else {
         fill_src_w16(maps, codes, n, h, w, padv.data(), bp, dst);
         return;
       }
     }
 #endif
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-      for (int64_t row = r.begin(); row < r.end(); ++row) {
-        const int b = int(row / Hp), y = int(row % Hp);
-        E* d = dst + size_t(row) * Wp * C;
-        const bool row_in = y >= pad && y < pad + h;
-        for (int x = 0; x < Wp; ++x, d += C) {
-          if (!row_in || x < pad || x >= pad + w) {
-            std::memcpy(d, padv.data(), size_t(C) * sizeof(E));
-            continue;
-          }
-          const size_t pix = (size_t(b) * h + y - pad) * w + x - pad;
-          const uint8_t* s = codes + pix * ic;
-          for (int g = 0; g < groups; ++g) {
-            const uint8_t* sg = s + g * icg;
-            for (int t = 0; t < T; ++t) {
-              const E* m = maps[size_t(t)].data();
-              E* dg = d + (g * T + t) * icg;
-              for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
-            }
-            if (a_sums) {
-              int32_t sum = 0;
-              for (int c = 0; c < icg; ++c) sum += asum[sg[c]];
-              a_sums[pix * groups + g] = sum;
-            }
-          }
+    // sum over terms of A_t(code), for the shift_w correction: one lookup per input element
+    std::array<int32_t, 256> asum{};
+    if (a_sums)
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+    for_each_src_pixel(n, h, w, bp, padv.data(), dst, [&](E* d, size_t pix) {
+      const uint8_t* s = codes + pix * ic;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* sg = s + g * icg;
+        for (int t = 0; t < T; ++t) {
+          const E* m = maps[size_t(t)].data();
+          E* dg = d + (g * T + t) * icg;
+          for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
+        }
+        if (a_sums) {
+          int32_t sum = 0;
+          for (int c = 0; c < icg; ++c) sum += asum[sg[c]];
+          a_sums[pix * groups + g] = sum;
         }
       }
     });
@@ -181,96 +188,68 @@ struct OnednnTermConv::Impl {
   // with vpsadbw while the bytes are still in registers.
   void fill_src_vbmi(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
                      const uint8_t* padv, int bp, uint8_t* dst, int32_t* a_sums) const {
-    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
     __m512i tab[4 * kVbmiMaxTerms];
     const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
     for (int t = 0; t < T; ++t)
       for (int q = 0; q < 4; ++q) tab[4 * t + q] = _mm512_loadu_si512(maps[size_t(t)].data() + 64 * q);
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-      for (int64_t row = r.begin(); row < r.end(); ++row) {
-        const int b = int(row / Hp), y = int(row % Hp);
-        uint8_t* d = dst + size_t(row) * Wp * C;
-        const bool row_in = y >= pad && y < pad + h;
-        for (int x = 0; x < Wp; ++x, d += C) {
-          if (!row_in || x < pad || x >= pad + w) {
-            std::memcpy(d, padv, size_t(C));
-            continue;
-          }
-          const size_t pix = (size_t(b) * h + y - pad) * w + x - pad;
-          const uint8_t* s = codes + pix * ic;
-          for (int g = 0; g < groups; ++g) {
-            const uint8_t* sg = s + g * icg;
-            __m512i sacc = _mm512_setzero_si512();
-            for (int c0 = 0; c0 < icg; c0 += 64) {
-              const int len = std::min(64, icg - c0);
-              const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
-              const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
-              const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
-              for (int t = 0; t < T; ++t) {
-                const __m512i* q = tab + 4 * t;
-                const __m512i lo_v = _mm512_permutex2var_epi8(q[0], idx, q[1]);
-                const __m512i hi_v = _mm512_permutex2var_epi8(q[2], idx, q[3]);
-                const __m512i v = _mm512_mask_blend_epi8(hi, lo_v, hi_v);
-                _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
-                if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
-                  const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
-                  sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m, u), zero));
-                }
-              }
-            }
-            if (a_sums) {
-              alignas(64) int64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64: GCC 12 warns inside it)
-              _mm512_store_si512(lanes, sacc);
-              int64_t sum = 0;
-              for (int64_t l : lanes) sum += l;
-              a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
+    for_each_src_pixel(n, h, w, bp, padv, dst, [&](uint8_t* d, size_t pix) {
+      const uint8_t* s = codes + pix * ic;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* sg = s + g * icg;
+        __m512i sacc = _mm512_setzero_si512();
+        for (int c0 = 0; c0 < icg; c0 += 64) {
+          const int len = std::min(64, icg - c0);
+          const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+          const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
+          const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
+          for (int t = 0; t < T; ++t) {
+            const __m512i* q = tab + 4 * t;
+            const __m512i lo_v = _mm512_permutex2var_epi8(q[0], idx, q[1]);
+            const __m512i hi_v = _mm512_permutex2var_epi8(q[2], idx, q[3]);
+            const __m512i v = _mm512_mask_blend_epi8(hi, lo_v, hi_v);
+            _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
+            if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
+              const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
+              sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m, u), zero));
             }
           }
+        }
+        if (a_sums) {
+          alignas(64) int64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64: GCC 12 warns inside it)
+          _mm512_store_si512(lanes, sacc);
+          int64_t sum = 0;
+          for (int64_t l : lanes) sum += l;
+          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
         }
       }
     });
   }
-#endif
 
-#ifdef FRUGAL_TERMS_VBMI
   // fill_src for 16-bit (bf16) maps: a 256-entry map is eight zmm registers; four vpermi2w (64 entries each)
   // and blends on index bits 6 and 7 look up 32 codes at once.
   void fill_src_w16(const std::vector<std::array<uint16_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
                     const uint16_t* padv, int bp, uint16_t* dst) const {
-    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg, pad = bp;
     const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-      for (int64_t row = r.begin(); row < r.end(); ++row) {
-        const int b = int(row / Hp), y = int(row % Hp);
-        uint16_t* d = dst + size_t(row) * Wp * C;
-        const bool row_in = y >= pad && y < pad + h;
-        for (int x = 0; x < Wp; ++x, d += C) {
-          if (!row_in || x < pad || x >= pad + w) {
-            std::memcpy(d, padv, size_t(C) * sizeof(uint16_t));
-            continue;
-          }
-          const uint8_t* s = codes + ((size_t(b) * h + y - pad) * w + x - pad) * ic;
-          for (int g = 0; g < groups; ++g) {
-            const uint8_t* sg = s + g * icg;
-            for (int c0 = 0; c0 < icg; c0 += 32) {
-              const int len = std::min(32, icg - c0);
-              const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
-              const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c0));
-              const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
-              for (int t = 0; t < T; ++t) {
-                const uint16_t* tb = maps[size_t(t)].data();
-                const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb), idx, _mm512_loadu_si512(tb + 32));
-                const __m512i r1 =
-                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 64), idx, _mm512_loadu_si512(tb + 96));
-                const __m512i r2 =
-                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 128), idx, _mm512_loadu_si512(tb + 160));
-                const __m512i r3 =
-                    _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 192), idx, _mm512_loadu_si512(tb + 224));
-                const __m512i v = _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1),
-                                                          _mm512_mask_blend_epi16(m6, r2, r3));
-                _mm512_mask_storeu_epi16(d + (g * T + t) * icg + c0, m, v);
-              }
-            }
+    for_each_src_pixel(n, h, w, bp, padv, dst, [&](uint16_t* d, size_t pix) {
+      const uint8_t* s = codes + pix * ic;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* sg = s + g * icg;
+        for (int c0 = 0; c0 < icg; c0 += 32) {
+          const int len = std::min(32, icg - c0);
+          const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+          const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c0));
+          const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+          for (int t = 0; t < T; ++t) {
+            const uint16_t* tb = maps[size_t(t)].data();
+            const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb), idx, _mm512_loadu_si512(tb + 32));
+            const __m512i r1 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 64), idx, _mm512_loadu_si512(tb + 96));
+            const __m512i r2 =
+                _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 128), idx, _mm512_loadu_si512(tb + 160));
+            const __m512i r3 =
+                _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 192), idx, _mm512_loadu_si512(tb + 224));
+            const __m512i v = _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1),
+                                                      _mm512_mask_blend_epi16(m6, r2, r3));
+            _mm512_mask_storeu_epi16(d + (g * T + t) * icg + c0, m, v);
           }
         }
       }
