@@ -368,8 +368,18 @@ QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
     MM r = tbb::parallel_reduce(
         tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
         [&](const tbb::blocked_range<size_t>& rr, MM m) {
-          for (size_t i = rr.begin(); i < rr.end(); ++i)
-            m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
+          // 16 independent lanes (the ternaries are vminps / vmaxps), then the tail
+          float mn[16], mx[16];
+          for (int l = 0; l < 16; ++l) mn[l] = m.first, mx[l] = m.second;
+          size_t i = rr.begin();
+          for (; i + 16 <= rr.end(); i += 16)
+            for (int l = 0; l < 16; ++l) {
+              const float v = src[i + size_t(l)];
+              mn[l] = v < mn[l] ? v : mn[l];
+              mx[l] = v > mx[l] ? v : mx[l];
+            }
+          for (; i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
+          for (int l = 0; l < 16; ++l) m.first = std::min(m.first, mn[l]), m.second = std::max(m.second, mx[l]);
           return m;
         },
         [](MM a, MM b) {
@@ -843,6 +853,7 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   const size_t in_pixels = size_t(n) * h * w;
   std::vector<int32_t>& chsum = I.s_chsum;
   if (need_asum) chsum.resize(in_pixels * G);
+  const bool simd = detail::use_simd();
   tbb::parallel_for(tbb::blocked_range<size_t>(0, in_pixels, 1024), [&](const tbb::blocked_range<size_t>& r) {
     const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
     uint8_t* cd = codes.data();
@@ -851,7 +862,25 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
       uint8_t* cp = cd + px * I.ic;
       for (int g = 0; g < G; ++g) {
         int32_t sum = 0;
-        for (int c = g * icg; c < (g + 1) * icg; ++c) {
+        int c = g * icg;
+        const int cend = (g + 1) * icg;
+#ifdef FRUGAL_APPROX_AVX512
+        // clamp before rounding (the bounds minus z_a are integers, so this equals rounding then clamping) so
+        // that the conversion never sees an out-of-range value; vcvtps2dq rounds to nearest even like nearbyint
+        const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo - zf), vhi = _mm512_set1_ps(hi - zf);
+        const __m512i vz = _mm512_set1_epi32(za);
+        __m512i vsum = _mm512_setzero_si512();
+        for (; simd && c + 16 <= cend; c += 16) {
+          const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(sp + c), vinv), vlo), vhi);
+          const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(t), vz);
+          _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + c), _mm512_cvtepi32_epi8(qi));  // code(): low byte
+          vsum = _mm512_add_epi32(vsum, qi);
+        }
+        sum = _mm512_reduce_add_epi32(vsum);
+#else
+        (void)simd;
+#endif
+        for (; c < cend; ++c) {
           const float q = std::min(std::max(std::nearbyint(sp[c] * inv) + zf, lo), hi);
           const int32_t qi = static_cast<int32_t>(q);
           cp[c] = static_cast<uint8_t>(qi & 0xFF);  // code()
@@ -908,6 +937,9 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   const float* bias = I.bias.data();
   const float* so = scale_o.data();
   const int64_t *co = corr_o.data(), *zo = zw_o.data();
+  std::vector<int32_t> corr32(noc), zw32(noc);
+  for (size_t o = 0; o < noc; ++o) corr32[o] = int32_t(uint32_t(uint64_t(corr_o[o]))), zw32[o] = int32_t(zw_o[o]);
+  const int32_t *co32 = corr32.data(), *zo32 = zw32.data();
   tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t p = r.begin(); p < r.end(); ++p) {
       float* d = dst + p * noc;
@@ -923,8 +955,12 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
       }
       const int32_t* a = acci.data() + p * noc;
       if (G == 1) {
-        const int64_t as = need_asum ? asum[p] : 0, sh = shifted ? 128 * int64_t(ssum[p]) : 0;
-        for (int o = 0; o < oc; ++o) d[o] = so[o] * float(int64_t(a[o]) + sh + co[o] - zo[o] * as) + bias[o];
+        // int32 arithmetic (wrapping): the result, sum_k (M(a,w) - z_w a - z_a w + z_a z_w), fits int32 (the
+        // constructor's accumulator bound), so the low 32 bits are exact; 16 channels per vector
+        const int32_t as = need_asum ? asum[p] : 0, sh = shifted ? int32_t(128u * uint32_t(ssum[p])) : 0;
+        for (int o = 0; o < oc; ++o)
+          d[o] = so[o] * float(int32_t(uint32_t(a[o]) + uint32_t(sh) + uint32_t(co32[o]) - uint32_t(zo32[o]) * uint32_t(as))) +
+                 bias[o];
       } else {
         for (int o = 0; o < oc; ++o) {
           const size_t pg = p * size_t(G) + size_t(o / I.ocg);

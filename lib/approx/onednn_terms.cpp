@@ -72,7 +72,7 @@ struct OnednnTermConv::Impl {
   struct Prims {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
-    memory wmem, src, dst;
+    memory wmem, src, dst, scratch;
     uint64_t wversion = ~uint64_t(0);
   };
   std::map<std::tuple<int, int, int, int>, std::unique_ptr<Prims>> cache;  // (n, h, w, border)
@@ -103,8 +103,13 @@ struct OnednnTermConv::Impl {
       auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
                                                   dnnl::algorithm::convolution_direct, src_md, wdesc(tag::any),
                                                   dst_md, {stride, stride}, {op, op}, {op, op});
-      p->pd = dnnl::convolution_forward::primitive_desc(desc, cpu_engine());
+      // a scratchpad of our own: in oneDNN's default mode it is allocated and freed around every execution,
+      // which page-faults megabytes per call on these shapes
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      p->pd = dnnl::convolution_forward::primitive_desc(desc, attr, cpu_engine());
       p->prim = dnnl::convolution_forward(p->pd);
+      p->scratch = memory(p->pd.scratchpad_desc(), cpu_engine());
       p->wmem = memory(p->pd.weights_desc(), cpu_engine());
       p->src = memory(src_md, cpu_engine());
       p->dst = memory(dst_md, cpu_engine());
@@ -276,7 +281,10 @@ struct OnednnTermConv::Impl {
     else
       fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
     memory dst = direct_dst ? memory(p->pd.dst_desc(), cpu_engine(), direct_dst) : p->dst;
-    p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src}, {DNNL_ARG_WEIGHTS, p->wmem}, {DNNL_ARG_DST, dst}});
+    p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src},
+                                   {DNNL_ARG_WEIGHTS, p->wmem},
+                                   {DNNL_ARG_DST, dst},
+                                   {DNNL_ARG_SCRATCHPAD, p->scratch}});
     cpu_stream().wait();
     return p;
   }
@@ -439,41 +447,37 @@ int32_t OnednnTermConv::shift_border_sum(uint8_t pad_code) const {
 
 void window_sums(const int32_t* plane, int n, int h, int w, int G, int kh, int kw, int stride, int pad,
                  int32_t border, int32_t* out) {
-  const int OH = (h + 2 * pad - kh) / stride + 1, OW = (w + 2 * pad - kw) / stride + 1;
+  // Separable: per output row, the column sums over the kh window rows of the padded plane (a padded position
+  // counts `border`), then the kw-wide sums along the row. Both loops run over contiguous int32 and vectorize.
+  const int OH = (h + 2 * pad - kh) / stride + 1, OW = (w + 2 * pad - kw) / stride + 1, Wp = w + 2 * pad;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH), [&](const tbb::blocked_range<int64_t>& r) {
+    std::vector<int32_t> col(size_t(Wp) * G);
     for (int64_t row = r.begin(); row < r.end(); ++row) {
       const int b = int(row / OH), oy = int(row % OH);
       const int y0 = oy * stride - pad, ya = std::max(0, y0), yb = std::min(h, y0 + kh);
+      const int32_t outside_rows = kh - std::max(0, yb - ya);
+      int32_t* c = col.data();
+      std::fill(c, c + size_t(Wp) * G, int32_t(kh) * border);  // the padded columns, and rows added below
+      int32_t* ci = c + size_t(pad) * G;
+      const size_t wg = size_t(w) * G;
+      for (size_t i = 0; i < wg; ++i) ci[i] = outside_rows * border;
+      for (int y = ya; y < yb; ++y) {
+        const int32_t* pr = plane + (size_t(b) * h + y) * wg;
+        for (size_t i = 0; i < wg; ++i) ci[i] += pr[i];
+      }
+      int32_t* o = out + size_t(row) * OW * G;
+      if (G == 1 && stride == 1) {
+        std::memcpy(o, c, size_t(OW) * sizeof(int32_t));
+        for (int dx = 1; dx < kw; ++dx)
+          for (int ox = 0; ox < OW; ++ox) o[ox] += c[ox + dx];
+        continue;
+      }
       for (int ox = 0; ox < OW; ++ox) {
-        const int x0 = ox * stride - pad, xa = std::max(0, x0), xb = std::min(w, x0 + kw);
-        const int32_t outside = kh * kw - std::max(0, yb - ya) * std::max(0, xb - xa);
-        int32_t* o = out + (size_t(row) * OW + ox) * G;
-        if (G == 1 && stride == 1 && outside == 0 && ox + 16 <= OW && x0 + 16 - 1 + kw <= w) {
-          // interior, unit stride: 16 outputs at once, the window walked row by row (vectorizes)
-          int32_t s16[16] = {};
-          for (int y = ya; y < yb; ++y) {
-            const int32_t* pr = plane + (size_t(b) * h + y) * w + x0;
-            for (int dx = 0; dx < kw; ++dx)
-              for (int i = 0; i < 16; ++i) s16[i] += pr[dx + i];
-          }
-          std::memcpy(o, s16, sizeof(s16));
-          ox += 15;
-          continue;
-        }
-        if (G == 1) {  // the common case: a register accumulator
-          int32_t sum = outside * border;
-          for (int y = ya; y < yb; ++y) {
-            const int32_t* pr = plane + (size_t(b) * h + y) * w;
-            for (int x = xa; x < xb; ++x) sum += pr[x];
-          }
-          o[0] = sum;
-          continue;
-        }
-        for (int g = 0; g < G; ++g) o[g] = outside * border;
-        for (int y = ya; y < yb; ++y) {
-          const int32_t* pr = plane + ((size_t(b) * h + y) * w) * G;
-          for (int x = xa; x < xb; ++x)
-            for (int g = 0; g < G; ++g) o[g] += pr[size_t(x) * G + g];
+        const int32_t* cx = c + size_t(ox) * stride * G;
+        for (int g = 0; g < G; ++g) {
+          int32_t s = 0;
+          for (int dx = 0; dx < kw; ++dx) s += cx[size_t(dx) * G + g];
+          o[size_t(ox) * G + g] = s;
         }
       }
     }

@@ -131,6 +131,37 @@ TEST_CASE("forward with the exact multiplier matches a float conv within quantiz
     }
 }
 
+TEST_CASE("forward: the SIMD quantization and output passes give the same floats as the portable ones") {
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0, 1);
+  for (const Shape& s : kShapes)
+    for (const char* spec : {"exact", "drum:4", "mitchell", "bam:1,4:signed", "mitchell:signed"})
+      for (const char* mode : {"lut", "functional"})
+        for (bool calibrated : {false, true}) {
+          CAPTURE(s.ic);
+          CAPTURE(s.groups);
+          CAPTURE(spec);
+          CAPTURE(mode);
+          ApproxSpec as;
+          as.multiplier = spec, as.mode = mode;
+          ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
+          std::vector<float> wf(size_t(s.oc) * (s.ic / s.groups) * s.kh * s.kw), bias(size_t(s.oc));
+          std::vector<float> src(size_t(s.n) * s.h * s.w * s.ic);
+          for (auto& v : wf) v = nd(rng);
+          for (auto& v : bias) v = nd(rng);
+          for (auto& v : src) v = nd(rng) + 0.5f;  // mostly positive: affine codes with a non-zero zero point
+          conv.set_weights(wf.data(), bias.data());
+          if (calibrated) conv.set_act_range(-0.7f, 1.3f);  // narrower than the data: clamping on both sides
+          const size_t out = size_t(s.n) * conv.out_h(s.h) * conv.out_w(s.w) * s.oc;
+          std::vector<float> fast(out), portable(out);
+          conv.forward(src.data(), s.n, s.h, s.w, fast.data());
+          detail::set_force_scalar(true);
+          conv.forward(src.data(), s.n, s.h, s.w, portable.data());
+          detail::set_force_scalar(false);
+          CHECK(fast == portable);
+        }
+}
+
 TEST_CASE("linear layer equals the naive products") {
   std::mt19937 rng(9);
   ApproxSpec as;
