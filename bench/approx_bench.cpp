@@ -1,12 +1,14 @@
 // Approximate-conv speed against oneDNN fp32 conv on resnet20 shapes, batch 128.
 // Build: g++ -std=c++20 -O2 -march=native -I lib -isystem /usr/include/opencv4 bench/approx_bench.cpp lib/approx/*.cpp
 //        -ldnnl -ltbb -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o approx_bench
-// Prints one JSON line per (shape, path): median ms of >= 10 runs and the ratio to oneDNN fp32.
+// Prints one JSON line per (shape, path): median ms of RUNS runs and the ratio to the median of the oneDNN fp32 conv
+// timed alternately with it.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
+#include <utility>
 #include <random>
 #include <string>
 #include <vector>
@@ -17,6 +19,25 @@
 #include "util/omp_env.h"
 
 using namespace frugal::approx;
+
+// Medians of f and g timed alternately (f, g, f, g, ...), so that machine noise hits both alike.
+static std::pair<double, double> interleaved_median_ms(const std::function<void()>& f, const std::function<void()>& g,
+                                                       int runs) {
+  f(), g();  // warm-up
+  std::vector<double> tf, tg;
+  for (int i = 0; i < runs; ++i) {
+    auto a = std::chrono::steady_clock::now();
+    f();
+    auto b = std::chrono::steady_clock::now();
+    g();
+    auto c = std::chrono::steady_clock::now();
+    tf.push_back(std::chrono::duration<double, std::milli>(b - a).count());
+    tg.push_back(std::chrono::duration<double, std::milli>(c - b).count());
+  }
+  std::sort(tf.begin(), tf.end());
+  std::sort(tg.begin(), tg.end());
+  return {tf[tf.size() / 2], tg[tg.size() / 2]};
+}
 
 static double median_ms(const std::function<void()>& f, int runs) {
   f();  // warm-up
@@ -32,9 +53,11 @@ static double median_ms(const std::function<void()>& f, int runs) {
 
 int main(int argc, char** argv) {
   frugal::util::ensure_omp_spin_limit(argv);  // the same OpenMP setting frugal runs with
-  // approx_bench [RUNS [FILTER]]: FILTER keeps the paths whose "multiplier mode" name contains it (profiling)
+  // approx_bench [RUNS [FILTER [CHANNELS]]]: FILTER keeps the paths whose "multiplier mode" name contains it,
+  // CHANNELS the one shape with that many channels (profiling)
   int runs = argc > 1 ? std::atoi(argv[1]) : 10;
   const std::string filter = argc > 2 ? argv[2] : "";
+  const int only_c = argc > 3 ? std::atoi(argv[3]) : 0;
   struct Case { int c, hw; };
   const Case cases[] = {{16, 32}, {32, 16}, {64, 8}};
   const int n = 128;
@@ -44,6 +67,7 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> nd(0, 1);
   for (const Case& cs : cases) {
     const int c = cs.c, hw = cs.hw;
+    if (only_c && c != only_c) continue;
     std::vector<float> src(size_t(n) * hw * hw * c), w(size_t(c) * c * 9), bias(size_t(c), 0.1f),
         dst(size_t(n) * hw * hw * c);
     for (auto& v : src) v = std::max(0.0f, nd(rng));
@@ -61,10 +85,11 @@ int main(int argc, char** argv) {
     dnnl::memory wm(pd.weights_desc(), eng);
     dnnl::reorder(wuser, wm).execute(strm, wuser, wm);
     dnnl::convolution_forward conv(pd);
-    double t_ref = median_ms([&] {
+    auto run_ref = [&] {
       conv.execute(strm, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
       strm.wait();
-    }, runs);
+    };
+    double t_ref = median_ms(run_ref, runs);
     std::vector<float> ref = dst;
     std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"onednn_fp32\",\"ms\":%.3f,\"ratio\":1.0}\n", c, c, hw, hw,
                 n, t_ref);
@@ -80,7 +105,8 @@ int main(int argc, char** argv) {
       ApproxConv2d ac(as, c, c, 3, 3, 1, 1, 1);
       ac.set_weights(w.data(), bias.data());
       std::vector<float> out(dst.size());
-      double t = median_ms([&] { ac.forward(src.data(), n, hw, hw, out.data()); }, runs);
+      // each path against the fp32 conv timed in the same loop: the ratio is of those two medians
+      auto [t_ref_here, t] = interleaved_median_ms(run_ref, [&] { ac.forward(src.data(), n, hw, hw, out.data()); }, runs);
       double err = 0, mag = 0;
       for (size_t i = 0; i < out.size(); ++i) err += std::abs(out[i] - ref[i]), mag += std::abs(ref[i]);
       std::string extra;
@@ -111,7 +137,7 @@ int main(int argc, char** argv) {
       }
       std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"%s %s\",\"ms\":%.3f,\"ratio\":%.2f,"
                   "\"rel_err_vs_fp32\":%.4f%s}\n",
-                  c, c, hw, hw, n, p.mult, p.mode, t, t / t_ref, err / mag, extra.c_str());
+                  c, c, hw, hw, n, p.mult, p.mode, t, t / t_ref_here, err / mag, extra.c_str());
       std::fflush(stdout);
     }
   }

@@ -136,6 +136,11 @@ struct ApproxConv2d::Impl {
   // oneDNN engine (onednn_terms.h): separable functional multipliers on int8, low-rank on bf16; null where the
   // terms do not fit or the CPU lacks the ISA (the term engine above runs instead)
   std::unique_ptr<OnednnTermConv> dn;
+  std::unique_ptr<OnednnTermConv> dn_lr;  // lowrank: the int8 rank-1 corrections, scaled by lr_inv_gamma
+  double lr_inv_gamma = 0;
+  // Runs the separable terms [0, nt0) on dn when one was built and SIMD is on; true when it did (then the term
+  // engine, if has_min, adds the min() correction on top with run_terms(..., accumulate = true, skip_sep = true)).
+  bool run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc, bool raw) const;
 
   // Scratch kept between calls, so a forward allocates and page-faults nothing once shapes are seen (one forward
   // at a time per instance: in-process workers run their steps in turn).
@@ -156,7 +161,10 @@ struct ApproxConv2d::Impl {
 
   void pack_weights() const;
   void run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const;
-  void run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0, int32_t* acc1) const;
+  /// acc0 (+)= the nt0 separable terms (unless skip_sep) and the min() term; acc1 = the nt1 low-rank terms.
+  /// accumulate: add to acc0 instead of overwriting it.
+  void run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0, int32_t* acc1,
+                 bool skip_sep = false, bool accumulate = false) const;
 };
 
 namespace {
@@ -245,7 +253,10 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
         I.amaps.push_back(d.fa), I.amaps.push_back(d.fa2), I.amaps.push_back(d.sa);
         I.bmaps.push_back(d.fb), I.bmaps.push_back(d.fb2), I.bmaps.push_back(nsb);
         bound0 += 16384;
-      } else {
+      }
+      {
+        // the separable terms (mitchell: the exact product a*b) on oneDNN int8; a min() term stays on the term
+        // engine, which then adds only that correction (Impl::exact_on_dn)
         std::vector<std::array<double, 256>> am, bm;
         for (size_t t = 0; t < d.a_terms.size(); ++t) {
           std::array<double, 256> x{}, y{};
@@ -286,10 +297,40 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
         bound1 += maxabs(ua) * maxabs(vb);
       }
       I.nt1 = I.rank;
-      std::vector<std::array<double, 256>> am{{}}, bm{{}};
-      for (int c = 0; c < 256; ++c) am[0][size_t(c)] = bm[0][size_t(c)] = ident[size_t(c)];
-      for (int r = 0; r < I.rank; ++r) am.push_back(lr.u[size_t(r)]), bm.push_back(lr.v[size_t(r)]);
-      I.dn = OnednnTermConv::make(OnednnTermConv::Kind::bf16, am, bm, ic, oc, kh, kw, stride, pad, groups);
+      // oneDNN: the exact product a*b on one int8 conv, the R rank-1 factors rounded to int8 on a second one.
+      // Term r: u8_r = round(alpha_r u_r) in [-127, 127], v8_r = round(gamma / alpha_r * v_r), one gamma for all
+      // terms (their sum shares an accumulator) and as large as every v8_r in [-127, 127] allows.
+      std::vector<std::array<double, 256>> ea{{}}, eb{{}};
+      for (int c = 0; c < 256; ++c) ea[0][size_t(c)] = eb[0][size_t(c)] = ident[size_t(c)];
+      I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, ea, eb, ic, oc, kh, kw, stride, pad, groups,
+                                  I.mult->is_signed ? 0x80 : -1);
+      if (I.dn && I.rank > 0) {
+        std::vector<double> alpha(size_t(I.rank), 0.0);
+        double gamma = 0;
+        for (int r = 0; r < I.rank; ++r) {
+          double mu = 0, mv = 0;
+          for (int c = 0; c < 256; ++c)
+            mu = std::max(mu, std::abs(lr.u[size_t(r)][size_t(c)])),
+            mv = std::max(mv, std::abs(lr.v[size_t(r)][size_t(c)]));
+          if (mu == 0 || mv == 0) continue;  // an all-zero term (rank beyond the table's)
+          alpha[size_t(r)] = 127.0 / mu;
+          const double g = alpha[size_t(r)] * 127.0 / mv;
+          gamma = gamma == 0 ? g : std::min(gamma, g);
+        }
+        std::vector<std::array<double, 256>> ua, vb;
+        for (int r = 0; r < I.rank; ++r) {
+          std::array<double, 256> u{}, v{};
+          if (alpha[size_t(r)] > 0)
+            for (int c = 0; c < 256; ++c) {
+              u[size_t(c)] = std::nearbyint(lr.u[size_t(r)][size_t(c)] * alpha[size_t(r)]);
+              v[size_t(c)] = std::nearbyint(lr.v[size_t(r)][size_t(c)] * gamma / alpha[size_t(r)]);
+            }
+          ua.push_back(u), vb.push_back(v);
+        }
+        I.dn_lr = OnednnTermConv::make(OnednnTermConv::Kind::int8, ua, vb, ic, oc, kh, kw, stride, pad, groups);
+        I.lr_inv_gamma = gamma > 0 ? 1.0 / gamma : 0.0;
+        if (!I.dn_lr) I.dn.reset();  // both on oneDNN or neither
+      }
     }
     FRUGAL_CHECK(int64_t(I.K) * bound0 < (int64_t(1) << 31) && int64_t(I.K) * bound1 < (int64_t(1) << 31),
                  "approx conv: K=", I.K, " products of '", I.mult->name(), "' may overflow the int32 accumulator");
@@ -350,6 +391,7 @@ void ApproxConv2d::set_weights(const float* w, const float* bias) {
   if (bias) std::copy(bias, bias + I.oc, I.bias.begin());
   I.wpack_stale = true;
   if (I.dn) I.dn->set_weights(I.wcodes.data());
+  if (I.dn_lr) I.dn_lr->set_weights(I.wcodes.data());
   I.weights_set = true;
 }
 
@@ -596,25 +638,33 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
 // Term engine: direct NHWC conv, 16 output channels per vector, int16 pairs of input channels.
 namespace {
 struct TermArgs {
-  const int16_t* planes;  // [plane][n][Hp][Wp][G*icgp]
+  const int16_t* planes;  // [plane][n][Hp][Wp][G*icgp], from the first plane this run uses
   size_t plane_stride;    // elements per plane
-  const int32_t* wpack;   // [plane][g][ob][kh][kw][icp][16]
+  const int32_t* wpack;   // [plane][g][ob][kh][kw][icp][16], from the same first plane
   int Hp, Wp, C, icgp, icp, kh, kw, stride, groups, ob, ocg, oc, OH, OW, nt0, nt1;
   int32_t* acc0;
   int32_t* acc1;
+  bool accumulate;  // acc0 += instead of acc0 =
 };
 
 inline size_t wpack_index(const TermArgs& A, int p, int g, int o, int y, int x) {
   return ((((size_t(p) * A.groups + g) * A.ob + o) * A.kh + y) * A.kw + x) * A.icp * 16;
 }
 
+// The min() term's sign factor: SG 0 = unsigned (every sign +1: the pair sum is weighted by -1), 1 = signed with
+// every activation of the image >= 0 (the weight's -sign only), 2 = signed (activation sign x weight -sign).
 #ifdef FRUGAL_APPROX_AVX512
-template <int PX, bool MIN, bool SMIN, bool TWO>
+template <int PX, bool MIN, int SG, bool TWO>
 void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
   __m512i acc0[PX], acc1[PX];
   for (int i = 0; i < PX; ++i) acc0[i] = _mm512_setzero_si512(), acc1[i] = _mm512_setzero_si512();
   const int nt = A.nt0 + A.nt1;
   const __m512i neg1 = _mm512_set1_epi16(-1);
+  if (A.accumulate)  // acc0 was just written by the oneDNN conv and is likely out of cache: fetch it during the block
+    for (int i = 0; i < PX; ++i)
+      _mm_prefetch(reinterpret_cast<const char*>(A.acc0 + ((size_t(b) * A.OH + oy) * A.OW + ox0 + i) * A.oc +
+                                                 size_t(g) * A.ocg + size_t(o) * 16),
+                   _MM_HINT_T0);
   for (int y = 0; y < A.kh; ++y)
     for (int x = 0; x < A.kw; ++x) {
       size_t off[PX];
@@ -647,12 +697,12 @@ void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
         const int32_t* psg = reinterpret_cast<const int32_t*>(A.planes + size_t(nt + 2) * A.plane_stride);
         for (int c = 0; c < A.icp; ++c) {
           __m512i fb = _mm512_loadu_si512(wf + c * 16), fb2 = _mm512_loadu_si512(wf2 + c * 16);
-          __m512i nsb = SMIN ? _mm512_loadu_si512(wsg + c * 16) : neg1;
+          __m512i nsb = SG > 0 ? _mm512_loadu_si512(wsg + c * 16) : neg1;
           for (int i = 0; i < PX; ++i) {
             __m512i p1 = _mm512_mullo_epi16(_mm512_set1_epi32(pf[off[i] / 2 + c]), fb);
             __m512i p2 = _mm512_mullo_epi16(_mm512_set1_epi32(pf2[off[i] / 2 + c]), fb2);
             __m512i mn = _mm512_min_epi16(p1, p2);
-            __m512i sg = SMIN ? _mm512_mullo_epi16(_mm512_set1_epi32(psg[off[i] / 2 + c]), nsb) : neg1;
+            __m512i sg = SG == 2 ? _mm512_mullo_epi16(_mm512_set1_epi32(psg[off[i] / 2 + c]), nsb) : nsb;
             acc0[i] = _mm512_dpwssd_epi32(acc0[i], mn, sg);
           }
         }
@@ -662,42 +712,53 @@ void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
   const __mmask16 mask = __mmask16((1u << lanes) - 1u);
   for (int i = 0; i < PX; ++i) {
     size_t base = ((size_t(b) * A.OH + oy) * A.OW + ox0 + i) * A.oc + size_t(g) * A.ocg + size_t(o) * 16;
-    _mm512_mask_storeu_epi32(A.acc0 + base, mask, acc0[i]);
+    __m512i r = acc0[i];
+    if (A.accumulate) r = _mm512_add_epi32(r, _mm512_maskz_loadu_epi32(mask, A.acc0 + base));
+    _mm512_mask_storeu_epi32(A.acc0 + base, mask, r);
     if (TWO) _mm512_mask_storeu_epi32(A.acc1 + base, mask, acc1[i]);
   }
 }
 
-template <bool MIN, bool SMIN, bool TWO>
+template <bool MIN, int SG, bool TWO>
 void term_row(const TermArgs& A, int b, int oy, int g, int o) {
   constexpr int kPx = 8;
   for (int ox = 0; ox < A.OW; ox += kPx) {
     switch (std::min(kPx, A.OW - ox)) {
       case 8:
-        term_block<8, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<8, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 7:
-        term_block<7, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<7, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 6:
-        term_block<6, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<6, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 5:
-        term_block<5, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<5, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 4:
-        term_block<4, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<4, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 3:
-        term_block<3, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<3, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       case 2:
-        term_block<2, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<2, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
       default:
-        term_block<1, MIN, SMIN, TWO>(A, b, oy, ox, g, o);
+        term_block<1, MIN, SG, TWO>(A, b, oy, ox, g, o);
         break;
     }
   }
+}
+
+// 32 lookups in a 256-entry int16 map: four vpermi2w over 64 entries each, blended on index bits 6 and 7
+inline __m512i lookup16x32(const int16_t* map, __m512i idx, __mmask32 m6, __mmask32 m7) {
+  const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map), idx, _mm512_loadu_si512(map + 32));
+  const __m512i r1 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 64), idx, _mm512_loadu_si512(map + 96));
+  const __m512i r2 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 128), idx, _mm512_loadu_si512(map + 160));
+  const __m512i r3 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 192), idx, _mm512_loadu_si512(map + 224));
+  return _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1), _mm512_mask_blend_epi16(m6, r2, r3));
 }
 #endif
 
@@ -730,7 +791,7 @@ void term_row_scalar(const TermArgs& A, bool has_min, int b, int oy, int g, int 
       }
     for (int l = 0; l < lanes; ++l) {
       size_t base = ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(g) * A.ocg + size_t(o) * 16 + l;
-      A.acc0[base] = s0[l];
+      A.acc0[base] = A.accumulate ? A.acc0[base] + s0[l] : s0[l];
       if (A.nt1) A.acc1[base] = s1[l];
     }
   }
@@ -738,17 +799,62 @@ void term_row_scalar(const TermArgs& A, bool has_min, int b, int oy, int g, int 
 }  // namespace
 
 void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc0,
-                                   int32_t* acc1) const {
+                                   int32_t* acc1, bool skip_sep, bool accumulate) const {
   const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = groups * icgp, np = nplanes();
   const size_t pstride = size_t(n) * Hp * Wp * C;
+  const bool simd = detail::use_simd();
+  const int p0 = skip_sep ? nt0 : 0;  // the first plane this run reads
   // every (pixel, real channel) is written below; the pair-padding channels stay zero from the first fill
   std::vector<int16_t>& planes = s_planes;
   if (s_planes_shape != std::array<int, 3>{n, h, w} || planes.size() != size_t(np) * pstride) {
     planes.assign(size_t(np) * pstride, 0);
     s_planes_shape = {n, h, w};
   }
+  // signed min(): images whose activations (and padding) are all >= 0 skip the sign plane (kernel SG 1)
+  std::vector<uint8_t> img_neg(size_t(n), 1);
   tbb::parallel_for(0, n, [&](int b) {
-    for (int p = 0; p < np; ++p) {
+    const uint8_t* img = src + size_t(b) * h * w * ic;
+    if (has_min && signed_min && simd) {
+      uint8_t any = pad_code;
+      const size_t len = size_t(h) * w * ic;
+      for (size_t i = 0; i < len; ++i) any |= img[i];
+      img_neg[size_t(b)] = (any & 0x80) != 0;
+    }
+    const int pend = has_min && signed_min && simd && !img_neg[size_t(b)] ? np - 1 : np;  // sign plane unused?
+#ifdef FRUGAL_APPROX_AVX512
+    if (simd && groups == 1 && icgp == icg) {
+      // one group, no pair padding: a row's interior is w * icg contiguous codes in and int16 values out, looked
+      // up 32 at a time for every plane; the border pixels take each plane's value of pad_code
+      const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+      const size_t row_len = size_t(w) * icg;
+      for (int y = 0; y < Hp; ++y) {
+        for (int p = p0; p < pend; ++p) {
+          int16_t* row = planes.data() + size_t(p) * pstride + (size_t(b) * Hp + y) * Wp * C;
+          const int16_t padv = amaps[size_t(p)][pad_code];
+          if (y < pad || y >= pad + h) {
+            std::fill(row, row + size_t(Wp) * C, padv);
+          } else {
+            std::fill(row, row + size_t(pad) * C, padv);
+            std::fill(row + size_t(pad + w) * C, row + size_t(Wp) * C, padv);
+          }
+        }
+        if (y < pad || y >= pad + h) continue;
+        const uint8_t* s = img + size_t(y - pad) * row_len;
+        for (size_t i = 0; i < row_len; i += 32) {
+          const size_t len = std::min<size_t>(32, row_len - i);
+          const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+          const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, s + i));
+          const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+          for (int p = p0; p < pend; ++p) {
+            int16_t* dst = planes.data() + size_t(p) * pstride + ((size_t(b) * Hp + y) * Wp + pad) * C + i;
+            _mm512_mask_storeu_epi16(dst, m, lookup16x32(amaps[size_t(p)].data(), idx, m6, m7));
+          }
+        }
+      }
+      return;
+    }
+#endif
+    for (int p = p0; p < pend; ++p) {
       const auto& map = amaps[size_t(p)];
       int16_t* pl = planes.data() + size_t(p) * pstride;
       const int16_t padv = map[pad_code];
@@ -761,20 +867,54 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
               for (int c = 0; c < icg; ++c) d[g * icgp + c] = padv;
             continue;
           }
-          const uint8_t* s = src + ((size_t(b) * h + y - pad) * w + x - pad) * ic;
+          const uint8_t* s = img + (size_t(y - pad) * w + x - pad) * ic;
           for (int g = 0; g < groups; ++g) {
             int16_t* dg = d + g * icgp;
             const uint8_t* sg = s + g * icg;
-            for (int c = 0; c < icg; ++c) dg[c] = map[sg[c]];
+            int c = 0;
+#ifdef FRUGAL_APPROX_AVX512
+            if (simd) {
+              const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+              for (; c < icg; c += 32) {
+                const int len = std::min(32, icg - c);
+                const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+                const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c));
+                const __m512i v = lookup16x32(map.data(), idx, _mm512_test_epi16_mask(idx, b6),
+                                              _mm512_test_epi16_mask(idx, b7));
+                _mm512_mask_storeu_epi16(dg + c, m, v);
+              }
+            }
+#endif
+            for (; c < icg; ++c) dg[c] = map[sg[c]];
           }
         }
       }
     }
   });
   if (wpack_stale) pack_weights();
-  TermArgs A{planes.data(), pstride, wpack.data(), Hp, Wp,       C,        icgp, icp, kh,   kw,  stride,
-             groups,        ob,      ocg,          oc, out_h(h), out_w(w), nt0,  nt1, acc0, acc1};
-  const bool simd = detail::use_simd();
+  const size_t wplane = size_t(groups) * ob * kh * kw * icp * 16;
+  TermArgs A{planes.data() + size_t(p0) * pstride,
+             pstride,
+             wpack.data() + size_t(p0) * wplane,
+             Hp,
+             Wp,
+             C,
+             icgp,
+             icp,
+             kh,
+             kw,
+             stride,
+             groups,
+             ob,
+             ocg,
+             oc,
+             out_h(h),
+             out_w(w),
+             skip_sep ? 0 : nt0,
+             nt1,
+             acc0,
+             acc1,
+             accumulate};
   const int64_t rows = int64_t(n) * A.OH;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, rows * groups * ob), [&](const tbb::blocked_range<int64_t>& rr) {
     for (int64_t job = rr.begin(); job < rr.end(); ++job) {
@@ -784,25 +924,35 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 #ifdef FRUGAL_APPROX_AVX512
       if (simd) {
         if (has_min) {
-          if (signed_min)
-            term_row<true, true, false>(A, b, oy, g, o);
+          if (!signed_min)
+            term_row<true, 0, false>(A, b, oy, g, o);
+          else if (!img_neg[size_t(b)])
+            term_row<true, 1, false>(A, b, oy, g, o);
           else
-            term_row<true, false, false>(A, b, oy, g, o);
+            term_row<true, 2, false>(A, b, oy, g, o);
         } else if (nt1 > 0) {
-          term_row<false, false, true>(A, b, oy, g, o);
+          term_row<false, 0, true>(A, b, oy, g, o);
         } else {
-          term_row<false, false, false>(A, b, oy, g, o);
+          term_row<false, 0, false>(A, b, oy, g, o);
         }
         continue;
       }
 #endif
-      (void)simd;
       term_row_scalar(A, has_min, b, oy, g, o);
     }
   });
 }
 
 // ---------------------------------------------------------------------------------------------------
+bool ApproxConv2d::Impl::run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc,
+                                    bool raw) const {
+  if (!dn || !detail::use_simd()) return false;
+  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, &s_psum) : dn->run_s32(src, n, h, w, pad_code, acc);
+  if (!ok) return false;
+  if (has_min) run_terms(src, n, h, w, pad_code, acc, nullptr, /*skip_sep=*/true, /*accumulate=*/true);
+  return true;
+}
+
 void ApproxConv2d::products(const uint8_t* src_codes, int n, int h, int w, uint8_t pad_code, int32_t* acc) {
   Impl& I = *impl_;
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
@@ -811,7 +961,7 @@ void ApproxConv2d::products(const uint8_t* src_codes, int n, int h, int w, uint8
   FRUGAL_CHECK(I.mode != Impl::Mode::lowrank, "approx conv: products() is exact; lowrank mode gives products_float()");
   if (I.mode == Impl::Mode::lut)
     I.run_lut(src_codes, n, h, w, pad_code, acc);
-  else if (I.dn && detail::use_simd() && I.dn->run_s32(src_codes, n, h, w, pad_code, acc))
+  else if (I.mode == Impl::Mode::functional && I.run_dn_s32(src_codes, n, h, w, pad_code, acc, /*raw=*/false))
     return;
   else
     I.run_terms(src_codes, n, h, w, pad_code, acc, nullptr);
@@ -828,8 +978,18 @@ void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w,
     return;
   }
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
-  if (I.dn && detail::use_simd() && I.dn->run_f32(src_codes, n, h, w, pad_code, acc)) return;
   std::vector<int32_t>& a1 = I.s_a1;
+  if (I.dn && detail::use_simd() && I.dn->run_s32(src_codes, n, h, w, pad_code, a0.data())) {
+    a1.resize(total);
+    if (!I.dn_lr || I.dn_lr->run_s32(src_codes, n, h, w, pad_code, a1.data())) {
+      const float ig = float(I.lr_inv_gamma);
+      if (!I.dn_lr)
+        for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]);
+      else
+        for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]) + float(a1[i]) * ig;
+      return;
+    }
+  }
   a1.assign(total, 0);
   I.run_terms(src_codes, n, h, w, pad_code, a0.data(), a1.data());
   for (size_t i = 0; i < total; ++i) acc[i] = float(double(a0[i]) + double(a1[i]) * I.inv_s);
@@ -897,13 +1057,28 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   const bool lowrank = I.mode == Impl::Mode::lowrank;
   // oneDNN int8 path with weights shifted by -128: its correction 128 * window sum of A joins the pass below
   bool shifted = false;
+  // lowrank on oneDNN: the exact products join the integer pass below, the int8 rank-1 corrections (lr_acc,
+  // scaled by lr_inv_gamma) are added in float; otherwise (portable engine) products_float gives it all in acc
+  const int32_t* lr_acc = nullptr;
+  bool lowrank_float = false;
   if (lowrank) {
-    acc.resize(total);
-    products_float(codes.data(), n, h, w, code(za), acc.data());
+    acci.resize(total);
+    std::vector<int32_t>& a1 = I.s_a1;
+    a1.resize(total);
+    if (I.dn && detail::use_simd() &&
+        I.dn->run_s32_raw(codes.data(), n, h, w, code(za), acci.data(), I.dn->shift_weights() ? &I.s_psum : nullptr) &&
+        (!I.dn_lr || I.dn_lr->run_s32(codes.data(), n, h, w, code(za), a1.data()))) {
+      shifted = I.dn->shift_weights();
+      if (I.dn_lr) lr_acc = a1.data();
+    } else {
+      lowrank_float = true;
+      acc.resize(total);
+      products_float(codes.data(), n, h, w, code(za), acc.data());
+    }
   } else {
     acci.resize(total);
-    if (I.mode == Impl::Mode::functional && I.dn && detail::use_simd() && I.dn->shift_weights() &&
-        I.dn->run_s32_raw(codes.data(), n, h, w, code(za), acci.data(), &I.s_psum))
+    if (I.mode == Impl::Mode::functional && I.dn && I.dn->shift_weights() &&
+        I.run_dn_s32(codes.data(), n, h, w, code(za), acci.data(), /*raw=*/true))
       shifted = true;
     else
       products(codes.data(), n, h, w, code(za), acci.data());
@@ -940,10 +1115,11 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   std::vector<int32_t> corr32(noc), zw32(noc);
   for (size_t o = 0; o < noc; ++o) corr32[o] = int32_t(uint32_t(uint64_t(corr_o[o]))), zw32[o] = int32_t(zw_o[o]);
   const int32_t *co32 = corr32.data(), *zo32 = zw32.data();
+  const float lr_ig = float(I.lr_inv_gamma);
   tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t p = r.begin(); p < r.end(); ++p) {
       float* d = dst + p * noc;
-      if (lowrank) {
+      if (lowrank_float) {
         const float* a = acc.data() + p * noc;
         if (need_asum) {
           for (int o = 0; o < oc; ++o)
@@ -958,14 +1134,21 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
         // int32 arithmetic (wrapping): the result, sum_k (M(a,w) - z_w a - z_a w + z_a z_w), fits int32 (the
         // constructor's accumulator bound), so the low 32 bits are exact; 16 channels per vector
         const int32_t as = need_asum ? asum[p] : 0, sh = shifted ? int32_t(128u * uint32_t(ssum[p])) : 0;
-        for (int o = 0; o < oc; ++o)
-          d[o] = so[o] * float(int32_t(uint32_t(a[o]) + uint32_t(sh) + uint32_t(co32[o]) - uint32_t(zo32[o]) * uint32_t(as))) +
-                 bias[o];
+        auto exact = [&](int o) {
+          return float(int32_t(uint32_t(a[o]) + uint32_t(sh) + uint32_t(co32[o]) - uint32_t(zo32[o]) * uint32_t(as)));
+        };
+        if (lr_acc) {
+          const int32_t* c = lr_acc + p * noc;
+          for (int o = 0; o < oc; ++o) d[o] = so[o] * (exact(o) + float(c[o]) * lr_ig) + bias[o];
+        } else {
+          for (int o = 0; o < oc; ++o) d[o] = so[o] * exact(o) + bias[o];
+        }
       } else {
         for (int o = 0; o < oc; ++o) {
           const size_t pg = p * size_t(G) + size_t(o / I.ocg);
           const int64_t as = need_asum ? asum[pg] : 0, sh = shifted ? 128 * int64_t(ssum[pg]) : 0;
-          d[o] = so[o] * float(int64_t(a[o]) + sh + co[o] - zo[o] * as) + bias[o];
+          const float ex = float(int64_t(a[o]) + sh + co[o] - zo[o] * as);
+          d[o] = so[o] * (lr_acc ? ex + float(lr_acc[p * noc + size_t(o)]) * lr_ig : ex) + bias[o];
         }
       }
     }

@@ -197,7 +197,7 @@ struct OnednnTermConv::Impl {
     const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
     for (int t = 0; t < T; ++t)
       for (int q = 0; q < 4; ++q) tab[4 * t + q] = _mm512_loadu_si512(maps[size_t(t)].data() + 64 * q);
-    for_each_src_pixel(n, h, w, bp, padv, dst, [&](uint8_t* d, size_t pix) {
+    auto pixel = [&](uint8_t* d, size_t pix) {
       const uint8_t* s = codes + pix * ic;
       for (int g = 0; g < groups; ++g) {
         const uint8_t* sg = s + g * icg;
@@ -226,6 +226,56 @@ struct OnednnTermConv::Impl {
           for (int64_t l : lanes) sum += l;
           a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
         }
+      }
+    };
+    if (groups != 1 || (icg != 16 && icg != 32)) {
+      for_each_src_pixel(n, h, w, bp, padv, dst, pixel);
+      return;
+    }
+    // Narrow layers (16 or 32 channels): one 64-byte load holds the codes of 64 / icg neighbouring pixels; each
+    // term's lookup is stored to every pixel's slot with a byte mask (lanes p*icg.. of the vector land at pixel p,
+    // term t), so the lookups run on full vectors.
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = T * icg, ppv = 64 / icg;
+    const __mmask64 lane_mask = icg == 16 ? __mmask64(0xFFFF) : __mmask64(0xFFFFFFFFu);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      for (int64_t row = r.begin(); row < r.end(); ++row) {
+        const int b = int(row / Hp), y = int(row % Hp);
+        uint8_t* d = dst + size_t(row) * Wp * C;
+        if (y < bp || y >= bp + h) {
+          for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv, size_t(C));
+          continue;
+        }
+        for (int x = 0; x < bp; ++x) {
+          std::memcpy(d + size_t(x) * C, padv, size_t(C));
+          std::memcpy(d + size_t(bp + w + x) * C, padv, size_t(C));
+        }
+        const size_t pix0 = (size_t(b) * h + y - bp) * w;
+        int x = 0;
+        for (; x + ppv <= w; x += ppv) {
+          const __m512i idx = _mm512_loadu_si512(codes + (pix0 + x) * ic);
+          const __mmask64 hi = _mm512_movepi8_mask(idx);
+          __m512i sacc = _mm512_setzero_si512();
+          uint8_t* dp = d + size_t(bp + x) * C;
+          for (int t = 0; t < T; ++t) {
+            const __m512i* q = tab + 4 * t;
+            const __m512i v = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]),
+                                                     _mm512_permutex2var_epi8(q[2], idx, q[3]));
+            for (int p = 0; p < ppv; ++p)  // lanes [p icg, (p+1) icg) -> pixel p, term t
+              _mm512_mask_storeu_epi8(dp + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
+            if (a_sums) sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(src_signed ? _mm512_xor_si512(v, x80) : v, zero));
+          }
+          if (a_sums) {
+            alignas(64) int64_t lanes[8];
+            _mm512_store_si512(lanes, sacc);
+            const int per = icg / 8;  // 8-byte sums per pixel
+            for (int p = 0; p < ppv; ++p) {
+              int64_t sum = 0;
+              for (int k = 0; k < per; ++k) sum += lanes[p * per + k];
+              a_sums[pix0 + size_t(x + p)] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
+            }
+          }
+        }
+        for (; x < w; ++x) pixel(d + size_t(bp + x) * C, pix0 + size_t(x));
       }
     });
   }

@@ -23,6 +23,7 @@ const Shape kShapes[] = {
     {1, 12, 13, 3, 18, 5, 3, 2, 2, 1},   // non-square kernel, big padding
     {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},  // resnet-like
     {1, 6, 7, 40, 8, 3, 3, 1, 1, 1},     // K = 360 > 256: LUT byte sums flushed mid-row
+    {1, 4, 9, 32, 8, 3, 3, 1, 1, 1},     // 32 channels: two pixels per 64-byte source fill, one left over
 };
 
 void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
@@ -83,6 +84,35 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
   }
   detail::set_force_scalar(false);
   detail::set_terms_scalar_fill(false);
+}
+
+TEST_CASE("signed min() term: images with only non-negative activations (no sign plane) stay bit-exact") {
+  std::mt19937 rng(33);
+  const Shape s{3, 7, 9, 20, 18, 3, 3, 1, 1, 1};
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> wf(size_t(s.oc) * s.ic * 9);
+  for (auto& v : wf) v = nd(rng);
+  std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
+  random_codes(rng, src);
+  const size_t img = size_t(s.h) * s.w * s.ic;
+  for (size_t i = 0; i < img; ++i) src[i] &= 0x7F;           // image 0: codes 0..127 (activations >= 0)
+  for (size_t i = 2 * img; i < 3 * img; ++i) src[i] &= 0x7F;  // image 2 too; image 1 has negative ones
+  for (bool scalar : {false, true})
+    for (uint8_t pad_code : {uint8_t(0), uint8_t(0x90)}) {  // 0x90: a negative padding value
+      CAPTURE(scalar);
+      CAPTURE(int(pad_code));
+      detail::set_force_scalar(scalar);
+      ApproxSpec as;
+      as.multiplier = "mitchell:signed", as.mode = "functional";
+      ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+      conv.set_weights(wf.data(), nullptr);
+      std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc), ref(got.size());
+      conv.products(src.data(), s.n, s.h, s.w, pad_code, got.data());
+      conv2d_reference(conv.multiplier(), src.data(), s.n, s.h, s.w, s.ic, conv.weight_codes().data(), s.oc, 3, 3, 1,
+                       1, 1, pad_code, ref.data());
+      CHECK(got == ref);
+    }
+  detail::set_force_scalar(false);
 }
 
 TEST_CASE("forward with the exact multiplier matches a float conv within quantization error") {
@@ -217,7 +247,7 @@ TEST_CASE("low-rank mode: error against the bit-exact path falls with the rank")
       conv.set_weights(wf.data(), nullptr);
       std::vector<float> got(ref.size());
       conv.products_float(src.data(), 1, s.h, s.w, 0, got.data());
-      // the oneDNN bf16 engine's portable source fill gives the same floats as the SIMD one (pad code 37:
+      // the oneDNN int8 engines' portable source fill gives the same result as the SIMD one (pad code 37:
       // an explicit border)
       std::vector<float> simd(ref.size()), portable(ref.size());
       conv.products_float(src.data(), 1, s.h, s.w, 37, simd.data());
@@ -233,7 +263,9 @@ TEST_CASE("low-rank mode: error against the bit-exact path falls with the rank")
       if (first < 0) first = err;
       prev = err;
     }
-    CHECK(prev < first / 50);
+    // the factors are int8 (one scale shared by the terms): where the table's rank is reached (bam 6, drum 2) what
+    // remains is their rounding, about 1/45 of the uncorrected error for sign-magnitude drum:4 here
+    CHECK(prev < first / 30);
   }
   CHECK(lowrank_table_mae(*make_multiplier("mitchell"), 8) < lowrank_table_mae(*make_multiplier("mitchell"), 2));
   CHECK(lowrank_table_mae(*make_multiplier("drum:4"), 2) < 1e-6);  // f(a)f(b) - ab has rank 2
