@@ -133,7 +133,7 @@ struct ApproxConv2d::Impl {
   int icgp = 0, icp = 0, ob = 0;
   mutable std::vector<int32_t> wpack;  // [plane][g][ob][kh][kw][icp][16], packed on the term engine's first use
   mutable bool wpack_stale = true;      // after set_weights (the oneDNN engine, where used, has its own copy)
-  // oneDNN engine (onednn_terms.h): separable functional multipliers on int8, low-rank on bf16; null where the
+  // oneDNN engine (onednn_terms.h): the separable terms on int8 (lowrank: the exact product); null where the
   // terms do not fit or the CPU lacks the ISA (the term engine above runs instead)
   std::unique_ptr<OnednnTermConv> dn;
   std::unique_ptr<OnednnTermConv> dn_lr;  // lowrank: the int8 rank-1 corrections, scaled by lr_inv_gamma
@@ -264,7 +264,7 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
           am.push_back(x), bm.push_back(y);
         }
         // signed multipliers take symmetric weights: code -128 (0x80) never occurs
-        I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, am, bm, ic, oc, kh, kw, stride, pad, groups,
+        I.dn = OnednnTermConv::make(am, bm, ic, oc, kh, kw, stride, pad, groups,
                                     I.mult->is_signed ? 0x80 : -1);
       }
     } else {
@@ -302,7 +302,7 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
       // terms (their sum shares an accumulator) and as large as every v8_r in [-127, 127] allows.
       std::vector<std::array<double, 256>> ea{{}}, eb{{}};
       for (int c = 0; c < 256; ++c) ea[0][size_t(c)] = eb[0][size_t(c)] = ident[size_t(c)];
-      I.dn = OnednnTermConv::make(OnednnTermConv::Kind::int8, ea, eb, ic, oc, kh, kw, stride, pad, groups,
+      I.dn = OnednnTermConv::make(ea, eb, ic, oc, kh, kw, stride, pad, groups,
                                   I.mult->is_signed ? 0x80 : -1);
       if (I.dn && I.rank > 0) {
         std::vector<double> alpha(size_t(I.rank), 0.0);
@@ -327,7 +327,7 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
             }
           ua.push_back(u), vb.push_back(v);
         }
-        I.dn_lr = OnednnTermConv::make(OnednnTermConv::Kind::int8, ua, vb, ic, oc, kh, kw, stride, pad, groups);
+        I.dn_lr = OnednnTermConv::make(ua, vb, ic, oc, kh, kw, stride, pad, groups);
         I.lr_inv_gamma = gamma > 0 ? 1.0 / gamma : 0.0;
         if (!I.dn_lr) I.dn.reset();  // both on oneDNN or neither
       }

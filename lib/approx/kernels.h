@@ -12,14 +12,16 @@
 // Modes (ApproxSpec::mode):
 //   lut        bit-exact for any multiplier: 256x256 table, one row per weight value held in registers,
 //              32 products per 4 vpermt2w (AVX-512BW) over im2col tiles; TBB over pixel tiles.
-//   functional bit-exact, no table: the multiplier's Decomposition (multiplier.h) evaluated with 16-bit
-//              multiplies in a direct NHWC conv (AVX-512 VNNI vpdpwssd); exact/trunc/drum: 1 term,
-//              bam:H,V: 1+(V-H) terms, mitchell: 1 term + a min() correction. Not for lut: multipliers.
+//   functional bit-exact, no table: the multiplier's Decomposition (multiplier.h). Its separable terms
+//              (exact/trunc/drum: 1, bam:H,V: 1+(V-H), mitchell: the exact product) run as one int8 oneDNN
+//              convolution over T x the input channels (onednn_terms.h); mitchell's min() correction runs on
+//              the term engine: a direct NHWC conv with 16-bit multiplies (AVX-512 vpmullw / vpdpwssd).
 //   lowrank:R  approximate emulation of any multiplier: exact product + R rank-1 corrections of the error
-//              table E = T - a*b from its truncated SVD (E ~ sum_r u_r(a) v_r(b)), u and v rounded to
-//              int16 with a common scale; runs on the functional engine. Not bit-exact (see
-//              lowrank_table_mae and the bench's emulation error).
-// Without AVX-512 (BW + VNNI) both engines run a portable scalar twin with identical results.
+//              table E = T - a*b from its truncated SVD (E ~ sum_r u_r(a) v_r(b)): the exact product on one
+//              int8 oneDNN conv, u and v rounded to int8 with a common scale on a second one. Not bit-exact
+//              (see lowrank_table_mae and the bench's emulation error).
+// Without AVX-512 (BW + VNNI) everything runs on the term engine's portable scalar twin, with identical results
+// for lut and functional (lowrank's portable twin rounds u and v to int16 instead).
 #pragma once
 #include <array>
 #include <cstdint>

@@ -33,13 +33,6 @@ using dt = memory::data_type;
 using tag = memory::format_tag;
 
 namespace {
-uint16_t to_bf16(float f) {  // round to nearest even
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
-
 bool has_vnni() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::avx512_core_vnni:
@@ -54,16 +47,13 @@ bool has_vnni() {
 }  // namespace
 
 struct OnednnTermConv::Impl {
-  Kind kind = Kind::int8;
   int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0;
   bool src_signed = false;  // int8: s8 source
   int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
   bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
   bool shift_w = false;     // int8: weights stored as B - 128; run_s32 adds 128 * window sum of A back
-  size_t esize = 1;         // bytes per source / weight element
-  // per term: code -> element bytes (int8: 1 byte; bf16: 2 bytes)
+  // per term: code -> the operand byte
   std::vector<std::array<uint8_t, 256>> a8, b8;
-  std::vector<std::array<uint16_t, 256>> a16, b16;
   std::vector<std::array<int16_t, 256>> aval;  // int8: integer A_t values (for the shift_w correction)
   std::vector<int32_t> s_psum, s_wsum;           // scratch (run_s32): A-sum plane and its window sums
   std::vector<uint8_t> wplain;  // (G, ocg, T*icg, kh, kw) in the kind's element type
@@ -80,9 +70,9 @@ struct OnednnTermConv::Impl {
 
   int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
   int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }
-  dt src_dt() const { return kind == Kind::bf16 ? dt::bf16 : (src_signed ? dt::s8 : dt::u8); }
-  dt wei_dt() const { return kind == Kind::bf16 ? dt::bf16 : dt::s8; }
-  dt dst_dt() const { return kind == Kind::bf16 ? dt::f32 : dt::s32; }
+  dt src_dt() const { return src_signed ? dt::s8 : dt::u8; }
+  dt wei_dt() const { return dt::s8; }
+  dt dst_dt() const { return dt::s32; }
   memory::desc wdesc(tag t) const {
     if (groups == 1) return memory::desc({ocg, int64_t(T) * icg, kh, kw}, wei_dt(), t == tag::goihw ? tag::oihw : t);
     return memory::desc({groups, ocg, int64_t(T) * icg, kh, kw}, wei_dt(), t);
@@ -151,13 +141,8 @@ struct OnednnTermConv::Impl {
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
 #ifdef FRUGAL_TERMS_VBMI
     if (!detail::g_terms_scalar_fill.load()) {
-      if constexpr (sizeof(E) == 1) {
-        if (T <= kVbmiMaxTerms) {
-          fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
-          return;
-        }
-      } else {
-        fill_src_w16(maps, codes, n, h, w, padv.data(), bp, dst);
+      if (T <= kVbmiMaxTerms) {
+        fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
         return;
       }
     }
@@ -280,43 +265,13 @@ struct OnednnTermConv::Impl {
     });
   }
 
-  // fill_src for 16-bit (bf16) maps: a 256-entry map is eight zmm registers; four vpermi2w (64 entries each)
-  // and blends on index bits 6 and 7 look up 32 codes at once.
-  void fill_src_w16(const std::vector<std::array<uint16_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
-                    const uint16_t* padv, int bp, uint16_t* dst) const {
-    const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-    for_each_src_pixel(n, h, w, bp, padv, dst, [&](uint16_t* d, size_t pix) {
-      const uint8_t* s = codes + pix * ic;
-      for (int g = 0; g < groups; ++g) {
-        const uint8_t* sg = s + g * icg;
-        for (int c0 = 0; c0 < icg; c0 += 32) {
-          const int len = std::min(32, icg - c0);
-          const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
-          const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c0));
-          const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
-          for (int t = 0; t < T; ++t) {
-            const uint16_t* tb = maps[size_t(t)].data();
-            const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb), idx, _mm512_loadu_si512(tb + 32));
-            const __m512i r1 = _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 64), idx, _mm512_loadu_si512(tb + 96));
-            const __m512i r2 =
-                _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 128), idx, _mm512_loadu_si512(tb + 160));
-            const __m512i r3 =
-                _mm512_permutex2var_epi16(_mm512_loadu_si512(tb + 192), idx, _mm512_loadu_si512(tb + 224));
-            const __m512i v = _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1),
-                                                      _mm512_mask_blend_epi16(m6, r2, r3));
-            _mm512_mask_storeu_epi16(d + (g * T + t) * icg + c0, m, v);
-          }
-        }
-      }
-    });
-  }
 #endif
 
   Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, void* direct_dst, int32_t* a_sums = nullptr) {
     if (!weights_ok) return nullptr;
     bool zero_border = true;
     for (int t = 0; t < T; ++t)
-      zero_border = zero_border && (kind == Kind::bf16 ? a16[size_t(t)][pad_code] == 0 : a8[size_t(t)][pad_code] == 0);
+      zero_border = zero_border && a8[size_t(t)][pad_code] == 0;
     const int bp = zero_border ? 0 : pad;
     Prims* p = prims(n, h, w, bp);
     if (!p) return nullptr;
@@ -326,10 +281,7 @@ struct OnednnTermConv::Impl {
       cpu_stream().wait();
       p->wversion = wversion;
     }
-    if (kind == Kind::bf16)
-      fill_src(a16, codes, n, h, w, pad_code, bp, static_cast<uint16_t*>(p->src.get_data_handle()), nullptr);
-    else
-      fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
+    fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
     memory dst = direct_dst ? memory(p->pd.dst_desc(), cpu_engine(), direct_dst) : p->dst;
     p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src},
                                    {DNNL_ARG_WEIGHTS, p->wmem},
@@ -343,19 +295,18 @@ struct OnednnTermConv::Impl {
 OnednnTermConv::OnednnTermConv(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OnednnTermConv::~OnednnTermConv() = default;
 
-std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
+std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::array<double, 256>>& amaps,
                                                      const std::vector<std::array<double, 256>>& bmaps, int ic,
                                                      int oc, int kh, int kw, int stride, int pad, int groups,
                                                      int b_skip_code) {
   FRUGAL_CHECK(!amaps.empty() && amaps.size() == bmaps.size(), "onednn terms: need matching, non-empty term maps");
   auto I = std::make_unique<Impl>();
   std::vector<std::array<double, 256>> split_a, split_b;
-  I->kind = kind;
   I->T = int(amaps.size());
   I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
   I->icg = ic / groups, I->ocg = oc / groups;
   const double K = double(I->icg) * kh * kw * I->T;
-  if (kind == Kind::int8) {
+  {
     if (!has_vnni()) return nullptr;
     double amin = 0, amax = 0, bmin = 0, bmax = 0;
     for (const auto& m : amaps)
@@ -412,24 +363,6 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(Kind kind, const std::vecto
       for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)]);
       I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
     }
-    I->esize = 1;
-  } else {
-    // values within 1e-9 of a map's largest are rounding noise of exact zeros (e.g. the SVD factor of an all-zero
-    // error row, a = 0): snapping them keeps A_t(pad_code) = 0, so oneDNN can pad
-    auto snap = [](const std::array<double, 256>& m, int c) {
-      double mx = 0;
-      for (double v : m) mx = std::max(mx, std::abs(v));
-      return std::abs(m[size_t(c)]) <= 1e-9 * mx ? 0.0f : float(m[size_t(c)]);
-    };
-    for (size_t t = 0; t < amaps.size(); ++t) {
-      std::array<uint16_t, 256> a{}, b{};
-      for (int c = 0; c < 256; ++c) {
-        a[size_t(c)] = to_bf16(snap(amaps[t], c));
-        b[size_t(c)] = to_bf16(snap(bmaps[t], c));
-      }
-      I->a16.push_back(a), I->b16.push_back(b);
-    }
-    I->esize = 2;
   }
   return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
 }
@@ -439,13 +372,8 @@ void OnednnTermConv::set_weights(const uint8_t* wcodes) {
   const size_t nw = size_t(I.oc) * I.icg * I.kh * I.kw;
   I.weights_ok = I.b_skip_code < 0 || std::none_of(wcodes, wcodes + nw, [&](uint8_t c) { return c == I.b_skip_code; });
   const int TK = I.T * I.icg;
-  I.wplain.assign(size_t(I.groups) * I.ocg * TK * I.kh * I.kw * I.esize, 0);
-  auto put = [&](size_t idx, int t, uint8_t wc) {
-    if (I.esize == 1)
-      I.wplain[idx] = I.b8[size_t(t)][wc];
-    else
-      std::memcpy(&I.wplain[idx * 2], &I.b16[size_t(t)][wc], 2);
-  };
+  I.wplain.assign(size_t(I.groups) * I.ocg * TK * I.kh * I.kw, 0);
+  auto put = [&](size_t idx, int t, uint8_t wc) { I.wplain[idx] = I.b8[size_t(t)][wc]; };
   for (int g = 0; g < I.groups; ++g)
     for (int o = 0; o < I.ocg; ++o)
       for (int t = 0; t < I.T; ++t)
@@ -481,7 +409,6 @@ bool OnednnTermConv::run_s32(const uint8_t* codes, int n, int h, int w, uint8_t 
 bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
                                  std::vector<int32_t>* a_sums) {
   Impl& I = *impl_;
-  FRUGAL_CHECK(I.kind == Kind::int8, "onednn terms: run_s32 needs the int8 kind");
   if (a_sums) a_sums->resize(size_t(n) * h * w * I.groups);
   return I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr) != nullptr;
 }
@@ -534,10 +461,5 @@ void window_sums(const int32_t* plane, int n, int h, int w, int G, int kh, int k
   });
 }
 
-bool OnednnTermConv::run_f32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, float* acc) {
-  Impl& I = *impl_;
-  FRUGAL_CHECK(I.kind == Kind::bf16, "onednn terms: run_f32 needs the bf16 kind");
-  return I.run(codes, n, h, w, pad_code, acc) != nullptr;
-}
 
 }  // namespace frugal::approx

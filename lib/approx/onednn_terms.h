@@ -1,11 +1,10 @@
 // Separable products on oneDNN: acc = sum over a conv window of sum_t A_t(a) * B_t(b), computed as ONE oneDNN
 // convolution whose input has T*ICg channels per group (channel t*ICg + c holds A_t of input channel c) and whose
-// weights hold B_t of the weight codes in the same order. Used by the approximate conv kernels (kernels.cpp):
-//   int8  separable functional multipliers (exact, trunc, drum, bam): A_t as u8 or s8, B_t as s8 (or B_t - 128,
-//         with 128 * (window sum of A_t) added back after the convolution), s32 accumulation:
-//         bit-exact. Needs VNNI (vpdpbusd never saturates; the pre-VNNI u8*s8 path can).
-//   bf16  low-rank emulation: A_0 = a, B_0 = b (exact part) and R rank-1 error factors, rounded to bf16,
-//         f32 accumulation: an approximation whose error the bench reports.
+// weights hold B_t of the weight codes in the same order: A_t as u8 or s8, B_t as s8 (or B_t - 128, with 128 *
+// (window sum of A_t) added back after the convolution), s32 accumulation, bit-exact. Needs VNNI (vpdpbusd never
+// saturates; the pre-VNNI u8*s8 path can). Used by the approximate conv kernels (kernels.cpp) for the separable
+// terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
+// (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
 // The padded border reads A_t(pad_code), as on every other path: oneDNN zero padding where that is 0, else an
 // explicitly padded source.
 #pragma once
@@ -18,21 +17,19 @@ namespace frugal::approx {
 
 class OnednnTermConv {
  public:
-  enum class Kind { int8, bf16 };
-  /// amaps/bmaps: T maps from operand code to value. Returns nullptr when the values do not fit the kind's
+  /// amaps/bmaps: T maps from operand code to integer value. Returns nullptr when the values do not fit the
   /// operand types, the sums could overflow, or this CPU lacks the ISA (callers keep their own engine).
-  /// int8: A values in [-256, 254] that fit neither u8 nor s8 are split into two s8 terms; b_skip_code names a
+  /// A values in [-256, 254] that fit neither u8 nor s8 are split into two s8 terms; b_skip_code names a
   /// weight code the quantizer does not produce (e.g. -128 under symmetric weights), left out of the B range.
-  static std::unique_ptr<OnednnTermConv> make(Kind kind, const std::vector<std::array<double, 256>>& amaps,
+  static std::unique_ptr<OnednnTermConv> make(const std::vector<std::array<double, 256>>& amaps,
                                               const std::vector<std::array<double, 256>>& bmaps, int ic, int oc,
                                               int kh, int kw, int stride, int pad, int groups, int b_skip_code = -1);
   ~OnednnTermConv();
   /// wcodes (OC, IC/groups, KH, KW) operand codes. Weights holding b_skip_code make run_* return false.
   void set_weights(const uint8_t* wcodes);
-  /// codes (N,H,W,IC) -> acc (N,OH,OW,OC). run_s32 for Kind::int8, run_f32 for Kind::bf16. Return false when
-  /// oneDNN has no primitive for this shape (nothing written; the caller falls back).
+  /// codes (N,H,W,IC) -> acc (N,OH,OW,OC). Returns false when oneDNN has no primitive for this shape (nothing
+  /// written; the caller falls back).
   bool run_s32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc);
-  bool run_f32(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, float* acc);
   /// run_s32 without the shift correction: when shift_weights(), acc lacks 128 * (window sum of sum_t A_t), and
   /// a_sums (resized to N*H*W*groups) receives sum_t sum_c A_t per input pixel and group, for window_sums() with
   /// border value shift_border_sum(pad_code). Lets a caller fold the correction into its own output pass.
