@@ -2,7 +2,7 @@
 // Build: g++ -std=c++20 -O2 -march=native -I lib -isystem /usr/include/opencv4 bench/approx_bench.cpp lib/approx/*.cpp
 //        -ldnnl -ltbb -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o approx_bench
 // Prints one JSON line per (shape, path): median ms of RUNS runs and the ratio to the median of the oneDNN fp32 conv
-// timed alternately with it.
+// timed in alternating blocks with it.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,19 +20,21 @@
 
 using namespace frugal::approx;
 
-// Medians of f and g timed alternately (f, g, f, g, ...), so that machine noise hits both alike.
+// Medians of f and g timed in alternating blocks of 5 calls (f x5, g x5, f x5, ...): machine noise hits both
+// alike, and within a block each runs warm, as when timed alone (call by call alternation would let g's memory
+// traffic evict f's data and slow f down).
 static std::pair<double, double> interleaved_median_ms(const std::function<void()>& f, const std::function<void()>& g,
                                                        int runs) {
   f(), g();  // warm-up
   std::vector<double> tf, tg;
-  for (int i = 0; i < runs; ++i) {
+  auto time = [](const std::function<void()>& h) {
     auto a = std::chrono::steady_clock::now();
-    f();
-    auto b = std::chrono::steady_clock::now();
-    g();
-    auto c = std::chrono::steady_clock::now();
-    tf.push_back(std::chrono::duration<double, std::milli>(b - a).count());
-    tg.push_back(std::chrono::duration<double, std::milli>(c - b).count());
+    h();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
+  };
+  while (int(tf.size()) < runs) {
+    for (int k = 0; k < 5; ++k) tf.push_back(time(f));
+    for (int k = 0; k < 5; ++k) tg.push_back(time(g));
   }
   std::sort(tf.begin(), tf.end());
   std::sort(tg.begin(), tg.end());
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
     struct P { const char* mult; const char* mode; };
     const P paths[] = {{"mitchell", "lut"},      {"drum:4", "lut"},        {"drum:4", "functional"},
                        {"mitchell", "functional"}, {"mitchell:signed", "functional"}, {"bam:0,6", "functional"},
+                       {"bam:0,6:signed", "functional"},
                        {"mitchell", "lowrank:4"}, {"mitchell", "lowrank:8"}};
     for (const P& p : paths) {
       if (!filter.empty() && (std::string(p.mult) + " " + p.mode).find(filter) == std::string::npos) continue;

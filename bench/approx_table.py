@@ -16,5 +16,11 @@ for p in paths:
     cells = []
     for s in shapes:
         r = by.get((s, p))
-        cells.append(f"{r['ratio']:.1f}× ({r['ms']:.1f} ms)" if r else "–")
+        if not r:
+            cells.append("–")
+            continue
+        cell = f"{r['ratio']:.2f}× ({r['ms']:.1f} ms)"
+        if "emulation_rel" in r:  # lowrank: error against the bit-exact path, relative to its mean |output|
+            cell += f", err {100 * r['emulation_rel']:.3f} %"
+        cells.append(cell)
     print(f"| {p} | " + " | ".join(cells) + f" | {target} |")
