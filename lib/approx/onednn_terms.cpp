@@ -223,6 +223,7 @@ struct OnednnTermConv::Impl {
     const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = T * icg, ppv = 64 / icg;
     const __mmask64 lane_mask = icg == 16 ? __mmask64(0xFFFF) : __mmask64(0xFFFFFFFFu);
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+      alignas(64) uint8_t group[64 * kVbmiMaxTerms];
       for (int64_t row = r.begin(); row < r.end(); ++row) {
         const int b = int(row / Hp), y = int(row % Hp);
         uint8_t* d = dst + size_t(row) * Wp * C;
@@ -241,12 +242,16 @@ struct OnednnTermConv::Impl {
           const __mmask64 hi = _mm512_movepi8_mask(idx);
           __m512i sacc = _mm512_setzero_si512();
           uint8_t* dp = d + size_t(bp + x) * C;
+          // the group's bytes are T whole cache lines: on an aligned destination they are assembled in an L1
+          // buffer and written with streaming stores (no read-for-ownership of lines about to be overwritten)
+          const bool stream = (reinterpret_cast<uintptr_t>(dp) & 63) == 0;
+          uint8_t* out = stream ? group : dp;
           for (int t = 0; t < T; ++t) {
             const __m512i* q = tab + 4 * t;
             const __m512i v = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]),
                                                      _mm512_permutex2var_epi8(q[2], idx, q[3]));
             for (int p = 0; p < ppv; ++p)  // lanes [p icg, (p+1) icg) -> pixel p, term t
-              _mm512_mask_storeu_epi8(dp + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
+              _mm512_mask_storeu_epi8(out + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
             if (a_sums) sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(src_signed ? _mm512_xor_si512(v, x80) : v, zero));
           }
           if (a_sums) {
@@ -259,9 +264,14 @@ struct OnednnTermConv::Impl {
               a_sums[pix0 + size_t(x + p)] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
             }
           }
+          if (stream)
+            for (int l = 0; l < T; ++l)
+              _mm512_stream_si512(reinterpret_cast<__m512i*>(dp + 64 * l),
+                                  _mm512_load_si512(reinterpret_cast<const __m512i*>(group + 64 * l)));
         }
         for (; x < w; ++x) pixel(d + size_t(bp + x) * C, pix0 + size_t(x));
       }
+      _mm_sfence();  // the streaming stores are visible before the convolution reads them
     });
   }
 
