@@ -62,7 +62,7 @@ struct OnednnTermConv::Impl {
   struct Prims {
     dnnl::convolution_forward::primitive_desc pd;
     dnnl::convolution_forward prim;
-    memory wmem, src, dst, scratch;
+    memory wmem, src, scratch;
     uint64_t wversion = ~uint64_t(0);
   };
   std::map<std::tuple<int, int, int, int>, std::unique_ptr<Prims>> cache;  // (n, h, w, border)
@@ -102,7 +102,6 @@ struct OnednnTermConv::Impl {
       p->scratch = memory(p->pd.scratchpad_desc(), cpu_engine());
       p->wmem = memory(p->pd.weights_desc(), cpu_engine());
       p->src = memory(src_md, cpu_engine());
-      p->dst = memory(dst_md, cpu_engine());
       Prims* raw = p.get();
       cache[key] = std::move(p);
       return raw;
@@ -277,7 +276,7 @@ struct OnednnTermConv::Impl {
 
 #endif
 
-  Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, void* direct_dst, int32_t* a_sums = nullptr) {
+  Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
     if (!weights_ok) return nullptr;
     bool zero_border = true;
     for (int t = 0; t < T; ++t)
@@ -292,10 +291,10 @@ struct OnednnTermConv::Impl {
       p->wversion = wversion;
     }
     fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
-    memory dst = direct_dst ? memory(p->pd.dst_desc(), cpu_engine(), direct_dst) : p->dst;
+    memory dst_mem(p->pd.dst_desc(), cpu_engine(), dst);
     p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src},
                                    {DNNL_ARG_WEIGHTS, p->wmem},
-                                   {DNNL_ARG_DST, dst},
+                                   {DNNL_ARG_DST, dst_mem},
                                    {DNNL_ARG_SCRATCHPAD, p->scratch}});
     cpu_stream().wait();
     return p;
