@@ -138,9 +138,12 @@ struct ApproxConv2d::Impl {
   std::unique_ptr<OnednnTermConv> dn;
   std::unique_ptr<OnednnTermConv> dn_lr;  // lowrank: the int8 rank-1 corrections, scaled by lr_inv_gamma
   double lr_inv_gamma = 0;
-  // Runs the separable terms [0, nt0) on dn when one was built and SIMD is on; true when it did (then the term
-  // engine, if has_min, adds the min() correction on top with run_terms(..., accumulate = true, skip_sep = true)).
-  bool run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc, bool raw) const;
+  // The oneDNN path, when dn was built and SIMD is on (else false, nothing written): acc = dn's terms (functional:
+  // the separable ones, plus the min() correction from the term engine where has_min; lowrank: the exact product).
+  // raw: without dn's weight-shift correction, whose A sums go to s_psum (see OnednnTermConv::run_s32_raw).
+  // lowrank: corr = the int8 rank-1 corrections (scale lr_inv_gamma), when dn_lr exists.
+  bool run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc, bool raw,
+                  int32_t* corr = nullptr) const;
 
   // Scratch kept between calls, so a forward allocates and page-faults nothing once shapes are seen (one forward
   // at a time per instance: in-process workers run their steps in turn).
@@ -256,7 +259,7 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
       }
       {
         // the separable terms (mitchell: the exact product a*b) on oneDNN int8; a min() term stays on the term
-        // engine, which then adds only that correction (Impl::exact_on_dn)
+        // engine, which then adds only that correction (run_dn_s32)
         std::vector<std::array<double, 256>> am, bm;
         for (size_t t = 0; t < d.a_terms.size(); ++t) {
           std::array<double, 256> x{}, y{};
@@ -945,10 +948,11 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 
 // ---------------------------------------------------------------------------------------------------
 bool ApproxConv2d::Impl::run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc,
-                                    bool raw) const {
+                                    bool raw, int32_t* corr) const {
   if (!dn || !detail::use_simd()) return false;
-  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, &s_psum) : dn->run_s32(src, n, h, w, pad_code, acc);
-  if (!ok) return false;
+  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr)
+                      : dn->run_s32(src, n, h, w, pad_code, acc);
+  if (!ok || (dn_lr && !dn_lr->run_s32(src, n, h, w, pad_code, corr))) return false;
   if (has_min) run_terms(src, n, h, w, pad_code, acc, nullptr, /*skip_sep=*/true, /*accumulate=*/true);
   return true;
 }
@@ -979,16 +983,14 @@ void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w,
   }
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
   std::vector<int32_t>& a1 = I.s_a1;
-  if (I.dn && detail::use_simd() && I.dn->run_s32(src_codes, n, h, w, pad_code, a0.data())) {
-    a1.resize(total);
-    if (!I.dn_lr || I.dn_lr->run_s32(src_codes, n, h, w, pad_code, a1.data())) {
-      const float ig = float(I.lr_inv_gamma);
-      if (!I.dn_lr)
-        for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]);
-      else
-        for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]) + float(a1[i]) * ig;
-      return;
-    }
+  a1.resize(total);
+  if (I.run_dn_s32(src_codes, n, h, w, pad_code, a0.data(), /*raw=*/false, a1.data())) {
+    const float ig = float(I.lr_inv_gamma);
+    if (!I.dn_lr)
+      for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]);
+    else
+      for (size_t i = 0; i < total; ++i) acc[i] = float(a0[i]) + float(a1[i]) * ig;
+    return;
   }
   a1.assign(total, 0);
   I.run_terms(src_codes, n, h, w, pad_code, a0.data(), a1.data());
@@ -1061,27 +1063,18 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   // scaled by lr_inv_gamma) are added in float; otherwise (portable engine) products_float gives it all in acc
   const int32_t* lr_acc = nullptr;
   bool lowrank_float = false;
-  if (lowrank) {
-    acci.resize(total);
-    std::vector<int32_t>& a1 = I.s_a1;
-    a1.resize(total);
-    if (I.dn && detail::use_simd() &&
-        I.dn->run_s32_raw(codes.data(), n, h, w, code(za), acci.data(), I.dn->shift_weights() ? &I.s_psum : nullptr) &&
-        (!I.dn_lr || I.dn_lr->run_s32(codes.data(), n, h, w, code(za), a1.data()))) {
-      shifted = I.dn->shift_weights();
-      if (I.dn_lr) lr_acc = a1.data();
-    } else {
-      lowrank_float = true;
-      acc.resize(total);
-      products_float(codes.data(), n, h, w, code(za), acc.data());
-    }
+  acci.resize(total);
+  std::vector<int32_t>& a1 = I.s_a1;
+  if (lowrank) a1.resize(total);
+  if (I.run_dn_s32(codes.data(), n, h, w, code(za), acci.data(), /*raw=*/true, a1.data())) {
+    shifted = I.dn->shift_weights();
+    if (I.dn_lr) lr_acc = a1.data();
+  } else if (lowrank) {
+    lowrank_float = true;
+    acc.resize(total);
+    products_float(codes.data(), n, h, w, code(za), acc.data());
   } else {
-    acci.resize(total);
-    if (I.mode == Impl::Mode::functional && I.dn && I.dn->shift_weights() &&
-        I.run_dn_s32(codes.data(), n, h, w, code(za), acci.data(), /*raw=*/true))
-      shifted = true;
-    else
-      products(codes.data(), n, h, w, code(za), acci.data());
+    products(codes.data(), n, h, w, code(za), acci.data());
   }
   const size_t out_pixels = size_t(n) * OH * OW;
   std::vector<int32_t>& asum = I.s_asum;

@@ -48,15 +48,15 @@ bool has_vnni() {
 
 struct OnednnTermConv::Impl {
   int T = 1, ic = 0, oc = 0, kh = 1, kw = 1, stride = 1, pad = 0, groups = 1, icg = 0, ocg = 0;
-  bool src_signed = false;  // int8: s8 source
+  bool src_signed = false;  // s8 source (else u8)
   int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
   bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
-  bool shift_w = false;     // int8: weights stored as B - 128; run_s32 adds 128 * window sum of A back
+  bool shift_w = false;     // weights stored as B - 128; run_s32 adds 128 * window sum of A back
   // per term: code -> the operand byte
   std::vector<std::array<uint8_t, 256>> a8, b8;
-  std::vector<std::array<int16_t, 256>> aval;  // int8: integer A_t values (for the shift_w correction)
+  std::vector<std::array<int16_t, 256>> aval;  // integer A_t values (for the shift_w correction)
   std::vector<int32_t> s_psum, s_wsum;           // scratch (run_s32): A-sum plane and its window sums
-  std::vector<uint8_t> wplain;  // (G, ocg, T*icg, kh, kw) in the kind's element type
+  std::vector<uint8_t> wplain;  // (G, ocg, T*icg, kh, kw) s8 bytes
   uint64_t wversion = 0;
 
   struct Prims {
@@ -113,17 +113,17 @@ struct OnednnTermConv::Impl {
 
   // Walks the source buffer (N, H + 2 bp, W + 2 bp, groups * T * icg) row by row in parallel: border pixels get
   // padv, and body(d, pix) fills the pixel at d from input pixel pix (codes + pix * ic).
-  template <class E, class Body>
-  void for_each_src_pixel(int n, int h, int w, int bp, const E* padv, E* dst, const Body& body) const {
+  template <class Body>
+  void for_each_src_pixel(int n, int h, int w, int bp, const uint8_t* padv, uint8_t* dst, const Body& body) const {
     const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
       for (int64_t row = r.begin(); row < r.end(); ++row) {
         const int b = int(row / Hp), y = int(row % Hp);
-        E* d = dst + size_t(row) * Wp * C;
+        uint8_t* d = dst + size_t(row) * Wp * C;
         const bool row_in = y >= bp && y < bp + h;
         for (int x = 0; x < Wp; ++x, d += C) {
           if (!row_in || x < bp || x >= bp + w)
-            std::memcpy(d, padv, size_t(C) * sizeof(E));
+            std::memcpy(d, padv, size_t(C));
           else
             body(d, (size_t(b) * h + y - bp) * w + x - bp);
         }
@@ -131,10 +131,9 @@ struct OnednnTermConv::Impl {
     });
   }
 
-  template <class E>
-  void fill_src(const std::vector<std::array<E, 256>>& maps, const uint8_t* codes, int n, int h, int w,
-                uint8_t pad_code, int bp, E* dst, int32_t* a_sums) const {
-    std::vector<E> padv(static_cast<size_t>(groups) * T * icg);
+  void fill_src(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
+                uint8_t pad_code, int bp, uint8_t* dst, int32_t* a_sums) const {
+    std::vector<uint8_t> padv(static_cast<size_t>(groups) * T * icg);
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
@@ -151,13 +150,13 @@ struct OnednnTermConv::Impl {
     if (a_sums)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
-    for_each_src_pixel(n, h, w, bp, padv.data(), dst, [&](E* d, size_t pix) {
+    for_each_src_pixel(n, h, w, bp, padv.data(), dst, [&](uint8_t* d, size_t pix) {
       const uint8_t* s = codes + pix * ic;
       for (int g = 0; g < groups; ++g) {
         const uint8_t* sg = s + g * icg;
         for (int t = 0; t < T; ++t) {
-          const E* m = maps[size_t(t)].data();
-          E* dg = d + (g * T + t) * icg;
+          const uint8_t* m = maps[size_t(t)].data();
+          uint8_t* dg = d + (g * T + t) * icg;
           for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
         }
         if (a_sums) {
@@ -171,6 +170,10 @@ struct OnednnTermConv::Impl {
 
 #ifdef FRUGAL_TERMS_VBMI
   static constexpr int kVbmiMaxTerms = 16;
+  // 64 lookups in a byte map held in q[0..3]: entries 0-127 and 128-255 by two vpermi2b, blended on bit 7 (hi)
+  static __m512i lookup(const __m512i* q, __m512i idx, __mmask64 hi) {
+    return _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]), _mm512_permutex2var_epi8(q[2], idx, q[3]));
+  }
   // fill_src for byte maps: each 256-entry map lives in four zmm registers; two vpermi2b (entries 0-127 and
   // 128-255) and a blend on bit 7 look up 64 codes at once. Same bytes as the scalar loop.
   // a_sums: the sum of the bytes just written (as u8, or as s8 for a signed source) is sum_t sum_c A_t, summed
@@ -192,10 +195,7 @@ struct OnednnTermConv::Impl {
           const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
           const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
           for (int t = 0; t < T; ++t) {
-            const __m512i* q = tab + 4 * t;
-            const __m512i lo_v = _mm512_permutex2var_epi8(q[0], idx, q[1]);
-            const __m512i hi_v = _mm512_permutex2var_epi8(q[2], idx, q[3]);
-            const __m512i v = _mm512_mask_blend_epi8(hi, lo_v, hi_v);
+            const __m512i v = lookup(tab + 4 * t, idx, hi);
             _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
             if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
               const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
@@ -246,9 +246,7 @@ struct OnednnTermConv::Impl {
           const bool stream = (reinterpret_cast<uintptr_t>(dp) & 63) == 0;
           uint8_t* out = stream ? group : dp;
           for (int t = 0; t < T; ++t) {
-            const __m512i* q = tab + 4 * t;
-            const __m512i v = _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]),
-                                                     _mm512_permutex2var_epi8(q[2], idx, q[3]));
+            const __m512i v = lookup(tab + 4 * t, idx, hi);
             for (int p = 0; p < ppv; ++p)  // lanes [p icg, (p+1) icg) -> pixel p, term t
               _mm512_mask_storeu_epi8(out + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
             if (a_sums) sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(src_signed ? _mm512_xor_si512(v, x80) : v, zero));
@@ -315,63 +313,61 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
   I->icg = ic / groups, I->ocg = oc / groups;
   const double K = double(I->icg) * kh * kw * I->T;
-  {
-    if (!has_vnni()) return nullptr;
-    double amin = 0, amax = 0, bmin = 0, bmax = 0;
-    for (const auto& m : amaps)
-      for (double v : m) {
-        if (v != std::floor(v)) return nullptr;
-        amin = std::min(amin, v), amax = std::max(amax, v);
-      }
-    for (const auto& m : bmaps)
-      for (int c = 0; c < 256; ++c) {
-        if (c == b_skip_code) continue;
-        const double v = m[size_t(c)];
-        if (v != std::floor(v)) return nullptr;
-        bmin = std::min(bmin, v), bmax = std::max(bmax, v);
-      }
-    I->b_skip_code = b_skip_code;
-    if (amin >= 0 && amax <= 255) {
-      I->src_signed = false;
-    } else if (amin >= -128 && amax <= 127) {
-      I->src_signed = true;
-    } else if (amin >= -256 && amax <= 254) {
-      // e.g. sign-magnitude DRUM: |A(-128)| = 144. Each term becomes two s8 terms, clamp(A) and A - clamp(A),
-      // with the same B (twice the channels, still exact).
-      std::vector<std::array<double, 256>> a2, b2;
-      for (size_t t = 0; t < amaps.size(); ++t) {
-        std::array<double, 256> lo{}, hi{};
-        for (int c = 0; c < 256; ++c) {
-          lo[size_t(c)] = std::min(127.0, std::max(-128.0, amaps[t][size_t(c)]));
-          hi[size_t(c)] = amaps[t][size_t(c)] - lo[size_t(c)];
-        }
-        a2.push_back(lo), a2.push_back(hi), b2.push_back(bmaps[t]), b2.push_back(bmaps[t]);
-      }
-      I->src_signed = true;
-      split_a = std::move(a2), split_b = std::move(b2);
-    } else {
-      return nullptr;
+  if (!has_vnni()) return nullptr;
+  double amin = 0, amax = 0, bmin = 0, bmax = 0;
+  for (const auto& m : amaps)
+    for (double v : m) {
+      if (v != std::floor(v)) return nullptr;
+      amin = std::min(amin, v), amax = std::max(amax, v);
     }
-    if (bmin >= -128 && bmax <= 127)
-      I->shift_w = false;
-    else if (bmin >= 0 && bmax <= 255)
-      I->shift_w = true;
-    else
-      return nullptr;
-    const auto& A = split_a.empty() ? amaps : split_a;
-    const auto& B = split_a.empty() ? bmaps : split_b;
-    I->T = int(A.size());
-    if (K * (split_a.empty() ? 1 : 2) * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
-    for (size_t t = 0; t < A.size(); ++t) {
-      std::array<uint8_t, 256> a{}, b{};
-      for (int c = 0; c < 256; ++c) {
-        a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
-        b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
-      }
-      std::array<int16_t, 256> av{};
-      for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)]);
-      I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
+  for (const auto& m : bmaps)
+    for (int c = 0; c < 256; ++c) {
+      if (c == b_skip_code) continue;
+      const double v = m[size_t(c)];
+      if (v != std::floor(v)) return nullptr;
+      bmin = std::min(bmin, v), bmax = std::max(bmax, v);
     }
+  I->b_skip_code = b_skip_code;
+  if (amin >= 0 && amax <= 255) {
+    I->src_signed = false;
+  } else if (amin >= -128 && amax <= 127) {
+    I->src_signed = true;
+  } else if (amin >= -256 && amax <= 254) {
+    // e.g. sign-magnitude DRUM: |A(-128)| = 144. Each term becomes two s8 terms, clamp(A) and A - clamp(A),
+    // with the same B (twice the channels, still exact).
+    std::vector<std::array<double, 256>> a2, b2;
+    for (size_t t = 0; t < amaps.size(); ++t) {
+      std::array<double, 256> lo{}, hi{};
+      for (int c = 0; c < 256; ++c) {
+        lo[size_t(c)] = std::min(127.0, std::max(-128.0, amaps[t][size_t(c)]));
+        hi[size_t(c)] = amaps[t][size_t(c)] - lo[size_t(c)];
+      }
+      a2.push_back(lo), a2.push_back(hi), b2.push_back(bmaps[t]), b2.push_back(bmaps[t]);
+    }
+    I->src_signed = true;
+    split_a = std::move(a2), split_b = std::move(b2);
+  } else {
+    return nullptr;
+  }
+  if (bmin >= -128 && bmax <= 127)
+    I->shift_w = false;
+  else if (bmin >= 0 && bmax <= 255)
+    I->shift_w = true;
+  else
+    return nullptr;
+  const auto& A = split_a.empty() ? amaps : split_a;
+  const auto& B = split_a.empty() ? bmaps : split_b;
+  I->T = int(A.size());
+  if (K * (split_a.empty() ? 1 : 2) * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
+  for (size_t t = 0; t < A.size(); ++t) {
+    std::array<uint8_t, 256> a{}, b{};
+    for (int c = 0; c < 256; ++c) {
+      a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
+      b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
+    }
+    std::array<int16_t, 256> av{};
+    for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)]);
+    I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
   }
   return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
 }
