@@ -31,6 +31,7 @@ Loader::Loader(const Dataset& ds, LoaderOptions opt) : ds_(ds), opt_(std::move(o
                opt_.shard, " of ", opt_.num_shards, " is invalid; need 0 <= shard < num_shards");
   FRUGAL_CHECK(size_t(opt_.num_shards) <= n, "loader: ", opt_.num_shards, " shards but only ", n, " examples");
   FRUGAL_CHECK(opt_.augment.crop_pad >= 0, "loader: crop_pad must be >= 0, got ", opt_.augment.crop_pad);
+  FRUGAL_CHECK(opt_.augment.cutout >= 0, "loader: cutout must be >= 0, got ", opt_.augment.cutout);
   if (opt_.norm.mean.empty() && opt_.norm.std.empty()) opt_.norm = default_normalization(ds_.name);
   const size_t nm = opt_.norm.mean.size(), ns = opt_.norm.std.size(), c = size_t(ds_.channels);
   FRUGAL_CHECK((nm == 1 || nm == c) && (ns == 1 || ns == c), "loader: normalization has ", nm, " mean and ", ns,
@@ -147,7 +148,7 @@ void Loader::build(size_t batch, Batch& out) const {
   const size_t n = std::min(b, examples_per_epoch() - begin);
   const size_t img = ds_.image_bytes();  // H*W*C
   const size_t s = size_t(opt_.num_shards), k = size_t(opt_.shard);
-  const bool random = opt_.augment.crop_pad > 0 || opt_.augment.flip;
+  const bool random = opt_.augment.crop_pad > 0 || opt_.augment.flip || opt_.augment.cutout > 0;
   out.n = int(n);
   out.x.resize(n * img);  // (n, H, W, C)
   out.y.resize(n);        // (n)
@@ -163,7 +164,7 @@ void Loader::build(size_t batch, Batch& out) const {
     draw.dy = draw.dx = opt_.augment.crop_pad;
     if (random) {
       std::mt19937_64 rng(derive_seed(opt_.seed, kAugmentTag, uint64_t(epoch_), pos));
-      draw = draw_augment(opt_.augment, rng);
+      draw = draw_augment(opt_.augment, rng, ds_.height, ds_.width);
     }
     transform_image(src, ds_.height, ds_.width, ds_.channels, opt_.norm, opt_.augment.crop_pad, draw, dst);
     out.y[i] = ds_.labels[idx];

@@ -16,7 +16,7 @@ Normalization default_normalization(const std::string& name) {
               "'; expected mnist, fashion-mnist, cifar10, cifar100 or folder, or pass mean/std explicitly");
 }
 
-AugmentDraw draw_augment(const Augment& aug, std::mt19937_64& rng) {
+AugmentDraw draw_augment(const Augment& aug, std::mt19937_64& rng, int height, int width) {
   AugmentDraw d;
   d.dy = d.dx = aug.crop_pad;
   if (aug.crop_pad > 0) {
@@ -25,6 +25,12 @@ AugmentDraw draw_augment(const Augment& aug, std::mt19937_64& rng) {
     d.dx = int(rng() % span);
   }
   if (aug.flip) d.flip = (rng() >> 63) != 0;
+  if (aug.cutout > 0) {
+    FRUGAL_CHECK(height > 0 && width > 0, "draw_augment: cutout needs the image size, got ", height, "x", width);
+    d.cut = aug.cutout;
+    d.cy = int(rng() % uint64_t(height));
+    d.cx = int(rng() % uint64_t(width));
+  }
   return d;
 }
 
@@ -61,11 +67,19 @@ void transform_image(const uint8_t* src, int height, int width, int channels, co
       for (int c = 0; c < channels; ++c) px[c] = float(sp[c]) * scale[c] + shift[c];
     }
   }
+  if (draw.cut > 0) {
+    const int y0 = std::max(0, draw.cy - draw.cut / 2), y1 = std::min(height, draw.cy - draw.cut / 2 + draw.cut);
+    const int x0 = std::max(0, draw.cx - draw.cut / 2), x1 = std::min(width, draw.cx - draw.cut / 2 + draw.cut);
+    for (int y = y0; y < y1; ++y) {
+      float* row = dst + (size_t(y) * size_t(width) + size_t(x0)) * size_t(channels);
+      std::fill(row, row + size_t(std::max(0, x1 - x0)) * size_t(channels), 0.0f);
+    }
+  }
 }
 
 void augment_image(const uint8_t* src, int height, int width, int channels, const Normalization& norm,
                    const Augment& aug, std::mt19937_64& rng, float* dst) {
-  transform_image(src, height, width, channels, norm, aug.crop_pad, draw_augment(aug, rng), dst);
+  transform_image(src, height, width, channels, norm, aug.crop_pad, draw_augment(aug, rng, height, width), dst);
 }
 
 }  // namespace frugal::data

@@ -41,7 +41,7 @@ static double norm2(const float* x, int64_t n) {
 
 void Optimizer::step(float lr) {
   ++t_;
-  const float wd = o_.weight_decay, mom = o_.momentum;
+  const float mom = o_.momentum;
   const bool sgd = o_.kind == "sgd", adamw = o_.kind == "adamw";
   const float bc1 = 1.f - std::pow(o_.beta1, static_cast<float>(t_)), bc2 = 1.f - std::pow(o_.beta2, static_cast<float>(t_));
   // Serial: a memory-bound pass over the weights; TBB workers woken here kept spinning into the next
@@ -52,6 +52,7 @@ void Optimizer::step(float lr) {
     const float* g = p.grad.data();
     float* m = m_[k].data();
     const int64_t n = p.value.size();
+    const float wd = o_.decay_1d || p.value.ndim() > 1 ? o_.weight_decay : 0.f;
     float local_lr = lr;
     if (o_.lars && p.value.ndim() > 1) {  // trust ratio on weight tensors, not on biases / BN
       double wn = norm2(w, n), gn = norm2(g, n);

@@ -13,6 +13,8 @@ struct OptimizerOptions {
   float momentum = 0.9f;
   bool nesterov = true;
   float weight_decay = 5e-4f;
+  /// false: no weight decay on 1-D parameters (biases, batch-norm scale and shift), only on weight tensors.
+  bool decay_1d = true;
   float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   /// Momentum (and Nesterov) act on the weight-decay term only; the gradient arrives momentum-corrected
   /// (DGC: the compressor accumulates momentum; the authors' DGCSGD). Keeps the effective decay of a

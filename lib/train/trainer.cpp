@@ -29,8 +29,10 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-data::Augment parse_augment(const std::string& a, int pad) {
+data::Augment parse_augment(const std::string& a, int pad, int cutout) {
+  FRUGAL_CHECK(cutout >= 0, "config key 'cutout': must be >= 0 (0 = off), got ", cutout);
   data::Augment aug;
+  aug.cutout = cutout;
   if (a == "none") return aug;
   FRUGAL_CHECK(a == "flip" || a == "crop" || a == "crop+flip" || a == "flip+crop",
                "config key 'augment': unknown value '", a, "'; known: none, flip, crop, crop+flip");
@@ -180,7 +182,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   lo.batch = B;
   lo.shuffle = true;
   lo.drop_last = true;
-  lo.augment = parse_augment(cfg.s("augment"), static_cast<int>(cfg.i("crop_pad")));
+  lo.augment = parse_augment(cfg.s("augment"), static_cast<int>(cfg.i("crop_pad")), static_cast<int>(cfg.i("cutout")));
   lo.norm = norm;
   lo.seed = seed;
   data::Loader loader(train_ds, lo);
@@ -197,6 +199,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   oo.momentum = static_cast<float>(cfg.f("momentum"));
   oo.nesterov = cfg.b("nesterov");
   oo.weight_decay = static_cast<float>(cfg.f("weight_decay"));
+  oo.decay_1d = cfg.b("decay_1d");
   oo.lars = cfg.b("lars");
   oo.lars_eta = static_cast<float>(cfg.f("lars_eta"));
 

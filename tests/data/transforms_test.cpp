@@ -79,7 +79,7 @@ TEST_CASE("draw_augment covers the crop range and flips about half the time") {
   std::set<int> dys, dxs;
   int flips = 0;
   for (int i = 0; i < 2000; ++i) {
-    AugmentDraw d = draw_augment({4, true}, rng);
+    AugmentDraw d = draw_augment({4, true}, rng, 32, 32);
     REQUIRE(d.dy >= 0);
     REQUIRE(d.dy <= 8);
     REQUIRE(d.dx >= 0);
@@ -90,9 +90,48 @@ TEST_CASE("draw_augment covers the crop range and flips about half the time") {
   CHECK(dxs.size() == 9);
   CHECK(flips > 850);
   CHECK(flips < 1150);
-  AugmentDraw none = draw_augment({3, false}, rng);
+  AugmentDraw none = draw_augment({3, false}, rng, 32, 32);
   CHECK(!none.flip);
-  AugmentDraw off = draw_augment({}, rng);
+  AugmentDraw off = draw_augment({}, rng, 32, 32);
   CHECK(off.dy == 0);
   CHECK(!off.flip);
+}
+
+TEST_CASE("cutout: the square is clipped at the border, is 0 after normalizing, and adds no change to other draws") {
+  // (3, 4) image; cut 2 centred at (1, 2): rows 0..1, columns 1..2
+  std::vector<float> dst(12);
+  AugmentDraw d;
+  d.cut = 2, d.cy = 1, d.cx = 2;
+  transform_image(kImg.data(), 3, 4, 1, kUnit, 0, d, dst.data());
+  CHECK(dst == std::vector<float>{10, 0, 0, 40, 50, 0, 0, 80, 90, 100, 110, 120});
+  // centred on a corner: only the in-image quarter (cut 3 at (0, 0) covers rows 0..1, columns 0..1 minus
+  // the part above/left of the image)
+  d.cut = 3, d.cy = 0, d.cx = 0;
+  transform_image(kImg.data(), 3, 4, 1, kUnit, 0, d, dst.data());
+  CHECK(dst == std::vector<float>{0, 0, 30, 40, 0, 0, 70, 80, 90, 100, 110, 120});
+  // cut after flip: the square is in output coordinates
+  d.cut = 1, d.cy = 0, d.cx = 0, d.flip = true;
+  transform_image(kImg.data(), 3, 4, 1, kUnit, 0, d, dst.data());
+  CHECK(std::vector<float>(dst.begin(), dst.begin() + 4) == std::vector<float>{0, 30, 20, 10});
+
+  // the crop and flip draws are the same with and without cutout; centres cover the image
+  std::mt19937_64 a(11), b(11);
+  std::set<int> cys, cxs;
+  for (int i = 0; i < 500; ++i) {
+    AugmentDraw plain = draw_augment({4, true}, a, 5, 7);
+    AugmentDraw cut = draw_augment({4, true, 8}, b, 5, 7);
+    REQUIRE(cut.dy == plain.dy);
+    REQUIRE(cut.dx == plain.dx);
+    REQUIRE(cut.flip == plain.flip);
+    REQUIRE(cut.cut == 8);
+    REQUIRE(cut.cy >= 0);
+    REQUIRE(cut.cy < 5);
+    REQUIRE(cut.cx >= 0);
+    REQUIRE(cut.cx < 7);
+    cys.insert(cut.cy), cxs.insert(cut.cx);
+    a = b;  // the cutout stream drew two more numbers; realign for the next image
+  }
+  CHECK(cys.size() == 5);
+  CHECK(cxs.size() == 7);
+  CHECK_THROWS_AS(draw_augment({0, false, 4}, a, 0, 0), frugal::Error);
 }

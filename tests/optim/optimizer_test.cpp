@@ -57,6 +57,25 @@ TEST_CASE("SGD follows PyTorch's update: d = g + wd w; buf = m buf + d; Nesterov
   }
 }
 
+TEST_CASE("decay_1d = false: no weight decay on 1-D parameters (biases, batch-norm), unchanged on weights") {
+  for (const char* kind : {"sgd", "adamw"}) {
+    Model model;
+    optim::OptimizerOptions o;
+    o.kind = kind;
+    o.weight_decay = 0.1f;
+    o.decay_1d = false;
+    o.momentum = 0;  // one step of plain decay: w (1 - lr wd)
+    optim::Optimizer opt(o, model.params());
+    const std::vector<float> a0(model.a.value.data(), model.a.value.data() + 30),
+        b0(model.b.value.data(), model.b.value.data() + 6);
+    model.a.grad.zero();
+    model.b.grad.zero();
+    opt.step(0.1f);
+    for (int i = 0; i < 6; ++i) CHECK(model.b.value.data()[i] == b0[size_t(i)]);
+    for (int i = 0; i < 30; ++i) CHECK(model.a.value.data()[i] == doctest::Approx(a0[size_t(i)] * (1 - 0.01f)));
+  }
+}
+
 TEST_CASE("dgc at density 1 without masking, with decay-only optimizer momentum, equals momentum SGD") {
   // Dense: buf = m buf + g + wd w. DGC: the compressor's momentum carries g, the optimizer's carries wd w;
   // both are linear, so with nothing held back the weights follow the same path (heavy ball and Nesterov).
