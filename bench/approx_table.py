@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Markdown table of bench/approx_bench.cpp's JSON lines: time of each approximate-conv path as a multiple of
-the oneDNN fp32 conv on the same shape (resnet20 3x3 convs, batch 128). Usage: approx_table.py FILE.jsonl"""
+the oneDNN fp32 conv on the same shape (resnet20 3x3 convs, batch 128): with the activation range found per call
+(act_calibration=batch) and, after the slash, fixed by calibration (act_calibration=minmax:N).
+Usage: approx_table.py FILE.jsonl"""
 import json
 import sys
 
@@ -8,7 +10,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 shapes = list(dict.fromkeys(r["shape"] for r in rows))
 paths = [p for p in dict.fromkeys(r["path"] for r in rows) if p != "onednn_fp32"]
 by = {(r["shape"], r["path"]): r for r in rows}
-print("| path | " + " | ".join(shapes) + " | target |")
+print("| path: per-call range / calibrated range | " + " | ".join(shapes) + " | target |")
 print("|---|" + "---|" * (len(shapes) + 1))
 print("| oneDNN fp32 (ms) | " + " | ".join(f"{by[(s, 'onednn_fp32')]['ms']:.2f}" for s in shapes) + " | |")
 for p in paths:
@@ -20,6 +22,10 @@ for p in paths:
             cells.append("–")
             continue
         cell = f"{r['ratio']:.2f}× ({r['ms']:.1f} ms)"
+        if "ratio_calibrated" in r:
+            cell += f" / {r['ratio_calibrated']:.2f}× ({r['ms_calibrated']:.1f} ms)"
+            if not r.get("calibrated_output_identical", True):
+                cell += " (outputs differ!)"
         if "emulation_rel" in r:  # lowrank: error against the bit-exact path, relative to its mean |output|
             cell += f", err {100 * r['emulation_rel']:.3f} %"
         cells.append(cell)

@@ -1016,42 +1016,71 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   std::vector<int32_t>& chsum = I.s_chsum;
   if (need_asum) chsum.resize(in_pixels * G);
   const bool simd = detail::use_simd();
-  tbb::parallel_for(tbb::blocked_range<size_t>(0, in_pixels, 1024), [&](const tbb::blocked_range<size_t>& r) {
-    const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
-    uint8_t* cd = codes.data();
-    for (size_t px = r.begin(); px < r.end(); ++px) {
-      const float* sp = src + px * I.ic;
-      uint8_t* cp = cd + px * I.ic;
-      for (int g = 0; g < G; ++g) {
-        int32_t sum = 0;
-        int c = g * icg;
-        const int cend = (g + 1) * icg;
+  if (!need_asum) {
+    // no per-pixel sums needed: one flat pass, 64 values per step (the per-pixel, per-group loop below spent
+    // more on its loop control and horizontal sums than on the memory traffic: 1.0 vs 0.35 ms on a 16-channel
+    // 32x32 batch of 128)
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, in_total, size_t(1) << 15), [&](const tbb::blocked_range<size_t>& r) {
+      const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
+      uint8_t* cd = codes.data();
+      size_t i = r.begin();
 #ifdef FRUGAL_APPROX_AVX512
-        // clamp before rounding (the bounds minus z_a are integers, so this equals rounding then clamping) so
-        // that the conversion never sees an out-of-range value; vcvtps2dq rounds to nearest even like nearbyint
-        const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo - zf), vhi = _mm512_set1_ps(hi - zf);
-        const __m512i vz = _mm512_set1_epi32(za);
-        __m512i vsum = _mm512_setzero_si512();
-        for (; simd && c + 16 <= cend; c += 16) {
-          const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(sp + c), vinv), vlo), vhi);
-          const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(t), vz);
-          _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + c), _mm512_cvtepi32_epi8(qi));  // code(): low byte
-          vsum = _mm512_add_epi32(vsum, qi);
-        }
-        sum = _mm512_reduce_add_epi32(vsum);
-#else
-        (void)simd;
-#endif
-        for (; c < cend; ++c) {
-          const float q = std::min(std::max(std::nearbyint(sp[c] * inv) + zf, lo), hi);
-          const int32_t qi = static_cast<int32_t>(q);
-          cp[c] = static_cast<uint8_t>(qi & 0xFF);  // code()
-          sum += qi;
-        }
-        if (need_asum) chsum[px * G + g] = sum;
+      // clamp before rounding, as below
+      const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo - zf), vhi = _mm512_set1_ps(hi - zf);
+      const __m512i vz = _mm512_set1_epi32(za);
+      auto q16 = [&](const float* p) {
+        const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(p), vinv), vlo), vhi);
+        return _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(t), vz));  // code(): low byte
+      };
+      for (; simd && i + 64 <= r.end(); i += 64) {
+        const __m256i lo2 = _mm256_inserti128_si256(_mm256_castsi128_si256(q16(src + i)), q16(src + i + 16), 1);
+        const __m256i hi2 = _mm256_inserti128_si256(_mm256_castsi128_si256(q16(src + i + 32)), q16(src + i + 48), 1);
+        _mm512_storeu_si512(cd + i, _mm512_inserti64x4(_mm512_castsi256_si512(lo2), hi2, 1));
       }
-    }
-  });
+#endif
+      for (; i < r.end(); ++i) {
+        const float q = std::min(std::max(std::nearbyint(src[i] * inv) + zf, lo), hi);
+        cd[i] = static_cast<uint8_t>(static_cast<int32_t>(q) & 0xFF);  // code()
+      }
+    });
+  } else {
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, in_pixels, 1024), [&](const tbb::blocked_range<size_t>& r) {
+      const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
+      uint8_t* cd = codes.data();
+      for (size_t px = r.begin(); px < r.end(); ++px) {
+        const float* sp = src + px * I.ic;
+        uint8_t* cp = cd + px * I.ic;
+        for (int g = 0; g < G; ++g) {
+          int32_t sum = 0;
+          int c = g * icg;
+          const int cend = (g + 1) * icg;
+#ifdef FRUGAL_APPROX_AVX512
+          // clamp before rounding (the bounds minus z_a are integers, so this equals rounding then clamping) so
+          // that the conversion never sees an out-of-range value; vcvtps2dq rounds to nearest even like nearbyint
+          const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo - zf), vhi = _mm512_set1_ps(hi - zf);
+          const __m512i vz = _mm512_set1_epi32(za);
+          __m512i vsum = _mm512_setzero_si512();
+          for (; simd && c + 16 <= cend; c += 16) {
+            const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(sp + c), vinv), vlo), vhi);
+            const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(t), vz);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(cp + c), _mm512_cvtepi32_epi8(qi));  // code(): low byte
+            vsum = _mm512_add_epi32(vsum, qi);
+          }
+          sum = _mm512_reduce_add_epi32(vsum);
+#else
+          (void)simd;
+#endif
+          for (; c < cend; ++c) {
+            const float q = std::min(std::max(std::nearbyint(sp[c] * inv) + zf, lo), hi);
+            const int32_t qi = static_cast<int32_t>(q);
+            cp[c] = static_cast<uint8_t>(qi & 0xFF);  // code()
+            sum += qi;
+          }
+          chsum[px * G + g] = sum;
+        }
+      }
+    });
+  }
   const int OH = I.out_h(h), OW = I.out_w(w);
   const size_t total = size_t(n) * OH * OW * I.oc;
   std::vector<float>& acc = I.s_acc;
