@@ -19,9 +19,25 @@ def foundation():
         tta = f"{100 * json.load(open(tta))['metrics']['test_accuracy']:.2f} %" if os.path.exists(tta) else ""
         rows.append(f"| {name} | {c['model']} | {c['dataset']} | {len(r['epochs'])} | {100 * r['metrics']['test_accuracy']:.2f} % | "
                     f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['timing']['wall_s']:.0f} |")
+    # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
+    # of the same length and recipe
+    peer = ["| epochs | PyTorch test acc | PyTorch train acc | frugal test acc | frugal train acc | frugal run |", "|---|---|---|---|---|---|"]
+    ours = {len(r["epochs"]): (n, r) for n, r in load("foundation/cifar10_resnet20*.json")
+            if r["config"].get("cutout", 0) == 0 and r["config"].get("label_smoothing", 0) == 0
+            and r["config"]["weight_decay"] == 5e-4}
+    for p in sorted(glob.glob(os.path.join(R, "foundation", "peer", "torch_resnet20_epochs=*.jsonl"))):
+        lines = [json.loads(l) for l in open(p) if l.strip()]
+        ep = [l for l in lines if l.get("kind") == "epoch"]
+        if not ep:
+            continue
+        n, r = ours.get(len(ep), ("–", None))
+        f = (f"{100 * r['metrics']['test_accuracy']:.2f} % | {100 * r['epochs'][-1]['train_accuracy']:.2f} %" if r else "– | –")
+        peer.append(f"| {len(ep)} | {100 * ep[-1]['test_acc']:.2f} % | {100 * ep[-1]['train_acc']:.2f} % | {f} | {n} |")
     return ("## Foundation (`bash experiments/run.sh foundation NAME`)\n\n"
             "`with flip TTA`: `frugal evaluate --model runs/foundation/NAME/model.bin --tta flip` (mean softmax of each test image and "
-            "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n" + "\n".join(rows) + "\n")
+            "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n" + "\n".join(rows) + "\n\n"
+            "### CIFAR-10 resnet20: PyTorch with the same recipe on the same data (`bash experiments/peer_cifar.sh EPOCHS`)\n\n"
+            "Train accuracy is that of the last epoch, on augmented batches.\n\n" + "\n".join(peer) + "\n")
 
 
 def gradcomp():
