@@ -82,20 +82,27 @@ int main(int argc, char** argv) {
         wd({c, c, 3, 3}, dt::f32, tag::any), bd({c}, dt::f32, tag::x);
     dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, sd, wd,
                                          bd, dd, {1, 1}, {1, 1}, {1, 1});
-    dnnl::convolution_forward::primitive_desc pd(desc, eng);
+    // a user scratchpad, as the approximate paths use: in oneDNN's default mode a scratchpad would be allocated
+    // (and page-faulted) around every call, which would slow the reference down
+    dnnl::primitive_attr ref_attr;
+    ref_attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::convolution_forward::primitive_desc pd(desc, ref_attr, eng);
+    dnnl::memory scratch(pd.scratchpad_desc(), eng);
     dnnl::memory sm(sd, eng, src.data()), dm(dd, eng, dst.data()), bm(bd, eng, bias.data());
     dnnl::memory wuser({{c, c, 3, 3}, dt::f32, tag::oihw}, eng, w.data());
     dnnl::memory wm(pd.weights_desc(), eng);
     dnnl::reorder(wuser, wm).execute(strm, wuser, wm);
     dnnl::convolution_forward conv(pd);
     auto run_ref = [&] {
-      conv.execute(strm, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm}});
+      conv.execute(strm, {{DNNL_ARG_SRC, sm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_BIAS, bm}, {DNNL_ARG_DST, dm},
+                          {DNNL_ARG_SCRATCHPAD, scratch}});
       strm.wait();
     };
     double t_ref = median_ms(run_ref, runs);
     std::vector<float> ref = dst;
-    std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"onednn_fp32\",\"ms\":%.3f,\"ratio\":1.0}\n", c, c, hw, hw,
-                n, t_ref);
+    std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"onednn_fp32\",\"ms\":%.3f,\"ratio\":1.0,"
+                "\"scratchpad_bytes\":%zu,\"impl\":\"%s\"}\n", c, c, hw, hw, n, t_ref, pd.scratchpad_desc().get_size(),
+                pd.impl_info_str());
     std::vector<int32_t> bitexact;
     struct P { const char* mult; const char* mode; };
     const P paths[] = {{"mitchell", "lut"},      {"drum:4", "lut"},        {"drum:4", "functional"},
