@@ -4,12 +4,30 @@ the oneDNN fp32 conv on the same shape (resnet20 3x3 convs, batch 128): with the
 (act_calibration=batch) and, after the slash, fixed by calibration (act_calibration=minmax:N).
 Usage: approx_table.py FILE.jsonl"""
 import json
+import statistics
 import sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 shapes = list(dict.fromkeys(r["shape"] for r in rows))
 paths = [p for p in dict.fromkeys(r["path"] for r in rows) if p != "onednn_fp32"]
-by = {(r["shape"], r["path"]): r for r in rows}
+# the file may hold several runs of the bench (Makefile.bench: APPROX_REPEATS): each number is the median over them
+groups = {}
+for r in rows:
+    groups.setdefault((r["shape"], r["path"]), []).append(r)
+repeats = max(len(g) for g in groups.values())
+
+
+def median_row(g):
+    out = dict(g[0])
+    for k, v in g[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(x[k] for x in g)
+    out["calibrated_output_identical"] = all(x.get("calibrated_output_identical", True) for x in g)
+    return out
+
+
+by = {k: median_row(g) for k, g in groups.items()}
+print(f"Median of {repeats} bench runs.\n")
 print("| path: per-call range / calibrated range | " + " | ".join(shapes) + " | target |")
 print("|---|" + "---|" * (len(shapes) + 1))
 print("| oneDNN fp32 (ms) | " + " | ".join(f"{by[(s, 'onednn_fp32')]['ms']:.2f}" for s in shapes) + " | |")
