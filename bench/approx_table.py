@@ -27,7 +27,7 @@ def median_row(g):
 
 
 by = {k: median_row(g) for k, g in groups.items()}
-print(f"Median of {repeats} bench runs.\n")
+print(f"Each ratio and each time is the median of {repeats} bench runs, taken separately.\n")
 print("| path: per-call range / calibrated range | " + " | ".join(shapes) + " | target |")
 print("|---|" + "---|" * (len(shapes) + 1))
 print("| oneDNN fp32 (ms) | " + " | ".join(f"{by[(s, 'onednn_fp32')]['ms']:.2f}" for s in shapes) + " | |")

@@ -22,9 +22,11 @@ def foundation():
     # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
     # of the same length and recipe
     peer = ["| epochs | PyTorch test acc | PyTorch train acc | frugal test acc | frugal train acc | frugal run |", "|---|---|---|---|---|---|"]
+    recipe = {"model": "resnet20", "dataset": "cifar10", "batch": 128, "lr": 0.1, "schedule": "onecycle", "optimizer": "sgd",
+              "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "augment": "crop+flip", "crop_pad": 4,
+              "label_smoothing": 0, "cutout": 0, "decay_1d": True}  # the harness's fixed recipe (peer_cifar.sh)
     ours = {len(r["epochs"]): (n, r) for n, r in load("foundation/cifar10_resnet20*.json")
-            if r["config"].get("cutout", 0) == 0 and r["config"].get("label_smoothing", 0) == 0
-            and r["config"]["weight_decay"] == 5e-4}
+            if all(r["config"].get(k, v if k in ("cutout", "decay_1d") else None) == v for k, v in recipe.items())}
     for p in sorted(glob.glob(os.path.join(R, "foundation", "peer", "torch_resnet20_epochs=*.jsonl"))):
         lines = [json.loads(l) for l in open(p) if l.strip()]
         ep = [l for l in lines if l.get("kind") == "epoch"]
@@ -37,7 +39,8 @@ def foundation():
             "`with flip TTA`: `frugal evaluate --model runs/foundation/NAME/model.bin --tta flip` (mean softmax of each test image and "
             "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n" + "\n".join(rows) + "\n\n"
             "### CIFAR-10 resnet20: PyTorch with the same recipe on the same data (`bash experiments/peer_cifar.sh EPOCHS`)\n\n"
-            "Train accuracy is that of the last epoch, on augmented batches.\n\n" + "\n".join(peer) + "\n")
+            "Final-epoch accuracies; train accuracy is on augmented batches. The frugal run is the one with the same recipe "
+            "and number of epochs.\n\n" + "\n".join(peer) + "\n")
 
 
 def gradcomp():

@@ -36,8 +36,8 @@ struct Augment {
 struct AugmentDraw {
   int dy = 0, dx = 0;  // in [0, 2*crop_pad]; crop_pad, crop_pad means "no shift"
   bool flip = false;
-  int cut = 0;          // side of the cutout square, 0 = none
-  int cy = 0, cx = 0;   // its centre in output coordinates, in [0, H) x [0, W)
+  int cut = 0;         // side of the cutout square, 0 = none
+  int cy = 0, cx = 0;  // its centre in output coordinates, in [0, H) x [0, W)
 };
 
 /// Draws in this order: dy, dx (only if crop_pad > 0), then flip (only if aug.flip), then the cutout centre cy,
