@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
     const P paths[] = {{"mitchell", "lut"},      {"drum:4", "lut"},        {"drum:4", "functional"},
                        {"mitchell", "functional"}, {"mitchell:signed", "functional"}, {"bam:0,6", "functional"},
                        {"bam:0,6:signed", "functional"},
-                       {"mitchell", "lowrank:4"}, {"mitchell", "lowrank:8"}};
+                       {"mitchell", "lowrank:2"}, {"mitchell", "lowrank:4"}, {"mitchell", "lowrank:6"},
+                       {"mitchell", "lowrank:8"}};
     for (const P& p : paths) {
       if (!filter.empty() && (std::string(p.mult) + " " + p.mode).find(filter) == std::string::npos) continue;
       ApproxSpec as;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs experiment configs sequentially and copies each results.json into results/<group>/<name>.json.
 #   bash experiments/run.sh GROUP NAME[:--set k=v ...] ...      e.g. bash experiments/run.sh foundation mnist_lenet5
-# Extra overrides after a colon are passed to frugal train (spaces allowed inside quotes).
+# Extra overrides after a colon are passed to frugal train (spaces allowed inside quotes); the run is named NAME_overrides,
+# or $RUN_TAG (give one NAME with it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -15,6 +16,7 @@ for item in "$@"; do
   extra=""; [[ "$item" == *:* ]] && extra=${item#*:}
   tag=${name}
   [ -n "$extra" ] && tag="${name}_$(echo "$extra" | sed 's/--set //g; s/[^A-Za-z0-9_.=-]/_/g; s/__*/_/g')"
+  [ -n "${RUN_TAG:-}" ] && tag=$RUN_TAG  # a shorter name for a single run
   echo "[run] $tag: frugal train --config experiments/$name.json $extra" >&2
   # shellcheck disable=SC2086
   "$bin" train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q

@@ -17,8 +17,15 @@ def foundation():
         c = r["config"]
         tta = os.path.join(R, "foundation", "eval", name + "_tta_flip.json")
         tta = f"{100 * json.load(open(tta))['metrics']['test_accuracy']:.2f} %" if os.path.exists(tta) else ""
-        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {len(r['epochs'])} | {100 * r['metrics']['test_accuracy']:.2f} % | "
-                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['timing']['wall_s']:.0f} |")
+        epochs, wall = f"{len(r['epochs'])}", f"{r['timing']['wall_s']:.0f}"
+        if c.get("init"):  # a second stage (warm restart, fine-tuning): count the run it started from
+            first = os.path.join(R, "foundation", os.path.basename(os.path.dirname(c["init"])) + ".json")
+            if os.path.exists(first):
+                f = json.load(open(first))
+                epochs = f"{len(f['epochs'])} + {epochs}"
+                wall = f"{f['timing']['wall_s']:.0f} + {wall} = {f['timing']['wall_s'] + r['timing']['wall_s']:.0f}"
+        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {100 * r['metrics']['test_accuracy']:.2f} % | "
+                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {wall} |")
     # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
     # of the same length and recipe
     peer = ["| epochs | PyTorch test acc | PyTorch train acc | frugal test acc | frugal train acc | frugal run |", "|---|---|---|---|---|---|"]
@@ -79,7 +86,35 @@ def approx():
         codes = r.get("approx", {}).get("act_quant", "affine") if "approx" in r else "-"
         out.append(f"| {name} | {mult} | {codes} | {'yes (table gradient)' if name.endswith('_lutgrad') else 'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
                    f"{r['energy']['total_uj']:.3f} |")
+    out += lowrank()
     return "\n".join(out) + "\n"
+
+
+def lowrank():
+    """Network accuracy of lowrank:R against the bit-exact LUT path (experiments/lowrank.sh)."""
+    runs = {}
+    for name, r in load("approx/lowrank/*.json"):
+        a = r["approx"]
+        key = (os.path.basename(os.path.dirname(r["model_file"])), a["multiplier"])
+        runs.setdefault(key, {})[a["mode"]] = r["metrics"]
+    if not runs:
+        return []
+    modes = sorted({m for v in runs.values() for m in v if m != "lut"}, key=lambda m: int(m.split(":")[1]))
+    out = ["\n### Low-rank emulation against the bit-exact table path (`bash experiments/lowrank.sh`)\n",
+           "Top-1 with every conv/linear layer approximate (8-bit signed operands); in brackets the difference to the "
+           "bit-exact LUT path in percentage points, then the test loss.\n",
+           "| model | multiplier | lut | " + " | ".join(modes) + " |", "|---|---|---|" + "---|" * len(modes)]
+    for (model, mult), v in sorted(runs.items()):
+        if "lut" not in v:
+            continue
+        base = v["lut"]["test_accuracy"]
+        cells = [f"{100 * base:.2f} % ({v['lut']['test_loss']:.4f})"]
+        for m in modes:
+            x = v.get(m)
+            cells.append("" if x is None else f"{100 * x['test_accuracy']:.2f} % ({100 * (x['test_accuracy'] - base):+.2f}; "
+                                               f"{x['test_loss']:.4f})")
+        out.append(f"| {model} | {mult} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _with_table(section, table_file):
