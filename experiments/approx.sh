@@ -10,10 +10,7 @@
 #    then the same evaluation -> results/approx/<model>_<spec>_ft.json; with GRADS="ste lut" also with the
 #    multiplier's table gradient -> <model>_<spec>_ft_lutgrad.json (direct loops: MNIST-size models)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-f=${FRUGAL_BIN:-./build/frugal}
-export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
+source "$(dirname "$0")/common.sh"
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(mnist_lenet5 mnist_cnn)
 mkdir -p results/approx/multipliers runs/approx
@@ -23,11 +20,7 @@ for spec in exact trunc:2 bam:0,6 mitchell drum:4 drum:6; do
   cp "runs/approx/mult_$tag/multiplier.json" "results/approx/multipliers/$tag.json"
 done
 for item in "${models[@]}"; do
-  model=${item%%=*}
-  dir=runs/foundation/$model
-  [[ "$item" == *=* ]] && dir=${item#*=}
-  m=$dir/model.bin
-  test -f "$m" || { echo "missing $m: run experiments/run.sh foundation $model first" >&2; exit 1; }
+  resolve_model "$item"
   echo "[approx] $model: fp32, int8 exact and approximate multipliers, then fine-tuning" >&2
   $f evaluate --model "$m" --no-speed --out "runs/approx/${model}_fp32" > /dev/null
   cp "runs/approx/${model}_fp32/evaluate.json" "results/approx/${model}_fp32.json"

@@ -7,19 +7,12 @@
 # against the LUT path, so the rank a model needs can be read off (the kernel cost of each rank is in
 # results/bench/approx_kernels.md).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-f=${FRUGAL_BIN:-./build/frugal}
-export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
+source "$(dirname "$0")/common.sh"
 models=("$@")
 [ ${#models[@]} -gt 0 ] || models=(mnist_lenet5 mnist_cnn)
 mkdir -p results/approx/lowrank runs/approx/lowrank
 for item in "${models[@]}"; do
-  model=${item%%=*}
-  dir=runs/foundation/$model
-  [[ "$item" == *=* ]] && dir=${item#*=}
-  m=$dir/model.bin
-  test -f "$m" || { echo "missing $m: run experiments/run.sh foundation $model first" >&2; exit 1; }
+  resolve_model "$item"
   for spec in ${SPECS:-mitchell:signed drum:4:signed}; do
     for mode in lut $(for r in ${RANKS:-1 2 4 8}; do echo "lowrank:$r"; done); do
       tag=${model}_${spec//[:,]/_}_${mode//:/_}
