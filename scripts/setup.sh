@@ -5,7 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-packages=(cmake g++ make pkg-config libdnnl-dev libopencv-dev nlohmann-json3-dev libcli11-dev doctest-dev libtbb-dev
+packages=(cmake g++ make pkg-config libdnnl-dev ocl-icd-opencl-dev libopencv-dev nlohmann-json3-dev libcli11-dev doctest-dev libtbb-dev
           libopenmpi-dev openmpi-bin zlib1g-dev python3 curl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do

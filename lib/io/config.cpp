@@ -35,6 +35,11 @@ const std::vector<KeyInfo>& config_keys() {
       {"gamma", 0.1, "step schedule: decay factor"},
       {"plateau_patience", 2, "plateau schedule: epochs without test-loss improvement before decaying"},
       {"plateau_factor", 0.5, "plateau schedule: decay factor"},
+      {"swa_epochs", 0,
+       "stochastic weight averaging (Izmailov et al. 2018): the last swa_epochs epochs run at the constant swa_lr and "
+       "their end-of-epoch weights are averaged; batch-norm statistics are then re-estimated on the training set. "
+       "The schedule runs over the epochs before and is rescaled to end at swa_lr. 0 = off"},
+      {"swa_lr", 0.01, "learning rate of the SWA epochs"},
       {"label_smoothing", 0.0, "label smoothing epsilon of the cross-entropy"},
       {"augment", "none", "none | flip | crop | crop+flip (crop pads by crop_pad and crops back)"},
       {"crop_pad", 4, "padding of the random crop"},

@@ -89,9 +89,10 @@ void BatchNorm::forward(const Tensor& src, Tensor& dst, const ForwardContext& ct
     // Running statistics as PyTorch keeps them: unbiased variance, exponential average with `momentum`.
     int64_t n = src.size() / c_;
     float unbias = n > 1 ? static_cast<float>(n) / static_cast<float>(n - 1) : 1.f;
+    const float m = ctx.bn_momentum >= 0 ? ctx.bn_momentum : momentum_;
     for (int i = 0; i < c_; ++i) {
-      running_mean_.data()[i] = (1 - momentum_) * running_mean_.data()[i] + momentum_ * mean_.data()[i];
-      running_var_.data()[i] = (1 - momentum_) * running_var_.data()[i] + momentum_ * var_.data()[i] * unbias;
+      running_mean_.data()[i] = (1 - m) * running_mean_.data()[i] + m * mean_.data()[i];
+      running_var_.data()[i] = (1 - m) * running_var_.data()[i] + m * var_.data()[i] * unbias;
     }
   }
 }

@@ -29,6 +29,9 @@ struct Buffer {
 struct ForwardContext {
   bool train = false;
   uint64_t seed = 0;  // per-step seed for stochastic layers (dropout)
+  /// >= 0: BatchNorm running statistics use this momentum instead of their own (1/k on the k-th batch gives
+  /// the cumulative average of SWA's statistics re-estimation).
+  float bn_momentum = -1.f;
 };
 
 class Layer {

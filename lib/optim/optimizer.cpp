@@ -96,9 +96,20 @@ Schedule::Schedule(const ScheduleOptions& o, int64_t spe, int64_t total) : o_(o)
   FRUGAL_CHECK(std::find(kinds.begin(), kinds.end(), o.kind) != kinds.end(), "unknown schedule '", o.kind,
                "'; known: constant, step, cosine, onecycle, plateau");
   FRUGAL_CHECK(o.lr > 0, "lr must be positive, got ", o.lr);
+  FRUGAL_CHECK(o.swa_steps >= 0 && o.swa_steps < total_, "swa_epochs must leave at least one step of the schedule before it");
+  FRUGAL_CHECK(o.swa_steps == 0 || (o.swa_lr > 0 && o.swa_lr <= o.lr), "swa_lr must be in (0, lr = ", o.lr, "], got ", o.swa_lr);
+  total_ -= o.swa_steps;
 }
 
 float Schedule::lr(int64_t step) const {
+  if (o_.swa_steps > 0) {
+    if (step >= total_) return o_.swa_lr;
+    return o_.swa_lr + base_lr(step) * (1.f - o_.swa_lr / o_.lr);
+  }
+  return base_lr(step);
+}
+
+float Schedule::base_lr(int64_t step) const {
   const double pi = 3.14159265358979323846;
   double t = static_cast<double>(step) / static_cast<double>(total_);  // progress in [0, 1)
   double epoch = static_cast<double>(step) / static_cast<double>(spe_);

@@ -53,6 +53,8 @@ struct ScheduleOptions {
   int plateau_patience = 2;     // plateau: epochs without test-loss improvement before lr *= plateau_factor
   float plateau_factor = 0.5f;
   float min_lr = 0.f;
+  int64_t swa_steps = 0;         // > 0: the last swa_steps run at swa_lr; the schedule above covers the rest,
+  float swa_lr = 0.f;            // rescaled from [0, lr] to [swa_lr, lr] so that it ends at swa_lr
 };
 
 /// Learning rate as a function of progress; reduce-on-plateau keeps state fed by end_epoch().
@@ -69,6 +71,7 @@ class Schedule {
   void restore(double scale, double best, int bad) { scale_ = scale; best_ = best; bad_ = bad; }
 
  private:
+  float base_lr(int64_t step) const;
   ScheduleOptions o_;
   int64_t spe_, total_;
   double scale_ = 1.0, best_ = 1e300;

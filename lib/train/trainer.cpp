@@ -234,12 +234,24 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   so.gamma = static_cast<float>(cfg.f("gamma"));
   so.plateau_patience = static_cast<int>(cfg.i("plateau_patience"));
   so.plateau_factor = static_cast<float>(cfg.f("plateau_factor"));
+  const int swa_epochs = static_cast<int>(cfg.i("swa_epochs"));
+  FRUGAL_CHECK(swa_epochs >= 0 && swa_epochs < epochs, "config key 'swa_epochs' = ", swa_epochs,
+               " must be in [0, epochs = ", epochs, "): the schedule needs at least one epoch before averaging");
+  FRUGAL_CHECK(swa_epochs == 0 || max_steps <= 0, "config key 'swa_epochs' cannot be combined with max_steps ",
+               "(SWA averages whole epochs); set max_steps=-1");
+  so.swa_steps = swa_epochs * spe;
+  so.swa_lr = static_cast<float>(cfg.f("swa_lr"));
   optim::Schedule sched(so, spe, total_steps);
   nn::SoftmaxCrossEntropy ce(static_cast<float>(cfg.f("label_smoothing")));
 
   // ---------------------------------------------------------------- resume: tensors
   int start_epoch = 0;
   int64_t step = 0;
+  // SWA: running mean of the end-of-epoch weights of the last swa_epochs epochs
+  std::vector<Tensor> swa_avg;
+  int swa_n = 0;
+  if (swa_epochs > 0)
+    for (auto* p : params) swa_avg.emplace_back(p->value.dims());
   json epochs_log = json::array();
   double train_compute_s = 0;
   if (resuming) {
@@ -256,6 +268,14 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     sched.restore(st["plateau_scale"].get<double>(), st["plateau_best"].get<double>(), st["plateau_bad"].get<int>());
     epochs_log = resume_state.meta["epochs"];
     train_compute_s = st.value("train_compute_s", 0.0);
+    swa_n = st.value("swa_n", 0);
+    FRUGAL_CHECK(swa_n == 0 || !swa_avg.empty(), "checkpoint '", opts.resume_dir,
+                 "/checkpoint.bin' holds SWA averages but swa_epochs is 0; resume with the stored swa_epochs");
+    for (size_t i = 0; i < swa_avg.size() && swa_n > 0; ++i) {
+      const Tensor* s = resume_state.find("swa." + params[i]->name);
+      FRUGAL_CHECK(s && s->dims() == swa_avg[i].dims(), "checkpoint lacks SWA average '", params[i]->name, "'");
+      swa_avg[i].copy_from(*s);
+    }
     log.line(fmt("[train] resuming %s at epoch %d (step %lld)", opts.resume_dir.c_str(), start_epoch, (long long)step));
     if (exchange) {
       // In-process runs store one state ("gradcomp.state", all W local workers); MPI runs one per rank
@@ -326,8 +346,11 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                 {"plateau_scale", sched.plateau_scale()},
                 {"plateau_best", sched.plateau_best()},
                 {"plateau_bad", sched.plateau_bad()},
-                {"train_compute_s", train_compute_s}}}};
+                {"train_compute_s", train_compute_s},
+                {"swa_n", swa_n}}}};
     add_model_tensors(model, f);
+    if (swa_n > 0)
+      for (size_t i = 0; i < swa_avg.size(); ++i) f.tensors.emplace_back("swa." + params[i]->name, swa_avg[i]);
     for (auto& [name, t] : opt.state()) f.tensors.emplace_back("optim." + name, *t);
     auto put_state = [&](const std::vector<uint8_t>& bytes, const std::string& name) {
       Tensor t({static_cast<int64_t>((bytes.size() + 3) / 4)});
@@ -437,6 +460,19 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     }
     train_compute_s += ep_compute;
     if (ep_steps == 0) break;
+    if (swa_epochs > 0 && epoch >= epochs - swa_epochs) {  // average in this epoch's weights
+      ++swa_n;
+      const float w = 1.f / static_cast<float>(swa_n);
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (swa_n == 1) {  // (swa_avg starts uninitialized)
+          swa_avg[i].copy_from(params[i]->value);
+          continue;
+        }
+        float* a = swa_avg[i].data();
+        const float* v = params[i]->value.data();
+        for (int64_t j = 0; j < swa_avg[i].size(); ++j) a[j] += (v[j] - a[j]) * w;
+      }
+    }
     EvalMetrics em = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
     bool reduced = sched.end_epoch(em.loss);
     double ep_wall = std::chrono::duration<double>(clk::now() - ep_start).count();
@@ -455,6 +491,41 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                  epoch + 1, epochs, loss_sum / ep_steps, double(correct) / seen, em.loss, em.top1,
                  B * ep_steps / std::max(1e-9, ep_compute), ep_wall, reduced ? " | lr reduced" : ""));
     save_checkpoint(epoch + 1);
+  }
+
+  // ---------------------------------------------------------------- SWA: averaged weights, fresh BN statistics
+  json swa_info;
+  if (swa_n > 0 && !stopped_early) {
+    auto s0 = clk::now();
+    for (size_t i = 0; i < params.size(); ++i) {
+      params[i]->value.copy_from(swa_avg[i]);
+      ++params[i]->version;
+    }
+    // The averaged weights never saw the running statistics of any one of them: re-estimate them as the
+    // cumulative average over one pass of the (augmented) training set, as torch.optim.swa_utils.update_bn.
+    int64_t bn_batches = 0;
+    if (!buffers.empty()) {
+      loader.start_epoch(epochs);
+      const size_t per = static_cast<size_t>(chw[0] * chw[1] * chw[2]);
+      while (loader.next(batch)) {
+        for (int lw = 0; lw < local_workers; ++lw) {
+          const int gw = rank * local_workers + lw;
+          x.resize({shard_b, chw[0], chw[1], chw[2]});
+          std::memcpy(x.data(), batch.x.data() + static_cast<size_t>(gw) * shard_b * per, sizeof(float) * shard_b * per);
+          nn::ForwardContext ctx{true, splitmix64(seed ^ 0x5ea5ea5eull ^ static_cast<uint64_t>(bn_batches))};
+          ctx.bn_momentum = 1.f / static_cast<float>(bn_batches + 1);
+          model.forward(x, ctx);
+          ++bn_batches;
+        }
+      }
+    }
+    swa_info = {{"epochs_averaged", swa_n},
+                {"swa_lr", cfg.f("swa_lr")},
+                {"last_epoch_test_accuracy", epochs_log.back()["test_accuracy"]},
+                {"bn_update_batches", bn_batches},
+                {"bn_update_s", std::chrono::duration<double>(clk::now() - s0).count()}};
+    log.line(fmt("[train] SWA: averaged the weights of %d epochs, re-estimated batch-norm statistics on %lld batches",
+                 swa_n, (long long)bn_batches));
   }
 
   // ---------------------------------------------------------------- results
@@ -495,6 +566,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                  {"train_compute_s", train_compute_s}}},
                {"completed", !stopped_early}};
   if (!approx_info.is_null()) results["approx"] = approx_info;
+  if (!swa_info.is_null()) {
+    swa_info["test_accuracy"] = final_m.top1;
+    results["swa"] = swa_info;
+  }
   if (exchange) {
     auto st = take_stats(*exchange, opts.comm);
     results["communication"] = st.total.to_json();

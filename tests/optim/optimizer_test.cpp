@@ -8,6 +8,7 @@
 
 #include "gradcomp/exchange.h"
 #include "gradcomp/wire.h"
+#include "util/check.h"
 
 using namespace frugal;
 using frugal::gradcomp::Rng;
@@ -125,4 +126,23 @@ TEST_CASE("dgc at density 1 without masking, with decay-only optimizer momentum,
     for (int i = 0; i < 30; ++i) diff = std::max(diff, double(std::fabs(plain.a.value.data()[i] - dense.a.value.data()[i])));
     CHECK(diff > 1e-4);
   }
+}
+
+TEST_CASE("schedule with SWA: the base schedule is rescaled to end at swa_lr, then swa_lr is constant") {
+  optim::ScheduleOptions o;
+  o.kind = "cosine";
+  o.lr = 0.1f;
+  o.swa_steps = 20;
+  o.swa_lr = 0.02f;
+  optim::Schedule s(o, 10, 100);
+  CHECK(s.lr(0) == doctest::Approx(0.1));
+  CHECK(s.lr(40) == doctest::Approx(0.02 + 0.08 * 0.5));  // halfway through the 80 base steps
+  CHECK(s.lr(79) > 0.02f);
+  CHECK(s.lr(79) < 0.0201f);
+  for (int64_t t = 80; t < 100; ++t) CHECK(s.lr(t) == 0.02f);
+  o.swa_steps = 100;
+  CHECK_THROWS_WITH_AS(optim::Schedule(o, 10, 100), doctest::Contains("swa_epochs"), Error);
+  o.swa_steps = 20;
+  o.swa_lr = 0.2f;
+  CHECK_THROWS_WITH_AS(optim::Schedule(o, 10, 100), doctest::Contains("swa_lr"), Error);
 }

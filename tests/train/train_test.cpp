@@ -9,6 +9,7 @@
 #include "dist/communicator.h"
 #include "io/config.h"
 #include "io/files.h"
+#include "io/tensor_file.h"
 #include "synthetic_mnist.h"
 #include "train/trainer.h"
 #include "util/check.h"
@@ -249,4 +250,59 @@ TEST_CASE("train: approximate-multiplier forward (STE) learns, per-layer choice 
   bad.set("multiplier=drum:99");
   o.out_dir = dir / "bad";
   CHECK_THROWS_AS(train::run_training(bad, o), frugal::Error);
+}
+
+TEST_CASE("train: SWA averages the last swa_epochs end-of-epoch weights, re-estimates BN, resumes exactly") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  c.set("model=cnn");
+  c.set("width=0.25");
+  c.set("swa_epochs=2");
+  c.set("swa_lr=0.01");
+  train::TrainOptions full;
+  full.out_dir = dir / "full";
+  full.quiet = true;
+  json a = train::run_training(c, full);
+  REQUIRE(a.contains("swa"));
+  CHECK(a["swa"]["epochs_averaged"] == 2);
+  CHECK(a["swa"]["bn_update_batches"].get<int64_t>() > 0);
+  CHECK(a["epochs"][2]["lr_end"].get<double>() == doctest::Approx(0.01));
+  CHECK(a["metrics"]["test_accuracy"].get<double>() > 0.8);
+  CHECK(a["swa"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+
+  train::TrainOptions part = full;
+  part.out_dir = dir / "part";
+  part.stop_after_epoch = 2;
+  train::run_training(c, part);
+  // model.bin = mean of the weights after epochs 2 (part's checkpoint) and 3 (full's checkpoint)
+  io::TensorFile w2 = io::load_tensor_file(dir / "part/checkpoint.bin");
+  io::TensorFile w3 = io::load_tensor_file(dir / "full/checkpoint.bin");
+  io::TensorFile avg = io::load_tensor_file(dir / "full/model.bin");
+  CHECK(w2.meta["state"]["swa_n"] == 1);
+  int weights = 0, stats_changed = 0;
+  for (auto& [name, t] : avg.tensors) {
+    const Tensor* t2 = w2.find(name);
+    const Tensor* t3 = w3.find(name);
+    REQUIRE((t2 && t3));
+    if (name.find("running_") != std::string::npos) {  // re-estimated, not averaged
+      for (int64_t i = 0; i < t.size(); ++i) stats_changed += t.data()[i] != t3->data()[i];
+      continue;
+    }
+    ++weights;
+    for (int64_t i = 0; i < t.size(); ++i)
+      REQUIRE_MESSAGE(t.data()[i] == doctest::Approx(0.5 * (t2->data()[i] + t3->data()[i])).epsilon(1e-5), name, "[", i, "]");
+  }
+  CHECK(weights > 4);
+  CHECK(stats_changed > 0);
+
+  train::TrainOptions res;
+  res.resume_dir = dir / "part";
+  res.quiet = true;
+  json b = train::run_training(io::Config(), res);
+  CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+  CHECK(b["metrics"]["loss"] == a["metrics"]["loss"]);
+
+  c.set("swa_epochs=3");
+  CHECK_THROWS_WITH_AS(train::run_training(c, full), doctest::Contains("swa_epochs"), Error);
 }
