@@ -12,7 +12,8 @@ def load(pattern):
 
 
 def foundation():
-    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | wall s |", "|---|---|---|---|---|---|---|---|"]
+    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | oneDNN ISA | wall s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, r in load("foundation/*.json"):
         c = r["config"]
         tta = os.path.join(R, "foundation", "eval", name + "_tta_flip.json")
@@ -24,16 +25,19 @@ def foundation():
                 f = json.load(open(first))
                 epochs = f"{len(f['epochs'])} + {epochs}"
                 wall = f"{f['timing']['wall_s']:.0f} + {wall} = {f['timing']['wall_s'] + r['timing']['wall_s']:.0f}"
-        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {100 * r['metrics']['test_accuracy']:.2f} % | "
-                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {wall} |")
+        acc = f"{100 * r['metrics']['test_accuracy']:.2f} %"
+        if "swa" in r:  # stochastic weight averaging: the averaged model, and the last epoch's weights alone
+            acc += f" (SWA of {r['swa']['epochs_averaged']} epochs at lr {r['swa']['swa_lr']:g}; last epoch alone {100 * r['swa']['last_epoch_test_accuracy']:.2f} %)"
+        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {acc} | "
+                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['environment'].get('onednn_cpu_isa', '')} | {wall} |")
     # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
     # of the same length and recipe
     peer = ["| epochs | PyTorch test acc | PyTorch train acc | frugal test acc | frugal train acc | frugal run |", "|---|---|---|---|---|---|"]
     recipe = {"model": "resnet20", "dataset": "cifar10", "batch": 128, "lr": 0.1, "schedule": "onecycle", "optimizer": "sgd",
               "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4, "augment": "crop+flip", "crop_pad": 4,
-              "label_smoothing": 0, "cutout": 0, "decay_1d": True}  # the harness's fixed recipe (peer_cifar.sh)
+              "label_smoothing": 0, "cutout": 0, "decay_1d": True, "swa_epochs": 0}  # the harness's fixed recipe (peer_cifar.sh)
     ours = {len(r["epochs"]): (n, r) for n, r in load("foundation/cifar10_resnet20*.json")
-            if all(r["config"].get(k, v if k in ("cutout", "decay_1d") else None) == v for k, v in recipe.items())}
+            if all(r["config"].get(k, v if k in ("cutout", "decay_1d", "swa_epochs") else None) == v for k, v in recipe.items())}
     for p in sorted(glob.glob(os.path.join(R, "foundation", "peer", "torch_resnet20_epochs=*.jsonl"))):
         lines = [json.loads(l) for l in open(p) if l.strip()]
         ep = [l for l in lines if l.get("kind") == "epoch"]
