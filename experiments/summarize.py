@@ -144,7 +144,13 @@ def bench():
             parts[i] = _with_table(part, os.path.join(R, "bench", "approx_kernels.md"))
     text = "\n## ".join(parts)
     open(p, "w").write(text)  # keep results/bench/README.md in step with the tables Makefile.bench wrote
-    return "## Speed vs PyTorch (`make -f Makefile.bench`)\n\n" + text.split("\n", 2)[2]
+    out = "## Speed vs PyTorch (`make -f Makefile.bench`)\n\n" + text.split("\n", 2)[2]
+    for other in sorted(glob.glob(os.path.join(R, "bench", "*", "README.md"))):  # the train bench on other machines
+        sub = os.path.basename(os.path.dirname(other))
+        body = open(other).read().split("\n", 2)[2]
+        out += (f"\n### The train bench on another machine (`make -f Makefile.bench train BENCH_OUT=results/bench/{sub}`)\n\n"
+                + body)
+    return out
 
 
 if __name__ == "__main__":
