@@ -251,7 +251,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   std::vector<Tensor> swa_avg;
   int swa_n = 0;
   if (swa_epochs > 0)
-    for (auto* p : params) swa_avg.emplace_back(p->value.dims());
+    for (auto* p : params) {
+      swa_avg.emplace_back(p->value.dims());
+      swa_avg.back().zero();  // the first average, 0 + (v - 0) / 1, is then exactly v
+    }
   json epochs_log = json::array();
   double train_compute_s = 0;
   if (resuming) {
@@ -376,6 +379,13 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   data::Batch batch;
   Tensor x, diff;
   std::vector<int32_t> y;
+  // x := global worker gw's shard of the loaded batch
+  const size_t per_image = static_cast<size_t>(chw[0] * chw[1] * chw[2]);
+  auto load_shard = [&](int gw) {
+    x.resize({shard_b, chw[0], chw[1], chw[2]});
+    std::memcpy(x.data(), batch.x.data() + static_cast<size_t>(gw) * shard_b * per_image,
+                sizeof(float) * shard_b * per_image);
+  };
   const double progress_s = cfg.f("progress_s");
   int64_t images_done = 0;
   bool stopped_early = false;
@@ -396,9 +406,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       const int first_worker = rank * local_workers;
       for (int lw = 0; lw < local_workers; ++lw) {
         const int gw = first_worker + lw;  // global worker index: its shard of the global batch
-        const size_t per = static_cast<size_t>(chw[0] * chw[1] * chw[2]);
-        x.resize({shard_b, chw[0], chw[1], chw[2]});
-        std::memcpy(x.data(), batch.x.data() + static_cast<size_t>(gw) * shard_b * per, sizeof(float) * shard_b * per);
+        load_shard(gw);
         y.assign(batch.y.begin() + gw * shard_b, batch.y.begin() + (gw + 1) * shard_b);
         if (lw > 0)  // BN running statistics follow worker 0 only, as under MPI (rank 0's are kept)
           for (size_t i = 0; i < buffers.size(); ++i) buffer_snapshot[i].copy_from(*buffers[i].value);
@@ -464,10 +472,6 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       ++swa_n;
       const float w = 1.f / static_cast<float>(swa_n);
       for (size_t i = 0; i < params.size(); ++i) {
-        if (swa_n == 1) {  // (swa_avg starts uninitialized)
-          swa_avg[i].copy_from(params[i]->value);
-          continue;
-        }
         float* a = swa_avg[i].data();
         const float* v = params[i]->value.data();
         for (int64_t j = 0; j < swa_avg[i].size(); ++j) a[j] += (v[j] - a[j]) * w;
@@ -506,12 +510,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     int64_t bn_batches = 0;
     if (!buffers.empty()) {
       loader.start_epoch(epochs);
-      const size_t per = static_cast<size_t>(chw[0] * chw[1] * chw[2]);
       while (loader.next(batch)) {
         for (int lw = 0; lw < local_workers; ++lw) {
-          const int gw = rank * local_workers + lw;
-          x.resize({shard_b, chw[0], chw[1], chw[2]});
-          std::memcpy(x.data(), batch.x.data() + static_cast<size_t>(gw) * shard_b * per, sizeof(float) * shard_b * per);
+          load_shard(rank * local_workers + lw);
           nn::ForwardContext ctx{true, splitmix64(seed ^ 0x5ea5ea5eull ^ static_cast<uint64_t>(bn_batches))};
           ctx.bn_momentum = 1.f / static_cast<float>(bn_batches + 1);
           model.forward(x, ctx);

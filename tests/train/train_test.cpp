@@ -31,6 +31,23 @@ io::Config tiny_config(const std::string& root) {
   c.set("eval_batch=64");
   return c;
 }
+
+/// Quiet run into out_dir; with stop_after_epoch >= 0 it ends there as if interrupted.
+train::TrainOptions run_into(const std::string& out_dir, int stop_after_epoch = -1) {
+  train::TrainOptions o;
+  o.out_dir = out_dir;
+  o.stop_after_epoch = stop_after_epoch;
+  o.quiet = true;
+  return o;
+}
+
+/// Continues the run in dir with its stored config.
+json resume(const std::string& dir) {
+  train::TrainOptions o;
+  o.resume_dir = dir;
+  o.quiet = true;
+  return train::run_training(io::Config(), o);
+}
 }  // namespace
 
 TEST_CASE("train: loss falls and results.json has the documented fields") {
@@ -61,21 +78,12 @@ TEST_CASE("train: --resume after an interruption ends with the same result") {
   io::Config c = tiny_config(dir.str());
   c.set("augment=crop+flip");
   c.set("schedule=onecycle");
-  train::TrainOptions full;
-  full.out_dir = dir / "full";
-  full.quiet = true;
-  json a = train::run_training(c, full);
+  json a = train::run_training(c, run_into(dir / "full"));
 
-  train::TrainOptions part = full;
-  part.out_dir = dir / "part";
-  part.stop_after_epoch = 1;
-  json p = train::run_training(c, part);
+  json p = train::run_training(c, run_into(dir / "part", 1));
   CHECK(p["completed"] == false);
   CHECK(p["epochs"].size() == 1);
-  train::TrainOptions res;
-  res.resume_dir = dir / "part";
-  res.quiet = true;
-  json b = train::run_training(io::Config(), res);
+  json b = resume(dir / "part");
   REQUIRE(b["epochs"].size() == 3);
   for (int e = 0; e < 3; ++e) {
     CHECK(b["epochs"][e]["train_loss"].get<double>() ==
@@ -260,10 +268,7 @@ TEST_CASE("train: SWA averages the last swa_epochs end-of-epoch weights, re-esti
   c.set("width=0.25");
   c.set("swa_epochs=2");
   c.set("swa_lr=0.01");
-  train::TrainOptions full;
-  full.out_dir = dir / "full";
-  full.quiet = true;
-  json a = train::run_training(c, full);
+  json a = train::run_training(c, run_into(dir / "full"));
   REQUIRE(a.contains("swa"));
   CHECK(a["swa"]["epochs_averaged"] == 2);
   CHECK(a["swa"]["bn_update_batches"].get<int64_t>() > 0);
@@ -271,10 +276,7 @@ TEST_CASE("train: SWA averages the last swa_epochs end-of-epoch weights, re-esti
   CHECK(a["metrics"]["test_accuracy"].get<double>() > 0.8);
   CHECK(a["swa"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
 
-  train::TrainOptions part = full;
-  part.out_dir = dir / "part";
-  part.stop_after_epoch = 2;
-  train::run_training(c, part);
+  train::run_training(c, run_into(dir / "part", 2));
   // model.bin = mean of the weights after epochs 2 (part's checkpoint) and 3 (full's checkpoint)
   io::TensorFile w2 = io::load_tensor_file(dir / "part/checkpoint.bin");
   io::TensorFile w3 = io::load_tensor_file(dir / "full/checkpoint.bin");
@@ -296,13 +298,10 @@ TEST_CASE("train: SWA averages the last swa_epochs end-of-epoch weights, re-esti
   CHECK(weights > 4);
   CHECK(stats_changed > 0);
 
-  train::TrainOptions res;
-  res.resume_dir = dir / "part";
-  res.quiet = true;
-  json b = train::run_training(io::Config(), res);
+  json b = resume(dir / "part");
   CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
   CHECK(b["metrics"]["loss"] == a["metrics"]["loss"]);
 
   c.set("swa_epochs=3");
-  CHECK_THROWS_WITH_AS(train::run_training(c, full), doctest::Contains("swa_epochs"), Error);
+  CHECK_THROWS_WITH_AS(train::run_training(c, run_into(dir / "full")), doctest::Contains("swa_epochs"), Error);
 }
