@@ -1,5 +1,6 @@
 // ReLU, pooling, dropout and flatten.
 
+#include "nn/impl_select.h"
 #include "nn/layers.h"
 #include "util/check.h"
 #include "util/random.h"
@@ -96,10 +97,19 @@ Pool::Prims& Pool::prims(const Dims& s, bool train) {
   memory::dims strides = kernel_ == 0 ? memory::dims{1, 1} : memory::dims{stride_, stride_};
   memory::dims pad{pad_, pad_};
   auto alg = kind_ == PoolKind::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
-  p->fwd_pd = pooling_forward::primitive_desc(
-      pooling_forward::desc(train ? prop_kind::forward_training : prop_kind::forward_inference, alg, src_md, dst_md,
-                            strides, kernel, pad, pad),
-      cpu_engine());
+  pooling_forward::desc desc(train ? prop_kind::forward_training : prop_kind::forward_inference, alg, src_md, dst_md,
+                             strides, kernel, pad, pad);
+  auto make = [&] { return pooling_forward::primitive_desc(desc, cpu_engine()); };
+  if (kind_ == PoolKind::max) {
+    // Every implementation returns the same maxima and first-occurrence indices, so pick by speed (impl_select.h).
+    std::string key = "maxpool " + std::string(train ? "train " : "infer ") + dims_str(s) + " k" +
+                      std::to_string(kernel[0]) + "x" + std::to_string(kernel[1]) + " s" + std::to_string(strides[0]) +
+                      " p" + std::to_string(pad_);
+    p->fwd_pd = fastest_impl<pooling_forward::primitive_desc>(
+        key, make, {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WORKSPACE});
+  } else {
+    p->fwd_pd = make();
+  }
   p->fwd = pooling_forward(p->fwd_pd);
   if (train && kind_ == PoolKind::max) p->workspace = memory(p->fwd_pd.workspace_desc(), cpu_engine());
   auto& ref = *p;

@@ -1,0 +1,55 @@
+// Choosing among oneDNN's implementations of one primitive descriptor by measurement.
+//
+// oneDNN takes the first implementation on its list that supports a descriptor. On some CPUs a later one is much
+// faster: on AMD Zen 3 (AVX2, no AVX-512) jit:avx2 max-pool forward_training writes its workspace with per-byte
+// vpextrb and its channel tail with vmaskmovps stores (microcoded there) and runs 10-20x slower than jit:sse41
+// on the same descriptor. fastest_impl() times every non-reference
+// implementation once per process and descriptor and keeps the quickest.
+//
+// Use it only where all implementations give bit-identical results (max pooling: a maximum and the index of its
+// first occurrence; tests/nn/impl_select_test.cpp checks this, ties included), so that a timing-dependent choice
+// never changes a number and resumed or repeated runs stay exact. FRUGAL_IMPL_SELECT=0 keeps oneDNN's first choice.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+namespace frugal::nn {
+
+/// Turns oneDNN's primitive cache off for its lifetime (emptying it) and restores the capacity after. oneDNN 2.6's
+/// implementation iterator looks each candidate up in that cache by its ordinal; a hit part-way through
+/// next_impl() leaves the iterator out of step and it hands back the first implementation again.
+class PrimitiveCacheOff {
+ public:
+  PrimitiveCacheOff();
+  ~PrimitiveCacheOff();
+  PrimitiveCacheOff(const PrimitiveCacheOff&) = delete;
+  PrimitiveCacheOff& operator=(const PrimitiveCacheOff&) = delete;
+
+ private:
+  int saved_;
+};
+
+/// The names of the implementations oneDNN offers for `make()`'s descriptor, in its order.
+/// `make` must build its primitive descriptor from an op descriptor that outlives these calls: oneDNN's
+/// implementation iterator keeps a pointer to it, and next_impl() on a temporary's iterator reads freed memory.
+std::vector<std::string> impl_names(const std::function<dnnl::primitive_desc()>& make);
+
+/// `make()`'s descriptor on its n-th implementation (0 = oneDNN's first choice).
+dnnl::primitive_desc nth_impl(const std::function<dnnl::primitive_desc()>& make, int n);
+
+/// The fastest non-reference implementation of `make()`'s descriptor, timed on scratch buffers for the execution
+/// arguments `args`; the measurement is done once per `key` in the process (thread-safe).
+dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
+                                  const std::vector<int>& args);
+
+/// Same, as the primitive's own descriptor type (e.g. pooling_forward::primitive_desc).
+template <class PD>
+PD fastest_impl(const std::string& key, const std::function<PD()>& make, const std::vector<int>& args) {
+  dnnl::primitive_desc pd = fastest_impl(key, [&] { return dnnl::primitive_desc(make()); }, args);
+  return PD(pd.get());  // clones the C descriptor
+}
+
+}  // namespace frugal::nn
