@@ -9,6 +9,7 @@ using dt = memory::data_type;
 struct BatchNorm::Prims {
   batch_normalization_forward::primitive_desc fwd_pd;
   batch_normalization_forward fwd;
+  memory workspace;  // fused ReLU's mask (training only)
   bool bwd_ready = false;
   batch_normalization_backward bwd;
 };
@@ -40,7 +41,14 @@ void BatchNorm::set_prefix(const std::string& p) {
   shift_.name = p + "bias";
 }
 
-std::string BatchNorm::name() const { return "batchnorm(" + std::to_string(c_) + ")"; }
+std::string BatchNorm::name() const {
+  return "batchnorm(" + std::to_string(c_) + ")" + (fused_relu_ ? "+relu" : "");
+}
+
+void BatchNorm::set_fused_relu(bool on) {
+  fused_relu_ = on;
+  cache_.clear();
+}
 
 std::vector<Param*> BatchNorm::params() { return {&scale_, &shift_}; }
 
@@ -58,11 +66,13 @@ BatchNorm::Prims& BatchNorm::prims(const Dims& s, bool train) {
   memory::desc md(to_dnnl(s), dt::f32, layout_tag(static_cast<int>(s.size())));
   auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
   if (!train) flags = flags | normalization_flags::use_global_stats;
+  if (fused_relu_) flags = flags | normalization_flags::fuse_norm_relu;
   p->fwd_pd = batch_normalization_forward::primitive_desc(
       batch_normalization_forward::desc(train ? prop_kind::forward_training : prop_kind::forward_inference, md, eps_,
                                         flags),
       cpu_engine());
   p->fwd = batch_normalization_forward(p->fwd_pd);
+  if (train && fused_relu_) p->workspace = memory(p->fwd_pd.workspace_desc(), cpu_engine());
   auto& ref = *p;
   cache_[key] = std::move(p);
   return ref;
@@ -79,6 +89,7 @@ void BatchNorm::forward(const Tensor& src, Tensor& dst, const ForwardContext& ct
   if (ctx.train) {
     args[DNNL_ARG_MEAN] = mean_.mem();
     args[DNNL_ARG_VARIANCE] = var_.mem();
+    if (fused_relu_) args[DNNL_ARG_WORKSPACE] = p.workspace;
   } else {
     args[DNNL_ARG_MEAN] = running_mean_.mem();
     args[DNNL_ARG_VARIANCE] = running_var_.mem();
@@ -104,20 +115,19 @@ void BatchNorm::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_dif
   if (!p.bwd_ready) {
     memory::desc md(to_dnnl(s), dt::f32, layout_tag(static_cast<int>(s.size())));
     auto flags = normalization_flags::use_scale | normalization_flags::use_shift;
+    if (fused_relu_) flags = flags | normalization_flags::fuse_norm_relu;
     p.bwd = batch_normalization_backward(batch_normalization_backward::primitive_desc(
         batch_normalization_backward::desc(prop_kind::backward, md, md, eps_, flags), cpu_engine(), p.fwd_pd));
     p.bwd_ready = true;
   }
   diff_src.resize(s);  // batch-norm backward always produces diff_src (needed for the scale/shift path anyway)
-  p.bwd.execute(cpu_stream(), {{DNNL_ARG_SRC, src_->mem()},
-                               {DNNL_ARG_DIFF_DST, diff_dst.mem()},
-                               {DNNL_ARG_MEAN, mean_.mem()},
-                               {DNNL_ARG_VARIANCE, var_.mem()},
-                               {DNNL_ARG_SCALE, scale_.value.mem()},
-                               {DNNL_ARG_SHIFT, shift_.value.mem()},
-                               {DNNL_ARG_DIFF_SRC, diff_src.mem()},
-                               {DNNL_ARG_DIFF_SCALE, scale_.grad.mem()},
-                               {DNNL_ARG_DIFF_SHIFT, shift_.grad.mem()}});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_->mem()},          {DNNL_ARG_DIFF_DST, diff_dst.mem()},
+                                       {DNNL_ARG_MEAN, mean_.mem()},          {DNNL_ARG_VARIANCE, var_.mem()},
+                                       {DNNL_ARG_SCALE, scale_.value.mem()},  {DNNL_ARG_SHIFT, shift_.value.mem()},
+                                       {DNNL_ARG_DIFF_SRC, diff_src.mem()},   {DNNL_ARG_DIFF_SCALE, scale_.grad.mem()},
+                                       {DNNL_ARG_DIFF_SHIFT, shift_.grad.mem()}};
+  if (fused_relu_) args[DNNL_ARG_WORKSPACE] = p.workspace;
+  p.bwd.execute(cpu_stream(), args);
   cpu_stream().wait();
 }
 

@@ -1,20 +1,28 @@
 #include "nn/containers.h"
 
-
 #include "util/check.h"
 
 namespace frugal::nn {
 
 using namespace dnnl;
 
-void add_tensors(const Tensor& a, const Tensor& b, Tensor& dst) {
+void add_tensors(const Tensor& a, const Tensor& b, Tensor& dst, bool relu) {
   FRUGAL_CHECK(a.dims() == b.dims(), "add: shape mismatch ", dims_str(a.dims()), " vs ", dims_str(b.dims()));
   dst.resize(a.dims());
-  thread_local std::map<Dims, binary> cache;
-  auto it = cache.find(a.dims());
+  thread_local std::map<std::pair<Dims, bool>, binary> cache;
+  auto key = std::make_pair(a.dims(), relu);
+  auto it = cache.find(key);
   if (it == cache.end()) {
     auto md = a.md();
-    it = cache.emplace(a.dims(), binary(binary::primitive_desc(binary::desc(algorithm::binary_add, md, md, md), cpu_engine()))).first;
+    primitive_attr attr;
+    if (relu) {
+      post_ops po;
+      po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+      attr.set_post_ops(po);
+    }
+    it = cache.emplace(key, binary(binary::primitive_desc(binary::desc(algorithm::binary_add, md, md, md), attr,
+                                                          cpu_engine())))
+             .first;
   }
   it->second.execute(cpu_stream(), {{DNNL_ARG_SRC_0, a.mem()}, {DNNL_ARG_SRC_1, b.mem()}, {DNNL_ARG_DST, dst.mem()}});
   cpu_stream().wait();
@@ -148,12 +156,12 @@ Dims Residual::dst_dims(const Dims& src) const {
 void Residual::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) {
   main_->forward(src, a_, ctx);
   shortcut_->forward(src, b_, ctx);
-  add_tensors(a_, b_, sum_);
-  relu_.forward(sum_, dst, ctx);
+  add_tensors(a_, b_, dst, /*relu=*/true);  // the ReLU as the add's post-op: one pass over the activations
+  out_ = dst;                               // shares storage; backward masks with out_ > 0
 }
 
 void Residual::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
-  relu_.backward(diff_dst, dsum_, true);
+  relu_.backward_from_dst(out_, diff_dst, dsum_);
   main_->backward(dsum_, d1_, need_diff_src);
   shortcut_->backward(dsum_, d2_, need_diff_src);
   if (need_diff_src) {

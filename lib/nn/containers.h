@@ -61,12 +61,12 @@ class Residual : public Layer {
 
  private:
   std::unique_ptr<Sequential> main_, shortcut_;
-  ReLU relu_;
-  Tensor a_, b_, sum_, dsum_, d1_, d2_, dsrc_;
+  ReLU relu_;  // backward only: the forward applies it as the add's post-op
+  Tensor a_, b_, out_, dsum_, d1_, d2_, dsrc_;
 };
 
-/// dst = a + b through a oneDNN binary primitive (cached per shape).
-void add_tensors(const Tensor& a, const Tensor& b, Tensor& dst);
+/// dst = a + b (relu: max(a + b, 0)) through a oneDNN binary primitive (cached per shape).
+void add_tensors(const Tensor& a, const Tensor& b, Tensor& dst, bool relu = false);
 
 template <typename F>
 void Sequential::visit(const Dims& src, F&& f) {

@@ -107,10 +107,16 @@ class BatchNorm : public Layer {
   std::vector<Param*> params() override;
   std::vector<Buffer> buffers() override;
   void set_prefix(const std::string& p) override;
+  /// Applies a ReLU to its output in the same pass, forward and backward (oneDNN's fuse_norm_relu: the backward
+  /// masks diff_dst with a bit workspace saved by the forward). The model builder turns this on for every
+  /// batch-norm directly followed by a ReLU and makes that ReLU a pass-through (ReLU::set_fused).
+  void set_fused_relu(bool on);
+  bool fused_relu() const { return fused_relu_; }
 
  private:
   struct Prims;
   Prims& prims(const Dims& src, bool train);
+  bool fused_relu_ = false;
   int c_;
   float momentum_, eps_;
   Param scale_, shift_;
@@ -124,16 +130,24 @@ class ReLU : public Layer {
  public:
   ReLU();
   ~ReLU() override;
-  std::string name() const override { return "relu"; }
+  std::string name() const override { return fused_ ? "relu(fused)" : "relu"; }
   Dims dst_dims(const Dims& src) const override { return src; }
   void forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) override;
   void backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) override;
+  /// The preceding layer already applies this ReLU (BatchNorm::set_fused_relu): forward and backward pass
+  /// their tensors through, sharing storage. The layer stays in the model so parameter names do not move.
+  void set_fused(bool on) { fused_ = on; }
+  bool fused() const { return fused_; }
+  /// Backward from the forward's output instead of its input (dst > 0 exactly where src > 0), for a ReLU
+  /// applied as a post-op of another primitive (Residual's add).
+  void backward_from_dst(const Tensor& dst, const Tensor& diff_dst, Tensor& diff_src);
 
  private:
   struct Prims;
   Prims& prims(const Dims& src);
   std::map<Dims, std::unique_ptr<Prims>> cache_;
   const Tensor* src_ = nullptr;
+  bool fused_ = false;
 };
 
 enum class PoolKind { max, avg };

@@ -207,6 +207,16 @@ void build(Sequential& seq, const json& layers, Dims& cur, int classes, std::mt1
     cur = layer->dst_dims(cur);
     seq.add(std::move(layer));
   }
+  // A batch-norm directly followed by a ReLU runs as one oneDNN primitive forward and backward; the ReLU stays
+  // in the chain as a pass-through so that layer indices and parameter names are those of the spec.
+  for (size_t i = 0; i + 1 < seq.size(); ++i) {
+    auto* bn = dynamic_cast<BatchNorm*>(&seq.at(i));
+    auto* relu = dynamic_cast<ReLU*>(&seq.at(i + 1));
+    if (bn && relu) {
+      bn->set_fused_relu(true);
+      relu->set_fused(true);
+    }
+  }
 }
 
 }  // namespace

@@ -15,8 +15,8 @@ using tag = memory::format_tag;
 struct ReLU::Prims {
   eltwise_forward::primitive_desc fwd_pd;
   eltwise_forward fwd;
-  bool bwd_ready = false;
-  eltwise_backward bwd;
+  bool bwd_ready = false, bwd_dst_ready = false;
+  eltwise_backward bwd, bwd_dst;  // from src; from dst (relu_use_dst_for_bwd)
 };
 
 ReLU::ReLU() = default;
@@ -36,6 +36,10 @@ ReLU::Prims& ReLU::prims(const Dims& s) {
 }
 
 void ReLU::forward(const Tensor& src, Tensor& dst, const ForwardContext&) {
+  if (fused_) {
+    dst = src;
+    return;
+  }
   dst.resize(src.dims());
   src_ = &src;
   prims(src.dims()).fwd.execute(cpu_stream(), {{DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_DST, dst.mem()}});
@@ -44,6 +48,10 @@ void ReLU::forward(const Tensor& src, Tensor& dst, const ForwardContext&) {
 
 void ReLU::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   if (!need_diff_src) return;
+  if (fused_) {
+    diff_src = diff_dst;
+    return;
+  }
   Prims& p = prims(src_->dims());
   if (!p.bwd_ready) {
     memory::desc md(to_dnnl(src_->dims()), dt::f32, layout_tag(src_->ndim()));
@@ -54,6 +62,23 @@ void ReLU::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src
   diff_src.resize(src_->dims());
   p.bwd.execute(cpu_stream(),
                 {{DNNL_ARG_SRC, src_->mem()}, {DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
+  cpu_stream().wait();
+}
+
+void ReLU::backward_from_dst(const Tensor& dst, const Tensor& diff_dst, Tensor& diff_src) {
+  Prims& p = prims(dst.dims());
+  if (!p.bwd_dst_ready) {
+    memory::desc md(to_dnnl(dst.dims()), dt::f32, layout_tag(dst.ndim()));
+    auto hint = eltwise_forward::primitive_desc(
+        eltwise_forward::desc(prop_kind::forward_training, algorithm::eltwise_relu_use_dst_for_bwd, md, 0.f),
+        cpu_engine());
+    p.bwd_dst = eltwise_backward(eltwise_backward::primitive_desc(
+        eltwise_backward::desc(algorithm::eltwise_relu_use_dst_for_bwd, md, md, 0.f), cpu_engine(), hint));
+    p.bwd_dst_ready = true;
+  }
+  diff_src.resize(dst.dims());
+  p.bwd_dst.execute(cpu_stream(),
+                    {{DNNL_ARG_DST, dst.mem()}, {DNNL_ARG_DIFF_DST, diff_dst.mem()}, {DNNL_ARG_DIFF_SRC, diff_src.mem()}});
   cpu_stream().wait();
 }
 

@@ -116,6 +116,19 @@ TEST_CASE("gradcheck: batchnorm 4-D and 2-D") {
   check_layer(bn2, {8, 6}, 3, 1e-2f, 3e-2f);
 }
 
+TEST_CASE("gradcheck: batchnorm with its ReLU fused (fuse_norm_relu)") {
+  Sequential seq;
+  auto bn = std::make_unique<BatchNorm>(5);
+  auto relu = std::make_unique<ReLU>();
+  std::mt19937_64 rng(21);
+  for (auto* p : bn->params()) fill_normal(p->value, rng, 0.5f);
+  bn->set_fused_relu(true);
+  relu->set_fused(true);
+  seq.add(std::move(bn));
+  seq.add(std::move(relu));
+  check_layer(seq, {4, 5, 3, 3}, 4, 1e-3f, 3e-2f);
+}
+
 TEST_CASE("gradcheck: relu, pools, dropout, flatten, shortcut") {
   ReLU relu;
   check_layer(relu, {2, 3, 4, 4}, 5, 1e-3f);

@@ -2,7 +2,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 
+#include "nn/containers.h"
 #include "nn/model.h"
 #include "util/check.h"
 
@@ -48,4 +50,48 @@ TEST_CASE("model spec: dropout, avgpool and bad specs") {
   CHECK(m.num_params() == 4 * 9 + 4 + 64 * 3 + 3);
   spec["layers"][0]["type"] = "deconv";
   CHECK_THROWS_WITH_AS(Model(spec, 0), doctest::Contains("unknown layer type 'deconv'"), frugal::Error);
+}
+
+TEST_CASE("fused batch-norm+ReLU matches the separate layers: forward bit-exact, gradients to rounding") {
+  for (std::string name : {"cnn", "resnet"}) {
+    INFO(name);
+    Dims chw = name == "cnn" ? Dims{1, 12, 12} : Dims{3, 8, 8};
+    auto spec = preset_spec(name, 0.25, name == "cnn" ? 1 : 8, chw, 4);
+    Model fused(spec, 3), plain(spec, 3);
+    int n_fused = 0;
+    plain.net().visit({2, chw[0], chw[1], chw[2]}, [&](Layer& l, const Dims&) {
+      if (auto* bn = dynamic_cast<BatchNorm*>(&l)) {
+        n_fused += bn->fused_relu();
+        bn->set_fused_relu(false);
+      }
+      if (auto* r = dynamic_cast<ReLU*>(&l)) r->set_fused(false);
+    });
+    CHECK(n_fused >= 2);  // the builder fused every bn -> relu pair
+    Tensor x({2, chw[0], chw[1], chw[2]});
+    for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>((i * 37) % 11) / 11.f - 0.5f;
+    for (bool train : {true, false}) {
+      INFO("train ", train);
+      const Tensor& a = fused.forward(x, {train, 1});
+      const Tensor& b = plain.forward(x, {train, 1});
+      REQUIRE(a.size() == b.size());
+      CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<size_t>(a.size())) == 0);
+      if (!train) continue;
+      Tensor d(a.dims());
+      for (int64_t i = 0; i < d.size(); ++i) d.data()[i] = 0.1f * static_cast<float>(i % 5) - 0.2f;
+      fused.backward(d);
+      plain.backward(d);
+      auto pa = fused.params(), pb = plain.params();
+      REQUIRE(pa.size() == pb.size());
+      for (size_t k = 0; k < pa.size(); ++k) {
+        INFO(pa[k]->name);
+        double worst = 0, scale = 0;
+        for (int64_t i = 0; i < pa[k]->grad.size(); ++i) {
+          worst = std::max(worst, double(std::abs(pa[k]->grad.data()[i] - pb[k]->grad.data()[i])));
+          scale = std::max(scale, double(std::abs(pb[k]->grad.data()[i])));
+        }
+        CHECK(scale > 0);
+        CHECK(worst <= 1e-6 * scale);  // oneDNN's fused backward may round its reductions differently (1 ulp seen)
+      }
+    }
+  }
 }
