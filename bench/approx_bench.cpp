@@ -56,7 +56,8 @@ static double median_ms(const std::function<void()>& f, int runs) {
 }
 
 int main(int argc, char** argv) {
-  frugal::util::ensure_omp_spin_limit(argv);  // the same OpenMP setting frugal runs with
+  frugal::util::remember_argv(argv);
+  frugal::util::prefer_short_omp_spin();  // the OpenMP setting frugal runs approximate layers with
   // approx_bench [RUNS [FILTER [CHANNELS]]]: FILTER keeps the paths whose "multiplier mode" name contains it,
   // CHANNELS the one shape with that many channels (profiling)
   int runs = argc > 1 ? std::atoi(argv[1]) : 10;

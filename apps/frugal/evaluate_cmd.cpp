@@ -6,6 +6,7 @@
 #include "approx/energy.h"
 #include "approx/multiplier.h"
 #include "commands.h"
+#include "util/omp_env.h"
 #include "data/dataset.h"
 #include "io/config.h"
 #include "io/files.h"
@@ -174,6 +175,7 @@ void add_evaluate(CLI::App& app, Globals&) {
       ->check(CLI::IsMember({"none", "flip"}))
       ->capture_default_str();
   c->callback([a]() {
+    if (!a->multiplier.empty()) util::prefer_short_omp_spin();  // TBB passes after oneDNN convs: util/omp_env.h
     if (a->model.empty()) {
       FRUGAL_CHECK(!a->multiplier.empty(),
                    "evaluate needs --model FILE (or --multiplier SPEC to characterize a multiplier)");

@@ -8,7 +8,7 @@
 #include "util/omp_env.h"
 
 int main(int argc, char** argv) {
-  frugal::util::ensure_omp_spin_limit(argv);  // see util/omp_env.h
+  frugal::util::remember_argv(argv);  // for prefer_short_omp_spin(), see util/omp_env.h
   // MPI is initialized only for `--dist mpi` (or when started by mpirun with it).
   bool want_mpi = false;
   for (int i = 1; i < argc; ++i)

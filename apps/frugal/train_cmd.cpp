@@ -2,6 +2,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "util/omp_env.h"
 #include "dist/mpi_communicator.h"
 #include "io/config.h"
 #include "train/trainer.h"
@@ -58,6 +59,9 @@ void add_train(CLI::App& app, Globals& g) {
     io::Config cfg;
     if (!a->config.empty()) cfg.load_file(a->config);
     for (auto& s : a->sets) cfg.set(s);
+    // Quantized / approximate layers run TBB passes after each oneDNN conv: restart with a short OpenMP spin
+    // (util/omp_env.h). Not under MPI, which is already initialized.
+    if (!cfg.s("multiplier").empty() && g.dist != "mpi") util::prefer_short_omp_spin();
     train::TrainOptions opts;
     opts.out_dir = a->out;
     opts.resume_dir = a->resume;

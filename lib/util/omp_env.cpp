@@ -6,10 +6,16 @@
 
 namespace frugal::util {
 
-void ensure_omp_spin_limit(char** argv) {
-  if (std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
+namespace {
+char** g_argv = nullptr;
+}
+
+void remember_argv(char** argv) { g_argv = argv; }
+
+void prefer_short_omp_spin() {
+  if (!g_argv || std::getenv("GOMP_SPINCOUNT") || std::getenv("OMP_WAIT_POLICY")) return;
   if (setenv("GOMP_SPINCOUNT", kGompSpinCount, 1) != 0) return;
-  execv("/proc/self/exe", argv);
+  execv("/proc/self/exe", g_argv);
   unsetenv("GOMP_SPINCOUNT");  // exec failed: run on as started
 }
 

@@ -16,8 +16,8 @@ struct Run {
   int code;
   std::string out;
 };
-Run run(const std::string& args) {
-  std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
+Run run(const std::string& args, const std::string& env = "") {
+  std::string cmd = env + std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -76,11 +76,15 @@ TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no resul
 TEST_CASE("cli: train then evaluate the written model") {
   frugal::data::testing::TempDir dir;
   frugal::testing::write_synthetic_mnist(dir.str(), 256, 64);
+  // libgomp's spin: its default for fp32, a short one for approximate arithmetic (util/omp_env.h)
+  const std::string no_omp_env = "env -u GOMP_SPINCOUNT -u OMP_WAIT_POLICY ";
   Run t = run("train -q --out " + dir / "run" + " --set data_dir=" + dir.str() +
-              " --set epochs=2 --set batch=32 --set width=0.5");
+              " --set epochs=2 --set batch=32 --set width=0.5", no_omp_env);
   INFO(t.out);
   REQUIRE(t.code == 0);
   CHECK(t.out.find("test accuracy") != std::string::npos);
+  nlohmann::json tr = nlohmann::json::parse(frugal::io::read_file(dir / "run/results.json"));
+  CHECK(tr["environment"]["gomp_spincount"] == "");
   Run e = run("evaluate --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --latency-iters 5 --out " + dir / "ev");
   INFO(e.out);
   REQUIRE(e.code == 0);
@@ -90,10 +94,11 @@ TEST_CASE("cli: train then evaluate the written model") {
   // per-layer bit-widths reach the energy model: 4x6-bit products cost (4*6)/64 of an 8x8 product
   Run q = run("evaluate --model " + dir / "run/model.bin" + " --data-dir " + dir.str() +
               " --no-speed --multiplier drum:4:signed --approx-mode functional --act-quant affine" +
-              " --layer-bits 8/8,4/6,4/6,8/8,8/8 --out " + dir / "evq");
+              " --layer-bits 8/8,4/6,4/6,8/8,8/8 --out " + dir / "evq", no_omp_env);
   INFO(q.out);
   REQUIRE(q.code == 0);
   nlohmann::json j = nlohmann::json::parse(frugal::io::read_file(dir / "evq/evaluate.json"));
+  CHECK(j["environment"]["gomp_spincount"] == "20000");
   CHECK(j["approx"]["act_quant"] == "affine");
   auto& el = j["energy"]["layers"];
   REQUIRE(el.size() == 5);
