@@ -16,10 +16,13 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "timing.h"
+
 #include "approx/kernels.h"
 #include "util/omp_env.h"
 
 using namespace frugal::approx;
+using frugal::bench::median_ms;
 
 // Medians of each function timed in alternating blocks of 5 calls (f0 x5, f1 x5, ..., f0 x5, ...): machine noise
 // hits all alike, and within a block each runs warm, as when timed alone (call by call alternation would let one's
@@ -43,17 +46,6 @@ static std::vector<double> interleaved_median_ms(const std::vector<std::function
   return med;
 }
 
-static double median_ms(const std::function<void()>& f, int runs) {
-  f();  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 int main(int argc, char** argv) {
   frugal::util::remember_argv(argv);

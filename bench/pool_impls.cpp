@@ -11,29 +11,15 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "timing.h"
+
 #include "nn/impl_select.h"
 #include "tensor/tensor.h"
 #include "train/model_io.h"
 
 using namespace dnnl;
 using namespace frugal;
-
-namespace {
-
-template <class F>
-double median_ms(F f, int runs) {
-  f();  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    auto a = std::chrono::steady_clock::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
-
-}  // namespace
+using frugal::bench::median_ms;
 
 int main(int argc, char** argv) {
   int runs = argc > 1 ? std::atoi(argv[1]) : 20;
