@@ -3,11 +3,13 @@
 // oneDNN takes the first implementation on its list that supports a descriptor. On some CPUs a later one is much
 // faster: on AMD Zen 3 (AVX2, no AVX-512) jit:avx2 max-pool forward_training writes its workspace with per-byte
 // vpextrb and its channel tail with vmaskmovps stores (microcoded there) and runs 10-20x slower than jit:sse41
-// on the same descriptor. fastest_impl() times every non-reference
+// on the same descriptor; on AMD Zen 4 (AVX-512) jit:avx512_core max-pool backward with lenet5's 6 channels runs
+// 2.7x slower than jit:avx2 (`make -f Makefile.bench pool`). fastest_impl() times every non-reference
 // implementation once per process and descriptor and keeps the quickest.
 //
 // Use it only where all implementations give bit-identical results (max pooling: a maximum and the index of its
-// first occurrence; tests/nn/impl_select_test.cpp checks this, ties included), so that a timing-dependent choice
+// first occurrence; its backward with disjoint windows: one gradient per input element; tests/nn/impl_select_test.cpp
+// checks this, ties included), so that a timing-dependent choice
 // never changes a number and resumed or repeated runs stay exact. FRUGAL_IMPL_SELECT=0 keeps oneDNN's first choice.
 #pragma once
 #include <functional>

@@ -163,8 +163,21 @@ void Pool::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src
     memory::dims strides = kernel_ == 0 ? memory::dims{1, 1} : memory::dims{stride_, stride_};
     memory::dims pad{pad_, pad_};
     auto alg = kind_ == PoolKind::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
-    p.bwd = pooling_backward(pooling_backward::primitive_desc(
-        pooling_backward::desc(alg, src_md, dst_md, strides, kernel, pad, pad), cpu_engine(), p.fwd_pd));
+    pooling_backward::desc desc(alg, src_md, dst_md, strides, kernel, pad, pad);
+    auto make = [&] { return pooling_backward::primitive_desc(desc, cpu_engine(), p.fwd_pd); };
+    // Without overlapping windows every input element receives at most one gradient, so every implementation
+    // writes the same bits and the fastest may be taken (impl_select.h); overlapping windows sum in an order that
+    // may differ between implementations, so they keep oneDNN's first choice.
+    const bool disjoint = kernel_ == 0 || stride_ >= kernel_;
+    if (kind_ == PoolKind::max && disjoint) {
+      std::string key = "maxpool backward " + dims_str(s) + " k" + std::to_string(kernel[0]) + "x" +
+                        std::to_string(kernel[1]) + " s" + std::to_string(strides[0]) + " p" + std::to_string(pad_) +
+                        " after " + p.fwd_pd.impl_info_str();
+      p.bwd = pooling_backward(fastest_impl<pooling_backward::primitive_desc>(
+          key, make, {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC, DNNL_ARG_WORKSPACE}));
+    } else {
+      p.bwd = pooling_backward(make());
+    }
     p.bwd_ready = true;
   }
   diff_src.resize(s);

@@ -1,5 +1,6 @@
 // Implementation selection by timing (nn/impl_select.h) is only sound if every implementation it may pick gives
-// the same bits. These tests check that for max pooling, ties included, against oneDNN's reference loop.
+// the same bits. These tests check that for max pooling, forward and backward (every backward implementation on
+// every forward implementation's workspace), ties included, against oneDNN's reference loops.
 #include <doctest/doctest.h>
 
 #include <cstdlib>
@@ -65,24 +66,34 @@ TEST_CASE("max pooling: every oneDNN implementation gives the reference's bits, 
         if (train) args[DNNL_ARG_WORKSPACE] = ws = memory(pd.workspace_desc(), cpu_engine());
         pooling_forward(pd).execute(cpu_stream(), args);
         cpu_stream().wait();
-        std::vector<float> out = as_vector(dst), diff;
+        std::vector<float> out = as_vector(dst);
+        // Every backward implementation on this forward's workspace (Pool::backward picks one by speed).
+        std::vector<std::vector<float>> diffs;
         if (train) {
-          memory diff_src(src_md, cpu_engine());
-          pooling_backward::primitive_desc bpd(
-              pooling_backward::desc(algorithm::pooling_max, src_md, dst_md, c.strides, c.kernel, c.pad, c.pad),
-              cpu_engine(), pd);
-          pooling_backward(bpd).execute(
-              cpu_stream(), {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_WORKSPACE, ws}});
-          cpu_stream().wait();
-          diff = as_vector(diff_src);
+          pooling_backward::desc bdesc(algorithm::pooling_max, src_md, dst_md, c.strides, c.kernel, c.pad, c.pad);
+          auto make_b = [&] { return primitive_desc(pooling_backward::primitive_desc(bdesc, cpu_engine(), pd)); };
+          std::vector<std::string> bnames = impl_names(make_b);
+          REQUIRE(bnames.size() >= 2);
+          for (int b = static_cast<int>(bnames.size()) - 1; b >= 0; --b) {
+            CAPTURE(bnames[static_cast<size_t>(b)]);
+            memory diff_src(src_md, cpu_engine());
+            std::memset(diff_src.get_data_handle(), 0x7f, src_md.get_size());  // every element must be written
+            pooling_backward(pooling_backward::primitive_desc(nth_impl(make_b, b).get()))
+                .execute(cpu_stream(),
+                         {{DNNL_ARG_DIFF_DST, diff_dst}, {DNNL_ARG_DIFF_SRC, diff_src}, {DNNL_ARG_WORKSPACE, ws}});
+            cpu_stream().wait();
+            diffs.push_back(as_vector(diff_src));
+          }
         }
         if (ref_dst.empty()) {
           CHECK(names[static_cast<size_t>(i)].rfind("ref", 0) == 0);
-          ref_dst = out, ref_diff_src = diff;
-          continue;
+          ref_dst = out;
+          if (train) ref_diff_src = diffs.front();  // the reference backward, last on its list
+        } else {
+          CHECK(std::memcmp(out.data(), ref_dst.data(), out.size() * sizeof(float)) == 0);
         }
-        CHECK(std::memcmp(out.data(), ref_dst.data(), out.size() * sizeof(float)) == 0);
-        CHECK(std::memcmp(diff.data(), ref_diff_src.data(), diff.size() * sizeof(float)) == 0);
+        for (const std::vector<float>& diff : diffs)
+          CHECK(std::memcmp(diff.data(), ref_diff_src.data(), diff.size() * sizeof(float)) == 0);
       }
     }
   }
