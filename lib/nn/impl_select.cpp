@@ -70,6 +70,14 @@ constexpr double kMargin = 0.8;
 
 }  // namespace
 
+int pick_by_time(const std::vector<double>& seconds, double margin) {
+  if (seconds.empty()) throw std::invalid_argument("pick_by_time: no candidates");
+  size_t fastest = 0;
+  for (size_t i = 1; i < seconds.size(); ++i)
+    if (seconds[i] < seconds[fastest]) fastest = i;
+  return seconds[fastest] < margin * seconds[0] ? static_cast<int>(fastest) : 0;
+}
+
 PrimitiveCacheOff::PrimitiveCacheOff() : saved_(dnnl::get_primitive_cache_capacity()) {
   dnnl::set_primitive_cache_capacity(0);
 }
@@ -119,11 +127,9 @@ dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dn
     }
     int best = 0;
     if (!cands.empty()) {
-      const Candidate& first = cands.front();
-      const Candidate* fastest = &first;
-      for (const Candidate& c : cands)
-        if (c.best_s < fastest->best_s) fastest = &c;
-      best = fastest->best_s < kMargin * first.best_s ? fastest->index : first.index;
+      std::vector<double> times;
+      for (const Candidate& c : cands) times.push_back(c.best_s);
+      best = cands[static_cast<size_t>(pick_by_time(times, kMargin))].index;
     }
     it = chosen.emplace(key, best).first;
   }

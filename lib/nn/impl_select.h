@@ -42,8 +42,14 @@ std::vector<std::string> impl_names(const std::function<dnnl::primitive_desc()>&
 /// `make()`'s descriptor on its n-th implementation (0 = oneDNN's first choice).
 dnnl::primitive_desc nth_impl(const std::function<dnnl::primitive_desc()>& make, int n);
 
+/// Which of the candidates timed at `seconds` (their best runs; 0 = oneDNN's first choice) to use: the fastest,
+/// if it beats the first by the factor `margin` (< 1), else the first. On a loaded machine every time is noise,
+/// and the first choice, the same in every process, is the one to keep.
+int pick_by_time(const std::vector<double>& seconds, double margin);
+
 /// The fastest non-reference implementation of `make()`'s descriptor, timed on scratch buffers for the execution
-/// arguments `args`; the measurement is done once per `key` in the process (thread-safe).
+/// arguments `args` (7 round-robin rounds, best run each, pick_by_time with margin 0.8); the measurement is done
+/// once per `key` in the process (thread-safe).
 dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
                                   const std::vector<int>& args);
 

@@ -132,3 +132,11 @@ TEST_CASE("nth_impl walks oneDNN's list even when the primitive cache holds earl
   }
   CHECK_THROWS_AS(nth_impl(make, static_cast<int>(names.size())), std::out_of_range);
 }
+
+TEST_CASE("pick_by_time: the fastest only when it beats oneDNN's first choice by the margin") {
+  CHECK(pick_by_time({1.0, 0.5, 0.7}, 0.8) == 1);
+  CHECK(pick_by_time({1.0, 0.85, 0.9}, 0.8) == 0);  // within the margin: noise, keep the first
+  CHECK(pick_by_time({8.0, 7.9, 7.95, 8.1}, 0.8) == 0);  // a loaded machine: everything waits alike
+  CHECK(pick_by_time({0.3}, 0.8) == 0);
+  CHECK_THROWS_AS(pick_by_time({}, 0.8), std::invalid_argument);
+}
