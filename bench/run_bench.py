@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """frugal vs the PyTorch peer harness (../shared/peers/torch_train.py), same model, batch 128, 2 threads,
-interleaved and repeated; writes results/bench/train_<model>.json (all raw runs) and results/bench/README.md
-(median ratios). Run through `make -f Makefile.bench`.
+interleaved and repeated; writes results/bench/train_<model>.json (all raw runs) and results/bench/train.md
+(median ratios; `python3 experiments/summarize.py` copies it into results/bench/README.md). Run through `make -f Makefile.bench`.
 
 Per model and repeat: frugal train (max_steps S, real data) then frugal evaluate (batch-1 latency, batch-256
 throughput), then the peer with its best variant (--linear-impl onednn, plus --channels-last for cnn/resnet20).
@@ -14,8 +14,9 @@ PEER = os.path.join(ROOT, "..", "shared", "peers", "torch_train.py")
 CEIL_FP32 = 214.0  # GFLOP/s, oneDNN 2.6.3 3x3 conv 64->64 fp32 ceiling on these machines (DESIGN.md)
 
 MODELS = {
-    "mlp": dict(data="mnist", steps=200, peer=["--linear-impl", "onednn"]),
-    "lenet5": dict(data="mnist", steps=200, peer=["--linear-impl", "onednn"]),
+    # mlp and lenet5 steps take 2-9 ms: 600 of them, so that a run is not over before the machine's noise averages out
+    "mlp": dict(data="mnist", steps=600, peer=["--linear-impl", "onednn"]),
+    "lenet5": dict(data="mnist", steps=600, peer=["--linear-impl", "onednn"]),
     "cnn": dict(data="mnist", steps=60, peer=["--linear-impl", "onednn", "--channels-last"]),
     "resnet20": dict(data="cifar10", steps=40, peer=["--linear-impl", "onednn", "--channels-last"]),
 }
@@ -57,7 +58,6 @@ def main():
     ap.add_argument("--out", default=f"{ROOT}/results/bench", help="folder for train_<model>.json and README.md")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    rows = []
     for model in args.models.split(","):
         m = MODELS[model]
         root = args.data_root or (f"{ROOT}/datasets/data" if m["data"] == "mnist" else f"{ROOT}/../shared/datasets")
@@ -79,10 +79,18 @@ def main():
         summary["fraction_of_fp32_conv_ceiling"] = summary["frugal_train_gflops"] / CEIL_FP32
         json.dump(dict(summary=summary, runs=runs, when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
                   open(f"{args.out}/train_{model}.json", "w"), indent=2)
-        rows.append(summary)
         print(json.dumps(summary), flush=True)
-    isa = runs[0]["frugal"]["isa"] if rows else ""
-    with open(f"{args.out}/README.md", "w") as f:
+    # The table covers every model benched into this folder (`--models` reruns some and keeps the others' rows).
+    rows, isa = [], ""
+    for model in MODELS:
+        path = f"{args.out}/train_{model}.json"
+        if os.path.exists(path):
+            d = json.load(open(path))
+            rows.append(d["summary"])
+            isa = isa or d["runs"][0]["frugal"]["isa"]
+    # train.md, not README.md: results/bench/README.md also holds the other benches' sections, and
+    # experiments/summarize.py puts this table into it.
+    with open(f"{args.out}/train.md", "w") as f:
         f.write("# frugal vs PyTorch 1.13 (peer harness), batch 128, 2 threads, medians of interleaved repeats\n\n")
         f.write(f"oneDNN dispatched `{isa}`; the ceiling column is against DESIGN.md's fp32 conv ceiling ({CEIL_FP32:g} GFLOP/s, "
                 "measured on the AVX-512 machines).\n\n")

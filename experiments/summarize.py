@@ -137,6 +137,7 @@ def bench():
     if not os.path.exists(p):
         return "## Speed vs PyTorch (`make -f Makefile.bench`)\n\nnot run yet\n"
     parts = open(p).read().split("\n## ")
+    parts[0] = _with_table(parts[0], os.path.join(R, "bench", "train.md"))
     for i, part in enumerate(parts):
         if part.startswith("Gradient compressors"):
             parts[i] = _with_table(part, os.path.join(R, "bench", "compressors.md"))
@@ -145,7 +146,7 @@ def bench():
     text = "\n## ".join(parts)
     open(p, "w").write(text)  # keep results/bench/README.md in step with the tables Makefile.bench wrote
     out = "## Speed vs PyTorch (`make -f Makefile.bench`)\n\n" + text.split("\n", 2)[2]
-    for other in sorted(glob.glob(os.path.join(R, "bench", "*", "README.md"))):  # the train bench on other machines
+    for other in sorted(glob.glob(os.path.join(R, "bench", "*", "train.md"))):  # the train bench on other machines
         sub = os.path.basename(os.path.dirname(other))
         body = open(other).read().split("\n", 2)[2]
         out += (f"\n### The train bench on another machine (`make -f Makefile.bench train BENCH_OUT=results/bench/{sub}`)\n\n"
