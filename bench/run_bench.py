@@ -110,5 +110,6 @@ def main():
                     f"{s['infer_ratio']:.2f}x | {s['frugal_latency_b1_ms']:.3f} / {s['peer_latency_b1_ms']:.3f} | {s['latency_ratio']:.2f}x | "
                     f"{s['frugal_train_gflops']:.1f} | {frac} |\n")
 
+
 if __name__ == "__main__":
     main()

@@ -27,25 +27,21 @@ struct Candidate {
   double best_s = 1e30;
 };
 
-// Buffers are shared between candidates whose argument descriptors agree (they normally all do), so that timing
-// five implementations of a large layer does not hold five copies of its tensors.
+// Each argument's buffer is shared between candidates whose descriptor for it agrees (they normally all do), so
+// that timing five implementations of a large layer does not hold five copies of its tensors.
 Candidate make_candidate(int index, const dnnl::primitive_desc& pd, const std::vector<int>& args,
-                         std::vector<dnnl::memory>& pool) {
+                         std::unordered_map<int, dnnl::memory>& shared) {
   std::unordered_map<int, dnnl::memory> mems;
   for (int a : args) {
     dnnl::memory::desc md = pd.query_md(dnnl::query::exec_arg_md, a);
     if (md.get_size() == 0) continue;
-    auto same = std::find_if(pool.begin(), pool.end(), [&](const dnnl::memory& m) {
-      return m.get_desc() == md && std::none_of(mems.begin(), mems.end(), [&](const auto& e) {
-        return e.second.get_data_handle() == m.get_data_handle();
-      });
-    });
-    if (same != pool.end()) {
-      mems.emplace(a, *same);
+    auto same = shared.find(a);
+    if (same != shared.end() && same->second.get_desc() == md) {
+      mems.emplace(a, same->second);
       continue;
     }
     dnnl::memory m(md, cpu_engine());
-    pool.push_back(m);
+    shared[a] = m;
     // Distinct, repeatable values (with ties) so that data-dependent kernels see realistic branches.
     size_t n = md.get_size() / sizeof(float);
     float* p = static_cast<float*>(m.get_data_handle());
@@ -111,7 +107,7 @@ dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dn
   if (it == chosen.end()) {
     std::vector<std::string> names = impl_names(make);
     std::vector<Candidate> cands;
-    std::vector<dnnl::memory> buffers;
+    std::unordered_map<int, dnnl::memory> buffers;
     {
       PrimitiveCacheOff off;  // candidates' primitives must not enter the cache (see PrimitiveCacheOff)
       for (int i = 0; i < static_cast<int>(names.size()); ++i)

@@ -84,6 +84,11 @@ void ReLU::backward_from_dst(const Tensor& dst, const Tensor& diff_dst, Tensor& 
 
 // ---------------------------------------------------------------- Pool
 struct Pool::Prims {
+  // The pooling geometry for this input shape, shared by the forward and backward descriptors.
+  memory::desc src_md, dst_md;
+  memory::dims kernel, strides, pad;
+  algorithm alg;
+  std::string shape_key;  // names the geometry in impl_select's per-process choices
   pooling_forward::primitive_desc fwd_pd;
   pooling_forward fwd;
   memory workspace;
@@ -116,22 +121,22 @@ Pool::Prims& Pool::prims(const Dims& s, bool train) {
   auto it = cache_.find(key);
   if (it != cache_.end()) return *it->second;
   auto p = std::make_unique<Prims>();
-  Dims d = dst_dims(s);
-  memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb), dst_md(to_dnnl(d), dt::f32, tag::acdb);
-  memory::dims kernel = kernel_ == 0 ? memory::dims{s[2], s[3]} : memory::dims{kernel_, kernel_};
-  memory::dims strides = kernel_ == 0 ? memory::dims{1, 1} : memory::dims{stride_, stride_};
-  memory::dims pad{pad_, pad_};
-  auto alg = kind_ == PoolKind::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
-  pooling_forward::desc desc(train ? prop_kind::forward_training : prop_kind::forward_inference, alg, src_md, dst_md,
-                             strides, kernel, pad, pad);
+  p->src_md = memory::desc(to_dnnl(s), dt::f32, tag::acdb);
+  p->dst_md = memory::desc(to_dnnl(dst_dims(s)), dt::f32, tag::acdb);
+  p->kernel = kernel_ == 0 ? memory::dims{s[2], s[3]} : memory::dims{kernel_, kernel_};
+  p->strides = kernel_ == 0 ? memory::dims{1, 1} : memory::dims{stride_, stride_};
+  p->pad = {pad_, pad_};
+  p->alg = kind_ == PoolKind::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
+  p->shape_key = dims_str(s) + " k" + std::to_string(p->kernel[0]) + "x" + std::to_string(p->kernel[1]) + " s" +
+                 std::to_string(p->strides[0]) + " p" + std::to_string(pad_);
+  pooling_forward::desc desc(train ? prop_kind::forward_training : prop_kind::forward_inference, p->alg, p->src_md,
+                             p->dst_md, p->strides, p->kernel, p->pad, p->pad);
   auto make = [&] { return pooling_forward::primitive_desc(desc, cpu_engine()); };
   if (kind_ == PoolKind::max) {
     // Every implementation returns the same maxima and first-occurrence indices, so pick by speed (impl_select.h).
-    std::string key = "maxpool " + std::string(train ? "train " : "infer ") + dims_str(s) + " k" +
-                      std::to_string(kernel[0]) + "x" + std::to_string(kernel[1]) + " s" + std::to_string(strides[0]) +
-                      " p" + std::to_string(pad_);
     p->fwd_pd = fastest_impl<pooling_forward::primitive_desc>(
-        key, make, {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WORKSPACE});
+        std::string("maxpool ") + (train ? "train " : "infer ") + p->shape_key, make,
+        {DNNL_ARG_SRC, DNNL_ARG_DST, DNNL_ARG_WORKSPACE});
   } else {
     p->fwd_pd = make();
   }
@@ -157,24 +162,16 @@ void Pool::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src
   const Dims& s = src_dims_;
   Prims& p = prims(s, true);
   if (!p.bwd_ready) {
-    Dims d = dst_dims(s);
-    memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb), dst_md(to_dnnl(d), dt::f32, tag::acdb);
-    memory::dims kernel = kernel_ == 0 ? memory::dims{s[2], s[3]} : memory::dims{kernel_, kernel_};
-    memory::dims strides = kernel_ == 0 ? memory::dims{1, 1} : memory::dims{stride_, stride_};
-    memory::dims pad{pad_, pad_};
-    auto alg = kind_ == PoolKind::max ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
-    pooling_backward::desc desc(alg, src_md, dst_md, strides, kernel, pad, pad);
+    pooling_backward::desc desc(p.alg, p.src_md, p.dst_md, p.strides, p.kernel, p.pad, p.pad);
     auto make = [&] { return pooling_backward::primitive_desc(desc, cpu_engine(), p.fwd_pd); };
     // Without overlapping windows every input element receives at most one gradient, so every implementation
     // writes the same bits and the fastest may be taken (impl_select.h); overlapping windows sum in an order that
     // may differ between implementations, so they keep oneDNN's first choice.
     const bool disjoint = kernel_ == 0 || stride_ >= kernel_;
     if (kind_ == PoolKind::max && disjoint) {
-      std::string key = "maxpool backward " + dims_str(s) + " k" + std::to_string(kernel[0]) + "x" +
-                        std::to_string(kernel[1]) + " s" + std::to_string(strides[0]) + " p" + std::to_string(pad_) +
-                        " after " + p.fwd_pd.impl_info_str();
       p.bwd = pooling_backward(fastest_impl<pooling_backward::primitive_desc>(
-          key, make, {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC, DNNL_ARG_WORKSPACE}));
+          "maxpool backward " + p.shape_key + " after " + p.fwd_pd.impl_info_str(), make,
+          {DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_SRC, DNNL_ARG_WORKSPACE}));
     } else {
       p.bwd = pooling_backward(make());
     }
