@@ -22,7 +22,13 @@ fi
 
 echo "[setup] building (Release) in build/"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
-cmake --build build -j "$(nproc)" 2>&1 | grep -E "error|warning: unused|\[100%\]" || true
-test -x build/frugal || { echo "[setup] build failed: run 'cmake --build build' to see why" >&2; exit 1; }
+# The whole build log goes to build/build.log; a failed build fails set-up (and so CI) and shows the
+# compiler's errors, instead of leaving a stale binary to be tested.
+if ! cmake --build build -j "$(nproc)" > build/build.log 2>&1; then
+  echo "[setup] build failed (full log: build/build.log); the errors:" >&2
+  grep -E -A3 "error|Error" build/build.log | head -80 >&2
+  exit 1
+fi
+grep -E "warning: unused" build/build.log || true
 
 bash datasets/fetch_mnist.sh
