@@ -23,8 +23,8 @@ class MpiSession {
 };
 
 /// Communicator over a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN: every MPI error becomes a
-/// frugal::Error naming the call. allreduce_sum gathers all ranks' buffers and adds them in rank order
-/// (deterministic, identical to the in-process sum; W times the memory of a plain MPI_Allreduce).
+/// frugal::Error naming the call. allreduce_sum is MPI_Allreduce(MPI_SUM) on the floats; allreduce_sum_u16
+/// is MPI_Allreduce on MPI_UINT16_T with a commutative user operation that applies the given U16SumFn.
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator();  // requires MPI to be initialized
@@ -32,6 +32,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int world() const override { return world_; }
   void allreduce_sum(float* data, size_t n) override;
+  void allreduce_sum_u16(uint16_t* data, size_t n, U16SumFn add) override;
   std::vector<std::vector<uint8_t>> allgatherv(const std::vector<uint8_t>& mine) override;
   void broadcast(std::vector<uint8_t>& bytes, int root) override;
   void barrier() override;
@@ -39,7 +40,8 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void abort_all(const std::string& msg) override;
 
  private:
-  void* comm_;  // MPI_Comm, kept opaque so this header does not need <mpi.h>
+  void* comm_;     // MPI_Comm, kept opaque so this header does not need <mpi.h>
+  void* u16_op_;   // MPI_Op for allreduce_sum_u16, created on first use
   int rank_ = 0, world_ = 1;
 };
 

@@ -61,8 +61,24 @@ class ThreadRank final : public Communicator {
       for (size_t i = 0; i < n; ++i) acc[i] += tmp[i];
     }
     std::memcpy(data, acc.data(), 4 * n);
+    count(4.0 * double(n), 0);
+  }
+  void allreduce_sum_u16(uint16_t* data, size_t n, U16SumFn add) override {
+    auto all = exchange(reinterpret_cast<const uint8_t*>(data), 2 * n);
+    for (int r = 0; r < s_->world; ++r)
+      FRUGAL_CHECK(all[size_t(r)].size() == 2 * n, "allreduce_sum_u16: rank ", r, " passed ",
+                   all[size_t(r)].size() / 2, " codes, rank ", r_, " passed ", n);
+    std::vector<uint16_t> acc(n), tmp(n);
+    std::memcpy(acc.data(), all[0].data(), 2 * n);
+    for (int r = 1; r < s_->world; ++r) {  // rank order, like the in-process exchange
+      std::memcpy(tmp.data(), all[size_t(r)].data(), 2 * n);
+      add(tmp.data(), acc.data(), n);
+    }
+    std::memcpy(data, acc.data(), 2 * n);
+    count(2.0 * double(n), 0);
   }
   std::vector<std::vector<uint8_t>> allgatherv(const std::vector<uint8_t>& mine) override {
+    count(double(mine.size()), 8.0);
     return exchange(mine.data(), mine.size());
   }
   void broadcast(std::vector<uint8_t>& bytes, int root) override {

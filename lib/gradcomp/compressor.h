@@ -16,7 +16,8 @@
 //   signsgd         1 bit + mean|g|, majority vote                   (allgather, no EF)
 //   efsign          scaled sign with error feedback                  (allgather, EF always)
 //   onebit          1 bit + two means with error feedback            (allgather, EF always)
-//   powersgd:RANK   low-rank P Q^T, warm start, EF                   (allreduce, two rounds)
+//   powersgd:RANK[:warmup=STEPS]  low-rank P Q^T, warm start, EF  (allreduce, two rounds; the first STEPS
+//                   steps exchange the dense gradient, as PyTorch's start_powerSGD_iter)
 //   adaptive:R[:energy=0.5]  per-tensor density from gradient statistics, see AdaptiveTopK (allgather, EF)
 // "+ef" / "ef:" force error feedback on, "+noef" forces it off (where the method allows a choice).
 #pragma once
@@ -62,8 +63,21 @@ struct CompressorContext {
 struct StepInfo {
   int64_t step = 0;
   int epoch = 0;
-  float momentum = 0.9f;  ///< optimizer momentum (DGC's momentum correction)
-  bool nesterov = false;  ///< Nesterov momentum (DGC's momentum correction)
+  float momentum = 0.9f;           ///< optimizer momentum (DGC's momentum correction)
+  bool nesterov = false;           ///< Nesterov momentum (DGC's momentum correction)
+  bool capture_reference = false;  ///< keep this step's dense_reference() (sampled error steps)
+};
+
+/// Element type of the summable body of an allreduce message.
+enum class SumType : uint8_t { f32, f16, bf16 };
+/// The summable body of an allreduce message: its last `count` elements of `type`. Everything before it
+/// (kind, size, a shared-seed nonce) is the same on every worker, so only the body crosses the network and
+/// the workers' bodies are added element-wise (f16 / bf16: each addition rounded to the 16-bit type); the
+/// header followed by the summed body decodes to the sum of the workers' decodes.
+struct SummableBody {
+  size_t count = 0;
+  SumType type = SumType::f32;
+  size_t bytes() const { return count * (type == SumType::f32 ? 4 : 2); }
 };
 
 /// Lossy codec for one gradient tensor.
@@ -84,6 +98,13 @@ class Compressor {
   /// dst (n) <- the aggregate of all workers' messages, in global worker order: by default the mean of
   /// the decoded messages, summed in that order. signsgd overrides it with a majority vote.
   virtual void aggregate(std::span<const Message* const> msgs, float* dst, size_t n) const;
+  /// Allreduce compressors: where the summable body of a message for a tensor of n elements lies. The default
+  /// throws (allgather compressors have none).
+  virtual SummableBody summable_body(size_t n) const;
+  /// The dense quantity this step's message approximates, for the sampled reconstruction error: `grad` itself
+  /// for most compressors; DGC's momentum-corrected increment of its accumulator (what dense momentum SGD
+  /// would apply). Valid after encode() of a step begun with StepInfo::capture_reference.
+  virtual const float* dense_reference(const float* grad) const { return grad; }
   /// Error-feedback residual, if this compressor keeps one (tests: residual + decoded == input).
   virtual const std::vector<float>* residual() const { return nullptr; }
   /// Everything encode() carries from step to step (residuals, momentum, warm-start factors, random state),

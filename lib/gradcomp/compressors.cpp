@@ -84,6 +84,10 @@ void read_sparse(ByteReader& r, size_t n, float* dst) {
   for (size_t i = 0; i < idx.size(); ++i) std::memcpy(&dst[idx[i]], v + 4 * i, 4);
 }
 
+SummableBody Compressor::summable_body(size_t) const {
+  FRUGAL_FAIL("compressor '", name(), "' is exchanged with allgather: its messages have no summable body");
+}
+
 void Compressor::aggregate(std::span<const Message* const> msgs, float* dst, size_t n) const {
   FRUGAL_CHECK(!msgs.empty(), "aggregate needs at least one message");
   decode(*msgs[0], dst, n);
@@ -192,6 +196,10 @@ void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
   r.expect_end();
 }
 
+SummableBody CastCompressor::summable_body(size_t n) const {
+  return {n, kind_ == Kind::dense ? SumType::f32 : kind_ == Kind::fp16 ? SumType::f16 : SumType::bf16};
+}
+
 // --------------------------------------------------------------------------------------- sparse
 
 /// out <- sparse message of (idx, vals) for a tensor of n elements.
@@ -259,6 +267,8 @@ void RandK::encode(const float* grad, size_t n, Message& out) {
   seal(out);
 }
 
+SummableBody RandK::summable_body(size_t n) const { return {k_of(ratio_, n), SumType::f32}; }
+
 void RandK::decode(const Message& in, float* dst, size_t n) const {
   ByteReader r(in.bytes.data(), in.bytes.size(), name());
   read_header(r, Kind::randk, n);
@@ -288,6 +298,7 @@ std::string Dgc::name() const {
 }
 
 void Dgc::begin_step(const StepInfo& s) {
+  capture_ = s.capture_reference;
   momentum_ = s.momentum;
   nesterov_ = s.nesterov;
   density_ = o_.ratio;
@@ -310,8 +321,11 @@ void Dgc::encode(const float* grad, size_t n, Message& out) {
   const bool use_u = momentum_ != 0.0f;
   if (use_u && !u_live_) u_.assign(n, 0.0f);
   u_live_ = use_u;
+  if (capture_) ref_.assign(v_.begin(), v_.end());
   dgc_update_select(grad, scale, momentum_, nesterov_, use_u ? u_.data() : nullptr, v_.data(), n, k_of(density_, n),
                     o_.sample_frac, rng_, idx_, vals_);
+  if (capture_)  // the increment this step added to v, before the sent entries are cleared
+    for (size_t i = 0; i < n; ++i) ref_[i] = v_[i] - ref_[i];
   for (size_t i = 0; i < idx_.size(); ++i) {
     uint32_t j = idx_[i];
     v_[j] = 0.0f;

@@ -82,6 +82,7 @@ class ErrorFeedback final : public Compressor {
   void begin_step(const StepInfo& s) override { inner_->begin_step(s); }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override { inner_->decode(in, dst, n); }
+  SummableBody summable_body(size_t n) const override { return inner_->summable_body(n); }
   void save_state(ByteWriter& w) const override;
   void load_state(ByteReader& r) override;
   void aggregate(std::span<const Message* const> m, float* dst, size_t n) const override {
@@ -105,6 +106,7 @@ class CastCompressor final : public Compressor {
   Collective collective() const override { return Collective::allreduce; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  SummableBody summable_body(size_t n) const override;
 
  private:
   Kind kind_;
@@ -136,6 +138,7 @@ class RandK final : public Compressor {
   Collective collective() const override { return Collective::allreduce; }
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  SummableBody summable_body(size_t n) const override;  // the k values
 
  private:
   double ratio_;
@@ -182,6 +185,8 @@ class Dgc final : public Compressor {
   void begin_step(const StepInfo& s) override;
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  /// The increment encode() added to the accumulator v: u (heavy ball) or g + m u (Nesterov), clipped.
+  const float* dense_reference(const float* grad) const override { return capture_ ? ref_.data() : grad; }
   void save_state(ByteWriter& w) const override;
   void load_state(ByteReader& r) override;
   double density() const { return density_; }
@@ -196,6 +201,8 @@ class Dgc final : public Compressor {
   double density_;
   std::vector<float> u_, v_;  // (n) momentum and accumulated velocity; u_ is kept only while momentum > 0
   bool u_live_ = false;       // u_ holds the momentum of the previous step
+  bool capture_ = false;      // this step keeps its increment in ref_
+  std::vector<float> ref_;    // (n) dense_reference of the captured step
   std::vector<uint32_t> idx_;
   std::vector<float> vals_;
 };
@@ -298,7 +305,7 @@ class AdaptiveTopK final : public Compressor {
 /// body: f32 P (rows, r) then f32 Q (cols, r)) used by benchmarks and golden tests.
 class PowerSgd final : public Compressor {
  public:
-  PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_seed);
+  PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_seed, int64_t dense_steps = 0);
   std::string name() const override;
   Collective collective() const override { return Collective::allreduce; }
   void encode(const float* grad, size_t n, Message& out) override;
@@ -310,6 +317,8 @@ class PowerSgd final : public Compressor {
   size_t rows() const { return rows_; }
   size_t cols() const { return cols_; }
   int rank() const { return r_; }
+  /// Steps (from the start of training) that exchange the dense gradient instead (spec :warmup=STEPS).
+  int64_t dense_steps() const { return dense_steps_; }
   size_t p_len() const { return rows_ * size_t(r_); }
   size_t q_len() const { return cols_ * size_t(r_); }
   /// Phase 1: M = grad + e; p (rows, r) = M Q.
@@ -322,6 +331,7 @@ class PowerSgd final : public Compressor {
  private:
   int r_;
   size_t rows_, cols_;
+  int64_t dense_steps_ = 0;
   std::vector<float> q_;    // (cols, r) warm-started query
   std::vector<float> m_;    // (rows, cols) error-compensated gradient of this step
   std::vector<float> mem_;  // (rows, cols) error feedback

@@ -39,12 +39,12 @@ struct GradientExchange::Slot {
 };
 
 namespace {
-constexpr uint32_t kStateMagic = 0x53434746;  // "FGCS"
+constexpr uint32_t kStateMagic = 0x32434746;  // "FGC2" (counters with encoded and handed-over bytes)
 
 void put_counters(ByteWriter& w, const ExchangeCounters& c) {
   w.u64(uint64_t(c.steps));
   for (double v : {c.bytes_sent, c.bytes_allreduce, c.bytes_allgather, c.bytes_dense_fp32, c.encode_s, c.decode_s,
-                   c.comm_s, c.rel_l2_err_sum, c.cosine_sum}) {
+                   c.comm_s, c.rel_l2_err_sum, c.cosine_sum, c.bytes_encoded, c.bytes_handed_to_comm}) {
     uint64_t u;
     std::memcpy(&u, &v, 8);
     w.u64(u);
@@ -55,7 +55,8 @@ void put_counters(ByteWriter& w, const ExchangeCounters& c) {
 void get_counters(ByteReader& r, ExchangeCounters& c) {
   c.steps = int64_t(r.u64());
   for (double* v : {&c.bytes_sent, &c.bytes_allreduce, &c.bytes_allgather, &c.bytes_dense_fp32, &c.encode_s,
-                    &c.decode_s, &c.comm_s, &c.rel_l2_err_sum, &c.cosine_sum}) {
+                    &c.decode_s, &c.comm_s, &c.rel_l2_err_sum, &c.cosine_sum, &c.bytes_encoded,
+                    &c.bytes_handed_to_comm}) {
     uint64_t u = r.u64();
     std::memcpy(v, &u, 8);
   }
@@ -99,6 +100,7 @@ void GradientExchange::load_state(const std::vector<uint8_t>& bytes) {
 double ExchangeCounters::simulated_comm_s(const dist::Network& net) const {
   if (steps == 0) return 0;
   const double s = double(steps);
+  if (pattern) return s * dist::comm_seconds(*pattern, bytes_sent / s, world, net);
   double t = 0;
   if (bytes_allreduce > 0) t += s * dist::comm_seconds(dist::Pattern::ring_allreduce, bytes_allreduce / s, world, net);
   if (bytes_allgather > 0) t += s * dist::comm_seconds(dist::Pattern::allgather, bytes_allgather / s, world, net);
@@ -106,22 +108,26 @@ double ExchangeCounters::simulated_comm_s(const dist::Network& net) const {
 }
 
 nlohmann::json ExchangeCounters::to_json() const {
-  return {{"steps", steps},
-          {"bytes_sent_per_worker", bytes_sent},
-          {"bytes_allreduce_per_worker", bytes_allreduce},
-          {"bytes_allgather_per_worker", bytes_allgather},
-          {"bytes_dense_fp32_per_worker", bytes_dense_fp32},
-          {"ratio_vs_fp32", ratio_fp32()},
-          {"ratio_vs_fp16", ratio_fp16()},
-          {"encode_s", encode_s},
-          {"decode_s", decode_s},
-          {"comm_s", comm_s},
-          {"error_samples", error_samples},
-          {"rel_l2_err", rel_l2_err()},
-          {"cosine", cosine()},
-          {"world", world},
-          {"simulated_comm_s_1gbit", simulated_comm_s({1e9, 50e-6})},
-          {"simulated_comm_s_10gbit", simulated_comm_s({1e10, 50e-6})}};
+  nlohmann::json j = {{"steps", steps},
+                      {"bytes_sent_per_worker", bytes_sent},
+                      {"bytes_allreduce_per_worker", bytes_allreduce},
+                      {"bytes_allgather_per_worker", bytes_allgather},
+                      {"bytes_encoded_per_worker", bytes_encoded},
+                      {"bytes_dense_fp32_per_worker", bytes_dense_fp32},
+                      {"ratio_vs_fp32", ratio_fp32()},
+                      {"ratio_vs_fp16", ratio_fp16()},
+                      {"encode_s", encode_s},
+                      {"decode_s", decode_s},
+                      {"comm_s", comm_s},
+                      {"error_samples", error_samples},
+                      {"rel_l2_err", rel_l2_err()},
+                      {"cosine", cosine()},
+                      {"world", world},
+                      {"comm_pattern", pattern ? dist::pattern_name(*pattern) : "auto"},
+                      {"simulated_comm_s_1gbit", simulated_comm_s({1e9, 50e-6})},
+                      {"simulated_comm_s_10gbit", simulated_comm_s({1e10, 50e-6})}};
+  if (over_comm) j["bytes_handed_to_comm_per_worker"] = bytes_handed_to_comm;
+  return j;
 }
 
 GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& shapes,
@@ -137,6 +143,8 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
     make_compressor(opts.compressor, probe);
   }
   handles_momentum_ = spec_handles_momentum(opts.compressor);
+  powersgd_dense_steps_ = opts.powersgd_dense_steps;
+  if (!opts.comm_pattern.empty() && opts.comm_pattern != "auto") pattern_ = dist::parse_pattern(opts.comm_pattern);
   const bool needs_matrix = spec_needs_matrix(opts.compressor);
   for (size_t p = 0; p < shapes.size(); ++p) {
     auto s = std::make_unique<Slot>();
@@ -162,14 +170,18 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
       ctx.warmup_epochs = opts.warmup_epochs;
       s->c.push_back(make_compressor(s->codec, ctx));
     }
-    if (dynamic_cast<PowerSgd*>(s->c[0].get()))
+    if (auto* ps = dynamic_cast<PowerSgd*>(s->c[0].get())) {
       s->mode = Mode::powersgd;
+      powersgd_dense_steps_ = std::max(powersgd_dense_steps_, ps->dense_steps());
+    }
     else
       s->mode = s->c[0]->collective() == Collective::allreduce ? Mode::allreduce : Mode::allgather;
     if (handles_momentum_ && !s->dense_reason.empty()) s->velocity.assign(s->n, 0.0f);
     slots_.push_back(std::move(s));
   }
   period_.world = total_.world = world_;
+  period_.pattern = total_.pattern = pattern_;
+  period_.over_comm = total_.over_comm = comm_ != nullptr;
   if (comm_) {
     nlohmann::json d = describe();
     d["seed"] = opts.seed;
@@ -203,12 +215,52 @@ nlohmann::json GradientExchange::describe() const {
           {"dense_rule", {{"dense_below", opts_.dense_below}, {"dense_1d", opts_.dense_1d}}},
           {"error_feedback_default", opts_.error_feedback_default},
           {"warmup_epochs", opts_.warmup_epochs},
-          {"powersgd_dense_steps", opts_.powersgd_dense_steps},
+          {"powersgd_dense_steps", powersgd_dense_steps_},
+          {"comm_pattern", pattern_ ? dist::pattern_name(*pattern_) : "auto"},
           {"handles_momentum", handles_momentum_},
           {"world", world_},
           {"dense_tensors", dense},
           {"tensors", t}};
 }
+
+namespace {
+/// inout[i] <- fp16(in[i] + inout[i]) and the bf16 twin: the sums of 16-bit allreduce bodies, identical in
+/// the in-process exchange and in MPI's reduction.
+void add_f16(const uint16_t* in, uint16_t* inout, size_t n) {
+  for (size_t i = 0; i < n; ++i) inout[i] = f32_to_f16_ref(f16_to_f32_ref(in[i]) + f16_to_f32_ref(inout[i]));
+}
+void add_bf16(const uint16_t* in, uint16_t* inout, size_t n) {
+  for (size_t i = 0; i < n; ++i) inout[i] = f32_to_bf16(bf16_to_f32(in[i]) + bf16_to_f32(inout[i]));
+}
+
+/// acc's body += msg's body (the last body.bytes() bytes of each), in the body's element type. The headers
+/// must agree (same kind, size and shared-seed nonce on every worker).
+void add_body(const Message& msg, Message& acc, const SummableBody& body, size_t p, int worker) {
+  const size_t nb = body.bytes();
+  FRUGAL_CHECK(msg.bytes.size() == acc.bytes.size() && msg.bytes.size() >= nb &&
+                   std::memcmp(msg.bytes.data(), acc.bytes.data(), msg.bytes.size() - nb) == 0,
+               "exchange: worker ", worker, "'s allreduce message for parameter ", p,
+               " has another header than worker 0's (shared seed or step out of step)");
+  const uint8_t* src = msg.bytes.data() + msg.bytes.size() - nb;
+  uint8_t* dst = acc.bytes.data() + acc.bytes.size() - nb;
+  if (body.type == SumType::f32) {
+    for (size_t i = 0; i < body.count; ++i) {
+      float a, b;
+      std::memcpy(&a, dst + 4 * i, 4);
+      std::memcpy(&b, src + 4 * i, 4);
+      a += b;
+      std::memcpy(dst + 4 * i, &a, 4);
+    }
+  } else {
+    std::vector<uint16_t> a(body.count), b(body.count);
+    std::memcpy(a.data(), dst, nb);
+    std::memcpy(b.data(), src, nb);
+    (body.type == SumType::f16 ? add_f16 : add_bf16)(b.data(), a.data(), body.count);
+    std::memcpy(dst, a.data(), nb);
+  }
+}
+
+}  // namespace
 
 void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t step, int epoch) {
   const size_t P = slots_.size();
@@ -226,9 +278,9 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
                      "; lower the learning rate or enable gradient clipping");
     }
   }
-  const StepInfo si{step, epoch, momentum_, nesterov_};
-  const bool psgd_dense = step < opts_.powersgd_dense_steps;
+  const bool psgd_dense = step < powersgd_dense_steps_;
   const bool sampled = opts_.sample_every > 0 && step % opts_.sample_every == 0;
+  const StepInfo si{step, epoch, momentum_, nesterov_, sampled};
 
   // Offsets into flat per-step buffers.
   size_t total_n = 0;
@@ -237,24 +289,7 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     off[p] = total_n;
     total_n += slots_[p]->n;
   }
-
-  // Dense reference mean (sampled steps only), summed in global worker order.
-  std::vector<float> ref;
-  auto comm_t0 = Clock::now();
   double comm_s = 0;
-  if (sampled) {
-    ref.assign(total_n, 0.0f);
-    for (size_t p = 0; p < P; ++p) {
-      float* r = ref.data() + off[p];
-      std::memcpy(r, grads[0][p], 4 * slots_[p]->n);
-      for (int w = 1; w < local_; ++w)
-        for (size_t i = 0; i < slots_[p]->n; ++i) r[i] += grads[size_t(w)][p][i];
-    }
-    comm_t0 = Clock::now();
-    if (comm_) comm_->allreduce_sum(ref.data(), ref.size());
-    comm_s += since(comm_t0);
-    for (auto& v : ref) v /= float(world_);
-  }
 
   // ---- encode: every (worker, tensor) pair; PowerSGD computes P here.
   auto mode_of = [&](const Slot& s) { return s.mode == Mode::powersgd && psgd_dense ? Mode::allreduce : s.mode; };
@@ -285,59 +320,113 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     for (size_t t = 0; t < tasks; ++t) encode_one(t);
   double encode_s = since(t0), decode_s = 0;
 
-  // Bytes of this step, per local worker.
-  double b_ar = 0, b_ag = 0;
+  // Dense reference (sampled steps only): the mean over all workers of the quantity each message approximates
+  // (Compressor::dense_reference), summed in global worker order. Tensors whose momentum the exchange applies
+  // itself (dense tensors of dgc runs) are filled in below, after that momentum.
+  std::vector<float> ref;
+  if (sampled) {
+    ref.assign(total_n, 0.0f);
+    for (size_t p = 0; p < P; ++p) {
+      const Slot& s = *slots_[p];
+      float* r = ref.data() + off[p];
+      for (int w = 0; w < local_; ++w) {
+        const float* d = s.c[size_t(w)]->dense_reference(grads[size_t(w)][p]);
+        for (size_t i = 0; i < s.n; ++i) r[i] = w == 0 ? d[i] : r[i] + d[i];
+      }
+    }
+    auto tc = Clock::now();
+    if (comm_) comm_->allreduce_sum(ref.data(), ref.size());
+    comm_s += since(tc);
+    for (auto& v : ref) v /= float(world_);
+  }
+  const double comm_bytes0 = comm_ ? comm_->counters().payload_bytes : 0.0;  // the gradient's collectives from here
+
+  // Bytes of this step, per local worker: what each hands to the collectives (see ExchangeCounters).
+  double b_ar = 0, b_ag = 0, b_enc = 0;
   for (int w = 0; w < local_; ++w)
     for (size_t p = 0; p < P; ++p) {
       const Slot& s = *slots_[p];
+      const Message& m = msgs[size_t(w)][p];
       if (s.mode == Mode::powersgd && !psgd_dense) {
         auto& ps = static_cast<const PowerSgd&>(*s.c[size_t(w)]);
         b_ar += 4.0 * double(ps.p_len() + ps.q_len());
+        b_enc += 4.0 * double(ps.p_len() + ps.q_len());
       } else if (mode_of(s) == Mode::allgather) {
-        b_ag += double(msgs[size_t(w)][p].bytes.size());
+        b_ag += double(varint_size(m.bytes.size()) + m.bytes.size());
+        b_enc += double(m.bytes.size());
       } else {
-        b_ar += double(msgs[size_t(w)][p].bytes.size());
+        const Compressor& dec = s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
+        b_ar += double(dec.summable_body(s.n).bytes());
+        b_enc += double(m.bytes.size());
       }
     }
 
   std::vector<float> result(total_n);  // aggregated gradient, flat
 
-  // ---- summable payloads: decode, sum in worker order, allreduce (rank order), average.
+  // ---- summable payloads: bodies summed in worker order in their own type (fp32, fp16, bf16), then one
+  // allreduce per type over the ranks; the summed message decodes to the sum; average.
   {
     auto t = Clock::now();
-    std::vector<float> tmp;
     std::vector<size_t> ar;
-    size_t len = 0;
     for (size_t p = 0; p < P; ++p)
-      if (mode_of(*slots_[p]) == Mode::allreduce) {
-        ar.push_back(p);
-        len += slots_[p]->n;
-      }
-    std::vector<float> flat(len);
-    size_t o = 0;
-    for (size_t p : ar) {
-      Slot& s = *slots_[p];
-      const Compressor& dec = s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
-      float* dst = flat.data() + o;
-      dec.decode(msgs[0][p], dst, s.n);
-      tmp.resize(s.n);
-      for (int w = 1; w < local_; ++w) {
-        dec.decode(msgs[size_t(w)][p], tmp.data(), s.n);
-        for (size_t i = 0; i < s.n; ++i) dst[i] += tmp[i];
-      }
-      o += s.n;
+      if (mode_of(*slots_[p]) == Mode::allreduce) ar.push_back(p);
+    auto decoder = [&](const Slot& s) -> const Compressor& {
+      return s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
+    };
+    std::vector<Message> sum(ar.size());
+    std::vector<SummableBody> body(ar.size());
+    for (size_t j = 0; j < ar.size(); ++j) {
+      const size_t p = ar[j];
+      body[j] = decoder(*slots_[p]).summable_body(slots_[p]->n);
+      sum[j] = msgs[0][p];
+      for (int w = 1; w < local_; ++w) add_body(msgs[size_t(w)][p], sum[j], body[j], p, rank_ * local_ + w);
     }
     decode_s += since(t);
-    if (comm_ && len) {
+    if (comm_ && !ar.empty()) {
+      // one flat buffer per element type, in slot order
+      std::vector<float> f32;
+      std::vector<uint16_t> f16, bf16;
+      for (size_t j = 0; j < ar.size(); ++j) {
+        const uint8_t* b = sum[j].bytes.data() + sum[j].bytes.size() - body[j].bytes();
+        if (body[j].type == SumType::f32) {
+          const size_t o = f32.size();
+          f32.resize(o + body[j].count);
+          std::memcpy(f32.data() + o, b, body[j].bytes());
+        } else {
+          auto& v = body[j].type == SumType::f16 ? f16 : bf16;
+          const size_t o = v.size();
+          v.resize(o + body[j].count);
+          std::memcpy(v.data() + o, b, body[j].bytes());
+        }
+      }
       auto tc = Clock::now();
-      comm_->allreduce_sum(flat.data(), len);
+      if (!f32.empty()) comm_->allreduce_sum(f32.data(), f32.size());
+      if (!f16.empty()) comm_->allreduce_sum_u16(f16.data(), f16.size(), add_f16);
+      if (!bf16.empty()) comm_->allreduce_sum_u16(bf16.data(), bf16.size(), add_bf16);
       comm_s += since(tc);
+      size_t o32 = 0, o16 = 0, obf = 0;
+      for (size_t j = 0; j < ar.size(); ++j) {
+        uint8_t* b = sum[j].bytes.data() + sum[j].bytes.size() - body[j].bytes();
+        if (body[j].type == SumType::f32) {
+          std::memcpy(b, f32.data() + o32, body[j].bytes());
+          o32 += body[j].count;
+        } else if (body[j].type == SumType::f16) {
+          std::memcpy(b, f16.data() + o16, body[j].bytes());
+          o16 += body[j].count;
+        } else {
+          std::memcpy(b, bf16.data() + obf, body[j].bytes());
+          obf += body[j].count;
+        }
+      }
     }
-    o = 0;
-    for (size_t p : ar) {
-      for (size_t i = 0; i < slots_[p]->n; ++i) result[off[p] + i] = flat[o + i] / float(world_);
-      o += slots_[p]->n;
+    t = Clock::now();
+    for (size_t j = 0; j < ar.size(); ++j) {
+      const size_t p = ar[j];
+      float* dst = result.data() + off[p];
+      decoder(*slots_[p]).decode(sum[j], dst, slots_[p]->n);
+      for (size_t i = 0; i < slots_[p]->n; ++i) dst[i] /= float(world_);
     }
+    decode_s += since(t);
   }
 
   // ---- gathered payloads: every worker's message, in global worker order, then the compressor's aggregate.
@@ -475,7 +564,9 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
         s.velocity[i] = momentum_ * s.velocity[i] + r[i];
         r[i] = nesterov_ ? r[i] + momentum_ * s.velocity[i] : s.velocity[i];
       }
+      if (sampled) std::memcpy(ref.data() + off[p], r, 4 * s.n);  // exchanged exactly: its own reference
     }
+  const double handed = comm_ ? comm_->counters().payload_bytes - comm_bytes0 : 0.0;
 
   // ---- write back to every local worker.
   for (int w = 0; w < local_; ++w)
@@ -501,6 +592,8 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     c->bytes_allreduce += b_ar / local_;
     c->bytes_allgather += b_ag / local_;
     c->bytes_sent += (b_ar + b_ag) / local_;
+    c->bytes_encoded += b_enc / local_;
+    c->bytes_handed_to_comm += handed / local_;
     c->bytes_dense_fp32 += 4.0 * double(total_n);
     c->encode_s += encode_s;
     c->decode_s += decode_s;
@@ -517,6 +610,8 @@ ExchangeStats GradientExchange::take_stats() {
   ExchangeStats s{period_, total_};
   period_ = ExchangeCounters{};
   period_.world = world_;
+  period_.pattern = pattern_;
+  period_.over_comm = comm_ != nullptr;
   return s;
 }
 

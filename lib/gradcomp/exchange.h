@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,9 @@ struct ExchangeOptions {
   bool error_feedback_default = true;  ///< EF for topk/threshold/adaptive unless the spec says +noef
   uint64_t seed = 0;
   int warmup_epochs = 0;             ///< DGC density warm-up epochs (spec :warmup=E overrides)
-  int64_t powersgd_dense_steps = 0;  ///< powersgd: plain dense allreduce for steps < this
+  int64_t powersgd_dense_steps = 0;  ///< powersgd: plain dense allreduce for steps < this (or spec :warmup=N)
+  std::string comm_pattern = "auto";  ///< cost model: auto (ring allreduce for summable payloads, allgather for
+                                      ///< the rest) | allreduce | allgather | ps (everything by that pattern)
   float momentum = 0.9f;             ///< DGC momentum correction (set_momentum overrides)
   bool nesterov = false;             ///< DGC momentum correction with Nesterov momentum
   int64_t sample_every = 0;          ///< every N steps also compute the dense mean and the error (0: never)
@@ -43,12 +46,18 @@ struct ExchangeOptions {
 };
 
 /// Counters over a period of steps. Bytes are per worker (mean over this process's workers), summed
-/// over steps.
+/// over steps. bytes_sent is what a worker hands to the collectives: the summable bodies of allreduce messages
+/// (their identical headers stay local), PowerSGD's P and Q, and the length-framed bundle of allgather
+/// messages. Under MPI, bytes_handed_to_comm is the communicator's own count of the same and must equal it.
 struct ExchangeCounters {
   int64_t steps = 0;
-  double bytes_sent = 0;                          ///< all messages
+  double bytes_sent = 0;                          ///< allreduce + allgather parts
   double bytes_allreduce = 0;                     ///< part exchanged with allreduce (dense, fp16/bf16, randk, powersgd)
   double bytes_allgather = 0;                     ///< part exchanged with allgatherv (sparse, sign, quantized)
+  double bytes_encoded = 0;                       ///< the compressors' whole messages, headers included
+  double bytes_handed_to_comm = 0;                ///< MPI: payload bytes the communicator handed to MPI
+  bool over_comm = false;                         ///< a communicator (MPI) carried the exchange
+  std::optional<dist::Pattern> pattern;           ///< cost model override (comm_pattern); none: auto
   double bytes_dense_fp32 = 0;                    ///< what dense fp32 would have sent (4 * numel per step)
   double encode_s = 0, decode_s = 0, comm_s = 0;  ///< wall time in this process
   int64_t error_samples = 0;
@@ -60,7 +69,7 @@ struct ExchangeCounters {
   double rel_l2_err() const { return error_samples ? rel_l2_err_sum / double(error_samples) : 0; }
   double cosine() const { return error_samples ? cosine_sum / double(error_samples) : 0; }
   /// Simulated communication seconds for these steps: ring allreduce of the allreduce part plus
-  /// allgather of the allgather part, per step, summed.
+  /// allgather of the allgather part, per step, summed; with a pattern override, all bytes by that pattern.
   double simulated_comm_s(const dist::Network& net) const;
   nlohmann::json to_json() const;  // includes simulated seconds at 1 and 10 Gbit/s (50 us latency)
 };
@@ -108,6 +117,8 @@ class GradientExchange {
   int local_, world_, rank_;
   dist::Communicator* comm_;
   bool handles_momentum_ = false;
+  std::optional<dist::Pattern> pattern_;
+  int64_t powersgd_dense_steps_ = 0;
   float momentum_;
   bool nesterov_;
   std::vector<std::unique_ptr<Slot>> slots_;

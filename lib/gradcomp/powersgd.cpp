@@ -35,7 +35,9 @@ void orthogonalize(float* p, size_t rows, int r) {
   }
 }
 
-PowerSgd::PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_seed) {
+PowerSgd::PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_seed, int64_t dense_steps)
+    : dense_steps_(dense_steps) {
+  FRUGAL_CHECK(dense_steps >= 0, "powersgd: warmup steps must be >= 0, got ", dense_steps);
   FRUGAL_CHECK(rank >= 1, "powersgd: rank must be >= 1, got ", rank);
   FRUGAL_CHECK(shape.size() >= 2, "powersgd compresses tensors of 2 or more dimensions; a tensor of shape (",
                shape.empty() ? 0 : shape[0], ") must stay dense (the exchange does this for 1-D tensors)");
@@ -51,7 +53,9 @@ PowerSgd::PowerSgd(int rank, const std::vector<int64_t>& shape, uint64_t shared_
   mem_.assign(n, 0.0f);
 }
 
-std::string PowerSgd::name() const { return "powersgd:" + std::to_string(r_); }
+std::string PowerSgd::name() const {
+  return "powersgd:" + std::to_string(r_) + (dense_steps_ ? ":warmup=" + std::to_string(dense_steps_) : "");
+}
 
 void PowerSgd::save_state(ByteWriter& w) const {
   put_floats(w, q_);

@@ -13,7 +13,7 @@ namespace frugal::gradcomp {
 namespace {
 const char* kValid =
     "none, fp16, bf16, topk:R, randk:R, threshold:V, dgc:R[:sample=F][:clip=C][:nomask][:warmup=E], qsgd:S[:elias], "
-    "terngrad[:clip=C], signsgd, efsign, onebit, powersgd:RANK, adaptive:R[:energy=E]; suffix +ef / +noef or prefix "
+    "terngrad[:clip=C], signsgd, efsign, onebit, powersgd:RANK[:warmup=STEPS], adaptive:R[:energy=E]; suffix +ef / +noef or prefix "
     "ef:";
 
 bool parse_number(const std::string& s, double& v) {
@@ -187,11 +187,14 @@ std::unique_ptr<Compressor> make_compressor(const std::string& text, const Compr
     return std::make_unique<ErrorFeedback>(std::make_unique<OneBit>(), n, "onebit");
   }
   if (s.name == "powersgd") {
-    allow(s, 1, {}, {});
+    allow(s, 1, {"warmup"}, {});
     no_ef_choice(s, "has error feedback built in");
     FRUGAL_CHECK(s.args.size() == 1 && s.args[0] >= 1 && s.args[0] <= 256 && s.args[0] == std::floor(s.args[0]),
                  "compressor spec '", text, "': powersgd needs an integer rank in [1, 256], e.g. powersgd:2");
-    return std::make_unique<PowerSgd>(int(s.args[0]), ctx.shape, shared);
+    const double warm = s.number("warmup", 0);
+    FRUGAL_CHECK(warm >= 0 && warm == std::floor(warm) && warm < 1e12, "compressor spec '", text,
+                 "': powersgd:R:warmup=STEPS needs a whole number of steps >= 0, got ", warm);
+    return std::make_unique<PowerSgd>(int(s.args[0]), ctx.shape, shared, int64_t(warm));
   }
   if (s.name == "adaptive") {
     allow(s, 1, {"energy"}, {});

@@ -71,21 +71,20 @@ std::string fmt(const char* f, ...) {
 /// over workers (exchanged as doubles, summed in rank order).
 void average_over_ranks(gradcomp::ExchangeCounters& c, dist::Communicator* comm) {
   if (!comm || comm->world() == 1) return;
-  double mine[4] = {c.bytes_sent, c.bytes_allreduce, c.bytes_allgather, c.bytes_dense_fp32};
-  std::vector<uint8_t> bytes(sizeof mine);
-  std::memcpy(bytes.data(), mine, sizeof mine);
+  double* fields[] = {&c.bytes_sent, &c.bytes_allreduce, &c.bytes_allgather, &c.bytes_dense_fp32, &c.bytes_encoded,
+                      &c.bytes_handed_to_comm};
+  constexpr size_t kFields = sizeof fields / sizeof fields[0];
+  std::vector<uint8_t> bytes(8 * kFields);
+  for (size_t i = 0; i < kFields; ++i) std::memcpy(bytes.data() + 8 * i, fields[i], 8);
   auto all = comm->allgatherv(bytes);
-  double sum[4] = {0, 0, 0, 0};
-  for (auto& b : all) {
-    double v[4];
-    std::memcpy(v, b.data(), sizeof v);
-    for (int i = 0; i < 4; ++i) sum[i] += v[i];
-  }
-  double w = static_cast<double>(all.size());
-  c.bytes_sent = sum[0] / w;
-  c.bytes_allreduce = sum[1] / w;
-  c.bytes_allgather = sum[2] / w;
-  c.bytes_dense_fp32 = sum[3] / w;
+  double sum[kFields] = {};
+  for (auto& b : all)
+    for (size_t i = 0; i < kFields; ++i) {
+      double v;
+      std::memcpy(&v, b.data() + 8 * i, 8);
+      sum[i] += v;
+    }
+  for (size_t i = 0; i < kFields; ++i) *fields[i] = sum[i] / static_cast<double>(all.size());
 }
 
 gradcomp::ExchangeStats take_stats(gradcomp::GradientExchange& ex, dist::Communicator* comm) {
