@@ -252,3 +252,116 @@ TEST_CASE("exchange state round-trips; state of another exchange or cut short is
   GradientExchange three(o, {{8, 8}}, 3, nullptr);
   CHECK_THROWS_WITH_AS(three.load_state(st), doctest::Contains("number of in-process workers"), frugal::Error);
 }
+
+TEST_CASE("powersgd:R:warmup=STEPS exchanges the dense mean for STEPS steps, then the rank-R factors") {
+  ExchangeOptions p;
+  p.compressor = "powersgd:1:warmup=2";
+  p.dense_below = 0;
+  GradientExchange px(p, {{8, 8}}, 2, nullptr);
+  CHECK(px.describe()["powersgd_dense_steps"] == 2);
+  CHECK(px.compressor(0, 0).name() == "powersgd:1:warmup=2");
+  std::vector<float> a(64), b(64);
+  std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
+  for (int step = 0; step < 3; ++step) {
+    for (int i = 0; i < 64; ++i) {
+      a[size_t(i)] = float(i + step);
+      b[size_t(i)] = float((i * 7) % 5);
+    }
+    auto ea = a, eb = b;
+    px.exchange(ptr, step, 0);
+    bool exact = true;
+    for (int i = 0; i < 64; ++i) exact = exact && a[size_t(i)] == (ea[size_t(i)] + eb[size_t(i)]) / 2.0f;
+    CHECK_MESSAGE(exact == (step < 2), "step ", step);
+  }
+  // bytes: two dense steps (64 floats each) and one step of P (8) + Q (8)
+  CHECK(px.take_stats().total.bytes_sent == 2 * 4 * 64 + 4 * 16);
+  CHECK_THROWS_WITH_AS(make_compressor("powersgd:2:warmup=-1", CompressorContext{{8, 8}}), doctest::Contains("warmup"),
+                       frugal::Error);
+}
+
+TEST_CASE("comm_pattern: the cost model charges every byte by the chosen pattern") {
+  ExchangeOptions o;
+  o.compressor = "topk:0.05";
+  o.dense_below = 100;
+  for (const char* pat : {"auto", "allreduce", "allgather", "ps"}) {
+    o.comm_pattern = pat;
+    GradientExchange ex(o, kShapes, 4, nullptr);
+    std::vector<std::vector<std::vector<float>>> store(4);
+    std::vector<std::vector<float*>> ptr(4);
+    for (int w = 0; w < 4; ++w)
+      for (size_t p = 0; p < kShapes.size(); ++p) {
+        store[size_t(w)].push_back(grad_of(w, 0, p));
+        ptr[size_t(w)].push_back(store[size_t(w)].back().data());
+      }
+    ex.exchange(ptr, 0, 0);
+    auto c = ex.take_stats().total;
+    const dist::Network net{1e9, 50e-6};
+    double expect = 0;
+    if (std::string(pat) == "auto")
+      expect = dist::comm_seconds(dist::Pattern::ring_allreduce, c.bytes_allreduce, 4, net) +
+               dist::comm_seconds(dist::Pattern::allgather, c.bytes_allgather, 4, net);
+    else
+      expect = dist::comm_seconds(dist::parse_pattern(pat), c.bytes_sent, 4, net);
+    CHECK_MESSAGE(c.simulated_comm_s(net) == doctest::Approx(expect), pat);
+    CHECK(c.to_json()["comm_pattern"] == (std::string(pat) == "auto"        ? "auto"
+                                          : std::string(pat) == "allreduce" ? "ring_allreduce"
+                                          : std::string(pat) == "ps"        ? "parameter_server"
+                                                                            : "allgather"));
+  }
+  o.comm_pattern = "mesh";
+  CHECK_THROWS_WITH_AS(GradientExchange(o, kShapes, 2, nullptr), doctest::Contains("mesh"), frugal::Error);
+}
+
+TEST_CASE("sampled error compares like with like: dgc at full density against its own momentum increment") {
+  // dgc:1.0 sends every element of its accumulator: the decoded update is exactly the mean of what each worker
+  // added to it (momentum-corrected), so the error is ~0 even though that differs from the raw gradient mean.
+  ExchangeOptions o;
+  o.compressor = "dgc:1";
+  o.dense_below = 0;
+  o.dense_1d = false;
+  o.sample_every = 1;
+  GradientExchange ex(o, {{32, 16}}, 2, nullptr);
+  ex.set_momentum(0.9f, false);
+  for (int s = 0; s < 4; ++s) {
+    auto a = grad_of(0, s, 3), b = grad_of(1, s, 3);
+    a.resize(512);
+    b.resize(512);
+    std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
+    ex.exchange(ptr, s, 0);
+  }
+  auto c = ex.take_stats().total;
+  CHECK(c.error_samples == 4);
+  CHECK(c.rel_l2_err() < 1e-5);
+  CHECK(c.cosine() == doctest::Approx(1.0).epsilon(1e-6));
+  // topk:0.05 with error feedback is compared with the raw gradient mean: a real, bounded error
+  ExchangeOptions t = o;
+  t.compressor = "topk:0.05";
+  GradientExchange tx(t, {{32, 16}}, 2, nullptr);
+  auto a = grad_of(0, 0, 3), b = grad_of(1, 0, 3);
+  a.resize(512);
+  b.resize(512);
+  std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
+  tx.exchange(ptr, 0, 0);
+  auto tc = tx.take_stats().total;
+  CHECK(tc.rel_l2_err() > 0.3);
+  CHECK(tc.rel_l2_err() < 1.0);
+}
+
+TEST_CASE("fp16 bodies are summed as fp16 (each addition rounded), exactly as the MPI reduction does") {
+  ExchangeOptions o;
+  o.compressor = "fp16";
+  o.dense_below = 0;
+  o.dense_1d = false;
+  GradientExchange ex(o, {{4}}, 2, nullptr);
+  // 2048 + 1 is not representable in fp16 (spacing 2 there): the sum rounds to even, 2048
+  std::vector<float> a = {2048.f, 1.f, 0.5f, -3.f}, b = {1.f, 2048.f, 0.25f, 3.f};
+  std::vector<std::vector<float*>> ptr = {{a.data()}, {b.data()}};
+  ex.exchange(ptr, 0, 0);
+  CHECK(a[0] == 1024.f);  // fp16(2048 + 1) / 2
+  CHECK(a[1] == 1024.f);
+  CHECK(a[2] == 0.375f);
+  CHECK(a[3] == 0.f);
+  auto c = ex.take_stats().total;
+  CHECK(c.bytes_sent == 8);      // 4 codes of 2 bytes: the header stays local
+  CHECK(c.bytes_encoded > 8);    // the whole message has a header
+}
