@@ -53,30 +53,35 @@ void Optimizer::step(float lr) {
     float* m = m_[k].data();
     const int64_t n = p.value.size();
     const float wd = o_.decay_1d || p.value.ndim() > 1 ? o_.weight_decay : 0.f;
-    float local_lr = lr;
-    if (o_.lars && p.value.ndim() > 1) {  // trust ratio on weight tensors, not on biases / BN
+    // LARS trust ratio on weight tensors, not on biases / BN: eta |w| / (|g| + wd |w|).
+    float trust = 1.f;
+    if (o_.lars && p.value.ndim() > 1) {
       double wn = norm2(w, n), gn = norm2(g, n);
-      if (wn > 0 && gn > 0) local_lr = lr * static_cast<float>(o_.lars_eta * wn / (gn + wd * wn));
+      if (wn > 0 && gn > 0) trust = static_cast<float>(o_.lars_eta * wn / (gn + wd * wn));
     }
     if (sgd) {
       // PyTorch semantics: d = g + wd*w; buf = mom*buf + d (buf = d at the first step); nesterov: d + mom*buf.
+      // LARS scales d before it enters the momentum buffer (You et al. 2017, Algorithm 1; apex LARC, TF
+      // LARSOptimizer), so each step's gradient keeps the trust ratio of its own step.
       if (o_.momentum_decay_only && mom > 0) {  // g is already momentum-corrected; the buffer holds decay
         for (int64_t i = 0; i < n; ++i) {
-          const float dw = wd * w[i];
+          const float dw = trust * wd * w[i];
           m[i] = t_ == 1 ? dw : mom * m[i] + dw;
-          w[i] -= local_lr * (g[i] + (o_.nesterov ? dw + mom * m[i] : m[i]));
+          w[i] -= lr * (trust * g[i] + (o_.nesterov ? dw + mom * m[i] : m[i]));
         }
       } else {
         for (int64_t i = 0; i < n; ++i) {
-          float d = g[i] + wd * w[i];
+          float d = trust * (g[i] + wd * w[i]);
           if (mom > 0) {
             m[i] = t_ == 1 ? d : mom * m[i] + d;
             d = o_.nesterov ? d + mom * m[i] : m[i];
           }
-          w[i] -= local_lr * d;
+          w[i] -= lr * d;
         }
       }
     } else {
+      // Adam / AdamW are invariant to the gradient's scale: LARS scales the step (lr) instead.
+      const float local_lr = lr * trust;
       float* v = v_[k].data();
       for (int64_t i = 0; i < n; ++i) {
         float d = g[i] + (adamw ? 0.f : wd * w[i]);

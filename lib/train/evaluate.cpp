@@ -116,10 +116,13 @@ json EvalMetrics::to_json(bool detail) const {
   return j;
 }
 
-static double percentile(std::vector<double> v, double p) {
+double percentile(std::vector<double> v, double p) {
+  FRUGAL_CHECK(!v.empty(), "percentile of an empty list of values");
+  FRUGAL_CHECK(p >= 0 && p <= 1, "percentile: p must be in [0, 1], got ", p);
   std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(std::min<double>(v.size() - 1, std::floor(p * (v.size() - 1) + 0.5)));
-  return v[i];
+  const double pos = p * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos)), hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (pos - static_cast<double>(lo)) * (v[hi] - v[lo]);
 }
 
 SpeedMetrics measure_speed(nn::Model& model, int iters, int batch, int batches) {

@@ -32,6 +32,11 @@ struct SpeedMetrics {
   nlohmann::json to_json() const;
 };
 
+/// The p-quantile (p in [0, 1]) of v by linear interpolation between the closest ranks (numpy.percentile's and
+/// torch.quantile's default, Hyndman & Fan type 7): position p (n - 1) in the sorted values, so p = 0.5 is the
+/// median (the mean of the two middle values for even n), 0 the minimum, 1 the maximum. v must not be empty.
+double percentile(std::vector<double> v, double p);
+
 /// Batch-1 latency (median, p10, p99 of `iters` forwards after warm-up) and throughput at `batch`.
 SpeedMetrics measure_speed(nn::Model& model, int iters = 200, int batch = 256, int batches = 20);
 
