@@ -51,6 +51,10 @@ const std::vector<KeyInfo>& config_keys() {
       {"eval_batch", 500, "batch size of test-set evaluation"},
       {"progress_s", 3.0, "seconds between progress lines"},
       {"workers", 1, "data-parallel workers (in-process, or MPI ranks with --dist mpi)"},
+      {"threads", 0,
+       "oneDNN threads per worker (0: OMP_NUM_THREADS if set, else the cores shared evenly by the in-process workers, "
+       "or an MPI rank's bound cores); in-process workers run in parallel, each on its own replica of the model. "
+       "In-process and MPI runs with the same threads per worker give the same numbers"},
       {"compressor", "none", "gradient compressor spec (none, fp16, topk:R, dgc:R, powersgd:R, qsgd:L, ...)"},
       {"dense_below", 1024, "tensors with fewer elements than this are exchanged dense"},
       {"dense_1d", true, "1-D tensors (biases, batch-norm) are exchanged dense"},
@@ -58,6 +62,12 @@ const std::vector<KeyInfo>& config_keys() {
       {"error_sample_every", 50, "steps between samples of the aggregated-vs-dense gradient error"},
       {"bandwidth_gbps", 1.0, "network cost model: link bandwidth (Gbit/s) for simulated communication time"},
       {"latency_us", 50.0, "network cost model: per-message latency (microseconds)"},
+      {"comm_pattern", "auto",
+       "network cost model: auto (ring allreduce for summable payloads, allgather for the rest) | allreduce | "
+       "allgather | ps (parameter server): charge every byte by that pattern"},
+      {"target_accuracy", -1.0,
+       "time-to-accuracy: the simulated time (per-worker compute + modelled communication) until the test accuracy "
+       "first reaches this fraction, e.g. 0.99 (-1: not reported)"},
       {"multiplier", "",
        "approximate multiplier for conv/linear forward (exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE); empty = "
        "fp32"},

@@ -7,13 +7,13 @@ mpirun=${2:-mpirun}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-# oneDNN reductions depend on the thread count: both runs use one thread per worker (mpirun would
-# otherwise bind each rank to one core while the in-process run uses all of them).
-export OMP_NUM_THREADS=1
-common=(--set model=lenet5 --set epochs=2 --set max_steps=30 --set batch=64 --set workers=2 -q)
-for comp in none dgc:0.01; do
+# Default settings on both sides, one whole MNIST epoch: oneDNN's reductions depend on the thread count, and the
+# default gives every in-process worker and every MPI rank the same share of the cores (config key 'threads').
+unset OMP_NUM_THREADS
+common=(--set model=lenet5 --set epochs=1 --set batch=128 --set workers=2 -q)
+for comp in none dgc:0.01 fp16; do
   "$frugal" train "${common[@]}" --set compressor=$comp --out "$out/inproc_$comp" > /dev/null
-  "$mpirun" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS -np 2 "$frugal" train --dist mpi "${common[@]}" \
+  "$mpirun" --allow-run-as-root --oversubscribe -np 2 "$frugal" train --dist mpi "${common[@]}" \
       --set compressor=$comp --out "$out/mpi_$comp" > /dev/null
   python3 - "$out/inproc_$comp/results.json" "$out/mpi_$comp/results.json" "$comp" <<'PY'
 import json, sys
@@ -23,14 +23,21 @@ lb = [e["train_loss"] for e in b["epochs"]]
 assert len(la) == len(lb) > 0, (la, lb)
 for x, y in zip(la, lb):
     assert abs(x - y) <= 1e-6 * abs(x), f"{sys.argv[3]}: in-process {la} vs mpi {lb}"
-assert a["communication"]["bytes_sent_per_worker"] == b["communication"]["bytes_sent_per_worker"]
-print(f"{sys.argv[3]}: per-epoch train losses equal: {la} (bytes/worker {a['communication']['bytes_sent_per_worker']})")
+ca, cb = a["communication"], b["communication"]
+assert ca["bytes_sent_per_worker"] == cb["bytes_sent_per_worker"]
+assert cb["bytes_handed_to_comm_per_worker"] == cb["bytes_sent_per_worker"], cb
+assert a["parallelism"]["worker_threads_seen"] == b["parallelism"]["worker_threads_seen"], (a["parallelism"], b["parallelism"])
+assert a["epochs"][0]["steps"] == b["epochs"][0]["steps"] == 468
+print(f"{sys.argv[3]}: one epoch, train losses within 1e-6: {la} vs {lb}; bytes/worker counted "
+      f"{cb['bytes_sent_per_worker']:.0f} = handed to MPI {cb['bytes_handed_to_comm_per_worker']:.0f}; "
+      f"threads per worker {b['parallelism']['worker_threads_seen']}")
 PY
 done
 
 # ranks started with different configs end the job on every rank with a message naming the key, never a hang
 set +e
-msg=$(timeout 120 "$mpirun" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
+common=(--set model=lenet5 --set epochs=1 --set max_steps=30 --set batch=64 --set workers=2 -q)
+msg=$(timeout 120 "$mpirun" --allow-run-as-root --oversubscribe --bind-to none \
       -np 1 "$frugal" train --dist mpi "${common[@]}" --set lr=0.1 --out "$out/bad" : \
       -np 1 "$frugal" train --dist mpi "${common[@]}" --set lr=0.2 --out "$out/bad" 2>&1)
 rc=$?
@@ -60,7 +67,7 @@ make(1024, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 make(128, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 PY
 small=(--set model=lenet5 --set epochs=3 --set batch=64 --set workers=2 --set compressor=dgc:0.01 -q)
-run_mpi() { FRUGAL_DATA=$data "$mpirun" --allow-run-as-root --oversubscribe --bind-to none -x OMP_NUM_THREADS \
+run_mpi() { FRUGAL_DATA=$data "$mpirun" --allow-run-as-root --oversubscribe --bind-to none \
     -x FRUGAL_DATA -np 2 "$frugal" train --dist mpi "$@" > /dev/null; }
 run_mpi "${small[@]}" --out "$out/mpi_full"
 run_mpi "${small[@]}" --out "$out/mpi_part" --stop-after-epoch 1
