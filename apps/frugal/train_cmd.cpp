@@ -11,6 +11,7 @@
 #include "io/config.h"
 #include "train/trainer.h"
 #include "util/check.h"
+#include "util/fatal.h"
 
 namespace frugal::app {
 
@@ -66,7 +67,7 @@ void inject_fault(const Fault& f) {
   if (f.kind == "bad_alloc") throw std::bad_alloc();
   if (f.kind == "terminate") std::thread([where] { throw std::runtime_error(where + " (on a thread)"); }).join();
   if (f.kind == "segv") {
-    int* volatile p = nullptr;  // volatile: the compiler cannot see the null and turn the write into a trap
+    volatile int* volatile p = nullptr;  // volatile: the compiler can neither see the null nor drop the write
     *p = 1;
   }
   if (f.kind == "exit") std::exit(0);
@@ -135,10 +136,11 @@ void add_train(CLI::App& app, Globals& g) {
     try {
       auto r = train::run_training(cfg, opts);
       if (!opts.comm || opts.comm->rank() == 0) print_table(r);
+      if (comm) comm->barrier();  // leave together: MPI_Finalize waits only so long for the others (mpi_communicator.h)
     } catch (const LeaveEarly&) {
       return;
-    } catch (const Error& e) {
-      if (comm && comm->world() > 1) comm->abort_all(std::string("frugal: error: ") + e.what());
+    } catch (...) {  // under MPI, end the job here while the communicator is alive; main() reports the rest
+      if (comm) comm->abort_all(util::describe_exception(std::current_exception()));
       throw;
     }
   });
