@@ -1,22 +1,49 @@
 // frugal: train, compress, evaluate and sweep CNNs on a budget of bits, energy and time.
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include "commands.h"
 #include "dist/mpi_communicator.h"
 #include "util/check.h"
+#include "util/fatal.h"
 #include "util/omp_env.h"
 
-int main(int argc, char** argv) {
-  frugal::util::remember_argv(argv);  // for prefer_short_omp_spin(), see util/omp_env.h
-  // MPI is initialized only for `--dist mpi` (or when started by mpirun with it).
-  bool want_mpi = false;
+namespace {
+// MPI is initialized only for `--dist mpi` (or when started by mpirun with it).
+bool wants_mpi(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if ((std::strcmp(argv[i], "--dist") == 0 && i + 1 < argc && std::strcmp(argv[i + 1], "mpi") == 0) ||
         std::strcmp(argv[i], "--dist=mpi") == 0)
-      want_mpi = true;
+      return true;
+  return false;
+}
+
+// For the exception being handled: "frugal: error: ..." and 1 for a frugal::Error (bad input), 3 for anything else.
+// Under MPI ends the whole job instead: returning into MPI_Finalize would leave this rank and the others waiting
+// for each other forever.
+int report_current_exception(bool under_mpi) {
+  const std::string what = frugal::util::describe_exception(std::current_exception());
+  if (under_mpi) frugal::dist::mpi_abort_job(what);
+  std::fprintf(stderr, "frugal: %s\n", what.c_str());
+  try {
+    throw;
+  } catch (const frugal::Error&) {
+    return 1;
+  } catch (...) {
+    return 3;
+  }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  frugal::util::remember_argv(argv);  // for prefer_short_omp_spin(), see util/omp_env.h
   std::unique_ptr<frugal::dist::MpiSession> mpi;
-  if (want_mpi) mpi = std::make_unique<frugal::dist::MpiSession>(&argc, &argv);
+  if (wants_mpi(argc, argv)) {
+    mpi = std::make_unique<frugal::dist::MpiSession>(&argc, &argv);
+    // std::terminate, fatal signals and exit() mid-job end the whole job, naming this rank and the cause.
+    frugal::dist::install_rank_death_handlers();
+  }
 
   CLI::App app{"frugal: train, compress, evaluate and sweep CNNs on a budget of bits, energy and time.\n"
                "Every command writes JSON results. Run 'frugal COMMAND --help' for its options."};
@@ -30,13 +57,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  } catch (const frugal::Error& e) {
-    std::fprintf(stderr, "frugal: error: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "frugal: internal error: %s\n", e.what());
-    return 3;
+    const int rc = app.exit(e);
+    if (mpi && rc != 0) frugal::dist::mpi_abort_job("invalid command line (exit code " + std::to_string(rc) + ")");
+    return rc;
+  } catch (...) {
+    return report_current_exception(mpi != nullptr);
   }
   return 0;
 }

@@ -1,5 +1,9 @@
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <new>
+#include <stdexcept>
+#include <thread>
 
 #include "commands.h"
 #include "util/omp_env.h"
@@ -7,6 +11,7 @@
 #include "io/config.h"
 #include "train/trainer.h"
 #include "util/check.h"
+#include "util/fatal.h"
 
 namespace frugal::app {
 
@@ -17,6 +22,57 @@ struct TrainArgs {
   bool quiet = false, keys = false;
   int stop_after_epoch = -1;
 };
+
+// Test hook for tests/e2e/mpi_rank_death.sh, read once when `train` starts; does nothing when unset.
+// FRUGAL_FAULT=RANK:STEP:KIND makes rank RANK (0 without MPI) fail before training step STEP (0-based) by KIND:
+//   throw      a std::runtime_error          bad_alloc  a std::bad_alloc
+//   terminate  an exception escaping a thread (std::terminate)
+//   segv       a write through a null pointer (SIGSEGV)
+//   exit       std::exit(0) in the middle of the job, without MPI_Finalize
+//   return     `train` returns as if it had finished, so main() returns 0 while the other ranks still train
+struct Fault {
+  int rank = -1;
+  int64_t step = -1;
+  std::string kind;
+};
+
+struct LeaveEarly {};  // thrown by kind "return", caught by the train callback, which then returns
+
+Fault read_fault_env() {
+  const char* env = std::getenv("FRUGAL_FAULT");
+  if (!env || !*env) return {};
+  const std::string s(env);
+  const auto a = s.find(':'), b = a == std::string::npos ? a : s.find(':', a + 1);
+  Fault f;
+  try {
+    if (b == std::string::npos) throw std::invalid_argument(s);
+    f.rank = std::stoi(s.substr(0, a));
+    f.step = std::stoll(s.substr(a + 1, b - a - 1));
+    f.kind = s.substr(b + 1);
+  } catch (const std::exception&) {
+    FRUGAL_FAIL("FRUGAL_FAULT='", s, "': expected RANK:STEP:KIND, e.g. 1:5:throw (a test hook; unset it to train)");
+  }
+  FRUGAL_CHECK(f.kind == "throw" || f.kind == "bad_alloc" || f.kind == "terminate" || f.kind == "segv" ||
+                   f.kind == "exit" || f.kind == "return",
+               "FRUGAL_FAULT='", s, "': KIND must be throw, bad_alloc, terminate, segv, exit or return");
+  return f;
+}
+
+void inject_fault(const Fault& f) {
+  const std::string where = "injected fault FRUGAL_FAULT=" + std::to_string(f.rank) + ":" + std::to_string(f.step) +
+                            ":" + f.kind;
+  std::fprintf(stderr, "frugal: %s\n", where.c_str());
+  std::fflush(stderr);
+  if (f.kind == "throw") throw std::runtime_error(where);
+  if (f.kind == "bad_alloc") throw std::bad_alloc();
+  if (f.kind == "terminate") std::thread([where] { throw std::runtime_error(where + " (on a thread)"); }).join();
+  if (f.kind == "segv") {
+    volatile int* volatile p = nullptr;  // volatile: the compiler can neither see the null nor drop the write
+    *p = 1;
+  }
+  if (f.kind == "exit") std::exit(0);
+  if (f.kind == "return") throw LeaveEarly{};
+}
 
 void print_table(const nlohmann::json& r) {
   const auto& m = r["metrics"];
@@ -73,11 +129,18 @@ void add_train(CLI::App& app, Globals& g) {
       opts.comm = comm.get();
       if (comm->rank() != 0) opts.quiet = true;
     }
+    if (const Fault f = read_fault_env(); f.rank == (comm ? comm->rank() : 0))
+      opts.before_step = [f](int64_t step) {
+        if (step == f.step) inject_fault(f);
+      };
     try {
       auto r = train::run_training(cfg, opts);
       if (!opts.comm || opts.comm->rank() == 0) print_table(r);
-    } catch (const Error& e) {
-      if (comm && comm->world() > 1) comm->abort_all(std::string("frugal: error: ") + e.what());
+      if (comm) comm->barrier();  // leave together: MPI_Finalize waits only so long for the others (mpi_communicator.h)
+    } catch (const LeaveEarly&) {
+      return;
+    } catch (...) {  // under MPI, end the job here while the communicator is alive; main() reports the rest
+      if (comm) comm->abort_all(util::describe_exception(std::current_exception()));
       throw;
     }
   });

@@ -3,18 +3,27 @@
 #define OMPI_SKIP_MPICXX 1
 #include <mpi.h>
 
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
+#include <thread>
 
 #include "util/check.h"
+#include "util/fatal.h"
 
 namespace frugal::dist {
 
 namespace {
 bool g_initialized_here = false;
+int g_world_rank = -1;  // cached: MPI_Comm_rank may not be called once MPI_Finalize has started
 
 void check_mpi(int rc, const char* call) {
   if (rc == MPI_SUCCESS) return;
@@ -27,6 +36,54 @@ void check_mpi(int rc, const char* call) {
 
 MPI_Comm& as_comm(void* p) { return *static_cast<MPI_Comm*>(p); }
 MPI_Op& as_op(void* p) { return *static_cast<MPI_Op*>(p); }
+
+// Prints "frugal: rank R aborting the job: msg" and MPI_Abort()s; also while MPI_Finalize is running on another thread.
+[[noreturn]] void abort_world(const std::string& msg) {
+  static std::atomic<bool> aborting{false};
+  if (aborting.exchange(true))  // another thread is ending the process (e.g. terminate while main aborts)
+    for (;;) ::pause();
+  if (g_world_rank < 0) MPI_Comm_rank(MPI_COMM_WORLD, &g_world_rank);
+  std::fprintf(stderr, "frugal: rank %d aborting the job: %s\n", g_world_rank, msg.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::_Exit(1);  // MPI_Abort does not return
+}
+
+// MPI_Finalize, or mpi abort after `seconds` if it has not returned by then (the other ranks are not coming).
+void finalize_or_abort(int seconds) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(m);
+    if (!cv.wait_for(lock, std::chrono::seconds(seconds), [&] { return done; }))
+      abort_world("MPI_Finalize waited " + std::to_string(seconds) + " s for the other ranks, which are still running: "
+                  "this rank finished its command early (do all ranks run the same command?)");
+  });
+  MPI_Finalize();
+  {
+    std::lock_guard<std::mutex> lock(m);
+    done = true;
+  }
+  cv.notify_one();
+  watchdog.join();
+}
+
+bool mpi_running() {
+  int inited = 0, fin = 0;
+  MPI_Initialized(&inited);
+  MPI_Finalized(&fin);
+  return inited && !fin;
+}
+
+// atexit: exit() before MPI_Finalize (a library's exit(), a stray return path) would leave the other ranks waiting in
+// a collective, or, for exit code 0, leave mpirun to notice; end the job now, naming the rank. The app's normal
+// return finalizes MPI first (MpiSession), so this does nothing then.
+void abort_if_exiting_mid_job() {
+  if (g_initialized_here && mpi_running())
+    mpi_abort_job("exit() called before the job ended (MPI not finalized); the other ranks cannot continue without "
+                  "this one");
+}
 }  // namespace
 
 bool launched_by_mpirun() { return std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMIX_RANK"); }
@@ -37,6 +94,7 @@ bool mpi_init_if_needed(int* argc, char*** argv) {
   if (inited) return false;
   check_mpi(MPI_Init(argc, argv), "MPI_Init");
   g_initialized_here = true;
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_world_rank);
   return true;
 }
 
@@ -44,8 +102,23 @@ void mpi_finalize_if_initialized_here() {
   if (!g_initialized_here) return;
   int fin = 0;
   MPI_Finalized(&fin);
-  if (!fin) MPI_Finalize();
+  if (!fin) finalize_or_abort(kFinalizeWaitS);
   g_initialized_here = false;
+}
+
+void mpi_abort_job(const std::string& msg) {
+  if (mpi_running()) abort_world(msg);
+  std::fprintf(stderr, "frugal: %s\n", msg.c_str());
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
+void install_rank_death_handlers() {
+  FRUGAL_CHECK(mpi_running(), "install_rank_death_handlers needs MPI to be initialized (dist::mpi_init_if_needed)");
+  if (g_world_rank < 0) MPI_Comm_rank(MPI_COMM_WORLD, &g_world_rank);
+  util::install_fatal_signal_handlers("rank " + std::to_string(g_world_rank));
+  util::install_terminate_handler([](const std::string& msg) { mpi_abort_job(msg); });
+  std::atexit(abort_if_exiting_mid_job);
 }
 
 MpiCommunicator::MpiCommunicator() : comm_(new MPI_Comm(MPI_COMM_NULL)), u16_op_(nullptr) {
@@ -139,11 +212,6 @@ void MpiCommunicator::broadcast(std::vector<uint8_t>& bytes, int root) {
 
 void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(as_comm(comm_)), "MPI_Barrier"); }
 
-void MpiCommunicator::abort_all(const std::string& msg) {
-  std::fprintf(stderr, "frugal: rank %d aborting the job: %s\n", rank_, msg.c_str());
-  std::fflush(stderr);
-  MPI_Abort(MPI_COMM_WORLD, 1);
-  std::terminate();  // MPI_Abort does not return; satisfies [[noreturn]]
-}
+void MpiCommunicator::abort_all(const std::string& msg) { mpi_abort_job(msg); }
 
 }  // namespace frugal::dist

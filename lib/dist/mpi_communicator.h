@@ -10,10 +10,26 @@ bool launched_by_mpirun();
 /// Initializes MPI unless it already is; returns true if this call initialized it (then call
 /// mpi_finalize_if_initialized_here() before returning from main). The app calls it only for --dist mpi.
 bool mpi_init_if_needed(int* argc, char*** argv);
-/// Finalizes MPI if mpi_init_if_needed initialized it and it is not finalized yet.
+/// Finalizes MPI if mpi_init_if_needed initialized it and it is not finalized yet. MPI_Finalize waits for every rank;
+/// a rank that got here while the others still run collectives (it left the job early) would wait forever, and they
+/// for it, so after kFinalizeWaitS seconds it ends the job instead (mpi_abort_job). Ranks that finish a command
+/// together (the train command ends with a barrier) reach it within milliseconds of each other.
+constexpr int kFinalizeWaitS = 10;
 void mpi_finalize_if_initialized_here();
 
-/// RAII form of the two calls above.
+/// Ends the whole job: prints "frugal: rank R aborting the job: msg" (R: rank in MPI_COMM_WORLD) and calls
+/// MPI_Abort, on which mpirun ends every rank. Without a running MPI prints "frugal: msg" and _Exit(1)s. Safe to
+/// call from any thread; a second caller waits for the first to end the process.
+[[noreturn]] void mpi_abort_job(const std::string& msg);
+
+/// Makes every way this rank can die end the whole job within seconds, naming the rank and the cause, instead of
+/// leaving the other ranks waiting in a collective: std::terminate and exit() before MPI_Finalize call
+/// mpi_abort_job; SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGABRT are named on stderr and still kill the process
+/// (util/fatal.h), on which mpirun ends the job. Exceptions are the caller's to catch (the app's main catches
+/// every one under MPI and calls mpi_abort_job). Requires MPI to be initialized; call once, from main().
+void install_rank_death_handlers();
+
+/// RAII form of mpi_init_if_needed / mpi_finalize_if_initialized_here.
 class MpiSession {
  public:
   MpiSession(int* argc, char*** argv) { mpi_init_if_needed(argc, argv); }
@@ -36,7 +52,7 @@ class MpiCommunicator final : public Communicator {
   std::vector<std::vector<uint8_t>> allgatherv(const std::vector<uint8_t>& mine) override;
   void broadcast(std::vector<uint8_t>& bytes, int root) override;
   void barrier() override;
-  /// Prints "frugal: rank R aborting the job: msg" and calls MPI_Abort, which ends every rank.
+  /// mpi_abort_job(msg): prints "frugal: rank R aborting the job: msg" and calls MPI_Abort, which ends every rank.
   [[noreturn]] void abort_all(const std::string& msg) override;
 
  private:

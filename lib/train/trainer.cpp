@@ -518,6 +518,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     double loss_sum = 0, ep_compute = 0, ep_worker_compute = 0;
     int64_t correct = 0, seen = 0, ep_steps = 0;
     while (step < total_steps && loader.next(batch)) {
+      if (opts.before_step) opts.before_step(step);
       auto s0 = clk::now();
       if (local_workers == 1) {
         run_worker(0);

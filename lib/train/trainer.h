@@ -1,6 +1,8 @@
 // The training loop: W data-parallel workers (in-process or one per MPI rank) whose gradients cross a
 // compressed exchange, an optimizer and schedule, per-epoch evaluation, atomic checkpoints, results.json.
 #pragma once
+#include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -18,6 +20,8 @@ struct TrainOptions {
   int stop_after_epoch = -1;           // end (as if interrupted) after this many epochs; for resume tests
   dist::Communicator* comm = nullptr;  // MPI: one worker per rank; nullptr: in-process workers
   bool quiet = false;                  // no progress lines on stderr
+  std::function<void(int64_t step)> before_step;  // if set, called before every training step (0-based,
+                                                  // counted across epochs); the app's fault-injection test hook
 };
 
 /// Runs training per cfg; returns the results JSON (also written to out_dir/results.json by rank 0).
