@@ -3,14 +3,13 @@
 #   bash experiments/run.sh GROUP NAME[:--set k=v ...] ...      e.g. bash experiments/run.sh foundation mnist_lenet5
 # Extra overrides after a colon are passed to frugal train (spaces allowed inside quotes); the run is named NAME_overrides,
 # or $RUN_TAG (give one NAME with it).
+# Refuses to start (exit 1, naming the files) when tracked files have uncommitted changes or the binary was not built
+# from HEAD; FRUGAL_ALLOW_DIRTY=1 runs anyway and marks each result "provenance": {"dirty": true} (common.sh).
+# FRUGAL_BIN: a copy of the binary, so that rebuilding build/ does not disturb queued runs.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+source "$(dirname "$0")/common.sh"  # cd to the root; $f, FRUGAL_DATA; checks provenance
 group=$1; shift
 mkdir -p "results/$group" runs
-export FRUGAL_DATA=${FRUGAL_DATA:-$root/../shared/datasets}
-# FRUGAL_BIN: a copy of the binary, so that rebuilding build/ does not disturb queued runs.
-bin=${FRUGAL_BIN:-./build/frugal}
 for item in "$@"; do
   name=${item%%:*}
   extra=""; [[ "$item" == *:* ]] && extra=${item#*:}
@@ -19,6 +18,7 @@ for item in "$@"; do
   [ -n "${RUN_TAG:-}" ] && tag=$RUN_TAG  # a shorter name for a single run
   echo "[run] $tag: frugal train --config experiments/$name.json $extra" >&2
   # shellcheck disable=SC2086
-  "$bin" train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q
+  "$f" train --config "experiments/$name.json" $extra --out "runs/$group/$tag" -q
   cp "runs/$group/$tag/results.json" "results/$group/$tag.json"
+  mark_dirty "results/$group/$tag.json"
 done

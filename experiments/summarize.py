@@ -11,10 +11,36 @@ def load(pattern):
     return [(os.path.basename(p)[:-5], json.load(open(p))) for p in sorted(glob.glob(os.path.join(R, pattern)))]
 
 
+def commit(r):
+    """The commit a result's binary was built from (environment.git_commit, 12 digits), "+dirty" when the binary was
+    built from a tree with uncommitted changes or experiments/run.sh let a dirty tree through (FRUGAL_ALLOW_DIRTY=1)."""
+    env = r.get("environment", {})
+    c = env.get("git_commit", "unknown")[:12]
+    return c + ("+dirty" if env.get("git_dirty") or r.get("provenance", {}).get("dirty") else "")
+
+
+def commits(results, what="Rows"):
+    """One line naming the commit(s) of a table's rows: a table compares runs, so it says when they differ."""
+    n = {}
+    for r in results:
+        n[commit(r)] = n.get(commit(r), 0) + 1
+    if len(n) == 1:
+        return f"{what} from commit `{next(iter(n))}`."
+    return f"{what} from {len(n)} commits: " + ", ".join(f"`{c}` ({k})" for c, k in n.items()) + "."
+
+
+def chosen_on(name, r):
+    """"test set" for a run of experiments/NAME.json with overrides (run.sh names it NAME_overrides, or RUN_TAG):
+    such variants were compared by TEST accuracy (frugal has no validation split yet). "config file" for a run of
+    the file as it is (named NAME), whose recipe was fixed before any result."""
+    return "config file" if os.path.exists(os.path.join(ROOT, "experiments", name + ".json")) else "**test set**"
+
+
 def foundation():
-    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | oneDNN ISA | wall s |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for name, r in load("foundation/*.json"):
+    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | oneDNN ISA | wall s | recipe chosen on | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    runs, evals = load("foundation/*.json"), load("foundation/eval/*.json")
+    for name, r in runs:
         c = r["config"]
         tta = os.path.join(R, "foundation", "eval", name + "_tta_flip.json")
         tta = f"{100 * json.load(open(tta))['metrics']['test_accuracy']:.2f} %" if os.path.exists(tta) else ""
@@ -29,7 +55,8 @@ def foundation():
         if "swa" in r:  # stochastic weight averaging: the averaged model, and the last epoch's weights alone
             acc += f" (SWA of {r['swa']['epochs_averaged']} epochs at lr {r['swa']['swa_lr']:g}; last epoch alone {100 * r['swa']['last_epoch_test_accuracy']:.2f} %)"
         rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {acc} | "
-                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['environment'].get('onednn_cpu_isa', '')} | {wall} |")
+                    f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['environment'].get('onednn_cpu_isa', '')} | {wall} | "
+                    f"{chosen_on(name, r)} | {commit(r)} |")
     # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
     # of the same length and recipe
     peer = ["| epochs | PyTorch test acc | PyTorch train acc | frugal test acc | frugal train acc | frugal run |", "|---|---|---|---|---|---|"]
@@ -38,66 +65,86 @@ def foundation():
               "label_smoothing": 0, "cutout": 0, "decay_1d": True, "swa_epochs": 0}  # the harness's fixed recipe (peer_cifar.sh)
     ours = {len(r["epochs"]): (n, r) for n, r in load("foundation/cifar10_resnet20*.json")
             if all(r["config"].get(k, v if k in ("cutout", "decay_1d", "swa_epochs") else None) == v for k, v in recipe.items())}
+    peer_runs = []
     for p in sorted(glob.glob(os.path.join(R, "foundation", "peer", "torch_resnet20_epochs=*.jsonl"))):
         lines = [json.loads(l) for l in open(p) if l.strip()]
         ep = [l for l in lines if l.get("kind") == "epoch"]
         if not ep:
             continue
         n, r = ours.get(len(ep), ("–", None))
+        peer_runs += [r] if r else []
         f = (f"{100 * r['metrics']['test_accuracy']:.2f} % | {100 * r['epochs'][-1]['train_accuracy']:.2f} %" if r else "– | –")
         peer.append(f"| {len(ep)} | {100 * ep[-1]['test_acc']:.2f} % | {100 * ep[-1]['train_acc']:.2f} % | {f} | {n} |")
+    search = [(n, r) for n, r in runs if chosen_on(n, r) != "config file"]
+    datasets = " and ".join(sorted({r["config"]["dataset"] for _, r in search})).replace("cifar10", "CIFAR-10")
     return ("## Foundation (`bash experiments/run.sh foundation NAME`)\n\n"
             "`with flip TTA`: `frugal evaluate --model runs/foundation/NAME/model.bin --tta flip` (mean softmax of each test image and "
-            "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n" + "\n".join(rows) + "\n\n"
-            "### CIFAR-10 resnet20: PyTorch with the same recipe on the same data (`bash experiments/peer_cifar.sh EPOCHS`)\n\n"
+            "its mirror), in `foundation/eval/NAME_tta_flip.json`.\n\n"
+            f"**Recipes chosen on the test set.** The {len(search)} rows marked *test set* are the {datasets} recipe search: "
+            "each ran its experiments/*.json with overrides (epochs, schedule, cutout, SWA, label smoothing, weight decay, a "
+            "warm restart), every one was scored on the test images, and the best was kept. Their test accuracies, the best "
+            "one included, are therefore optimistic, not held-out estimates. frugal has no validation split yet: a rerun "
+            "that picks the recipe on a part of the training set held out for validation, then reports the test set once, "
+            "is pending. Rows marked *config file* ran their experiments/*.json unchanged.\n\n"
+            + "\n".join(rows) + "\n\n" + commits([r for _, r in runs]) + " " + commits([r for _, r in evals], "Flip TTA evaluations")
+            + "\n\n### CIFAR-10 resnet20: PyTorch with the same recipe on the same data (`bash experiments/peer_cifar.sh EPOCHS`)\n\n"
             "Final-epoch accuracies; train accuracy is on augmented batches. The frugal run is the one with the same recipe "
-            "and number of epochs.\n\n" + "\n".join(peer) + "\n")
+            "and number of epochs.\n\n" + "\n".join(peer) + "\n\n" + commits(peer_runs, "frugal runs") + "\n")
 
 
 def gradcomp():
-    rows = ["| compressor | dense rule | workers | epochs | test acc | Δ vs dense (pp) | bytes/worker/epoch | ratio vs fp32 (run) | ratio vs fp16 (run) | ratio vs fp32 (last epoch) | rel. L2 err | sim. comm s @1 Gbit/s | compute s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| compressor | dense rule | workers | epochs | test acc | Δ vs dense (pp) | bytes/worker/epoch | ratio vs fp32 (run) | ratio vs fp16 (run) | ratio vs fp32 (last epoch) | rel. L2 err | sim. comm s @1 Gbit/s | compute s | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runs = load("gradcomp/*.json")
     key = lambda c: (c["model"], c["dataset"], c["workers"], c["epochs"])  # Δ against the dense run of the same setting
-    dense = {key(r["config"]): r["metrics"]["test_accuracy"] for _, r in runs if r["config"]["compressor"] == "none"}
+    dense = {key(r["config"]): r for _, r in runs if r["config"]["compressor"] == "none"}
     for name, r in runs:
         c, m, comm = r["config"], r["metrics"], r.get("communication", {})
         d = dense.get(key(c))
         last = r["epochs"][-1].get("communication", {})
         sim = comm.get("simulated_time_to_accuracy", {}).get("1Gbps", {})
-        delta = "" if d is None else "%+.2f" % (100 * (m["test_accuracy"] - d))
+        delta = "" if d is None else "%+.2f" % (100 * (m["test_accuracy"] - d["metrics"]["test_accuracy"]))
+        if d is not None and commit(d) != commit(r):
+            delta += f" (dense at `{commit(d)}`)"
         rule = f"numel<{c['dense_below']}" + (", 1-D" if c.get("dense_1d", True) else "") + (f", warm-up {c['compress_warmup_epochs']} ep" if c["compressor"].startswith("dgc") else "")
         rows.append(f"| {c['compressor']} | {rule} | {c['workers']} | {c['epochs']} | {100 * m['test_accuracy']:.2f} % | {delta} | "
                     f"{comm.get('bytes_sent_per_worker', 0) / max(1, len(r['epochs'])):.4g} | {comm.get('ratio_vs_fp32', 0):.1f} | "
                     f"{comm.get('ratio_vs_fp16', 0):.1f} | {last.get('ratio_vs_fp32', 0):.1f} | {comm.get('rel_l2_err', 0):.3f} | "
-                    f"{sim.get('comm_s', 0):.2f} | {sim.get('compute_s', 0):.1f} |")
+                    f"{sim.get('comm_s', 0):.2f} | {sim.get('compute_s', 0):.1f} | {commit(r)} |")
     return ("## Gradient compression (`bash experiments/run.sh gradcomp gradcomp_mnist_lenet5_w8:--set compressor=SPEC`)\n\n"
-            "Bytes are per worker, counted on the encoded messages; `last epoch` is the steady state after DGC's density warm-up.\n\n"
-            + "\n".join(rows) + "\n")
+            "Bytes are per worker, counted on the encoded messages; `last epoch` is the steady state after DGC's density warm-up. "
+            "Δ is against the dense run of the same model, workers and epochs; where that run comes from another commit, "
+            "the Δ cell names it.\n\n"
+            + "\n".join(rows) + "\n\n" + commits([r for _, r in runs]) + "\n")
 
 
 def approx():
     out = ["## Approximate computing (`bash experiments/approx.sh`)\n", "### Multipliers (unsigned 8x8, all 65,536 operand pairs)\n",
            "| spec | MAE % | WCE % | MRE % | error prob. % | bias | NMED |", "|---|---|---|---|---|---|---|"]
-    for name, r in load("approx/multipliers/*.json"):
+    mults = load("approx/multipliers/*.json")
+    for name, r in mults:
         m = r["metrics"]
         out.append(f"| {r['multiplier']} | {m.get('mae_pct', 0):.3f} | {m.get('wce_pct', 0):.2f} | {m.get('mre_pct', 0):.2f} | "
                    f"{m.get('ep_pct', 0):.1f} | {m.get('bias', 0):.1f} | {m.get('nmed', 0):.5f} |")
-    out += ["\n### Accuracy and arithmetic energy per image (all conv/linear layers approximate, 8-bit signed operands)\n",
-            "| run | multiplier | activation codes | fine-tuned | top-1 | energy µJ/img |", "|---|---|---|---|---|---|"]
-    for name, r in load("approx/mnist_*.json") + load("approx/cifar10_*.json"):
+    out += ["\n" + commits([r for _, r in mults]),
+            "\n### Accuracy and arithmetic energy per image (all conv/linear layers approximate, 8-bit signed operands)\n",
+            "| run | multiplier | activation codes | fine-tuned | top-1 | energy µJ/img | commit |", "|---|---|---|---|---|---|---|"]
+    runs = load("approx/mnist_*.json") + load("approx/cifar10_*.json")
+    for name, r in runs:
         mult = r.get("approx", {}).get("multiplier", "fp32")
         codes = r.get("approx", {}).get("act_quant", "affine") if "approx" in r else "-"
         out.append(f"| {name} | {mult} | {codes} | {'yes (table gradient)' if name.endswith('_lutgrad') else 'yes' if name.endswith('_ft') else 'no'} | {100 * r['metrics']['test_accuracy']:.2f} % | "
-                   f"{r['energy']['total_uj']:.3f} |")
+                   f"{r['energy']['total_uj']:.3f} | {commit(r)} |")
+    out += ["\n" + commits([r for _, r in runs]) + " The evaluated fp32 models are the foundation runs of the same "
+            "name (runs/foundation/CONFIG, or the run given to experiments/approx.sh), trained at their own commits."]
     out += lowrank()
     return "\n".join(out) + "\n"
 
 
 def lowrank():
     """Network accuracy of lowrank:R against the bit-exact LUT path (experiments/lowrank.sh)."""
-    runs = {}
-    for name, r in load("approx/lowrank/*.json"):
+    runs, all_runs = {}, load("approx/lowrank/*.json")
+    for name, r in all_runs:
         a = r["approx"]
         key = (os.path.basename(os.path.dirname(r["model_file"])), a["multiplier"])
         runs.setdefault(key, {})[a["mode"]] = r["metrics"]
@@ -118,7 +165,7 @@ def lowrank():
             cells.append("" if x is None else f"{100 * x['test_accuracy']:.2f} % ({100 * (x['test_accuracy'] - base):+.2f}; "
                                                f"{x['test_loss']:.4f})")
         out.append(f"| {model} | {mult} | " + " | ".join(cells) + " |")
-    return out
+    return out + ["\n" + commits([r for _, r in all_runs])]
 
 
 def _with_table(section, table_file):

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "dist/mpi_communicator.h"
+#include "util/build_info.h"
 #include "util/check.h"
 #include "util/fatal.h"
 #include "util/omp_env.h"
@@ -48,7 +49,9 @@ int main(int argc, char** argv) {
   CLI::App app{"frugal: train, compress, evaluate and sweep CNNs on a budget of bits, energy and time.\n"
                "Every command writes JSON results. Run 'frugal COMMAND --help' for its options."};
   app.require_subcommand(1);
-  app.set_version_flag("--version", std::string(FRUGAL_VERSION) + " (" + FRUGAL_GIT_COMMIT + ")");
+  const frugal::util::BuildInfo& b = frugal::util::build_info();  // experiments/common.sh parses this line
+  app.set_version_flag("--version", std::string("frugal ") + FRUGAL_VERSION + " commit " + b.git_commit +
+                                        " dirty " + (b.git_dirty ? "true" : "false"));
   frugal::app::Globals g;
   frugal::app::add_train(app, g);
   frugal::app::add_evaluate(app, g);

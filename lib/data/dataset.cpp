@@ -221,7 +221,8 @@ DataSplit load_idx_dataset(const std::string& name, const std::vector<std::strin
       FRUGAL_FAIL("dataset '", name, "' is incomplete in '", d, "': missing", missing, ". Fetch it again with ",
                   fetch_script(name));
     }
-    DataSplit s{load_idx(found[0], found[1], num_classes, name), load_idx(found[2], found[3], num_classes, name)};
+    DataSplit s{load_idx(found[0], found[1], num_classes, name), load_idx(found[2], found[3], num_classes, name),
+                fs::path(d).parent_path().string()};
     return s;
   }
   fail_missing(name, name, dirs);
@@ -398,8 +399,8 @@ DataSplit load_dataset(const std::string& name, const std::vector<std::string>& 
       std::string d = join(r, sub);
       looked.push_back(d);
       if (!fs::is_regular_file(join(d, probe), ec)) continue;
-      if (c10) return {load_cifar10(d, true), load_cifar10(d, false)};
-      return {load_cifar100(d, true), load_cifar100(d, false)};
+      if (c10) return {load_cifar10(d, true), load_cifar10(d, false), r};
+      return {load_cifar100(d, true), load_cifar100(d, false), r};
     }
     fail_missing(name, sub, looked);
   }
@@ -410,12 +411,14 @@ DataSplit load_dataset(const std::string& name, const std::vector<std::string>& 
     if (colon != std::string::npos && parse_hwc(path.substr(colon + 1), h, w, c)) path = path.substr(0, colon);
     FRUGAL_CHECK(!path.empty(), "dataset '", name, "': expected folder:PATH or folder:PATH:HxWxC (e.g. folder:pets:64x64x3)");
     std::vector<std::string> looked{path};
-    std::string base;
-    if (fs::is_directory(join(path, "train"), ec)) base = path;
-    else if (fs::path(path).is_relative())
+    std::string base, root;
+    if (fs::is_directory(join(path, "train"), ec)) {
+      base = path;
+      root = fs::absolute(path, ec).lexically_normal().parent_path().string();
+    } else if (fs::path(path).is_relative())
       for (const auto& r : roots) {
         looked.push_back(join(r, path));
-        if (fs::is_directory(join(join(r, path), "train"), ec)) { base = join(r, path); break; }
+        if (fs::is_directory(join(join(r, path), "train"), ec)) { base = join(r, path); root = r; break; }
       }
     if (base.empty()) {
       std::ostringstream os;
@@ -424,12 +427,33 @@ DataSplit load_dataset(const std::string& name, const std::vector<std::string>& 
                   "\nExpected PATH/train/<class>/<image> and PATH/test/<class>/<image>");
     }
     DataSplit s;
+    s.root = root;
     s.train = load_image_folder(join(base, "train"), h, w, c);
     s.test = load_image_folder(join(base, "test"), s.train.height, s.train.width, s.train.channels, s.train.class_names);
     return s;
   }
   FRUGAL_FAIL("unknown dataset '", name, "'; expected one of: mnist, fashion-mnist, cifar10, cifar100, folder:PATH, "
               "folder:PATH:HxWxC");
+}
+
+DataFiles data_files(const DataSplit& split) {
+  std::error_code ec;
+  DataFiles out;
+  fs::path root;
+  if (!split.root.empty()) {
+    root = fs::absolute(split.root, ec).lexically_normal();
+    if (root.has_relative_path() && root.filename().empty()) root = root.parent_path();  // "dir/" -> "dir"
+    out.root = root.string();
+  }
+  for (const Dataset* d : {&split.train, &split.test})
+    for (FileChecksum f : d->files) {
+      fs::path abs = fs::absolute(f.path, ec).lexically_normal();
+      fs::path rel = root.empty() ? fs::path() : abs.lexically_relative(root);
+      bool inside = !rel.empty() && *rel.begin() != "..";
+      f.path = inside ? rel.generic_string() : abs.string();
+      out.files.push_back(std::move(f));
+    }
+  return out;
 }
 
 std::vector<size_t> label_histogram(const Dataset& ds) {

@@ -31,7 +31,17 @@ struct Dataset {
 
 struct DataSplit {
   Dataset train, test;
+  std::string root;  // the directory the files were found under: every files[].path is root/<relative path>
 };
+
+/// The files a split was read from (train then test), for results.json: `root` absolute, each path relative
+/// to it ("cifar-10-batches-bin/data_batch_1.bin"), so results name the data, not the machine's layout.
+/// A file outside root (or with root empty) keeps its absolute path.
+struct DataFiles {
+  std::string root;
+  std::vector<FileChecksum> files;  // path relative to root; sha256 and bytes as read
+};
+DataFiles data_files(const DataSplit& split);
 
 /// IDX pair (LeCun's format). Either file may be plain or gzip-compressed (detected by its first
 /// bytes, not its name). Images: big-endian magic 0x00000803, N, rows, cols, then N*rows*cols bytes.

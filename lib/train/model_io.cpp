@@ -6,6 +6,7 @@
 #include <fstream>
 #include <thread>
 
+#include "util/build_info.h"
 #include "util/check.h"
 
 namespace frugal::train {
@@ -77,8 +78,13 @@ json environment_info() {
   const char* omp = std::getenv("OMP_NUM_THREADS");
   const char* spin = std::getenv("GOMP_SPINCOUNT");
   const char* wait = std::getenv("OMP_WAIT_POLICY");
+  const util::BuildInfo& b = util::build_info();
   return {{"frugal_version", FRUGAL_VERSION},
-          {"git_commit", FRUGAL_GIT_COMMIT},
+          {"git_commit", b.git_commit},
+          {"git_dirty", b.git_dirty},
+          {"build_type", b.build_type},
+          {"native", b.native},
+          {"cxx_flags", b.cxx_flags},
           {"onednn_version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)},
           {"onednn_cpu_isa", isa},
           {"compiler", FRUGAL_COMPILER},

@@ -23,7 +23,8 @@ struct LoadedModel {
 /// Reads a model file (or a checkpoint, whose model part is used).
 LoadedModel load_model(const std::string& path);
 
-/// Environment block of results.json: versions, commit, oneDNN ISA, compiler, threads, CPU.
+/// Environment block of results.json: versions, the commit the binary was built from and whether the tree was dirty
+/// (util/build_info.h), build flags, oneDNN ISA, compiler, threads, CPU.
 nlohmann::json environment_info();
 
 }  // namespace frugal::train

@@ -650,12 +650,13 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
 
   // ---------------------------------------------------------------- results
   EvalMetrics final_m = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
+  data::DataFiles files = data::data_files(ds);  // paths relative to files.root, not this machine's
   json data_j{{"dataset", train_ds.name},
               {"train_size", train_ds.size()},
               {"test_size", ds.test.size()},
+              {"root", files.root},
               {"files", json::array()}};
-  for (auto* dset : {&ds.train, &ds.test})
-    for (auto& f : dset->files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
+  for (auto& f : files.files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
   json metrics = final_m.to_json(true);
   metrics["test_accuracy"] = final_m.top1;
   metrics["train_images_per_second"] = train_compute_s > 0 ? static_cast<double>(step) * B / train_compute_s : 0.0;

@@ -8,6 +8,7 @@
 #include "../data/fixtures.h"
 #include "../train/synthetic_mnist.h"
 #include "io/files.h"
+#include "util/build_info.h"
 
 #include <nlohmann/json.hpp>
 
@@ -36,6 +37,15 @@ TEST_CASE("cli: help lists subcommands and every config key") {
   for (const char* k : {"--config", "--set", "--resume", "epochs", "compressor", "multiplier", "[default"}) CHECK(t.out.find(k) != std::string::npos);
   Run e = run("evaluate --help");
   CHECK(e.out.find("--latency-iters") != std::string::npos);
+}
+
+TEST_CASE("cli: --version names the commit the binary was built from and the dirty flag") {
+  Run r = run("--version");
+  CHECK(r.code == 0);
+  const frugal::util::BuildInfo& b = frugal::util::build_info();
+  std::string expect = std::string("commit ") + b.git_commit + " dirty " + (b.git_dirty ? "true" : "false");
+  INFO(r.out);
+  CHECK(r.out.find(expect) != std::string::npos);
 }
 
 TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no results file") {

@@ -272,6 +272,42 @@ TEST_CASE("load_dataset finds data under the roots and explains what is missing"
   CHECK_THROWS_WITH_AS(load_dataset("folder:" + (a / "nowhere"), {}), Contains("not found"), Error);
 }
 
+TEST_CASE("data_files: paths relative to the root the split was found under, checksums kept") {
+  namespace fs = std::filesystem;
+  t::TempDir a, b;
+  t::write_file(b / "mnist/train-images-idx3-ubyte", t::idx_images(3, 2, 2));
+  t::write_gz(b / "mnist/train-labels-idx1-ubyte.gz", t::idx_labels({0, 1, 2}));
+  t::write_file(b / "mnist/t10k-images-idx3-ubyte", t::idx_images(1, 2, 2));
+  t::write_file(b / "mnist/t10k-labels-idx1-ubyte", t::idx_labels({7}));
+  DataSplit s = load_dataset("mnist", {a.str(), b.str() + "/"});
+  DataFiles f = data_files(s);
+  CHECK(f.root == b.str());
+  REQUIRE(f.files.size() == 4);
+  CHECK(f.files[0].path == "mnist/train-images-idx3-ubyte");
+  CHECK(f.files[1].path == "mnist/train-labels-idx1-ubyte.gz");
+  CHECK(f.files[3].path == "mnist/t10k-labels-idx1-ubyte");
+  CHECK(f.files[1].sha256 == s.train.files[1].sha256);
+  CHECK(f.files[1].bytes == fs::file_size(b / "mnist/train-labels-idx1-ubyte.gz"));
+
+  write_folder(a / "pets/train", {"cat", "dog"}, 1);
+  write_folder(a / "pets/test", {"cat", "dog"}, 1);
+  DataFiles rel = data_files(load_dataset("folder:pets", {b.str(), a.str()}));  // found under root a
+  CHECK(rel.root == a.str());
+  REQUIRE(rel.files.size() == 4);
+  CHECK(rel.files[0].path.rfind("pets/train/cat/", 0) == 0);
+  CHECK(rel.files[3].path.rfind("pets/test/dog/", 0) == 0);
+  DataFiles abs = data_files(load_dataset("folder:" + (a / "pets"), {}));  // an absolute PATH: root is its parent
+  CHECK(abs.root == a.str());
+  CHECK(abs.files[0].path == rel.files[0].path);
+
+  DataSplit outside = s;  // a file that is not under root keeps its absolute path
+  outside.test.files[0].path = a / "elsewhere.bin";
+  CHECK(data_files(outside).files[2].path == a / "elsewhere.bin");
+  outside.root.clear();
+  CHECK(data_files(outside).root.empty());
+  CHECK(data_files(outside).files[0].path == fs::absolute(b / "mnist/train-images-idx3-ubyte").lexically_normal().string());
+}
+
 TEST_CASE("data_roots: cli dir, then $FRUGAL_DATA entries, then the source tree") {
   const char* old = std::getenv("FRUGAL_DATA");
   std::string saved = old ? old : "";

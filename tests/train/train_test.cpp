@@ -66,6 +66,9 @@ TEST_CASE("train: loss falls and results.json has the documented fields") {
   CHECK(r["metrics"].contains("train_images_per_second"));
   CHECK(r["environment"].contains("onednn_cpu_isa"));
   CHECK(r["data"]["files"].size() == 4);
+  CHECK(r["data"]["root"] == dir.str());  // the machine's layout once; each file relative to it
+  CHECK(r["data"]["files"][0]["path"].get<std::string>().rfind("mnist/", 0) == 0);
+  CHECK(r["environment"]["git_dirty"].is_boolean());
   json on_disk = json::parse(io::read_file(dir / "run/results.json"));
   CHECK(on_disk.at("metrics").at("test_accuracy") == r.at("metrics").at("test_accuracy"));
   CHECK(io::file_exists(dir / "run/model.bin"));
