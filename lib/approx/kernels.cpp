@@ -10,6 +10,8 @@
 #include <cstring>
 #include <limits>
 #include <opencv2/core.hpp>
+#include <sstream>
+#include <tuple>
 
 #include "approx/onednn_terms.h"
 #include "util/check.h"
@@ -192,6 +194,75 @@ bool parse_mode(const std::string& mode, ApproxConv2d::Impl& I) {
 }
 }  // namespace
 
+// ---------------------------------------------------------------------------------------------------
+// Bit-widths and quantization shared by the integer kernels and fake quantization (fake_quant.h)
+std::string bits_error(const ApproxSpec& spec, const Multiplier& m) {
+  const int wb = spec.weight_bits, ab = spec.act_bits;
+  std::ostringstream e;
+  if (wb < 2 || wb > 16 || ab < 2 || ab > 16) {
+    e << "weight and activation bits must be in [2,16], got w" << wb << "a" << ab;
+  } else if ((wb > 8 || ab > 8) && !m.is_exact()) {
+    e << "multiplier '" << m.name() << "' has 8-bit operands (a 256x256 product table), so weight and activation "
+      << "bits must be in [2,8], got w" << wb << "a" << ab
+      << "; 9-16 bits need multiplier=exact (or exact:signed), which runs them as fake quantization";
+  }
+  return e.str();
+}
+
+bool runs_as_fake_quant(const ApproxSpec& spec, const Multiplier& m) {
+  return m.is_exact() && (spec.weight_bits > 8 || spec.act_bits > 8);
+}
+
+QuantParams weight_quant_params(const ApproxSpec& spec, bool is_signed, const float* w, int oc, size_t per) {
+  QuantConfig qc;
+  qc.bits = spec.weight_bits;
+  qc.is_signed = is_signed;
+  qc.symmetric = is_signed;  // unsigned multipliers need affine weights to cover negative values
+  std::vector<float> lo(static_cast<size_t>(oc)), hi(static_cast<size_t>(oc));
+  for (int o = 0; o < oc; ++o) {
+    auto [mn, mx] = std::minmax_element(w + size_t(o) * per, w + size_t(o + 1) * per);
+    lo[size_t(o)] = *mn, hi[size_t(o)] = *mx;
+  }
+  if (!spec.per_channel) {
+    float l = *std::min_element(lo.begin(), lo.end()), h = *std::max_element(hi.begin(), hi.end());
+    return make_quant_params(qc, &l, &h, 1, 1);
+  }
+  return make_quant_params(qc, lo.data(), hi.data(), oc, int64_t(per));
+}
+
+QuantParams act_quant_params(const ApproxSpec& spec, bool is_signed, float lo, float hi) {
+  QuantConfig qc;
+  qc.bits = spec.act_bits;
+  qc.is_signed = is_signed;
+  qc.symmetric = spec.act_symmetric && is_signed;  // unsigned codes: affine ([0, max] has zero point 0)
+  return make_quant_params(qc, &lo, &hi, 1, 1);
+}
+
+std::pair<float, float> range_with_zero(const float* src, size_t count) {
+  using MM = std::pair<float, float>;
+  MM r = tbb::parallel_reduce(
+      tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
+      [&](const tbb::blocked_range<size_t>& rr, MM m) {
+        // 16 independent lanes (the ternaries are vminps / vmaxps), then the tail
+        float mn[16], mx[16];
+        for (int l = 0; l < 16; ++l) mn[l] = m.first, mx[l] = m.second;
+        size_t i = rr.begin();
+        for (; i + 16 <= rr.end(); i += 16)
+          for (int l = 0; l < 16; ++l) {
+            const float v = src[i + size_t(l)];
+            mn[l] = v < mn[l] ? v : mn[l];
+            mx[l] = v > mx[l] ? v : mx[l];
+          }
+        for (; i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
+        for (int l = 0; l < 16; ++l) m.first = std::min(m.first, mn[l]), m.second = std::max(m.second, mx[l]);
+        return m;
+      },
+      [](MM a, MM b) {
+        return MM{std::min(a.first, b.first), std::max(a.second, b.second)};
+      });
+  return r;  // the range always includes 0 (the reduction starts from it)
+}
+
 ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups)
     : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
@@ -201,12 +272,13 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
                " groups=", groups);
   FRUGAL_CHECK(ic % groups == 0 && oc % groups == 0, "approx conv: ic=", ic, " and oc=", oc,
                " must be multiples of groups=", groups);
-  FRUGAL_CHECK(spec.weight_bits >= 2 && spec.weight_bits <= 8 && spec.act_bits >= 2 && spec.act_bits <= 8,
-               "approx conv: weight_bits and act_bits must be in [2,8] (8x8 multipliers), got ", spec.weight_bits,
-               " and ", spec.act_bits, "; wider widths are available as fake quantization only");
   FRUGAL_CHECK(parse_mode(spec.mode, I), "approx mode '", spec.mode,
                "' unknown; expected lut, functional or lowrank:R");
   I.mult = make_multiplier(spec.multiplier);
+  const std::string bad_bits = bits_error(spec, *I.mult);
+  FRUGAL_CHECK(bad_bits.empty(), "approx conv: ", bad_bits);
+  FRUGAL_CHECK(!runs_as_fake_quant(spec, *I.mult), "approx conv: multiplier '", I.mult->name(), "' at w",
+               spec.weight_bits, "a", spec.act_bits, " is above the 8-bit integer kernels; run it as FakeQuantConv2d");
   I.ic = ic, I.oc = oc, I.kh = kh, I.kw = kw, I.stride = stride, I.pad = pad, I.groups = groups;
   I.icg = ic / groups, I.ocg = oc / groups, I.K = I.icg * kh * kw;
   I.table = build_table(*I.mult);
@@ -367,21 +439,7 @@ void ApproxConv2d::Impl::pack_weights() const {
 void ApproxConv2d::set_weights(const float* w, const float* bias) {
   Impl& I = *impl_;
   const size_t per = size_t(I.K), total = size_t(I.oc) * per;
-  QuantConfig qc;
-  qc.bits = I.spec.weight_bits;
-  qc.is_signed = I.mult->is_signed;
-  qc.symmetric = I.mult->is_signed;  // unsigned multipliers need affine weights to cover negative values
-  std::vector<float> lo(size_t(I.oc)), hi(size_t(I.oc));
-  for (int o = 0; o < I.oc; ++o) {
-    auto [mn, mx] = std::minmax_element(w + size_t(o) * per, w + size_t(o + 1) * per);
-    lo[size_t(o)] = *mn, hi[size_t(o)] = *mx;
-  }
-  if (!I.spec.per_channel) {
-    float l = *std::min_element(lo.begin(), lo.end()), h = *std::max_element(hi.begin(), hi.end());
-    I.wq = make_quant_params(qc, &l, &h, 1, 1);
-  } else {
-    I.wq = make_quant_params(qc, lo.data(), hi.data(), I.oc, int64_t(per));
-  }
+  I.wq = weight_quant_params(I.spec, I.mult->is_signed, w, I.oc, per);
   std::vector<int32_t> q(total);
   quantize(w, total, I.wq, q.data());
   I.wcodes.resize(total);
@@ -408,35 +466,8 @@ void ApproxConv2d::set_act_range(float lo, float hi) {
 QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
   const Impl& I = *impl_;
   float lo = I.act_lo, hi = I.act_hi;
-  if (!I.act_set) {
-    using MM = std::pair<float, float>;
-    MM r = tbb::parallel_reduce(
-        tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
-        [&](const tbb::blocked_range<size_t>& rr, MM m) {
-          // 16 independent lanes (the ternaries are vminps / vmaxps), then the tail
-          float mn[16], mx[16];
-          for (int l = 0; l < 16; ++l) mn[l] = m.first, mx[l] = m.second;
-          size_t i = rr.begin();
-          for (; i + 16 <= rr.end(); i += 16)
-            for (int l = 0; l < 16; ++l) {
-              const float v = src[i + size_t(l)];
-              mn[l] = v < mn[l] ? v : mn[l];
-              mx[l] = v > mx[l] ? v : mx[l];
-            }
-          for (; i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
-          for (int l = 0; l < 16; ++l) m.first = std::min(m.first, mn[l]), m.second = std::max(m.second, mx[l]);
-          return m;
-        },
-        [](MM a, MM b) {
-          return MM{std::min(a.first, b.first), std::max(a.second, b.second)};
-        });
-    lo = r.first, hi = r.second;  // the range always includes 0
-  }
-  QuantConfig qc;
-  qc.bits = I.spec.act_bits;
-  qc.is_signed = I.mult->is_signed;
-  qc.symmetric = I.spec.act_symmetric && I.mult->is_signed;  // unsigned codes: affine ([0, max] has zero point 0)
-  return make_quant_params(qc, &lo, &hi, 1, 1);
+  if (!I.act_set) std::tie(lo, hi) = range_with_zero(src, count);
+  return act_quant_params(I.spec, I.mult->is_signed, lo, hi);
 }
 
 const std::vector<uint8_t>& ApproxConv2d::weight_codes() const { return impl_->wcodes; }

@@ -7,7 +7,9 @@
 //   dst = s_a s_w[oc] ( sum_k M(a_k, w_k) - z_w sum_k a_k - z_a sum_k w_k + K z_a z_w ) + bias[oc]
 // where only the a*w products go through the multiplier M and the zero-point terms are exact (the TFApprox
 // scheme, Vaverka et al., DATE 2020). Padding reads the activation code of real 0 (z_a), which also goes
-// through M. Operands are at most 8 bits (the 256x256 domain); weight_bits/act_bits in [2,8].
+// through M. Operands are at most 8 bits (the 256x256 domain); weight_bits/act_bits in [2,8]. The exact
+// multiplier also takes 9-16 bits, as fake quantization in fp32 (FakeQuantConv2d, fake_quant.h); bits_error()
+// says which widths a multiplier takes and runs_as_fake_quant() which path a spec needs.
 //
 // Modes (ApproxSpec::mode):
 //   lut        bit-exact for any multiplier: 256x256 table, one row per weight value held in registers,
@@ -27,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "approx/multiplier.h"
@@ -44,6 +47,22 @@ struct ApproxSpec {
   /// -128, where the multiplier's error is largest; symmetric codes keep 0.0 at code 0 (exact products).
   bool act_symmetric = true;
 };
+
+/// Why spec's bit-widths are refused with multiplier m, or "" when m takes them: every width is in [2,16];
+/// approximate multipliers have 8-bit operands, so only [2,8]; exact also takes 9-16 (runs_as_fake_quant).
+std::string bits_error(const ApproxSpec& spec, const Multiplier& m);
+/// True when layers of spec run as fake quantization (FakeQuantConv2d) instead of the integer kernels: the
+/// multiplier is exact and the weight or activation width is above 8.
+bool runs_as_fake_quant(const ApproxSpec& spec, const Multiplier& m);
+/// How approximate layers code their operands, for a multiplier of the given signedness (the one place the
+/// integer kernels and fake quantization take it from). Weights w (OC, per): unsigned -> affine unsigned,
+/// signed -> symmetric signed; per output channel when spec.per_channel, else one scale.
+QuantParams weight_quant_params(const ApproxSpec& spec, bool is_signed, const float* w, int oc, size_t per);
+/// Activations over [lo, hi] (per tensor): unsigned -> affine unsigned; signed -> symmetric when
+/// spec.act_symmetric, else affine signed.
+QuantParams act_quant_params(const ApproxSpec& spec, bool is_signed, float lo, float hi);
+/// [min(0, min x), max(0, max x)] over x (n values): a batch's activation range.
+std::pair<float, float> range_with_zero(const float* x, size_t n);
 
 /// Naive reference: acc[n][oh][ow][oc] = sum over (icg, kh, kw) of m.mul(a, w) with a read from src codes
 /// (N,H,W,IC) or pad_code outside, w from w_codes (OC, IC/groups, KH, KW). Codes as in code().

@@ -101,6 +101,7 @@ class FunctionalMultiplier final : public Multiplier {
     return s * core_mul(kind_, p1_, p2_, uint32_t(std::abs(a)), uint32_t(std::abs(b)));
   }
   bool decomposition(Decomposition& d) const override;
+  bool is_exact() const override { return kind_ == Kind::exact; }
 
  private:
   Kind kind_;

@@ -45,6 +45,9 @@ class Multiplier {
   virtual int32_t mul(int32_t a, int32_t b) const = 0;
   /// The separable form for the functional (no table) kernels; false when the design has none (lut:).
   virtual bool decomposition(Decomposition& out) const { return false; }
+  /// True for the `exact` design (a*b): the only one whose products are defined beyond 8-bit operands, so
+  /// the only one layers may run at 9-16 bits (as fake quantization, fake_quant.h).
+  virtual bool is_exact() const { return false; }
 
   bool is_signed = false;
   int bits = 8;

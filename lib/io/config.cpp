@@ -71,8 +71,12 @@ const std::vector<KeyInfo>& config_keys() {
       {"multiplier", "",
        "approximate multiplier for conv/linear forward (exact, trunc:K, bam:H,V, mitchell, drum:K, lut:FILE); empty = "
        "fp32"},
-      {"bits", 8, "weight bit-width when a multiplier is set"},
-      {"act_bits", 8, "activation bit-width when a multiplier is set"},
+      {"bits", 8,
+       "weight bit-width when a multiplier is set: 2-8 (approximate multipliers have 8-bit operands); 9-16 with "
+       "multiplier=exact or exact:signed only, run as fake quantization (quantize-dequantize, fp32 conv/linear)"},
+      {"act_bits", 8,
+       "activation bit-width when a multiplier is set: 2-8; 9-16 with multiplier=exact or exact:signed only (fake "
+       "quantization)"},
       {"approx_mode", "lut", "lut | functional | lowrank:R"},
       {"approx_layers", "all",
        "which conv/linear layers use the multiplier: all | inner (first and last stay fp32) | comma-separated layer "
@@ -81,7 +85,7 @@ const std::vector<KeyInfo>& config_keys() {
       {"per_channel", true, "weights of approximate layers quantized per output channel (false: one scale per tensor)"},
       {"layer_bits", "",
        "per-layer bit-widths W/A, one per conv/linear layer in model order (e.g. 8/8,4/6,4/6,8/8); overrides "
-       "bits/act_bits"},
+       "bits/act_bits; each 2-8, or 9-16 with multiplier=exact (those layers run as fake quantization)"},
       {"act_quant", "symmetric",
        "activation codes of signed multipliers: affine (zero point from [min, max]) | symmetric (zero point 0: "
        "0.0 is code 0, so approximate products of small activations stay small)"},

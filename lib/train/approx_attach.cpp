@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "approx/fake_quant.h"
 #include "approx/kernels.h"
 #include "approx/quantizer.h"
 #include "train/evaluate.h"
@@ -13,75 +14,85 @@ using json = nlohmann::json;
 
 namespace {
 
-/// Adapter: a conv or linear layer's forward through approx::ApproxConv2d; re-quantizes the weights
-/// whenever the parameter's version changes (every optimizer step during approximate-aware training).
+/// Adapter: a conv or linear layer's forward through approx::ApproxConv2d (the integer kernels, up to 8 bits) or,
+/// for the exact multiplier above 8 bits, approx::FakeQuantConv2d (quantize-dequantize in fp32). A linear layer
+/// is a 1x1 convolution over a 1 x N image (as approx::ApproxLinear). Re-quantizes the weights whenever the
+/// parameter's version changes (every optimizer step during approximate-aware training).
 class ApproxAdapter : public nn::ApproxForward {
  public:
   ApproxAdapter(const approx::ApproxSpec& spec, const nn::Conv2dOptions* c, const nn::LinearOptions* l, nn::Param* w,
-                bool table_grad)
-      : spec_(spec), weight_(w), table_grad_(table_grad) {
-    if (c) {
-      conv_ = std::make_unique<approx::ApproxConv2d>(spec, c->in, c->out, c->kernel, c->kernel, c->stride, c->pad,
-                                                     c->groups);
-    } else {
-      lin_ = std::make_unique<approx::ApproxLinear>(spec, l->in, l->out);
-    }
+                bool table_grad, bool fake_quant)
+      : spec_(spec), weight_(w), table_grad_(table_grad), is_conv_(c != nullptr) {
+    const int in = c ? c->in : l->in, out = c ? c->out : l->out, k = c ? c->kernel : 1;
+    const int stride = c ? c->stride : 1, pad = c ? c->pad : 0, groups = c ? c->groups : 1;
+    if (fake_quant)
+      fq_ = std::make_unique<approx::FakeQuantConv2d>(spec, in, out, k, k, stride, pad, groups);
+    else
+      int_ = std::make_unique<approx::ApproxConv2d>(spec, in, out, k, k, stride, pad, groups);
   }
   std::string describe() const override {
     return spec_.multiplier + "/w" + std::to_string(spec_.weight_bits) + "a" + std::to_string(spec_.act_bits) + "/" +
-           spec_.mode;
+           (fq_ ? std::string("fakequant") : spec_.mode);
   }
   std::pair<int, int> bits() const override { return {spec_.weight_bits, spec_.act_bits}; }
   void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) override {
     if (version_ != weight_->version) {
-      if (conv_)
-        conv_->set_weights(weights.data(), bias);
+      if (fq_)
+        fq_->set_weights(weights.data(), bias);
       else
-        lin_->set_weights(weights.data(), bias);
+        int_->set_weights(weights.data(), bias);
       version_ = weight_->version;
     }
     if (calib_) calib_->observe(src.data(), static_cast<size_t>(src.size()));
-    if (conv_)
-      conv_->forward(src.data(), static_cast<int>(src.dim(0)), static_cast<int>(src.dim(2)),
-                     static_cast<int>(src.dim(3)), dst.data());
+    // conv: (N, H, W) of the NHWC input; linear: a 1 x N image
+    n_ = is_conv_ ? static_cast<int>(src.dim(0)) : 1;
+    in_h_ = is_conv_ ? static_cast<int>(src.dim(2)) : 1;
+    in_w_ = is_conv_ ? static_cast<int>(src.dim(3)) : static_cast<int>(src.dim(0));
+    if (fq_)
+      fq_->forward(src.data(), n_, in_h_, in_w_, dst.data());
     else
-      lin_->forward(src.data(), static_cast<int>(src.dim(0)), dst.data());
-    n_ = static_cast<int>(src.dim(0));
-    if (conv_) in_h_ = static_cast<int>(src.dim(2)), in_w_ = static_cast<int>(src.dim(3));
+      int_->forward(src.data(), n_, in_h_, in_w_, dst.data());
   }
   /// Calibration: while on, forward() also records its input's range.
-  void begin_calibration(const approx::QuantConfig& qc) { calib_ = std::make_unique<approx::Calibrator>(qc, 1, 1); }
+  void begin_calibration(approx::QuantConfig qc) {
+    qc.bits = spec_.act_bits;
+    calib_ = std::make_unique<approx::Calibrator>(qc, 1, 1);
+  }
   /// Ends calibration and fixes the activation range to the recorded one; returns it.
   std::pair<float, float> finish_calibration() {
     FRUGAL_CHECK(calib_ && calib_->batches() > 0, "approx calibration saw no batch");
     approx::QuantParams p = calib_->params();
     const float lo = float(p.qmin - p.zero_point[0]) * p.scale[0], hi = float(p.qmax - p.zero_point[0]) * p.scale[0];
-    if (conv_)
-      conv_->set_act_range(lo, hi);
+    if (fq_)
+      fq_->set_act_range(lo, hi);
     else
-      lin_->set_act_range(lo, hi);
+      int_->set_act_range(lo, hi);
     calib_.reset();
     return {lo, hi};
   }
+  /// Fake quantization: always its clipped straight-through estimator (for the exact multiplier that is also
+  /// what approx_grad=lut means: the table gradient of a*b is the other operand). Integer kernels: the table
+  /// gradient with approx_grad=lut, else the layer's own fp32 backward (the plain STE).
   bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) override {
-    if (!table_grad_) return false;
     float* ds = diff_src ? diff_src->data() : nullptr;
-    if (conv_)
-      conv_->backward_table(diff_dst.data(), n_, in_h_, in_w_, ds, w_grad);
-    else
-      lin_->backward_table(diff_dst.data(), n_, ds, w_grad);
+    if (fq_) {
+      fq_->backward(diff_dst.data(), n_, in_h_, in_w_, ds, w_grad);
+      return true;
+    }
+    if (!table_grad_) return false;
+    int_->backward_table(diff_dst.data(), n_, in_h_, in_w_, ds, w_grad);
     return true;
   }
 
  private:
   approx::ApproxSpec spec_;
   nn::Param* weight_;
-  bool table_grad_;
+  bool table_grad_, is_conv_;
   uint64_t version_ = UINT64_MAX;
   int n_ = 0, in_h_ = 0, in_w_ = 0;
   std::unique_ptr<approx::Calibrator> calib_;
-  std::unique_ptr<approx::ApproxConv2d> conv_;
-  std::unique_ptr<approx::ApproxLinear> lin_;
+  std::unique_ptr<approx::ApproxConv2d> int_;      // integer kernels (<= 8 bits)
+  std::unique_ptr<approx::FakeQuantConv2d> fq_;   // exact multiplier above 8 bits
 };
 
 // The model's conv and linear layers in model order (the indices of approx_layers and layer_bits).
@@ -160,12 +171,26 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
       } catch (...) {
         FRUGAL_FAIL("config key 'layer_bits': entry ", i, " = '", tok, "' is not W/A (e.g. 8/8 or 4/6)");
       }
-      FRUGAL_CHECK(w >= 2 && w <= 8 && a >= 2 && a <= 8, "config key 'layer_bits': entry ", i, " = '", tok,
-                   "': bit-widths of approximate layers are 2..8 (the 256x256 operand domain)");
+      FRUGAL_CHECK(w >= 2 && w <= 16 && a >= 2 && a <= 16, "config key 'layer_bits': entry ", i, " = '", tok,
+                   "': bit-widths of approximate layers are 2..16 (9-16 with multiplier=exact only)");
       lbits[i] = {w, a};
     }
     FRUGAL_CHECK(i == layers.size(), "config key 'layer_bits' = '", lb, "' has ", i, " entries; the model has ",
                  layers.size(), " conv/linear layers (give one W/A per layer, in model order)");
+  }
+  // every chosen layer's widths must suit the multiplier: approximate ones have 8-bit operands
+  const std::unique_ptr<approx::Multiplier> m = approx::make_multiplier(mult);
+  const bool per_layer = !cfg.s("layer_bits").empty();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!use[i]) continue;
+    approx::ApproxSpec ls = spec;
+    ls.weight_bits = lbits[i].first;
+    ls.act_bits = lbits[i].second;
+    const std::string err = approx::bits_error(ls, *m);
+    if (err.empty()) continue;
+    if (per_layer)
+      FRUGAL_FAIL("config key 'layer_bits': entry ", i, " = '", ls.weight_bits, "/", ls.act_bits, "': ", err);
+    FRUGAL_FAIL("config keys 'bits' = ", ls.weight_bits, " and 'act_bits' = ", ls.act_bits, ": ", err);
   }
   json out{{"multiplier", mult},        {"mode", spec.mode}, {"weight_bits", spec.weight_bits},
            {"act_bits", spec.act_bits}, {"gradient", grad},  {"per_channel", spec.per_channel}, {"act_quant", aq},
@@ -176,12 +201,13 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
       approx::ApproxSpec ls = spec;
       ls.weight_bits = lbits[i].first;
       ls.act_bits = lbits[i].second;
+      const bool fq = approx::runs_as_fake_quant(ls, *m);
       if (auto* c = dynamic_cast<nn::Conv2d*>(layers[i])) {
-        c->set_approx(std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut"));
+        c->set_approx(std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut", fq));
       } else if (auto* l = dynamic_cast<nn::Linear*>(layers[i])) {
-        l->set_approx(std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut"));
+        l->set_approx(std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut", fq));
       }
-      arith = mult + "/w" + std::to_string(ls.weight_bits) + "a" + std::to_string(ls.act_bits);
+      arith = mult + "/w" + std::to_string(ls.weight_bits) + "a" + std::to_string(ls.act_bits) + (fq ? "/fakequant" : "");
     }
     out["layers"].push_back({{"index", i}, {"layer", layers[i]->name()}, {"arithmetic", arith}});
   }

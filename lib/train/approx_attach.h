@@ -1,5 +1,6 @@
 // Puts quantized / approximate-multiplier arithmetic (lib/approx) into the forward pass of a model's conv
-// and linear layers, per the config keys multiplier, bits, act_bits, approx_mode, approx_layers.
+// and linear layers, per the config keys multiplier, bits, act_bits, layer_bits, approx_mode, approx_layers.
+// Widths 2-8 run on the integer kernels; 9-16 (multiplier=exact only) as fake quantization (approx/fake_quant.h).
 #pragma once
 #include <nlohmann/json.hpp>
 
