@@ -349,7 +349,7 @@ TEST_CASE("train: val_split holds out training images and evaluates them every e
   CHECK_FALSE(d["metrics"].contains("val_accuracy"));
 }
 
-TEST_CASE("train: val_split errors name the key and the sizes; auto holds out 5000 under schedule=plateau") {
+TEST_CASE("train: val_split errors name the key and the sizes, auto holds out 5000 under schedule=plateau") {
   data::testing::TempDir dir;
   testing::write_synthetic_mnist(dir.str(), 5100, 64);
   io::Config c = tiny_config(dir.str());
