@@ -87,8 +87,10 @@ HoldoutSplit split_holdout(const Dataset& ds, size_t n_val, uint64_t seed, bool 
   std::vector<uint32_t> train_idx;  // (N - n_val) the complement, ascending
   train_idx.reserve(n - n_val);
   for (size_t i = 0, j = 0; i < n; ++i) {
-    if (j < s.val_indices.size() && s.val_indices[j] == i) ++j;
-    else train_idx.push_back(uint32_t(i));
+    if (j < s.val_indices.size() && s.val_indices[j] == i)
+      ++j;
+    else
+      train_idx.push_back(uint32_t(i));
   }
   s.train = gather(ds, train_idx);
   s.val = gather(ds, s.val_indices);

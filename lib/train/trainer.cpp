@@ -347,7 +347,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   }
 
   log.line("[train] " + model_name + " on " + train_ds.name + " (" + std::to_string(train_ds.size()) + " train / " +
-           (has_val ? std::to_string(val_ds.size()) + " val / " : "") + std::to_string(ds.test.size()) + " test), " + std::to_string(model.num_params()) + " params, " +
+           (has_val ? std::to_string(val_ds.size()) + " val / " : "") +
+           std::to_string(ds.test.size()) + " test), " + std::to_string(model.num_params()) + " params, " +
            std::to_string(model.macs_per_image()) + " MACs/img, workers " + std::to_string(W) +
            (opts.comm ? " (MPI ranks)" : " (in-process)") + ", compressor " + cfg.s("compressor") +
            (approx_info.is_null() ? "" : ", multiplier " + cfg.s("multiplier")));
@@ -518,7 +519,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       }
     }
     EvalMetrics em = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
-    EvalMetrics vm = has_val ? evaluate(model, val_ds, norm, static_cast<int>(cfg.i("eval_batch")), 0.f) : EvalMetrics{};
+    EvalMetrics vm =
+        has_val ? evaluate(model, val_ds, norm, static_cast<int>(cfg.i("eval_batch")), 0.f) : EvalMetrics{};
     // reduce-on-plateau watches the validation loss, never the test loss (plateau requires val_split > 0)
     bool reduced = has_val && sched.end_epoch(vm.loss);
     double ep_wall = std::chrono::duration<double>(clk::now() - ep_start).count();
