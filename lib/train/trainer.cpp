@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
@@ -15,6 +16,7 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/split.h"
 #include "dist/communicator.h"
 #include "gradcomp/exchange.h"
 #include "io/files.h"
@@ -45,6 +47,35 @@ data::Augment parse_augment(const std::string& a, int pad, int cutout) {
   if (a.find("crop") != std::string::npos) aug.crop_pad = pad;
   aug.flip = a.find("flip") != std::string::npos;
   return aug;
+}
+
+/// Resolves config key val_split (-1 = auto) and moves that many training images, drawn stratified with the
+/// fixed data::kValSplitSeed, from train into val. Returns results.json's data.val_split.
+json hold_out_validation(const io::Config& cfg, data::Dataset& train, data::Dataset& val) {
+  const int64_t asked = cfg.i("val_split");
+  const bool plateau = cfg.s("schedule") == "plateau";
+  FRUGAL_CHECK(asked >= -1, "config key 'val_split' must be -1 (auto) or a count of images >= 0, got ", asked);
+  int64_t n = asked;
+  if (asked == -1) {
+    static const std::set<std::string> standard{"mnist", "fashion-mnist", "cifar10", "cifar100"};
+    n = plateau && standard.count(train.name) ? 5000 : 0;
+  }
+  const std::string how = asked == -1 ? " (val_split = -1, auto)" : "";
+  FRUGAL_CHECK(!plateau || n > 0, "schedule=plateau watches the validation loss, but config key 'val_split' is 0",
+               how, " for dataset '", train.name, "'; set val_split=N to hold out N training images");
+  FRUGAL_CHECK(n < static_cast<int64_t>(train.size()), "config key 'val_split' = ", n, how,
+               " must be smaller than the training set of dataset '", train.name, "' (", train.size(),
+               " images); set a smaller val_split");
+  if (n == 0) return json{{"size", 0}};
+  const size_t from = train.size();
+  data::HoldoutSplit s = data::split_holdout(train, static_cast<size_t>(n), data::kValSplitSeed, true);
+  train = std::move(s.train);
+  val = std::move(s.val);
+  return json{{"size", n},
+              {"seed", data::kValSplitSeed},
+              {"stratified", true},
+              {"from_train_size", from},
+              {"indices_sha256", s.val_indices_sha256}};
 }
 
 class Log {
@@ -173,6 +204,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   auto t_start = clk::now();
   auto roots = data::data_roots(cfg.s("data_dir"));
   data::DataSplit ds = data::load_dataset(cfg.s("dataset"), roots);
+  data::Dataset val_ds;  // held out of ds.train: the loader never sees it
+  const json val_split = hold_out_validation(cfg, ds.train, val_ds);
+  const bool has_val = val_ds.size() > 0;
+  const std::string val_sha = val_split.value("indices_sha256", "");
   const data::Dataset& train_ds = ds.train;
   data::Normalization norm = data::default_normalization(train_ds.name);
   double load_s = std::chrono::duration<double>(clk::now() - t_start).count();
@@ -318,6 +353,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     opt.set_steps(st["optimizer_steps"].get<int64_t>());
     sched.restore(st["plateau_scale"].get<double>(), st["plateau_best"].get<double>(), st["plateau_bad"].get<int>());
     epochs_log = resume_state.meta["epochs"];
+    FRUGAL_CHECK(st.value("val_split_sha256", "") == val_sha, "checkpoint '", opts.resume_dir,
+                 "/checkpoint.bin' was trained with another validation split (val_split ", st.value("val_split", 0),
+                 " images) than this run's (", val_split["size"], "); resume with the stored val_split");
     train_compute_s = st.value("train_compute_s", 0.0);
     worker_compute_s = st.value("worker_compute_s", 0.0);
     swa_n = st.value("swa_n", 0);
@@ -358,6 +396,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   }
 
   log.line("[train] " + model_name + " on " + train_ds.name + " (" + std::to_string(train_ds.size()) + " train / " +
+           (has_val ? std::to_string(val_ds.size()) + " val / " : "") +
            std::to_string(ds.test.size()) + " test), " + std::to_string(model.num_params()) + " params, " +
            std::to_string(model.macs_per_image()) + " MACs/img, workers " + std::to_string(W) +
            (opts.comm ? " (MPI ranks)" : " (in-process)") + ", compressor " + cfg.s("compressor") +
@@ -421,7 +460,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                 {"plateau_bad", sched.plateau_bad()},
                 {"train_compute_s", train_compute_s},
                 {"worker_compute_s", worker_compute_s},
-                {"swa_n", swa_n}}}};
+                {"swa_n", swa_n},
+                {"val_split", val_split["size"]},
+                {"val_split_sha256", val_sha}}}};
     add_model_tensors(model, f);
     if (swa_n > 0)
       for (size_t i = 0; i < swa_avg.size(); ++i) f.tensors.emplace_back("swa." + params[i]->name, swa_avg[i]);
@@ -592,7 +633,10 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       }
     }
     EvalMetrics em = evaluate(model, ds.test, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
-    bool reduced = sched.end_epoch(em.loss);
+    EvalMetrics vm =
+        has_val ? evaluate(model, val_ds, norm, static_cast<int>(cfg.i("eval_batch")), 0.f) : EvalMetrics{};
+    // reduce-on-plateau watches the validation loss, never the test loss (plateau requires val_split > 0)
+    bool reduced = has_val && sched.end_epoch(vm.loss);
     double ep_wall = std::chrono::duration<double>(clk::now() - ep_start).count();
     json ej{{"epoch", epoch + 1},
             {"steps", ep_steps},
@@ -604,14 +648,19 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
             {"train_images_per_second", B * ep_steps / std::max(1e-9, ep_compute)},
             {"worker_compute_s", ep_worker_compute},
             {"wall_s", ep_wall}};
+    if (has_val) {
+      ej["val_loss"] = vm.loss;
+      ej["val_accuracy"] = vm.top1;
+    }
     if (exchange) {
       auto period = take_stats(*exchange, opts.comm).period;
       ej["communication"] = period.to_json();
       ej["communication"]["simulated_comm_s_configured"] = period.simulated_comm_s(configured_net);
     }
     epochs_log.push_back(ej);
-    log.line(fmt("[train] epoch %d/%d done: train loss %.4f acc %.4f | test loss %.4f acc %.4f | %.0f img/s, %.1fs%s",
-                 epoch + 1, epochs, loss_sum / ep_steps, double(correct) / seen, em.loss, em.top1,
+    log.line(fmt("[train] epoch %d/%d done: train loss %.4f acc %.4f%s | test loss %.4f acc %.4f | %.0f img/s, %.1fs%s",
+                 epoch + 1, epochs, loss_sum / ep_steps, double(correct) / seen,
+                 has_val ? fmt(" | val loss %.4f acc %.4f", vm.loss, vm.top1).c_str() : "", em.loss, em.top1,
                  B * ep_steps / std::max(1e-9, ep_compute), ep_wall, reduced ? " | lr reduced" : ""));
     save_checkpoint(epoch + 1);
   }
@@ -655,10 +704,16 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
               {"train_size", train_ds.size()},
               {"test_size", ds.test.size()},
               {"root", files.root},
+              {"val_split", val_split},
               {"files", json::array()}};
   for (auto& f : files.files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
   json metrics = final_m.to_json(true);
   metrics["test_accuracy"] = final_m.top1;
+  if (has_val) {
+    EvalMetrics final_v = evaluate(model, val_ds, norm, static_cast<int>(cfg.i("eval_batch")), 0.f);
+    metrics["val_accuracy"] = final_v.top1;
+    metrics["val_loss"] = final_v.loss;
+  }
   metrics["train_images_per_second"] = train_compute_s > 0 ? static_cast<double>(step) * B / train_compute_s : 0.0;
   if (step_ms.size() > 10) {
     std::vector<double> warm(step_ms.begin() + 5, step_ms.end());

@@ -6,10 +6,12 @@
 #include <filesystem>
 #include <thread>
 
+#include "data/split.h"
 #include "dist/communicator.h"
 #include "io/config.h"
 #include "io/files.h"
 #include "io/tensor_file.h"
+#include "optim/optimizer.h"
 #include "synthetic_mnist.h"
 #include "train/trainer.h"
 #include "util/check.h"
@@ -308,4 +310,148 @@ TEST_CASE("train: SWA averages the last swa_epochs end-of-epoch weights, re-esti
 
   c.set("swa_epochs=3");
   CHECK_THROWS_WITH_AS(train::run_training(c, run_into(dir / "full")), doctest::Contains("swa_epochs"), Error);
+}
+
+TEST_CASE("train: val_split holds out training images and evaluates them every epoch") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());  // 512 train, 128 test
+  io::Config c = tiny_config(dir.str());
+  c.set("val_split=96");
+  json r = train::run_training(c, run_into(dir / "val"));
+  CHECK(r["data"]["train_size"] == 512 - 96);
+  const json& vs = r["data"]["val_split"];
+  CHECK(vs["size"] == 96);
+  CHECK(vs["from_train_size"] == 512);
+  CHECK(vs["seed"] == data::kValSplitSeed);
+  CHECK(vs["indices_sha256"].get<std::string>().size() == 64);
+  REQUIRE(r["epochs"].size() == 3);
+  for (const json& e : r["epochs"]) {
+    CHECK(e["steps"] == (512 - 96) / 32);  // the loader sees the 416 kept images only
+    CHECK(e.contains("val_loss"));
+    CHECK(e["val_accuracy"].get<double>() >= 0.0);
+  }
+  CHECK(r["epochs"][2]["val_loss"].get<double>() < r["epochs"][0]["val_loss"].get<double>());
+  CHECK(r["metrics"]["val_accuracy"] == r["epochs"][2]["val_accuracy"]);  // the same weights, evaluated again
+  CHECK(r["metrics"]["val_loss"] == r["epochs"][2]["val_loss"]);
+  CHECK(r["metrics"]["val_accuracy"].get<double>() > 0.8);
+  CHECK(io::read_file(dir / "val/train.log").find("| val loss ") != std::string::npos);
+
+  // the split depends on the dataset only, not on the run's seed
+  c.set("seed=7");
+  c.set("epochs=1");
+  json r7 = train::run_training(c, run_into(dir / "val7"));
+  CHECK(r7["data"]["val_split"]["indices_sha256"] == vs["indices_sha256"]);
+
+  // default (-1, auto) without a tuning schedule: nothing held out, no val fields
+  io::Config n = tiny_config(dir.str());
+  n.set("epochs=1");
+  json d = train::run_training(n, run_into(dir / "noval"));
+  CHECK(d["data"]["train_size"] == 512);
+  CHECK(d["data"]["val_split"]["size"] == 0);
+  CHECK(d["epochs"][0]["steps"] == 512 / 32);
+  CHECK_FALSE(d["epochs"][0].contains("val_loss"));
+  CHECK_FALSE(d["metrics"].contains("val_accuracy"));
+}
+
+TEST_CASE("train: val_split errors name the key and the sizes, auto holds out 5000 under schedule=plateau") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str(), 5100, 64);
+  io::Config c = tiny_config(dir.str());
+  c.set("schedule=plateau");
+  c.set("epochs=1");
+  c.set("max_steps=2");
+  json a = train::run_training(c, run_into(dir / "auto"));
+  CHECK(a["data"]["val_split"]["size"] == 5000);
+  CHECK(a["data"]["train_size"] == 100);
+  CHECK(a["epochs"][0].contains("val_loss"));
+
+  c.set("val_split=0");
+  CHECK_THROWS_WITH_AS(train::run_training(c, run_into(dir / "e0")),
+                       doctest::Contains("schedule=plateau watches the validation loss"), frugal::Error);
+  c.set("val_split=5100");
+  CHECK_THROWS_WITH_AS(train::run_training(c, run_into(dir / "e1")),
+                       doctest::Contains("'val_split' = 5100 must be smaller than the training set of dataset "
+                                         "'mnist' (5100 images)"),
+                       frugal::Error);
+  c.set("val_split=-2");
+  CHECK_THROWS_WITH_AS(train::run_training(c, run_into(dir / "e2")), doctest::Contains("'val_split' must be -1"),
+                       frugal::Error);
+  data::testing::TempDir small;
+  testing::write_synthetic_mnist(small.str(), 256, 16);
+  io::Config s = tiny_config(small.str());
+  s.set("schedule=plateau");  // auto: 5000, more than the 256 training images
+  CHECK_THROWS_WITH_AS(train::run_training(s, run_into(small / "e3")),
+                       doctest::Contains("'val_split' = 5000 (val_split = -1, auto) must be smaller"), frugal::Error);
+}
+
+TEST_CASE("train: reduce-on-plateau follows the validation loss, not the test loss") {
+  // Test labels shifted by one class: the better the model learns, the higher the test loss climbs, while the
+  // validation loss (held-out training images) falls. A schedule fed the test loss would cut lr every epoch.
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  std::vector<uint8_t> lab = data::testing::read_bytes(dir / "mnist/t10k-labels-idx1-ubyte");
+  for (size_t i = 8; i < lab.size(); ++i) lab[i] = uint8_t((lab[i] + 1) % 10);
+  data::testing::write_file(dir / "mnist/t10k-labels-idx1-ubyte", lab);
+  io::Config c = tiny_config(dir.str());
+  c.set("schedule=plateau");
+  c.set("plateau_patience=0");
+  c.set("val_split=128");
+  c.set("epochs=4");
+  json r = train::run_training(c, run_into(dir / "run"));
+  const json& ep = r["epochs"];
+  REQUIRE(ep.size() == 4);
+  CHECK(ep[3]["test_loss"].get<double>() > ep[0]["test_loss"].get<double>());  // the case is what it claims
+
+  // replay the schedule on each recorded loss series: the run's lr must match the validation replay
+  auto replay = [&](const char* key) {
+    optim::ScheduleOptions so;
+    so.kind = "plateau";
+    so.lr = 0.05f;
+    so.plateau_patience = 0;
+    const int64_t spe = ep[0]["steps"].get<int64_t>();
+    optim::Schedule sched(so, spe, 4 * spe);
+    std::vector<float> lrs;
+    for (int e = 0; e < 4; ++e) {
+      sched.end_epoch(ep[e][key].get<double>());
+      lrs.push_back(sched.lr((e + 1) * spe));
+    }
+    return lrs;
+  };
+  std::vector<float> by_val = replay("val_loss"), by_test = replay("test_loss"), ran;
+  for (const json& e : ep) ran.push_back(e["lr_end"].get<float>());
+  CHECK(ran == by_val);
+  CHECK(ran != by_test);
+  CHECK(by_test.back() < by_val.back());  // the test loss would have cut lr more often
+}
+
+TEST_CASE("train: --resume with val_split continues exactly and refuses another split") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str(), 256, 64);
+  io::Config c = tiny_config(dir.str());
+  c.set("val_split=64");
+  c.set("schedule=plateau");
+  c.set("plateau_patience=0");
+  json a = train::run_training(c, run_into(dir / "full"));
+  json p = train::run_training(c, run_into(dir / "part", 1));
+  REQUIRE(p["epochs"].size() == 1);
+  json b = resume(dir / "part");
+  REQUIRE(b["epochs"].size() == 3);
+  for (int e = 0; e < 3; ++e) {
+    CHECK(b["epochs"][e]["train_loss"].get<double>() ==
+          doctest::Approx(a["epochs"][e]["train_loss"].get<double>()).epsilon(1e-6));
+    CHECK(b["epochs"][e]["val_loss"].get<double>() ==
+          doctest::Approx(a["epochs"][e]["val_loss"].get<double>()).epsilon(1e-6));
+    CHECK(b["epochs"][e]["lr_end"] == a["epochs"][e]["lr_end"]);
+  }
+  CHECK(b["data"]["val_split"] == a["data"]["val_split"]);
+  CHECK(b["metrics"]["val_accuracy"] == a["metrics"]["val_accuracy"]);
+  CHECK(b["metrics"]["test_accuracy"] == a["metrics"]["test_accuracy"]);
+
+  json q = train::run_training(c, run_into(dir / "part2", 1));
+  io::Config other;
+  other.set("val_split=32");
+  train::TrainOptions o;
+  o.resume_dir = dir / "part2";
+  o.quiet = true;
+  CHECK_THROWS_WITH_AS(train::run_training(other, o), doctest::Contains("another validation split"), frugal::Error);
 }
