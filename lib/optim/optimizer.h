@@ -50,7 +50,7 @@ struct ScheduleOptions {
   float warmup_epochs = 0.f;    // linear warm-up from lr/10 (any schedule)
   float step_epochs = 30.f;     // step: multiply by gamma every step_epochs
   float gamma = 0.1f;
-  int plateau_patience = 2;     // plateau: epochs without test-loss improvement before lr *= plateau_factor
+  int plateau_patience = 2;     // plateau: epochs without validation-loss improvement before lr *= plateau_factor
   float plateau_factor = 0.5f;
   float min_lr = 0.f;
   int64_t swa_steps = 0;         // > 0: the last swa_steps run at swa_lr; the schedule above covers the rest,
@@ -62,7 +62,8 @@ class Schedule {
  public:
   Schedule(const ScheduleOptions& o, int64_t steps_per_epoch, int64_t total_steps);
   float lr(int64_t step) const;
-  /// Called after each epoch with the monitored loss (test loss). Returns true if the lr was reduced.
+  /// Called after each epoch with the monitored loss (the validation loss; never the test set). Returns true if
+  /// the lr was reduced.
   bool end_epoch(double monitored_loss);
   /// State for checkpoints.
   double plateau_scale() const { return scale_; }

@@ -115,7 +115,7 @@ TEST_CASE("fake quant: quantize-dequantize at 12 and 16 bits errs by up to half 
     }
 }
 
-TEST_CASE("fake quant conv: conv of the dequantized operands; within the quantization bound of fp32 at 16 and 10 bits") {
+TEST_CASE("fake quant conv: conv of the dequantized operands, within the quantization bound of fp32 at 16 and 10 bits") {
   const ConvShape s{2, 7, 6, 4, 6, 3, 2, 1, 2};
   const std::vector<float> src = normal(s.src_size(), 0.1f, 1.0f, 1), w = normal(s.w_size(), 0.0f, 0.4f, 2);
   const std::vector<float> bias = normal(size_t(s.oc), 0.0f, 0.5f, 3);

@@ -85,7 +85,7 @@ TEST_CASE("fake quant: STE mask passes gradients only inside the range") {
   CHECK((yb - ya) / (b - a) == doctest::Approx(1.0).epsilon(0.2));
 }
 
-TEST_CASE("percentile calibration ignores outliers; bad input rejected") {
+TEST_CASE("percentile calibration ignores outliers, bad input rejected") {
   std::vector<float> x(10000);
   for (size_t i = 0; i < x.size(); ++i) x[i] = float(i % 100) / 100.0f;
   x[17] = 1000.0f;

@@ -97,7 +97,7 @@ TEST_CASE("loader: drop_last, no shuffle, errors") {
   CHECK_THROWS_AS(Loader(ds, bad), frugal::Error);
 }
 
-TEST_CASE("loader: deterministic in (seed, epoch); prefetch or not; resumable") {
+TEST_CASE("loader: deterministic in (seed, epoch), prefetch or not, resumable") {
   Dataset ds = make_dataset(25);
   LoaderOptions o = opts(4, false, 42);
   o.augment = {1, true};

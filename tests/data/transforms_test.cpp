@@ -54,7 +54,7 @@ TEST_CASE("transform_image: identity, flip, crop with padding") {
   for (int i = 0; i < 12; ++i) CHECK(dst[i] == doctest::Approx(kImg[i]));
 }
 
-TEST_CASE("transform_image: per-channel normalization; padding is the mean (0 after normalizing)") {
+TEST_CASE("transform_image: per-channel normalization, padding is the mean (0 after normalizing)") {
   const std::vector<uint8_t> rgb = {255, 0, 51, 0, 255, 102};  // (1, 2, 3)
   Normalization n{{0.5f, 0.25f, 0.2f}, {0.5f, 0.25f, 0.1f}};
   std::vector<float> dst(6);

@@ -46,7 +46,7 @@ const char* kAll[] = {"none",     "fp16",       "bf16",          "topk:0.01",   
                       "onebit",   "powersgd:2", "adaptive:0.01", "topk:0.05+noef", "ef:qsgd:4",  "randk:0.1+ef"};
 }  // namespace
 
-TEST_CASE("top-k keeps exactly the k largest magnitudes; fast selection equals the scalar twin") {
+TEST_CASE("top-k keeps exactly the k largest magnitudes, fast selection equals the scalar twin") {
   for (uint64_t seed = 0; seed < 20; ++seed) {
     size_t n = 1000 + seed * 7919;
     auto x = randn(n, seed);

@@ -92,7 +92,7 @@ TEST_CASE("in-process W=4 equals 4 ranks over a ThreadGroup, bit for bit, for ev
   }
 }
 
-TEST_CASE("dense exchange is the exact mean; dense rule is configurable and reported") {
+TEST_CASE("dense exchange is the exact mean, dense rule is configurable and reported") {
   ExchangeOptions o;
   o.compressor = "topk:0.01";
   o.sample_every = 1;
@@ -205,7 +205,7 @@ TEST_CASE("a failed rank makes the others throw instead of hanging") {
   for (int r = 0; r < 3; ++r) CHECK(err[r].find("simulated crash") != std::string::npos);
 }
 
-TEST_CASE("dgc exchange handles momentum; powersgd dense steps are exact") {
+TEST_CASE("dgc exchange handles momentum, powersgd dense steps are exact") {
   ExchangeOptions o;
   o.compressor = "dgc:0.01";
   GradientExchange ex(o, kShapes, 2, nullptr);
@@ -231,7 +231,7 @@ TEST_CASE("dgc exchange handles momentum; powersgd dense steps are exact") {
   CHECK(px.take_stats().total.bytes_allreduce < 2 * 4 * 64 + 64);
 }
 
-TEST_CASE("exchange state round-trips; state of another exchange or cut short is rejected") {
+TEST_CASE("exchange state round-trips, state of another exchange or cut short is rejected") {
   ExchangeOptions o;
   o.compressor = "topk:0.1";
   o.dense_below = 0;

@@ -11,7 +11,7 @@
 using namespace frugal;
 using namespace frugal::nn;
 
-TEST_CASE("presets: build, forward, backward; parameter counts of the reference models") {
+TEST_CASE("presets: build, forward, backward, parameter counts of the reference models") {
   struct Case { std::string name; Dims chw; int64_t params; };
   std::vector<Case> cases{{"mlp", {1, 28, 28}, 266610},    {"lenet5", {1, 28, 28}, 61706},
                           {"lenet5-caffe", {1, 28, 28}, 431080}, {"cnn", {1, 28, 28}, 468010},

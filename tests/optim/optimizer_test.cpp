@@ -38,7 +38,7 @@ struct Model {
 };
 }  // namespace
 
-TEST_CASE("SGD follows PyTorch's update: d = g + wd w; buf = m buf + d; Nesterov d + m buf") {
+TEST_CASE("SGD follows PyTorch's update: d = g + wd w, buf = m buf + d, Nesterov d + m buf") {
   for (bool nesterov : {false, true}) {
     Model model;
     optim::OptimizerOptions o;

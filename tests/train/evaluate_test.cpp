@@ -141,7 +141,7 @@ TEST_CASE("measure_speed: p10 <= median <= p99, all positive, throughput at the 
   CHECK(j.at("throughput_batch").get<int>() == 8);
 }
 
-TEST_CASE("flip_horizontal mirrors each row of an NHWC batch; twice is the identity") {
+TEST_CASE("flip_horizontal mirrors each row of an NHWC batch, twice is the identity") {
   Tensor x({2, 3, 2, 4});  // N, C, H, W stored NHWC
   for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = float(i);
   Tensor f, ff;
