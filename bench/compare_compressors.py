@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Joins frugal's and PyTorch's compressor micro-benchmark lines (same tensor, method and parameter) and prints a
-markdown table of medians and speed-ups. Usage: compare_compressors.py frugal.jsonl torch.jsonl"""
-import json, sys
+markdown table of medians and speed-ups. Each file may hold several interleaved rounds (Makefile.bench runs
+frugal, torch, frugal, torch, ...): the table quotes the median over rounds of each round's median. Lines
+{"kind": "load", ...} (the load average the Makefile recorded around the rounds) go into the header.
+Usage: compare_compressors.py frugal.jsonl torch.jsonl [load.jsonl]"""
+import json, statistics, sys
 
 def load(p):
     out = {}
@@ -12,16 +15,25 @@ def load(p):
         if r.get("kind") != "compressor":
             continue
         param = ",".join(f"{k}={r[k]}" for k in ("k_frac", "frac", "rank", "s") if k in r)
-        out[(r["tensor"], r["method"], param)] = r
+        out.setdefault((r["tensor"], r["method"], param), []).append(r)
     return out
 
+def med(rows, key):
+    return statistics.median(r[key] for r in rows)
+
 f, t = load(sys.argv[1]), load(sys.argv[2])
-print("| tensor | method | param | frugal ms | torch ms | speed-up | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+if len(sys.argv) > 3:
+    loads = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
+    print("Run side by side, interleaved (frugal, torch, frugal, torch, ...); 1-minute load average "
+          + ", ".join(f"{l['when']} {l['load1']:.2f}" for l in loads)
+          + (f"; CPU: {loads[0].get('cpu', '?')}" if loads else "") + ".\n")
+print("| tensor | method | param | frugal ms | torch ms | speed-up | rounds | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(set(f) & set(t)):
     a, b = f[key], t[key]
-    print(f"| {key[0]} | {key[1]} | {key[2]} | {a['ms_median']:.3f} | {b['ms_median']:.3f} | {b['ms_median'] / a['ms_median']:.1f}x | "
-          f"{a['ratio']:.1f} | {b['ratio']:.1f} | {a['rel_err']:.3f} | {b['rel_err']:.3f} |")
+    fa, tb = med(a, "ms_median"), med(b, "ms_median")
+    print(f"| {key[0]} | {key[1]} | {key[2]} | {fa:.3f} | {tb:.3f} | {tb / fa:.1f}x | {min(len(a), len(b))} | "
+          f"{a[0]['ratio']:.1f} | {b[0]['ratio']:.1f} | {a[0]['rel_err']:.3f} | {b[0]['rel_err']:.3f} |")
 missing = sorted(set(t) - set(f))
 if missing:
     print(f"\nPeer cases without a frugal twin: {missing}")

@@ -173,10 +173,13 @@ def _with_table(section, table_file):
     if not os.path.exists(table_file):
         return section
     lines, table = section.split("\n"), [l for l in open(table_file).read().split("\n") if l.startswith("|")]
+    # a header line the bench wrote above its table (e.g. the load average of a side-by-side run) comes along
+    header = [l for l in open(table_file).read().split("\n") if l.startswith("Run side by side")]
+    lines = [l for l in lines if not l.startswith("Run side by side")]
     rows = [i for i, l in enumerate(lines) if l.startswith("|")]
     if not rows or not table:
         return section
-    return "\n".join(lines[:rows[0]] + table + lines[rows[-1] + 1:])
+    return "\n".join(lines[:rows[0]] + (header + [""] if header else []) + table + lines[rows[-1] + 1:])
 
 
 def bench():
