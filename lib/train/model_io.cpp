@@ -8,6 +8,7 @@
 
 #include "util/build_info.h"
 #include "util/check.h"
+#include "util/threads.h"
 
 namespace frugal::train {
 
@@ -75,7 +76,6 @@ json environment_info() {
     }
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  const char* omp = std::getenv("OMP_NUM_THREADS");
   const char* spin = std::getenv("GOMP_SPINCOUNT");
   const char* wait = std::getenv("OMP_WAIT_POLICY");
   const util::BuildInfo& b = util::build_info();
@@ -88,7 +88,7 @@ json environment_info() {
           {"onednn_version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)},
           {"onednn_cpu_isa", isa},
           {"compiler", FRUGAL_COMPILER},
-          {"threads", omp ? std::atoi(omp) : static_cast<int>(std::thread::hardware_concurrency())},
+          {"threads", util::compute_threads()},  // in force on the calling thread; train: see results.parallelism
           {"gomp_spincount", spin ? spin : ""},
           {"omp_wait_policy", wait ? wait : ""},
           {"cpu", cpu},
