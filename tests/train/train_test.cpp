@@ -455,3 +455,37 @@ TEST_CASE("train: --resume with val_split continues exactly and refuses another 
   o.quiet = true;
   CHECK_THROWS_WITH_AS(train::run_training(other, o), doctest::Contains("another validation split"), frugal::Error);
 }
+
+TEST_CASE("train: time_to_accuracy stops at the first epoch that reaches target_accuracy, per-worker compute") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  c.set("workers=2");
+  c.set("compressor=topk:0.05");
+  c.set("epochs=3");
+  // no target: not reported
+  json none = train::run_training(c, run_into(dir / "none"));
+  CHECK(none.at("time_to_accuracy").is_null());
+  CHECK(none.at("parallelism").at("worker_threads_seen").size() == 2);
+  CHECK(none.at("parallelism").at("threads_per_worker").get<int>() >= 1);
+  // a target the first epoch already meets: epoch 1, its own compute and communication only
+  const double first = none.at("epochs").at(0).at("test_accuracy").get<double>();
+  c.set("target_accuracy=" + std::to_string(first * 0.999));
+  json r = train::run_training(c, run_into(dir / "low"));
+  const json& t = r.at("time_to_accuracy");
+  CHECK(t.at("reached") == true);
+  CHECK(t.at("epoch") == 1);
+  const json& e1 = r.at("epochs").at(0);
+  CHECK(t.at("worker_compute_s").get<double>() == doctest::Approx(e1.at("worker_compute_s").get<double>()));
+  CHECK(t.at("total_s").at("1Gbps").get<double>() ==
+        doctest::Approx(e1.at("worker_compute_s").get<double>() +
+                        e1.at("communication").at("simulated_comm_s_1gbit").get<double>()));
+  // every epoch records the compute one worker spent on its own cores
+  CHECK(e1.at("worker_compute_s").get<double>() > 0);
+  // an unreachable target: reported as not reached, no time
+  c.set("target_accuracy=1.5");
+  json u = train::run_training(c, run_into(dir / "high"));
+  CHECK(u.at("time_to_accuracy").at("reached") == false);
+  CHECK(u.at("time_to_accuracy").at("epoch").is_null());
+  CHECK(!u.at("time_to_accuracy").contains("total_s"));
+}
