@@ -17,7 +17,10 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/split.h"
+#include "approx/multiplier.h"
 #include "dist/communicator.h"
+#include "dist/cost_model.h"
+#include "gradcomp/compressor.h"
 #include "gradcomp/exchange.h"
 #include "io/files.h"
 #include "io/tensor_file.h"
@@ -150,6 +153,21 @@ json time_to_accuracy(const json& epochs, double target, double configured_gbps)
   return out;
 }
 
+/// The spec strings that need no data, checked before any file is read: a typo fails at once, naming the key.
+void check_specs_before_data(const io::Config& cfg) {
+  gradcomp::CompressorContext probe;
+  probe.shape = {64, 64};
+  gradcomp::make_compressor(cfg.s("compressor"), probe);
+  if (!cfg.s("multiplier").empty()) approx::make_multiplier(cfg.s("multiplier"));
+  if (cfg.s("comm_pattern") != "auto") dist::parse_pattern(cfg.s("comm_pattern"));
+  parse_augment(cfg.s("augment"), static_cast<int>(cfg.i("crop_pad")), static_cast<int>(cfg.i("cutout")));
+  optim::ScheduleOptions so;
+  so.kind = cfg.s("schedule");
+  optim::Schedule probe_schedule(so, 1, 2);
+  FRUGAL_CHECK(cfg.i("workers") >= 1, "config key 'workers' must be >= 1, got ", cfg.i("workers"));
+  FRUGAL_CHECK(cfg.i("threads") >= 0, "config key 'threads' must be >= 0 (0: automatic), got ", cfg.i("threads"));
+}
+
 gradcomp::ExchangeStats take_stats(gradcomp::GradientExchange& ex, dist::Communicator* comm) {
   auto st = ex.take_stats();
   average_over_ranks(st.period, comm);
@@ -199,6 +217,8 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   }
   if (writer) io::make_dirs(opts.out_dir);
   Log log(opts.out_dir + "/train.log", opts.quiet, writer);
+
+  check_specs_before_data(cfg);
 
   // ---------------------------------------------------------------- data
   auto t_start = clk::now();

@@ -83,6 +83,24 @@ TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no resul
   CHECK(s.code == 2);
 }
 
+TEST_CASE("cli: bad spec strings fail before any dataset is opened") {
+  // cifar100 is never present here: an error about the spec, not the missing dataset, shows the spec came first
+  frugal::data::testing::TempDir dir;
+  const std::string base = "train --out " + dir / "run" + " --set data_dir=" + dir.str() + " --set dataset=cifar100 ";
+  struct Case { std::string args, expect; };
+  for (const Case& c : std::vector<Case>{{"--set compressor=dgc:abc", "dgc:abc"},
+                                        {"--set multiplier=drum:99", "drum"},
+                                        {"--set comm_pattern=mesh", "mesh"},
+                                        {"--set augment=rotate", "augment"},
+                                        {"--set schedule=sawtooth", "sawtooth"}}) {
+    Run r = run(base + c.args, "FRUGAL_DATA= ");
+    INFO(c.args, " -> ", r.out);
+    CHECK(r.code != 0);
+    CHECK(r.out.find(c.expect) != std::string::npos);
+    CHECK(r.out.find("fetch_cifar100") == std::string::npos);
+  }
+}
+
 TEST_CASE("cli: train then evaluate the written model") {
   frugal::data::testing::TempDir dir;
   frugal::testing::write_synthetic_mnist(dir.str(), 256, 64);
