@@ -4,7 +4,7 @@
 #include <exception>
 
 #include "commands.h"
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 #include "util/build_info.h"
 #include "util/check.h"
 #include "util/fatal.h"
@@ -25,7 +25,7 @@ bool wants_mpi(int argc, char** argv) {
 // for each other forever.
 int report_current_exception(bool under_mpi) {
   const std::string what = frugal::util::describe_exception(std::current_exception());
-  if (under_mpi) frugal::dist::mpi_abort_job(what);
+  if (under_mpi) frugal::comm::mpi_abort_job(what);
   std::fprintf(stderr, "frugal: %s\n", what.c_str());
   try {
     throw;
@@ -39,11 +39,11 @@ int report_current_exception(bool under_mpi) {
 
 int main(int argc, char** argv) {
   frugal::util::remember_argv(argv);  // for prefer_short_omp_spin(), see util/omp_env.h
-  std::unique_ptr<frugal::dist::MpiSession> mpi;
+  std::unique_ptr<frugal::comm::MpiSession> mpi;
   if (wants_mpi(argc, argv)) {
-    mpi = std::make_unique<frugal::dist::MpiSession>(&argc, &argv);
+    mpi = std::make_unique<frugal::comm::MpiSession>(&argc, &argv);
     // std::terminate, fatal signals and exit() mid-job end the whole job, naming this rank and the cause.
-    frugal::dist::install_rank_death_handlers();
+    frugal::comm::install_rank_death_handlers();
   }
 
   CLI::App app{"frugal: train, compress, evaluate and sweep CNNs on a budget of bits, energy and time.\n"
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e);
-    if (mpi && rc != 0) frugal::dist::mpi_abort_job("invalid command line (exit code " + std::to_string(rc) + ")");
+    if (mpi && rc != 0) frugal::comm::mpi_abort_job("invalid command line (exit code " + std::to_string(rc) + ")");
     return rc;
   } catch (...) {
     return report_current_exception(mpi != nullptr);

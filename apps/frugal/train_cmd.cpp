@@ -7,7 +7,7 @@
 
 #include "commands.h"
 #include "util/omp_env.h"
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 #include "io/config.h"
 #include "train/trainer.h"
 #include "util/check.h"
@@ -123,9 +123,9 @@ void add_train(CLI::App& app, Globals& g) {
     opts.resume_dir = a->resume;
     opts.quiet = a->quiet;
     opts.stop_after_epoch = a->stop_after_epoch;
-    std::unique_ptr<dist::MpiCommunicator> comm;
+    std::unique_ptr<comm::MpiCommunicator> comm;
     if (g.dist == "mpi") {
-      comm = std::make_unique<dist::MpiCommunicator>();
+      comm = std::make_unique<comm::MpiCommunicator>();
       opts.comm = comm.get();
       if (comm->rank() != 0) opts.quiet = true;
     }

@@ -97,13 +97,13 @@ void GradientExchange::load_state(const std::vector<uint8_t>& bytes) {
   r.expect_end();
 }
 
-double ExchangeCounters::simulated_comm_s(const dist::Network& net) const {
+double ExchangeCounters::simulated_comm_s(const comm::Network& net) const {
   if (steps == 0) return 0;
   const double s = double(steps);
-  if (pattern) return s * dist::comm_seconds(*pattern, bytes_sent / s, world, net);
+  if (pattern) return s * comm::comm_seconds(*pattern, bytes_sent / s, world, net);
   double t = 0;
-  if (bytes_allreduce > 0) t += s * dist::comm_seconds(dist::Pattern::ring_allreduce, bytes_allreduce / s, world, net);
-  if (bytes_allgather > 0) t += s * dist::comm_seconds(dist::Pattern::allgather, bytes_allgather / s, world, net);
+  if (bytes_allreduce > 0) t += s * comm::comm_seconds(comm::Pattern::ring_allreduce, bytes_allreduce / s, world, net);
+  if (bytes_allgather > 0) t += s * comm::comm_seconds(comm::Pattern::allgather, bytes_allgather / s, world, net);
   return t;
 }
 
@@ -123,7 +123,7 @@ nlohmann::json ExchangeCounters::to_json() const {
                       {"rel_l2_err", rel_l2_err()},
                       {"cosine", cosine()},
                       {"world", world},
-                      {"comm_pattern", pattern ? dist::pattern_name(*pattern) : "auto"},
+                      {"comm_pattern", pattern ? comm::pattern_name(*pattern) : "auto"},
                       {"simulated_comm_s_1gbit", simulated_comm_s({1e9, 50e-6})},
                       {"simulated_comm_s_10gbit", simulated_comm_s({1e10, 50e-6})}};
   if (over_comm) j["bytes_handed_to_comm_per_worker"] = bytes_handed_to_comm;
@@ -131,7 +131,7 @@ nlohmann::json ExchangeCounters::to_json() const {
 }
 
 GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& shapes,
-                                   int local_workers, dist::Communicator* comm)
+                                   int local_workers, comm::Communicator* comm)
     : opts_(opts), local_(local_workers), comm_(comm), momentum_(opts.momentum), nesterov_(opts.nesterov) {
   FRUGAL_CHECK(local_workers >= 1, "gradient exchange: local_workers must be >= 1, got ", local_workers);
   world_ = comm ? comm->world() * local_workers : local_workers;
@@ -144,7 +144,7 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
   }
   handles_momentum_ = spec_handles_momentum(opts.compressor);
   powersgd_dense_steps_ = opts.powersgd_dense_steps;
-  if (!opts.comm_pattern.empty() && opts.comm_pattern != "auto") pattern_ = dist::parse_pattern(opts.comm_pattern);
+  if (!opts.comm_pattern.empty() && opts.comm_pattern != "auto") pattern_ = comm::parse_pattern(opts.comm_pattern);
   const bool needs_matrix = spec_needs_matrix(opts.compressor);
   for (size_t p = 0; p < shapes.size(); ++p) {
     auto s = std::make_unique<Slot>();
@@ -186,7 +186,7 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
     nlohmann::json d = describe();
     d["seed"] = opts.seed;
     d["local_workers"] = local_;
-    dist::check_same_on_all_ranks(*comm_, "gradient exchange config", d.dump());
+    comm::check_same_on_all_ranks(*comm_, "gradient exchange config", d.dump());
   }
 }
 
@@ -216,7 +216,7 @@ nlohmann::json GradientExchange::describe() const {
           {"error_feedback_default", opts_.error_feedback_default},
           {"warmup_epochs", opts_.warmup_epochs},
           {"powersgd_dense_steps", powersgd_dense_steps_},
-          {"comm_pattern", pattern_ ? dist::pattern_name(*pattern_) : "auto"},
+          {"comm_pattern", pattern_ ? comm::pattern_name(*pattern_) : "auto"},
           {"handles_momentum", handles_momentum_},
           {"world", world_},
           {"dense_tensors", dense},

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "dist/communicator.h"
-#include "dist/cost_model.h"
+#include "comm/communicator.h"
+#include "comm/cost_model.h"
 #include "gradcomp/compressor.h"
 
 namespace frugal::gradcomp {
@@ -57,7 +57,7 @@ struct ExchangeCounters {
   double bytes_encoded = 0;                       ///< the compressors' whole messages, headers included
   double bytes_handed_to_comm = 0;                ///< MPI: payload bytes the communicator handed to MPI
   bool over_comm = false;                         ///< a communicator (MPI) carried the exchange
-  std::optional<dist::Pattern> pattern;           ///< cost model override (comm_pattern); none: auto
+  std::optional<comm::Pattern> pattern;           ///< cost model override (comm_pattern); none: auto
   double bytes_dense_fp32 = 0;                    ///< what dense fp32 would have sent (4 * numel per step)
   double encode_s = 0, decode_s = 0, comm_s = 0;  ///< wall time in this process
   int64_t error_samples = 0;
@@ -70,7 +70,7 @@ struct ExchangeCounters {
   double cosine() const { return error_samples ? cosine_sum / double(error_samples) : 0; }
   /// Simulated communication seconds for these steps: ring allreduce of the allreduce part plus
   /// allgather of the allgather part, per step, summed; with a pattern override, all bytes by that pattern.
-  double simulated_comm_s(const dist::Network& net) const;
+  double simulated_comm_s(const comm::Network& net) const;
   nlohmann::json to_json() const;  // includes simulated seconds at 1 and 10 Gbit/s (50 us latency)
 };
 
@@ -85,7 +85,7 @@ class GradientExchange {
   /// local_workers: W for in-process, 1 per rank under MPI. comm: nullptr for in-process; otherwise the
   /// constructor checks that every rank has the same config (throws on all ranks if not).
   GradientExchange(const ExchangeOptions& opts, const std::vector<std::vector<int64_t>>& param_shapes,
-                   int local_workers, dist::Communicator* comm);
+                   int local_workers, comm::Communicator* comm);
   ~GradientExchange();
 
   /// grads[w][p]: (numel of p) floats of local worker w. On return every grads[w][p] holds the averaged
@@ -115,9 +115,9 @@ class GradientExchange {
   struct Slot;
   ExchangeOptions opts_;
   int local_, world_, rank_;
-  dist::Communicator* comm_;
+  comm::Communicator* comm_;
   bool handles_momentum_ = false;
-  std::optional<dist::Pattern> pattern_;
+  std::optional<comm::Pattern> pattern_;
   int64_t powersgd_dense_steps_ = 0;
   float momentum_;
   bool nesterov_;

@@ -18,8 +18,8 @@
 #include "data/loader.h"
 #include "data/split.h"
 #include "approx/multiplier.h"
-#include "dist/communicator.h"
-#include "dist/cost_model.h"
+#include "comm/communicator.h"
+#include "comm/cost_model.h"
 #include "gradcomp/compressor.h"
 #include "gradcomp/exchange.h"
 #include "io/files.h"
@@ -109,7 +109,7 @@ std::string fmt(const char* f, ...) {
 
 /// Under MPI each rank counts its own bytes; results report the mean over ranks, like the in-process mean
 /// over workers (exchanged as doubles, summed in rank order).
-void average_over_ranks(gradcomp::ExchangeCounters& c, dist::Communicator* comm) {
+void average_over_ranks(gradcomp::ExchangeCounters& c, comm::Communicator* comm) {
   if (!comm || comm->world() == 1) return;
   double* fields[] = {&c.bytes_sent, &c.bytes_allreduce, &c.bytes_allgather, &c.bytes_dense_fp32, &c.bytes_encoded,
                       &c.bytes_handed_to_comm};
@@ -159,7 +159,7 @@ void check_specs_before_data(const io::Config& cfg) {
   probe.shape = {64, 64};
   gradcomp::make_compressor(cfg.s("compressor"), probe);
   if (!cfg.s("multiplier").empty()) approx::make_multiplier(cfg.s("multiplier"));
-  if (cfg.s("comm_pattern") != "auto") dist::parse_pattern(cfg.s("comm_pattern"));
+  if (cfg.s("comm_pattern") != "auto") comm::parse_pattern(cfg.s("comm_pattern"));
   parse_augment(cfg.s("augment"), static_cast<int>(cfg.i("crop_pad")), static_cast<int>(cfg.i("cutout")));
   optim::ScheduleOptions so;
   so.kind = cfg.s("schedule");
@@ -168,7 +168,7 @@ void check_specs_before_data(const io::Config& cfg) {
   FRUGAL_CHECK(cfg.i("threads") >= 0, "config key 'threads' must be >= 0 (0: automatic), got ", cfg.i("threads"));
 }
 
-gradcomp::ExchangeStats take_stats(gradcomp::GradientExchange& ex, dist::Communicator* comm) {
+gradcomp::ExchangeStats take_stats(gradcomp::GradientExchange& ex, comm::Communicator* comm) {
   auto st = ex.take_stats();
   average_over_ranks(st.period, comm);
   average_over_ranks(st.total, comm);
@@ -507,7 +507,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     io::save_tensor_file(opts.out_dir + "/checkpoint.bin", f);
   };
 
-  dist::Network configured_net;  // the cost model's network (bandwidth_gbps, latency_us)
+  comm::Network configured_net;  // the cost model's network (bandwidth_gbps, latency_us)
   configured_net.bandwidth_bps = cfg.f("bandwidth_gbps") * 1e9;
   configured_net.latency_s = cfg.f("latency_us") * 1e-6;
   FRUGAL_CHECK(configured_net.bandwidth_bps > 0 && configured_net.latency_s >= 0,
@@ -775,7 +775,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     // had its own cores) plus modelled communication at each bandwidth.
     json sim = json::object();
     for (double gbps : {1.0, 10.0, cfg.f("bandwidth_gbps")}) {
-      dist::Network net = configured_net;
+      comm::Network net = configured_net;
       net.bandwidth_bps = gbps * 1e9;
       const double comm_s = st.total.simulated_comm_s(net);
       sim[fmt("%gGbps", gbps)] = {

@@ -8,7 +8,7 @@
 
 #include "io/config.h"
 
-namespace frugal::dist {
+namespace frugal::comm {
 class Communicator;
 }
 
@@ -18,7 +18,7 @@ struct TrainOptions {
   std::string out_dir = "runs/last";   // model.bin, checkpoint.bin, train.log, results.json
   std::string resume_dir;              // continue from resume_dir/checkpoint.bin (out_dir := resume_dir)
   int stop_after_epoch = -1;           // end (as if interrupted) after this many epochs; for resume tests
-  dist::Communicator* comm = nullptr;  // MPI: one worker per rank; nullptr: in-process workers
+  comm::Communicator* comm = nullptr;  // MPI: one worker per rank; nullptr: in-process workers
   bool quiet = false;                  // no progress lines on stderr
   std::function<void(int64_t step)> before_step;  // if set, called before every training step (0-based,
                                                   // counted across epochs); the app's fault-injection test hook

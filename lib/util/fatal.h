@@ -1,5 +1,5 @@
 // Last words of a dying process: one line on stderr naming what killed it. For the ranks of an MPI job,
-// where a rank that dies silently leaves the launcher's report as the only clue (dist::install_rank_death_handlers
+// where a rank that dies silently leaves the launcher's report as the only clue (comm::install_rank_death_handlers
 // puts these together with MPI_Abort).
 #pragma once
 #include <exception>

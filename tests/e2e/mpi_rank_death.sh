@@ -2,7 +2,7 @@
 # A rank that dies under mpirun ends the whole job within seconds, naming the rank and the cause, and no
 # results.json is written — for every way a rank can die: an exception (std::runtime_error, std::bad_alloc),
 # std::terminate, SIGSEGV, exit() in the middle of the job, and main() returning 0 while the others still train
-# (MPI_Finalize's wait for them is bounded: dist::kFinalizeWaitS). The failures are injected with the test hook
+# (MPI_Finalize's wait for them is bounded: comm::kFinalizeWaitS). The failures are injected with the test hook
 # FRUGAL_FAULT=RANK:STEP:KIND (apps/frugal/train_cmd.cpp). Small generated MNIST-format data, 3 ranks.
 # Usage: mpi_rank_death.sh FRUGAL [MPIRUN [KIND...]]
 set -euo pipefail

@@ -45,7 +45,7 @@ std::vector<float> run_in_process(const ExchangeOptions& o, int W, int steps) {
 }
 
 std::vector<float> run_ranks(const ExchangeOptions& o, int W, int steps) {
-  dist::ThreadGroup group(W);
+  comm::ThreadGroup group(W);
   std::vector<std::vector<float>> outs(static_cast<size_t>(W));
   std::vector<std::string> errors(static_cast<size_t>(W));
   std::vector<std::thread> th;
@@ -161,7 +161,7 @@ TEST_CASE("exchange rejects wrong shapes, non-finite gradients and mismatched ra
   CHECK_THROWS_AS(ex.exchange(two, 0, 0), Error);
   CHECK_THROWS_AS(GradientExchange(ExchangeOptions{"nope"}, {{4, 4}}, 1, nullptr), Error);
 
-  dist::ThreadGroup group(2);
+  comm::ThreadGroup group(2);
   std::string err[2];
   std::thread t0([&] {
     try {
@@ -188,7 +188,7 @@ TEST_CASE("exchange rejects wrong shapes, non-finite gradients and mismatched ra
 }
 
 TEST_CASE("a failed rank makes the others throw instead of hanging") {
-  dist::ThreadGroup group(3);
+  comm::ThreadGroup group(3);
   std::string err[3];
   std::vector<std::thread> th;
   for (int r = 0; r < 3; ++r)
@@ -295,13 +295,13 @@ TEST_CASE("comm_pattern: the cost model charges every byte by the chosen pattern
       }
     ex.exchange(ptr, 0, 0);
     auto c = ex.take_stats().total;
-    const dist::Network net{1e9, 50e-6};
+    const comm::Network net{1e9, 50e-6};
     double expect = 0;
     if (std::string(pat) == "auto")
-      expect = dist::comm_seconds(dist::Pattern::ring_allreduce, c.bytes_allreduce, 4, net) +
-               dist::comm_seconds(dist::Pattern::allgather, c.bytes_allgather, 4, net);
+      expect = comm::comm_seconds(comm::Pattern::ring_allreduce, c.bytes_allreduce, 4, net) +
+               comm::comm_seconds(comm::Pattern::allgather, c.bytes_allgather, 4, net);
     else
-      expect = dist::comm_seconds(dist::parse_pattern(pat), c.bytes_sent, 4, net);
+      expect = comm::comm_seconds(comm::parse_pattern(pat), c.bytes_sent, 4, net);
     CHECK_MESSAGE(c.simulated_comm_s(net) == doctest::Approx(expect), pat);
     CHECK(c.to_json()["comm_pattern"] == (std::string(pat) == "auto"        ? "auto"
                                           : std::string(pat) == "allreduce" ? "ring_allreduce"

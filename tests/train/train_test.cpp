@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "data/split.h"
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 #include "io/config.h"
 #include "io/files.h"
 #include "io/tensor_file.h"
@@ -161,7 +161,7 @@ TEST_CASE("train: W ranks over a communicator equal W in-process workers (dense 
     o.out_dir = dir / "inproc";
     o.quiet = true;
     json a = train::run_training(c, o);
-    dist::ThreadGroup group(2);
+    comm::ThreadGroup group(2);
     std::vector<json> rr(2);
     std::vector<std::thread> th;
     for (int r = 0; r < 2; ++r)

@@ -11,7 +11,7 @@
 #include <exception>
 #include <vector>
 
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 #include "gradcomp/exchange.h"
 #include "gradcomp/wire.h"
 #include "util/check.h"
@@ -29,8 +29,8 @@ static std::vector<float> grad_of(int g, int s, size_t p) {
 }
 
 int main(int argc, char** argv) {
-  dist::MpiSession session(&argc, &argv);
-  dist::MpiCommunicator comm;
+  comm::MpiSession session(&argc, &argv);
+  comm::MpiCommunicator comm;
   int failures = 0;
   try {
     const int W = comm.world(), steps = 4;

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 enum class Pattern {
   ring_allreduce,    ///< 2(W-1)/W * B*8/bw + 2(W-1) * lat (reduce-scatter + allgather; Patarasuk & Yuan 2009)
@@ -22,4 +22,4 @@ struct Network {
 /// world == 1 costs 0 (nothing crosses a network).
 double comm_seconds(Pattern p, double bytes_per_worker, int world, const Network& net);
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm

@@ -1,8 +1,8 @@
-#include "dist/cost_model.h"
+#include "comm/cost_model.h"
 
 #include "util/check.h"
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 const char* pattern_name(Pattern p) {
   switch (p) {
@@ -34,4 +34,4 @@ double comm_seconds(Pattern p, double bytes_per_worker, int world, const Network
   return 0.0;
 }
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm

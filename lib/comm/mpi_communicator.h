@@ -1,8 +1,8 @@
 // OpenMPI communicator: one rank per process (`mpirun -np W frugal train --dist mpi ...`).
 #pragma once
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 /// True when this process was started by mpirun (OMPI_COMM_WORLD_SIZE or PMIX_RANK is set).
 bool launched_by_mpirun();
@@ -61,4 +61,4 @@ class MpiCommunicator final : public Communicator {
   int rank_ = 0, world_ = 1;
 };
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm

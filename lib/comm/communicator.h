@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 /// Element-wise sum of 16-bit codes (fp16 or bf16): inout[i] <- code(value(in[i]) + value(inout[i])), each
 /// addition rounded back to the 16-bit type. Commutative, so every reduction order of two operands agrees.
@@ -80,4 +80,4 @@ class ThreadGroup {
   std::vector<std::unique_ptr<Communicator>> ranks_;
 };
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm

@@ -1,9 +1,9 @@
 #include <doctest/doctest.h>
 
-#include "dist/cost_model.h"
+#include "comm/cost_model.h"
 #include "util/check.h"
 
-using namespace frugal::dist;
+using namespace frugal::comm;
 
 TEST_CASE("cost model: worked example") {
   // ResNet-20 (0.27M params) dense fp32: 1.08 MB per worker per step, 8 workers, 1 Gbit/s, 50 us.

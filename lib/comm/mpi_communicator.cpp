@@ -1,4 +1,4 @@
-#include "dist/mpi_communicator.h"
+#include "comm/mpi_communicator.h"
 
 #define OMPI_SKIP_MPICXX 1
 #include <mpi.h>
@@ -19,7 +19,7 @@
 #include "util/check.h"
 #include "util/fatal.h"
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 namespace {
 bool g_initialized_here = false;
@@ -114,7 +114,7 @@ void mpi_abort_job(const std::string& msg) {
 }
 
 void install_rank_death_handlers() {
-  FRUGAL_CHECK(mpi_running(), "install_rank_death_handlers needs MPI to be initialized (dist::mpi_init_if_needed)");
+  FRUGAL_CHECK(mpi_running(), "install_rank_death_handlers needs MPI to be initialized (comm::mpi_init_if_needed)");
   if (g_world_rank < 0) MPI_Comm_rank(MPI_COMM_WORLD, &g_world_rank);
   util::install_fatal_signal_handlers("rank " + std::to_string(g_world_rank));
   util::install_terminate_handler([](const std::string& msg) { mpi_abort_job(msg); });
@@ -124,7 +124,7 @@ void install_rank_death_handlers() {
 MpiCommunicator::MpiCommunicator() : comm_(new MPI_Comm(MPI_COMM_NULL)), u16_op_(nullptr) {
   int inited = 0;
   MPI_Initialized(&inited);
-  FRUGAL_CHECK(inited, "MpiCommunicator needs MPI to be initialized: call dist::mpi_init_if_needed(&argc, &argv) "
+  FRUGAL_CHECK(inited, "MpiCommunicator needs MPI to be initialized: call comm::mpi_init_if_needed(&argc, &argv) "
                "first (the app does this for --dist mpi)");
   check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &as_comm(comm_)), "MPI_Comm_dup");
   MPI_Comm_set_errhandler(as_comm(comm_), MPI_ERRORS_RETURN);
@@ -214,4 +214,4 @@ void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(as_comm(comm_)), "MPI_Ba
 
 void MpiCommunicator::abort_all(const std::string& msg) { mpi_abort_job(msg); }
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm

@@ -2,10 +2,10 @@
 #include <cstring>
 #include <mutex>
 
-#include "dist/communicator.h"
+#include "comm/communicator.h"
 #include "util/check.h"
 
-namespace frugal::dist {
+namespace frugal::comm {
 
 struct ThreadGroup::State {
   int world;
@@ -133,4 +133,4 @@ void check_same_on_all_ranks(Communicator& comm, const std::string& what, const 
   }
 }
 
-}  // namespace frugal::dist
+}  // namespace frugal::comm
