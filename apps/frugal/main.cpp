@@ -7,6 +7,7 @@
 #include "comm/mpi_communicator.h"
 #include "util/build_info.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 #include "util/fatal.h"
 #include "util/omp_env.h"
 
@@ -51,7 +52,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   const frugal::util::BuildInfo& b = frugal::util::build_info();  // experiments/common.sh parses this line
   app.set_version_flag("--version", std::string("frugal ") + FRUGAL_VERSION + " commit " + b.git_commit +
-                                        " dirty " + (b.git_dirty ? "true" : "false"));
+                                        " dirty " + (b.git_dirty ? "true" : "false") + "\nkernels " +
+                                        frugal::util::isa_name(frugal::util::kernel_isa()) +
+                                        " (frugal's SIMD path on this CPU; FRUGAL_ISA=scalar|avx2|avx512 caps it)");
   frugal::app::Globals g;
   frugal::app::add_train(app, g);
   frugal::app::add_evaluate(app, g);

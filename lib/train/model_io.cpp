@@ -8,6 +8,7 @@
 
 #include "util/build_info.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 #include "util/threads.h"
 
 namespace frugal::train {
@@ -88,6 +89,7 @@ json environment_info() {
           {"onednn_version", std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch)},
           {"onednn_cpu_isa", isa},
           {"compiler", FRUGAL_COMPILER},
+          {"kernel_isa", util::isa_name(util::kernel_isa())},  // frugal's own SIMD kernels (util/cpu_features.h)
           {"threads", util::compute_threads()},  // in force on the calling thread; train: see results.parallelism
           {"gomp_spincount", spin ? spin : ""},
           {"omp_wait_policy", wait ? wait : ""},
