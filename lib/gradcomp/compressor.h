@@ -105,6 +105,25 @@ class Compressor {
   /// for most compressors; DGC's momentum-corrected increment of its accumulator (what dense momentum SGD
   /// would apply). Valid after encode() of a step begun with StepInfo::capture_reference.
   virtual const float* dense_reference(const float* grad) const { return grad; }
+  /// Properties of the built compressor (the exchange asks the object, never its spec string):
+  /// applies the optimizer's momentum itself (dgc's momentum correction; the optimizer then keeps momentum
+  /// for the weight decay only), and cannot compress 1-D tensors (powersgd).
+  virtual bool applies_momentum() const { return false; }
+  virtual bool needs_matrix() const { return false; }
+  /// Steps (from the start of training) in which the exchange sends this tensor dense instead (powersgd:R:warmup=N).
+  virtual int64_t dense_steps() const { return 0; }
+
+  /// Multi-round summable protocols (PowerSGD: P, then Q). rounds() == 0: the single-message encode/decode above.
+  /// Round r: every worker writes round_payload(r, ...) (round_len(r) floats); the exchange sums them over all
+  /// workers (in worker order, then an allreduce over ranks) and calls finish_round(r, sum) once, which may
+  /// transform the sum in place the same way on every worker (PowerSGD orthogonalizes P); round r + 1 reads it as
+  /// prev_sum. After the last round, finish(sums, world, dst) writes this worker's (n) reconstruction.
+  virtual int rounds() const { return 0; }
+  virtual size_t round_len(int r) const;
+  virtual void round_payload(int r, const float* grad, const float* prev_sum, float* out);
+  virtual void finish_round(int r, float* sum) const {}
+  virtual void finish(std::span<const float* const> sums, int world, float* dst);
+
   /// Error-feedback residual, if this compressor keeps one (tests: residual + decoded == input).
   virtual const std::vector<float>* residual() const { return nullptr; }
   /// Everything encode() carries from step to step (residuals, momentum, warm-start factors, random state),
@@ -133,10 +152,6 @@ std::unique_ptr<Compressor> make_compressor(const std::string& spec, const Compr
 
 /// Collective the spec's payload needs (without building one).
 Collective spec_collective(const std::string& spec);
-/// True for methods that apply the optimizer's momentum themselves (dgc).
-bool spec_handles_momentum(const std::string& spec);
-/// True for methods that cannot compress 1-D tensors (powersgd).
-bool spec_needs_matrix(const std::string& spec);
 
 /// Product of the shape, checked for overflow and non-negative extents.
 size_t shape_numel(const std::vector<int64_t>& shape);

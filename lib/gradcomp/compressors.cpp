@@ -84,6 +84,14 @@ void read_sparse(ByteReader& r, size_t n, float* dst) {
   for (size_t i = 0; i < idx.size(); ++i) std::memcpy(&dst[idx[i]], v + 4 * i, 4);
 }
 
+size_t Compressor::round_len(int) const { FRUGAL_FAIL("compressor '", name(), "' has no multi-round protocol"); }
+void Compressor::round_payload(int, const float*, const float*, float*) {
+  FRUGAL_FAIL("compressor '", name(), "' has no multi-round protocol");
+}
+void Compressor::finish(std::span<const float* const>, int, float*) {
+  FRUGAL_FAIL("compressor '", name(), "' has no multi-round protocol");
+}
+
 SummableBody Compressor::summable_body(size_t) const {
   FRUGAL_FAIL("compressor '", name(), "' is exchanged with allgather: its messages have no summable body");
 }

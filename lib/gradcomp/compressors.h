@@ -185,6 +185,7 @@ class Dgc final : public Compressor {
   void begin_step(const StepInfo& s) override;
   void encode(const float* grad, size_t n, Message& out) override;
   void decode(const Message& in, float* dst, size_t n) const override;
+  bool applies_momentum() const override { return true; }
   /// The increment encode() added to the accumulator v: u (heavy ball) or g + m u (Nesterov), clipped.
   const float* dense_reference(const float* grad) const override { return capture_ ? ref_.data() : grad; }
   void save_state(ByteWriter& w) const override;
@@ -297,6 +298,10 @@ class AdaptiveTopK final : public Compressor {
   std::vector<float> vals_;
 };
 
+/// Gram-Schmidt on the r columns of p (rows, r), row-major, as in the PowerSGD reference code
+/// (column /= norm + 1e-8).
+void orthogonalize(float* p, size_t rows, int r);
+
 /// PowerSGD (Vogels, Karimireddy, Jaggi; NeurIPS 2019), Algorithm 1: M = grad + e viewed as (rows, cols)
 /// = (shape[0], numel/shape[0]); P = M Q; allreduce P; orthogonalize P (Gram-Schmidt); Q = M^T P;
 /// allreduce Q; Q /= world (kept as the warm start); out = P Q^T; e = M - out. Q starts as N(0,1) from
@@ -317,8 +322,23 @@ class PowerSgd final : public Compressor {
   size_t rows() const { return rows_; }
   size_t cols() const { return cols_; }
   int rank() const { return r_; }
+  bool needs_matrix() const override { return true; }
   /// Steps (from the start of training) that exchange the dense gradient instead (spec :warmup=STEPS).
-  int64_t dense_steps() const { return dense_steps_; }
+  int64_t dense_steps() const override { return dense_steps_; }
+  /// Round 0: P = M Q (rows, r), M = grad + e; finish_round(0) orthogonalizes the sum of P; round 1:
+  /// Q = M^T P_orth (r, cols); finish: Q = Q_sum / world (the warm start), dst = P_orth Q^T, e = M - dst.
+  int rounds() const override { return 2; }
+  size_t round_len(int r) const override { return r == 0 ? p_len() : q_len(); }
+  void round_payload(int r, const float* grad, const float* prev_sum, float* out) override {
+    if (r == 0)
+      compute_p(grad, out);
+    else
+      compute_q(prev_sum, out);
+  }
+  void finish_round(int r, float* sum) const override {
+    if (r == 0) orthogonalize(sum, rows_, r_);
+  }
+  void finish(std::span<const float* const> sums, int world, float* dst) override { finish(sums[0], sums[1], world, dst); }
   size_t p_len() const { return rows_ * size_t(r_); }
   size_t q_len() const { return cols_ * size_t(r_); }
   /// Phase 1: M = grad + e; p (rows, r) = M Q.
@@ -338,8 +358,5 @@ class PowerSgd final : public Compressor {
   std::vector<float> p_;    // (rows, r) scratch for encode
 };
 
-/// Gram-Schmidt on the r columns of p (rows, r), row-major, as in the PowerSGD reference code
-/// (column /= norm + 1e-8).
-void orthogonalize(float* p, size_t rows, int r);
 
 }  // namespace frugal::gradcomp

@@ -25,7 +25,7 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 }  // namespace
 
-enum class Mode { allreduce, allgather, powersgd };
+enum class Mode { allreduce, allgather, rounds };  // rounds: multi-round summable protocol (powersgd)
 
 struct GradientExchange::Slot {
   std::vector<int64_t> shape;
@@ -34,7 +34,7 @@ struct GradientExchange::Slot {
   std::string dense_reason;  // empty when compressed
   Mode mode = Mode::allreduce;
   std::vector<std::unique_ptr<Compressor>> c;  // one per local worker
-  CastCompressor dense{Kind::dense};           // powersgd's dense steps
+  CastCompressor dense{Kind::dense};           // dense steps of a multi-round compressor
   std::vector<float> velocity;                 // dgc runs: heavy-ball momentum for dense tensors
 };
 
@@ -137,15 +137,15 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
   world_ = comm ? comm->world() * local_workers : local_workers;
   rank_ = comm ? comm->rank() : 0;
   FRUGAL_CHECK(!shapes.empty(), "gradient exchange: no parameters");
-  {  // validate the spec up front, even if every tensor ends up dense
-    CompressorContext probe;
-    probe.shape = {64, 64};
-    make_compressor(opts.compressor, probe);
-  }
-  handles_momentum_ = spec_handles_momentum(opts.compressor);
+  // the spec is built once up front (a bad spec fails even if every tensor ends up dense); its properties come
+  // from the built object
+  CompressorContext probe_ctx;
+  probe_ctx.shape = {64, 64};
+  const std::unique_ptr<Compressor> probe = make_compressor(opts.compressor, probe_ctx);
+  handles_momentum_ = probe->applies_momentum();
   powersgd_dense_steps_ = opts.powersgd_dense_steps;
   if (!opts.comm_pattern.empty() && opts.comm_pattern != "auto") pattern_ = comm::parse_pattern(opts.comm_pattern);
-  const bool needs_matrix = spec_needs_matrix(opts.compressor);
+  const bool needs_matrix = probe->needs_matrix();
   for (size_t p = 0; p < shapes.size(); ++p) {
     auto s = std::make_unique<Slot>();
     s->shape = shapes[p];
@@ -170,9 +170,9 @@ GradientExchange::GradientExchange(const ExchangeOptions& opts, const std::vecto
       ctx.warmup_epochs = opts.warmup_epochs;
       s->c.push_back(make_compressor(s->codec, ctx));
     }
-    if (auto* ps = dynamic_cast<PowerSgd*>(s->c[0].get())) {
-      s->mode = Mode::powersgd;
-      powersgd_dense_steps_ = std::max(powersgd_dense_steps_, ps->dense_steps());
+    if (s->c[0]->rounds() > 0) {
+      s->mode = Mode::rounds;
+      powersgd_dense_steps_ = std::max(powersgd_dense_steps_, s->c[0]->dense_steps());
     }
     else
       s->mode = s->c[0]->collective() == Collective::allreduce ? Mode::allreduce : Mode::allgather;
@@ -292,7 +292,7 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
   double comm_s = 0;
 
   // ---- encode: every (worker, tensor) pair; PowerSGD computes P here.
-  auto mode_of = [&](const Slot& s) { return s.mode == Mode::powersgd && psgd_dense ? Mode::allreduce : s.mode; };
+  auto mode_of = [&](const Slot& s) { return s.mode == Mode::rounds && psgd_dense ? Mode::allreduce : s.mode; };
   std::vector<std::vector<Message>> msgs(static_cast<size_t>(local_), std::vector<Message>(P));
   std::vector<std::vector<std::vector<float>>> pbuf(static_cast<size_t>(local_), std::vector<std::vector<float>>(P));
   auto t0 = Clock::now();
@@ -300,13 +300,12 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     const size_t w = task / P, p = task % P;
     Slot& s = *slots_[p];
     Compressor& c = *s.c[w];
-    if (s.mode == Mode::powersgd) {
+    if (s.mode == Mode::rounds) {
       if (psgd_dense) {
         s.dense.encode(grads[w][p], s.n, msgs[w][p]);
       } else {
-        auto& ps = static_cast<PowerSgd&>(c);
-        pbuf[w][p].resize(ps.p_len());
-        ps.compute_p(grads[w][p], pbuf[w][p].data());
+        pbuf[w][p].resize(c.round_len(0));
+        c.round_payload(0, grads[w][p], nullptr, pbuf[w][p].data());
       }
       return;
     }
@@ -347,15 +346,17 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     for (size_t p = 0; p < P; ++p) {
       const Slot& s = *slots_[p];
       const Message& m = msgs[size_t(w)][p];
-      if (s.mode == Mode::powersgd && !psgd_dense) {
-        auto& ps = static_cast<const PowerSgd&>(*s.c[size_t(w)]);
-        b_ar += 4.0 * double(ps.p_len() + ps.q_len());
-        b_enc += 4.0 * double(ps.p_len() + ps.q_len());
+      if (s.mode == Mode::rounds && !psgd_dense) {
+        const Compressor& c = *s.c[size_t(w)];
+        double len = 0;
+        for (int r = 0; r < c.rounds(); ++r) len += double(c.round_len(r));
+        b_ar += 4.0 * len;
+        b_enc += 4.0 * len;
       } else if (mode_of(s) == Mode::allgather) {
         b_ag += double(varint_size(m.bytes.size()) + m.bytes.size());
         b_enc += double(m.bytes.size());
       } else {
-        const Compressor& dec = s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
+        const Compressor& dec = s.mode == Mode::rounds ? static_cast<const Compressor&>(s.dense) : *s.c[0];
         b_ar += double(dec.summable_body(s.n).bytes());
         b_enc += double(m.bytes.size());
       }
@@ -371,7 +372,7 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     for (size_t p = 0; p < P; ++p)
       if (mode_of(*slots_[p]) == Mode::allreduce) ar.push_back(p);
     auto decoder = [&](const Slot& s) -> const Compressor& {
-      return s.mode == Mode::powersgd ? static_cast<const Compressor&>(s.dense) : *s.c[0];
+      return s.mode == Mode::rounds ? static_cast<const Compressor&>(s.dense) : *s.c[0];
     };
     std::vector<Message> sum(ar.size());
     std::vector<SummableBody> body(ar.size());
@@ -483,73 +484,75 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     }
   }
 
-  // ---- PowerSGD: sum P, orthogonalize, Q = M^T P, sum Q, finish (writes grads directly).
-  std::vector<size_t> ps_slots;
+  // ---- multi-round compressors (PowerSGD: P, then Q): each round's payloads summed in worker order, one
+  // allreduce over the ranks for all such tensors, finish_round on the sum; after the last round every worker
+  // finishes its own state (error feedback, warm start) and worker 0's reconstruction is the result.
+  std::vector<size_t> rs;
   if (!psgd_dense)
     for (size_t p = 0; p < P; ++p)
-      if (slots_[p]->mode == Mode::powersgd) ps_slots.push_back(p);
-  if (!ps_slots.empty()) {
+      if (slots_[p]->mode == Mode::rounds) rs.push_back(p);
+  if (!rs.empty()) {
+    const int rounds = slots_[rs[0]]->c[0]->rounds();
+    for (size_t p : rs)
+      FRUGAL_CHECK(slots_[p]->c[0]->rounds() == rounds, "exchange: multi-round compressors disagree on rounds");
+    // sums[j][r]: round r's sum over all workers for slot rs[j]
+    std::vector<std::vector<std::vector<float>>> sums(rs.size(), std::vector<std::vector<float>>(size_t(rounds)));
+    const size_t rt = size_t(local_) * rs.size();
+    for (int r = 0; r < rounds; ++r) {
+      auto t = Clock::now();
+      if (r > 0) {  // every worker's payload of this round, from the previous round's sum
+        auto one = [&](size_t task) {
+          const size_t w = task / rs.size(), j = task % rs.size();
+          Compressor& c = *slots_[rs[j]]->c[w];
+          pbuf[w][rs[j]].resize(c.round_len(r));
+          c.round_payload(r, grads[w][rs[j]], sums[j][size_t(r - 1)].data(), pbuf[w][rs[j]].data());
+        };
+        if (opts_.parallel)
+          tbb::parallel_for(size_t(0), rt, one);
+        else
+          for (size_t i = 0; i < rt; ++i) one(i);
+      }
+      std::vector<size_t> roff(rs.size());
+      size_t len = 0;
+      for (size_t j = 0; j < rs.size(); ++j) {
+        roff[j] = len;
+        len += pbuf[0][rs[j]].size();
+      }
+      std::vector<float> flat(len);
+      for (size_t j = 0; j < rs.size(); ++j) {
+        float* d = flat.data() + roff[j];
+        const size_t p = rs[j];
+        std::memcpy(d, pbuf[0][p].data(), 4 * pbuf[0][p].size());
+        for (int w = 1; w < local_; ++w)
+          for (size_t i = 0; i < pbuf[size_t(w)][p].size(); ++i) d[i] += pbuf[size_t(w)][p][i];
+      }
+      encode_s += since(t);
+      if (comm_) {
+        auto tc = Clock::now();
+        comm_->allreduce_sum(flat.data(), len);
+        comm_s += since(tc);
+      }
+      t = Clock::now();
+      for (size_t j = 0; j < rs.size(); ++j) {
+        float* d = flat.data() + roff[j];
+        slots_[rs[j]]->c[0]->finish_round(r, d);
+        sums[j][size_t(r)].assign(d, d + pbuf[0][rs[j]].size());
+      }
+      encode_s += since(t);
+    }
     auto t = Clock::now();
-    std::vector<size_t> poff, qoff;
-    size_t plen = 0, qlen = 0;
-    for (size_t p : ps_slots) {
-      auto& ps = static_cast<PowerSgd&>(*slots_[p]->c[0]);
-      poff.push_back(plen);
-      plen += ps.p_len();
-      qoff.push_back(qlen);
-      qlen += ps.q_len();
-    }
-    std::vector<float> pflat(plen), qflat(qlen);
-    for (size_t j = 0; j < ps_slots.size(); ++j) {
-      const size_t p = ps_slots[j];
-      float* d = pflat.data() + poff[j];
-      std::memcpy(d, pbuf[0][p].data(), 4 * pbuf[0][p].size());
-      for (int w = 1; w < local_; ++w)
-        for (size_t i = 0; i < pbuf[size_t(w)][p].size(); ++i) d[i] += pbuf[size_t(w)][p][i];
-    }
-    encode_s += since(t);
-    if (comm_) {
-      auto tc = Clock::now();
-      comm_->allreduce_sum(pflat.data(), plen);
-      comm_s += since(tc);
-    }
-    t = Clock::now();
-    std::vector<std::vector<float>> qw(static_cast<size_t>(local_), std::vector<float>(qlen));
-    for (size_t j = 0; j < ps_slots.size(); ++j) {
-      auto& ps0 = static_cast<PowerSgd&>(*slots_[ps_slots[j]]->c[0]);
-      orthogonalize(pflat.data() + poff[j], ps0.rows(), ps0.rank());
-    }
-    auto q_one = [&](size_t task) {
-      const size_t w = task / ps_slots.size(), j = task % ps_slots.size();
-      auto& ps = static_cast<PowerSgd&>(*slots_[ps_slots[j]]->c[w]);
-      ps.compute_q(pflat.data() + poff[j], qw[w].data() + qoff[j]);
-    };
-    const size_t qt = size_t(local_) * ps_slots.size();
-    if (opts_.parallel)
-      tbb::parallel_for(size_t(0), qt, q_one);
-    else
-      for (size_t i = 0; i < qt; ++i) q_one(i);
-    std::memcpy(qflat.data(), qw[0].data(), 4 * qlen);
-    for (int w = 1; w < local_; ++w)
-      for (size_t i = 0; i < qlen; ++i) qflat[i] += qw[size_t(w)][i];
-    encode_s += since(t);
-    if (comm_) {
-      auto tc = Clock::now();
-      comm_->allreduce_sum(qflat.data(), qlen);
-      comm_s += since(tc);
-    }
-    t = Clock::now();
     auto fin_one = [&](size_t task) {
-      const size_t w = task / ps_slots.size(), j = task % ps_slots.size();
-      const size_t p = ps_slots[j];
-      auto& ps = static_cast<PowerSgd&>(*slots_[p]->c[w]);
+      const size_t w = task / rs.size(), j = task % rs.size();
+      const size_t p = rs[j];
+      std::vector<const float*> s(static_cast<size_t>(rounds));
+      for (int r = 0; r < rounds; ++r) s[size_t(r)] = sums[j][size_t(r)].data();
       float* dst = w == 0 ? result.data() + off[p] : grads[w][p];
-      ps.finish(pflat.data() + poff[j], qflat.data() + qoff[j], world_, dst);
+      slots_[p]->c[w]->finish(s, world_, dst);
     };
     if (opts_.parallel)
-      tbb::parallel_for(size_t(0), qt, fin_one);
+      tbb::parallel_for(size_t(0), rt, fin_one);
     else
-      for (size_t i = 0; i < qt; ++i) fin_one(i);
+      for (size_t i = 0; i < rt; ++i) fin_one(i);
     decode_s += since(t);
   }
 

@@ -211,7 +211,5 @@ Collective spec_collective(const std::string& spec) {
   return summable.count(s.name) ? Collective::allreduce : Collective::allgather;
 }
 
-bool spec_handles_momentum(const std::string& spec) { return parse_spec(spec).name == "dgc"; }
-bool spec_needs_matrix(const std::string& spec) { return parse_spec(spec).name == "powersgd"; }
 
 }  // namespace frugal::gradcomp
