@@ -15,7 +15,7 @@
 
 #include "nn/impl_select.h"
 #include "tensor/tensor.h"
-#include "train/model_io.h"
+#include "io/environment.h"
 
 using namespace dnnl;
 using namespace frugal;
@@ -66,7 +66,7 @@ int main(int argc, char** argv) {
       std::printf("| %s | backward | %s | %.3f |\n", label.c_str(), bnames[static_cast<size_t>(i)].c_str(), ms);
     }
   }
-  nlohmann::json env = frugal::train::environment_info();
+  nlohmann::json env = frugal::io::environment_info();
   std::printf("\n%s, oneDNN %s, CPU ISA %s.\n", env.value("cpu", "").c_str(), env.value("onednn_version", "").c_str(),
               env.value("onednn_cpu_isa", "").c_str());
   return 0;

@@ -12,7 +12,8 @@
 #include "io/files.h"
 #include "train/approx_attach.h"
 #include "train/evaluate.h"
-#include "train/model_io.h"
+#include "io/environment.h"
+#include "nn/model_io.h"
 #include "util/check.h"
 
 namespace frugal::app {
@@ -32,7 +33,7 @@ void characterize_multiplier(const EvalArgs& a) {
   auto m = approx::make_multiplier(a.multiplier);
   json r = approx::characterize(*m);
   json out{
-      {"kind", "multiplier"}, {"multiplier", a.multiplier}, {"metrics", r}, {"environment", train::environment_info()}};
+      {"kind", "multiplier"}, {"multiplier", a.multiplier}, {"metrics", r}, {"environment", io::environment_info()}};
   std::printf("multiplier %s\n", a.multiplier.c_str());
   for (auto& [k, v] : r.items())
     if (v.is_number()) std::printf("  %-22s %.6g\n", k.c_str(), v.get<double>());
@@ -49,7 +50,7 @@ void characterize_multiplier(const EvalArgs& a) {
 }
 
 void evaluate_model(const EvalArgs& a) {
-  auto lm = train::load_model(a.model);
+  auto lm = nn::load_model(a.model);
   nn::Model& model = *lm.model;
   std::string dataset = a.dataset;
   if (dataset.empty() && lm.meta.contains("config")) dataset = lm.meta["config"].value("dataset", "");
@@ -108,7 +109,7 @@ void evaluate_model(const EvalArgs& a) {
   j["energy"] = approx::energy_report(costs);
   if (!approx_info.is_null()) j["approx"] = approx_info;
   if (!a.no_speed) j["speed"] = train::measure_speed(model, a.latency_iters).to_json();
-  j["environment"] = train::environment_info();
+  j["environment"] = io::environment_info();
 
   std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
   std::printf("%-26s %.2f %%%s\n", "top-1 accuracy", 100 * em.top1, a.tta == "flip" ? " (flip TTA)" : "");

@@ -146,22 +146,4 @@ void add_train(CLI::App& app, Globals& g) {
   });
 }
 
-/// A subcommand whose capability has not landed yet: listed in --help, exits 2 with a message.
-static void add_unavailable(CLI::App& app, const std::string& name, const std::string& what) {
-  auto* c = app.add_subcommand(name, what + " — not available yet");
-  c->allow_extras();
-  c->callback([name]() {
-    std::fprintf(stderr, "frugal %s: not available yet (a planned capability)\n", name.c_str());
-    std::exit(2);
-  });
-}
-
-void add_compress(CLI::App& app, Globals&) {
-  add_unavailable(app, "compress", "Compress a trained model (pruning, low-rank, weight sharing, entropy coding)");
-}
-
-void add_sweep(CLI::App& app, Globals&) {
-  add_unavailable(app, "sweep", "Search bit-width x width x depth x compressor x multiplier spaces");
-}
-
 }  // namespace frugal::app

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 
 #include <tbb/blocked_range.h>
@@ -28,7 +29,8 @@
 #include "optim/optimizer.h"
 #include "train/approx_attach.h"
 #include "train/evaluate.h"
-#include "train/model_io.h"
+#include "io/environment.h"
+#include "nn/model_io.h"
 #include "util/check.h"
 #include "util/random.h"
 #include "util/threads.h"
@@ -81,20 +83,27 @@ json hold_out_validation(const io::Config& cfg, data::Dataset& train, data::Data
               {"indices_sha256", s.val_indices_sha256}};
 }
 
+/// Progress lines: appended to train.log and handed to the sink (TrainOptions::progress, or stderr unless quiet).
 class Log {
  public:
-  Log(const std::string& path, bool quiet, bool enabled) : quiet_(quiet), enabled_(enabled) {
-    if (enabled_) f_.open(path, std::ios::app);
+  Log(const std::string& path, const TrainOptions& o, bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    f_.open(path, std::ios::app);
+    if (o.progress)
+      sink_ = o.progress;
+    else if (!o.quiet)
+      sink_ = [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); };
   }
   void line(const std::string& s) {
     if (!enabled_) return;
-    if (!quiet_) std::fprintf(stderr, "%s\n", s.c_str());
+    if (sink_) sink_(s);
     f_ << s << "\n";
     f_.flush();
   }
 
  private:
-  bool quiet_, enabled_;
+  bool enabled_;
+  std::function<void(const std::string&)> sink_;
   std::ofstream f_;
 };
 
@@ -216,7 +225,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     }
   }
   if (writer) io::make_dirs(opts.out_dir);
-  Log log(opts.out_dir + "/train.log", opts.quiet, writer);
+  Log log(opts.out_dir + "/train.log", opts, writer);
 
   check_specs_before_data(cfg);
 
@@ -260,7 +269,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
     auto m = std::make_unique<nn::Model>(spec, seed);
     if (!cfg.s("init").empty() && !resuming) {  // fine-tuning: weights and BN statistics from a model file
       io::TensorFile init = io::load_tensor_file(cfg.s("init"));
-      load_model_tensors(*m, init, cfg.s("init"));
+      nn::load_model_tensors(*m, init, cfg.s("init"));
     }
     json info = attach_approx(*m, cfg);
     if (json cal = calibrate_approx(*m, cfg, train_ds, norm, static_cast<int>(cfg.i("eval_batch"))); !cal.is_null())
@@ -361,7 +370,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   json epochs_log = json::array();
   double train_compute_s = 0, worker_compute_s = 0;
   if (resuming) {
-    load_model_tensors(model, resume_state, opts.resume_dir + "/checkpoint.bin");
+    nn::load_model_tensors(model, resume_state, opts.resume_dir + "/checkpoint.bin");
     for (auto& [name, t] : opt.state()) {
       const Tensor* s = resume_state.find("optim." + name);
       FRUGAL_CHECK(s && s->dims() == t->dims(), "checkpoint lacks optimizer state '", name, "'");
@@ -483,7 +492,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                 {"swa_n", swa_n},
                 {"val_split", val_split["size"]},
                 {"val_split_sha256", val_sha}}}};
-    add_model_tensors(model, f);
+    nn::add_model_tensors(model, f);
     if (swa_n > 0)
       for (size_t i = 0; i < swa_avg.size(); ++i) f.tensors.emplace_back("swa." + params[i]->name, swa_avg[i]);
     for (auto& [name, t] : opt.state()) f.tensors.emplace_back("optim." + name, *t);
@@ -754,7 +763,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                {"model", {{"spec", spec}, {"summary", model.summary()}}},
                {"metrics", metrics},
                {"epochs", epochs_log},
-               {"environment", environment_info()},
+               {"environment", io::environment_info()},
                {"data", data_j},
                {"timing",
                 {{"wall_s", std::chrono::duration<double>(clk::now() - t_start).count()},
@@ -807,7 +816,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
                               {"available_cores", util::available_cores()}};
   }
   if (writer) {
-    save_model(opts.out_dir + "/model.bin", model, {{"config", cfg.values()}, {"test_accuracy", final_m.top1}});
+    nn::save_model(opts.out_dir + "/model.bin", model, {{"config", cfg.values()}, {"test_accuracy", final_m.top1}});
     io::write_file_atomic(opts.out_dir + "/results.json", results.dump(2) + "\n");
     log.line(
         fmt("[train] done: test accuracy %.4f, %.0f img/s; wrote %s/{results.json,model.bin,checkpoint.bin,train.log}",

@@ -20,6 +20,9 @@ struct TrainOptions {
   int stop_after_epoch = -1;           // end (as if interrupted) after this many epochs; for resume tests
   comm::Communicator* comm = nullptr;  // MPI: one worker per rank; nullptr: in-process workers
   bool quiet = false;                  // no progress lines on stderr
+  /// Where progress lines go (rank 0 only), besides out_dir/train.log: by default stderr unless quiet. A sweep
+  /// running many trainers sets its own sink (or quiet) and shows its own progress.
+  std::function<void(const std::string& line)> progress;
   std::function<void(int64_t step)> before_step;  // if set, called before every training step (0-based,
                                                   // counted across epochs); the app's fault-injection test hook
 };

@@ -2,6 +2,8 @@
 // divergence stops with the last good checkpoint kept, W ranks equal W in-process workers.
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -488,4 +490,24 @@ TEST_CASE("train: time_to_accuracy stops at the first epoch that reaches target_
   CHECK(u.at("time_to_accuracy").at("reached") == false);
   CHECK(u.at("time_to_accuracy").at("epoch").is_null());
   CHECK(!u.at("time_to_accuracy").contains("total_s"));
+}
+
+TEST_CASE("train: progress lines go to the caller's sink (and train.log), nothing to stderr") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str(), 128, 32);
+  io::Config c = tiny_config(dir.str());
+  c.set("epochs=2");
+  std::vector<std::string> lines;
+  train::TrainOptions o;
+  o.out_dir = dir / "run";
+  o.progress = [&](const std::string& l) { lines.push_back(l); };
+  train::run_training(c, o);
+  REQUIRE(lines.size() >= 3);  // header, one line per epoch, done
+  int epoch_lines = 0;
+  for (auto& l : lines) epoch_lines += l.find("epoch") != std::string::npos && l.find("done") != std::string::npos;
+  CHECK(epoch_lines == 2);
+  CHECK(lines.back().find("[train] done") == 0);
+  std::ifstream log(dir / "run/train.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  for (auto& l : lines) CHECK(text.find(l) != std::string::npos);
 }

@@ -6,15 +6,15 @@
 #include "io/tensor_file.h"
 #include "nn/model.h"
 
-namespace frugal::train {
+namespace frugal::nn {
 
 /// Adds every parameter and buffer of the model to f.tensors under its registered name.
-void add_model_tensors(nn::Model& model, io::TensorFile& f);
+void add_model_tensors(Model& model, io::TensorFile& f);
 /// Copies tensors of f into the model's parameters and buffers; every one must be present with the same dims.
-void load_model_tensors(nn::Model& model, const io::TensorFile& f, const std::string& path);
+void load_model_tensors(Model& model, const io::TensorFile& f, const std::string& path);
 
 /// Writes a model file: meta {"kind": "model", "spec": ..., "config": ..., plus `extra`}.
-void save_model(const std::string& path, nn::Model& model, const nlohmann::json& extra);
+void save_model(const std::string& path, Model& model, const nlohmann::json& extra);
 
 struct LoadedModel {
   std::unique_ptr<nn::Model> model;
@@ -23,8 +23,5 @@ struct LoadedModel {
 /// Reads a model file (or a checkpoint, whose model part is used).
 LoadedModel load_model(const std::string& path);
 
-/// Environment block of results.json: versions, the commit the binary was built from and whether the tree was dirty
-/// (util/build_info.h), build flags, oneDNN ISA, compiler, threads, CPU.
-nlohmann::json environment_info();
 
-}  // namespace frugal::train
+}  // namespace frugal::nn
