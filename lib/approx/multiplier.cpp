@@ -8,26 +8,12 @@
 #include <sstream>
 
 #include "util/check.h"
+#include "util/spec_string.h"
 
 namespace frugal::approx {
 namespace {
 
 int msb(uint32_t x) { return 31 - std::countl_zero(x); }  // requires x > 0
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
 
 int parse_int(const std::string& s, const std::string& spec, const char* what, int lo, int hi) {
   int v = 0;
@@ -210,7 +196,9 @@ int32_t Decomposition::eval(uint8_t ca, uint8_t cb) const {
 
 std::unique_ptr<Multiplier> make_multiplier(const std::string& spec) {
   FRUGAL_CHECK(!spec.empty(), "empty multiplier spec; expected e.g. exact, trunc:2, bam:0,6, mitchell, drum:4, lut:FILE");
-  std::vector<std::string> parts = split(spec, ':');
+  const util::SpecFields fields = util::split_spec(spec, "multiplier spec");
+  std::vector<std::string> parts{fields.name};
+  parts.insert(parts.end(), fields.fields.begin(), fields.fields.end());
   // Trailing options.
   bool is_signed = false;
   double power = -1;
@@ -245,7 +233,7 @@ std::unique_ptr<Multiplier> make_multiplier(const std::string& spec) {
     default_power = std::pow((8.0 - k) / 8.0, 2);  // array area ~ operand bits^2 (estimate)
   } else if (type == "bam") {
     nargs(1, "bam:H,V (horizontal break rows H in [0,8], vertical break column V in [0,15])");
-    auto hv = split(parts[1], ',');
+    auto hv = util::split(parts[1], ',');
     FRUGAL_CHECK(hv.size() == 2, "multiplier spec '", spec, "': expected bam:H,V, e.g. bam:0,6");
     int h = parse_int(hv[0], spec, "H", 0, 8), v = parse_int(hv[1], spec, "V", 0, 15);
     m = std::make_unique<FunctionalMultiplier>(Kind::bam, h, v, "bam:" + std::to_string(h) + "," + std::to_string(v));

@@ -7,6 +7,7 @@
 
 #include "gradcomp/compressors.h"
 #include "util/check.h"
+#include "util/spec_string.h"
 
 namespace frugal::gradcomp {
 
@@ -15,13 +16,6 @@ const char* kValid =
     "none, fp16, bf16, topk:R, randk:R, threshold:V, dgc:R[:sample=F][:clip=C][:nomask][:warmup=E], qsgd:S[:elias], "
     "terngrad[:clip=C], signsgd, efsign, onebit, powersgd:RANK[:warmup=STEPS], adaptive:R[:energy=E]; suffix +ef / +noef or prefix "
     "ef:";
-
-bool parse_number(const std::string& s, double& v) {
-  if (s.empty()) return false;
-  char* end = nullptr;
-  v = std::strtod(s.c_str(), &end);
-  return end == s.c_str() + s.size() && std::isfinite(v);
-}
 
 void allow(const Spec& s, size_t max_args, std::set<std::string> keys, std::set<std::string> flags) {
   FRUGAL_CHECK(s.args.size() <= max_args, "compressor spec '", s.text, "': ", s.name, " takes at most ", max_args,
@@ -53,7 +47,7 @@ double Spec::number(const std::string& key, double dflt) const {
   auto it = kv.find(key);
   if (it == kv.end()) return dflt;
   double v;
-  FRUGAL_CHECK(parse_number(it->second, v), "compressor spec '", text, "': option ", key, "=", it->second,
+  FRUGAL_CHECK(util::parse_number(it->second, v), "compressor spec '", text, "': option ", key, "=", it->second,
                " is not a number");
   return v;
 }
@@ -80,24 +74,16 @@ Spec parse_spec(const std::string& text) {
     body.resize(body.size() - 3);
   }
   FRUGAL_CHECK(!body.empty(), "empty compressor spec '", text, "'. Valid specs: ", kValid);
-  size_t at = 0;
-  bool first = true;
-  while (at <= body.size()) {
-    size_t c = body.find(':', at);
-    std::string tok = body.substr(at, c == std::string::npos ? std::string::npos : c - at);
-    FRUGAL_CHECK(!tok.empty(), "compressor spec '", text, "': empty field between ':'. Valid specs: ", kValid);
-    if (first) {
-      s.name = tok;
-      first = false;
-    } else if (auto eq = tok.find('='); eq != std::string::npos) {
+  const util::SpecFields f = util::split_spec(body, "compressor spec");
+  s.name = f.name;
+  for (const std::string& tok : f.fields) {
+    if (auto eq = tok.find('='); eq != std::string::npos) {
       s.kv[tok.substr(0, eq)] = tok.substr(eq + 1);
-    } else if (double v; parse_number(tok, v)) {
+    } else if (double v; util::parse_number(tok, v)) {
       s.args.push_back(v);
     } else {
       s.flags.push_back(tok);
     }
-    if (c == std::string::npos) break;
-    at = c + 1;
   }
   return s;
 }

@@ -7,6 +7,7 @@
 #include "approx/quantizer.h"
 #include "train/evaluate.h"
 #include "util/check.h"
+#include "util/spec_string.h"
 
 namespace frugal::train {
 
@@ -221,11 +222,9 @@ json calibrate_approx(nn::Model& model, const io::Config& cfg, const data::Datas
   approx::QuantConfig qc;
   qc.symmetric = false;
   int batches = 0;
-  std::vector<std::string> parts;
-  {
-    std::stringstream ss(how);
-    for (std::string t; std::getline(ss, t, ':');) parts.push_back(t);
-  }
+  const util::SpecFields f = util::split_spec(how, "config key 'act_calibration'");
+  std::vector<std::string> parts{f.name};
+  parts.insert(parts.end(), f.fields.begin(), f.fields.end());
   bool ok = parts.size() >= 2 && (parts[0] == "minmax" || parts[0] == "percentile") &&
             (parts.size() == 2 || (parts[0] == "percentile" && parts.size() == 3));
   try {
