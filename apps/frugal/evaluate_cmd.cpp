@@ -13,6 +13,7 @@
 #include "train/approx_attach.h"
 #include "train/evaluate.h"
 #include "io/environment.h"
+#include "modelcomp/deep_compression.h"
 #include "nn/model_io.h"
 #include "util/check.h"
 
@@ -50,7 +51,7 @@ void characterize_multiplier(const EvalArgs& a) {
 }
 
 void evaluate_model(const EvalArgs& a) {
-  auto lm = nn::load_model(a.model);
+  auto lm = nn::load_model(modelcomp::read_model_file(a.model), a.model);  // frugal's model file or a packed one
   nn::Model& model = *lm.model;
   std::string dataset = a.dataset;
   if (dataset.empty() && lm.meta.contains("config")) dataset = lm.meta["config"].value("dataset", "");

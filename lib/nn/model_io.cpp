@@ -38,8 +38,9 @@ void save_model(const std::string& path, Model& model, const json& extra) {
   io::save_tensor_file(path, f);
 }
 
-LoadedModel load_model(const std::string& path) {
-  io::TensorFile f = io::load_tensor_file(path);
+LoadedModel load_model(const std::string& path) { return load_model(io::load_tensor_file(path), path); }
+
+LoadedModel load_model(const io::TensorFile& f, const std::string& path) {
   FRUGAL_CHECK(f.meta.contains("spec"), "'", path, "' has no model spec in its metadata");
   LoadedModel lm;
   lm.meta = f.meta;

@@ -22,6 +22,8 @@ struct LoadedModel {
 };
 /// Reads a model file (or a checkpoint, whose model part is used).
 LoadedModel load_model(const std::string& path);
+/// Builds the model from an already read file (its meta "spec" and tensors); path names it in errors.
+LoadedModel load_model(const io::TensorFile& f, const std::string& path);
 
 
 }  // namespace frugal::nn

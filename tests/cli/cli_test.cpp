@@ -10,6 +10,7 @@
 #include "io/files.h"
 #include "util/build_info.h"
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 namespace {
@@ -99,6 +100,43 @@ TEST_CASE("cli: bad spec strings fail before any dataset is opened") {
     CHECK(r.out.find(c.expect) != std::string::npos);
     CHECK(r.out.find("fetch_cifar100") == std::string::npos);
   }
+}
+
+TEST_CASE("cli: compress writes a packed model that evaluate runs, with its accuracy and byte counts") {
+  frugal::data::testing::TempDir dir;
+  frugal::testing::write_synthetic_mnist(dir.str(), 256, 64);
+  Run t = run("train -q --out " + dir / "run" + " --set data_dir=" + dir.str() + " --set epochs=2 --set batch=32");
+  REQUIRE(t.code == 0);
+  Run c = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --sparsity 0.5 --out " +
+              dir / "cmp");
+  INFO(c.out);
+  REQUIRE(c.code == 0);
+  nlohmann::json j = nlohmann::json::parse(frugal::io::read_file(dir / "cmp/compress.json"));
+  const auto packed_bytes = std::filesystem::file_size(dir / "cmp/model.packed");
+  CHECK(j.at("packed_file_bytes").get<size_t>() == packed_bytes);
+  CHECK(j.at("ratio_vs_fp32").get<double>() > 3);  // half the weights gone, 8 / 5-bit shared values
+  size_t sum = 0;
+  for (auto& l : j.at("layers")) {
+    sum += l.at("packed_bytes").get<size_t>();
+    if (l.at("encoding") == "sparse") CHECK(l.at("sparsity").get<double>() >= 0.5);
+  }
+  CHECK(sum < packed_bytes);  // the records, plus magic, metadata and checksum
+  // evaluate decodes the packed file and gets the accuracy compress measured
+  Run e = run("evaluate --model " + dir / "cmp/model.packed" + " --data-dir " + dir.str() + " --no-speed --out " +
+              dir / "ev");
+  INFO(e.out);
+  REQUIRE(e.code == 0);
+  nlohmann::json ev = nlohmann::json::parse(frugal::io::read_file(dir / "ev/evaluate.json"));
+  CHECK(ev.at("metrics").at("test_accuracy").get<double>() == j.at("test_accuracy_after").get<double>());
+  CHECK(ev.at("metrics").at("model_file_bytes").get<size_t>() == packed_bytes);
+  // a corrupted packed file is refused naming the file
+  std::string bytes = frugal::io::read_file(dir / "cmp/model.packed");
+  bytes[bytes.size() / 2] ^= 0x40;
+  frugal::io::write_file_atomic(dir / "bad.packed", bytes);
+  Run b = run("evaluate --model " + dir / "bad.packed" + " --data-dir " + dir.str() + " --no-speed");
+  CHECK(b.code != 0);
+  CHECK(b.out.find("bad.packed") != std::string::npos);
+  CHECK(b.out.find("checksum") != std::string::npos);
 }
 
 TEST_CASE("cli: train then evaluate the written model") {
