@@ -46,7 +46,7 @@ DeepCompressionResult deep_compress(const io::TensorFile& model, const DeepCompr
   r.packed.meta["kind"] = "packed-model";
   for (const auto& [name, t] : model.tensors) {
     const size_t n = size_t(t.size());
-    const bool conv = t.dims().size() == 4, fc = t.dims().size() == 2;
+    const bool conv = t.dims().size() == 4, fc = t.dims().size() == 2;  // as compressible() below
     LayerReport lr;
     lr.name = name;
     lr.dims = t.dims();
@@ -84,6 +84,61 @@ io::TensorFile read_model_file(const std::string& path) {
   f.meta = u.meta;
   f.tensors = std::move(u.tensors);
   return f;
+}
+
+}  // namespace frugal::modelcomp
+
+namespace frugal::modelcomp {
+
+void apply_constraint(const WeightConstraint& c, float* w, size_t n) {
+  if (!c.keep.empty()) {
+    FRUGAL_CHECK(c.keep.size() == n, "constraint: mask of ", c.keep.size(), " for ", n, " weights");
+    for (size_t i = 0; i < n; ++i)
+      if (!c.keep[i]) w[i] = 0.0f;
+  }
+  if (!c.cluster.empty()) {
+    FRUGAL_CHECK(c.cluster.size() == n, "constraint: clusters of ", c.cluster.size(), " for ", n, " weights");
+    std::vector<double> sum(c.clusters, 0.0);
+    std::vector<size_t> cnt(c.clusters, 0);
+    for (size_t i = 0; i < n; ++i) {
+      sum[c.cluster[i]] += w[i];
+      ++cnt[c.cluster[i]];
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t k = c.cluster[i];
+      w[i] = k == 0 ? 0.0f : float(sum[k] / double(cnt[k]));
+    }
+  }
+}
+
+namespace {
+bool compressible(const Tensor& t, const DeepCompressionOptions& o) {
+  return (t.dims().size() == 4 || t.dims().size() == 2) && size_t(t.size()) >= o.min_numel;
+}
+}  // namespace
+
+std::vector<std::pair<std::string, WeightConstraint>> pruning_constraints(const io::TensorFile& model,
+                                                                          const DeepCompressionOptions& o) {
+  std::vector<std::pair<std::string, WeightConstraint>> out;
+  for (const auto& [name, t] : model.tensors)
+    if (compressible(t, o)) {
+      WeightConstraint c;
+      c.keep = magnitude_mask(t.data(), size_t(t.size()), o.sparsity);
+      out.emplace_back(name, std::move(c));
+    }
+  return out;
+}
+
+std::vector<std::pair<std::string, WeightConstraint>> sharing_constraints(const DeepCompressionResult& r) {
+  std::vector<std::pair<std::string, WeightConstraint>> out;
+  for (const PackedTensor& p : r.packed.tensors)
+    if (p.encoding == Encoding::sparse) {
+      WeightConstraint c;
+      c.cluster = p.codes;
+      c.clusters = uint32_t(p.centroids.size());
+      out.emplace_back(p.name, std::move(c));
+    }
+  return out;
 }
 
 }  // namespace frugal::modelcomp

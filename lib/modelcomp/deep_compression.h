@@ -46,3 +46,24 @@ DeepCompressionResult deep_compress(const io::TensorFile& model, const DeepCompr
 io::TensorFile read_model_file(const std::string& path);
 
 }  // namespace frugal::modelcomp
+
+namespace frugal::modelcomp {
+
+/// A constraint on one tensor while a compressed model is fine-tuned (the trainer's after_update hook): pruned
+/// weights stay 0, and with shared weights each cluster's weights are set to their mean after every update, so
+/// every step moves each shared value by the mean of its members' updates (Deep Compression fine-tunes the
+/// centroids with their members' summed gradients; the mean is the same direction, scaled per cluster).
+struct WeightConstraint {
+  std::vector<uint8_t> keep;       ///< (n) 0 = pruned; empty: no pruning
+  std::vector<uint32_t> cluster;   ///< (n) shared-value cluster of each weight, 0 = pruned; empty: not shared
+  uint32_t clusters = 0;           ///< number of cluster ids (including 0)
+};
+void apply_constraint(const WeightConstraint& c, float* w, size_t n);
+
+/// The pruning masks deep_compress would apply: one per tensor it compresses (by name), others absent.
+std::vector<std::pair<std::string, WeightConstraint>> pruning_constraints(const io::TensorFile& model,
+                                                                          const DeepCompressionOptions& o);
+/// The shared-weight clusters of a compression result: one per sparse tensor (codes as clusters).
+std::vector<std::pair<std::string, WeightConstraint>> sharing_constraints(const DeepCompressionResult& r);
+
+}  // namespace frugal::modelcomp

@@ -458,6 +458,13 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
       }
     }
   };
+  // A caller's constraint on the weights (TrainOptions::after_update), from the start and after every update.
+  auto apply_constraint = [&] {
+    if (!opts.after_update) return;
+    opts.after_update(params);
+    for (auto* p : params) ++p->version;
+  };
+  apply_constraint();
   sync_replicas(true);
   // Workers run concurrently, each with `threads` oneDNN threads, as many at once as the cores allow.
   const int concurrent_workers = std::max(1, std::min(local_workers, util::available_cores() / threads));
@@ -628,6 +635,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
           std::memcpy(params[p]->grad.data(), gptrs[0][p], sizeof(float) * static_cast<size_t>(params[p]->grad.size()));
       }
       opt.step(sched.lr(step));
+      apply_constraint();
       sync_replicas(false);
       ++step;
       ++ep_steps;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "io/config.h"
+#include "nn/layer.h"
 
 namespace frugal::comm {
 class Communicator;
@@ -23,6 +24,10 @@ struct TrainOptions {
   /// Where progress lines go (rank 0 only), besides out_dir/train.log: by default stderr unless quiet. A sweep
   /// running many trainers sets its own sink (or quiet) and shows its own progress.
   std::function<void(const std::string& line)> progress;
+  /// If set, called after every optimizer update with the trained model's parameters, before the other workers'
+  /// replicas take them: a constraint such as a pruning mask or shared weights (compress's fine-tuning) edits the
+  /// values in place. Also applied once before the first step.
+  std::function<void(const std::vector<nn::Param*>& params)> after_update;
   std::function<void(int64_t step)> before_step;  // if set, called before every training step (0-based,
                                                   // counted across epochs); the app's fault-injection test hook
 };

@@ -129,6 +129,18 @@ TEST_CASE("cli: compress writes a packed model that evaluate runs, with its accu
   nlohmann::json ev = nlohmann::json::parse(frugal::io::read_file(dir / "ev/evaluate.json"));
   CHECK(ev.at("metrics").at("test_accuracy").get<double>() == j.at("test_accuracy_after").get<double>());
   CHECK(ev.at("metrics").at("model_file_bytes").get<size_t>() == packed_bytes);
+  // with fine-tuning after pruning and after sharing: the same sparsity, each shared tensor at most 2^bits - 1
+  // distinct nonzero values, and the original's accuracy measured on the untouched original
+  Run f = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() +
+              " --sparsity 0.8 --fc-bits 3 --conv-bits 4 --finetune-epochs 1 --out " + dir / "ft");
+  INFO(f.out);
+  REQUIRE(f.code == 0);
+  nlohmann::json fj = nlohmann::json::parse(frugal::io::read_file(dir / "ft/compress.json"));
+  CHECK(fj.at("fine_tuned") == true);
+  CHECK(fj.at("stages").size() == 2);
+  CHECK(fj.at("test_accuracy_before").get<double>() == j.at("test_accuracy_before").get<double>());
+  for (auto& l : fj.at("layers"))
+    if (l.at("encoding") == "sparse") CHECK(l.at("sparsity").get<double>() >= 0.8);
   // a corrupted packed file is refused naming the file
   std::string bytes = frugal::io::read_file(dir / "cmp/model.packed");
   bytes[bytes.size() / 2] ^= 0x40;

@@ -85,3 +85,34 @@ TEST_CASE("packed model: corrupted, truncated, wrong-magic and wrong-version fil
   bad.tensors[2].centroids[0] = 0.5f;
   CHECK_THROWS_WITH_AS(encode_packed(bad), doctest::Contains("starts with 0.0"), frugal::Error);
 }
+
+#include "modelcomp/deep_compression.h"
+
+TEST_CASE("deep compression: constraints keep pruned weights at 0 and each cluster at its mean, packing is lossless") {
+  WeightConstraint c;
+  c.keep = {1, 0, 1, 1, 0, 1};
+  std::vector<float> w = {0.5f, 0.3f, -0.2f, 0.1f, -0.7f, 0.4f};
+  apply_constraint(c, w.data(), w.size());
+  CHECK(w == std::vector<float>{0.5f, 0.f, -0.2f, 0.1f, 0.f, 0.4f});
+  WeightConstraint s;
+  s.cluster = {1, 0, 2, 2, 0, 1};
+  s.clusters = 3;
+  apply_constraint(s, w.data(), w.size());
+  CHECK(w[0] == doctest::Approx(0.45f));
+  CHECK(w[5] == w[0]);
+  CHECK(w[2] == doctest::Approx(-0.05f));
+  CHECK(w[1] == 0.f);
+  // a model whose weights already take a few shared values compresses losslessly
+  io::TensorFile f;
+  f.meta = {{"spec", "x"}};
+  Tensor t({32, 64});
+  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = i % 3 == 0 ? 0.0f : (i % 3 == 1 ? 0.25f : -0.5f);
+  f.tensors.emplace_back("fc.weight", t);
+  DeepCompressionOptions o;
+  o.sparsity = 1.0 / 3;
+  DeepCompressionResult r = deep_compress(f, o);
+  UnpackedModel u = decode_packed(r.bytes.file, "mem");
+  for (int64_t i = 0; i < t.size(); ++i) REQUIRE(u.tensors[0].second.data()[i] == t.data()[i]);
+  CHECK(r.layers[0].encoding == "sparse");
+  CHECK(r.layers[0].sparsity == doctest::Approx(1.0 / 3).epsilon(0.01));
+}
