@@ -14,6 +14,7 @@
 #include "train/evaluate.h"
 #include "io/environment.h"
 #include "modelcomp/deep_compression.h"
+#include "sweep/compare.h"
 #include "nn/model_io.h"
 #include "util/check.h"
 
@@ -24,7 +25,7 @@ using json = nlohmann::json;
 namespace {
 struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
-                                                         calibration = "batch", tta = "none", act_quant;
+                                                         calibration = "batch", tta = "none", act_quant, compare;
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
   bool no_speed = false, per_tensor = false;
 };
@@ -128,10 +129,27 @@ void evaluate_model(const EvalArgs& a) {
   std::printf("per-class accuracy:");
   for (size_t k = 0; k < em.per_class.size(); ++k) std::printf(" %zu:%.3f", k, em.per_class[k]);
   std::printf("\n");
+  bool regressed = false;
+  if (!a.compare.empty()) {  // regression check against a checked-in baseline (sweep/compare.h)
+    const auto checks = sweep::compare_with_baseline(j, io::read_json_file(a.compare), a.compare);
+    std::printf("\ncompared with %s:\n%s", a.compare.c_str(), sweep::compare_table(checks).c_str());
+    json cj = json::array();
+    for (const auto& c : checks) {
+      regressed |= c.regressed;
+      cj.push_back({{"metric", c.path}, {"baseline", c.baseline}, {"fresh", c.missing ? json() : json(c.fresh)},
+                    {"allowed", c.allowed}, {"regressed", c.regressed}});
+    }
+    j["compare"] = {{"baseline", a.compare}, {"checks", cj}, {"regressed", regressed}};
+  }
   if (!a.out.empty()) {
     io::make_dirs(a.out);
     io::write_file_atomic(a.out + "/evaluate.json", j.dump(2) + "\n");
     std::printf("wrote %s/evaluate.json\n", a.out.c_str());
+  }
+  if (regressed) {
+    std::fprintf(stderr, "frugal evaluate: a metric regressed beyond its tolerance in %s (table above)\n",
+                 a.compare.c_str());
+    std::exit(4);
   }
 }
 }  // namespace
@@ -172,6 +190,10 @@ void add_evaluate(CLI::App& app, Globals&) {
       ->capture_default_str();
   c->add_flag("--per-tensor", a->per_tensor, "one weight scale per tensor (default: per output channel)");
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
+  c->add_option("--compare", a->compare,
+                "baseline JSON ({\"metrics\": {\"metrics.test_accuracy\": {\"value\", \"direction\", \"tolerance\"}}}): "
+                "print a table of differences and exit 4 when a metric regressed beyond its tolerance")
+      ->check(CLI::ExistingFile);
   c->add_option("--tta", a->tta,
                 "test-time augmentation: none, or flip (mean softmax of each image and its horizontal mirror)")
       ->check(CLI::IsMember({"none", "flip"}))
