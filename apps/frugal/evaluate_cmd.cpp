@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "util/omp_env.h"
 #include "data/dataset.h"
+#include "data/jpeg.h"
 #include "io/config.h"
 #include "io/files.h"
 #include "train/approx_attach.h"
@@ -26,7 +27,7 @@ namespace {
 struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
                                                          calibration = "batch", tta = "none", act_quant, compare;
-  int batch = 500, latency_iters = 200, bits = 8, act_bits = 8;
+  int batch = 500, latency_iters = 200, bits = 8, act_bits = 8, jpeg_quality = 0;
   bool no_speed = false, per_tensor = false;
 };
 
@@ -72,6 +73,11 @@ void evaluate_model(const EvalArgs& a) {
   json approx_info = train::attach_approx(model, cfg);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
   auto norm = data::default_normalization(ds.test.name);
+  json input_jpeg;
+  if (a.jpeg_quality > 0) {  // compressed inputs: the test images through JPEG (data/jpeg.h)
+    const data::JpegStats js = data::jpeg_roundtrip(ds.test, a.jpeg_quality);
+    input_jpeg = {{"quality", js.quality}, {"bits_per_pixel", js.bits_per_pixel}, {"mean_abs_error", js.mean_abs_error}};
+  }
   if (json cal = train::calibrate_approx(model, cfg, ds.train, norm, a.batch); !cal.is_null())
     approx_info["calibration"] = cal;
   auto t0 = std::chrono::steady_clock::now();
@@ -79,6 +85,7 @@ void evaluate_model(const EvalArgs& a) {
   double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   json j{{"kind", "evaluate"}, {"model_file", a.model}, {"dataset", dataset}, {"metrics", em.to_json(true)}};
   j["metrics"]["eval_s"] = eval_s;
+  if (!input_jpeg.is_null()) j["input_jpeg"] = input_jpeg;
   j["metrics"]["tta"] = a.tta;
   j["metrics"]["params"] = model.num_params();
   j["metrics"]["macs_per_image"] = model.macs_per_image();
@@ -116,6 +123,9 @@ void evaluate_model(const EvalArgs& a) {
   std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
   std::printf("%-26s %.2f %%%s\n", "top-1 accuracy", 100 * em.top1, a.tta == "flip" ? " (flip TTA)" : "");
   std::printf("%-26s %.2f %%\n", "top-5 accuracy", 100 * em.top5);
+  if (!input_jpeg.is_null())
+    std::printf("%-26s quality %d, %.3f bits/pixel\n", "JPEG inputs", a.jpeg_quality,
+                input_jpeg["bits_per_pixel"].get<double>());
   std::printf("%-26s %.4f\n", "loss", em.loss);
   std::printf("%-26s %lld\n", "parameters", (long long)model.num_params());
   std::printf("%-26s %lld\n", "MACs / image", (long long)model.macs_per_image());
@@ -190,6 +200,10 @@ void add_evaluate(CLI::App& app, Globals&) {
       ->capture_default_str();
   c->add_flag("--per-tensor", a->per_tensor, "one weight scale per tensor (default: per output channel)");
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
+  c->add_option("--jpeg-quality", a->jpeg_quality,
+                "pass the test images through JPEG at this quality (1-100) first; bits per pixel reported (0: off)")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
   c->add_option("--compare", a->compare,
                 "baseline JSON ({\"metrics\": {\"metrics.test_accuracy\": {\"value\", \"direction\", \"tolerance\"}}}): "
                 "print a table of differences and exit 4 when a metric regressed beyond its tolerance")

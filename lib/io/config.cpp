@@ -42,6 +42,10 @@ const std::vector<KeyInfo>& config_keys() {
       {"swa_lr", 0.01, "learning rate of the SWA epochs"},
       {"label_smoothing", 0.0, "label smoothing epsilon of the cross-entropy"},
       {"augment", "none", "none | flip | crop | crop+flip (crop pads by crop_pad and crops back)"},
+      {"input_jpeg_quality", 0,
+       "compressed inputs: pass the test images through JPEG at this quality (1-100) before the network, bits per "
+       "pixel reported in results.json data.input_jpeg (0: off)"},
+      {"input_jpeg_train", false, "with input_jpeg_quality: the training (and validation) images too"},
       {"crop_pad", 4, "padding of the random crop"},
       {"cutout", 0,
        "side of a square set to the mean at a random centre of each training image (DeVries & Taylor 2017); 0 = off"},

@@ -16,6 +16,7 @@
 #include <tbb/task_arena.h>
 
 #include "data/dataset.h"
+#include "data/jpeg.h"
 #include "data/loader.h"
 #include "data/split.h"
 #include "approx/multiplier.h"
@@ -237,6 +238,16 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   const json val_split = hold_out_validation(cfg, ds.train, val_ds);
   const bool has_val = val_ds.size() > 0;
   const std::string val_sha = val_split.value("indices_sha256", "");
+  json input_jpeg;  // compressed inputs (data/jpeg.h): test images, and with input_jpeg_train the others too
+  if (const int q = static_cast<int>(cfg.i("input_jpeg_quality")); q != 0) {
+    const data::JpegStats t = data::jpeg_roundtrip(ds.test, q);
+    input_jpeg = {{"quality", q}, {"test_bits_per_pixel", t.bits_per_pixel}, {"test_mean_abs_error", t.mean_abs_error}};
+    if (cfg.b("input_jpeg_train")) {
+      const data::JpegStats tr = data::jpeg_roundtrip(ds.train, q);
+      input_jpeg["train_bits_per_pixel"] = tr.bits_per_pixel;
+      if (has_val) data::jpeg_roundtrip(val_ds, q);
+    }
+  }
   const data::Dataset& train_ds = ds.train;
   data::Normalization norm = data::default_normalization(train_ds.name);
   double load_s = std::chrono::duration<double>(clk::now() - t_start).count();
@@ -742,6 +753,7 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
               {"test_size", ds.test.size()},
               {"root", files.root},
               {"val_split", val_split},
+              {"input_jpeg", input_jpeg},
               {"files", json::array()}};
   for (auto& f : files.files) data_j["files"].push_back({{"path", f.path}, {"sha256", f.sha256}, {"bytes", f.bytes}});
   json metrics = final_m.to_json(true);
