@@ -82,12 +82,23 @@ void unpack_codes_ref(const uint8_t* in, size_t n, int width, uint32_t* codes) {
 }
 
 void pack_codes(const uint32_t* codes, size_t n, int width, uint8_t* out) {
-  // 64-bit accumulator, flushed 32 bits at a time.
+  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  const size_t nbytes = packed_bytes(n, width);
+  uint8_t* o = out;
+  size_t i = 0;
+  // Widths up to 16: 8 codes are exactly `width` bytes. Each block is built in a 128-bit word without a
+  // dependency on the previous one and stored whole (the bytes past `width` are zeros that the next block
+  // or the tail overwrites), while a 16-byte store stays inside the output.
+  if (width <= 16)
+    for (; i + 8 <= n && size_t(o - out) + 16 <= nbytes; i += 8, o += width) {
+      unsigned __int128 g = 0;
+      for (int j = 0; j < 8; ++j) g |= static_cast<unsigned __int128>(codes[i + size_t(j)] & mask) << (j * width);
+      std::memcpy(o, &g, 16);
+    }
+  // The rest (i is a multiple of 8, so o is on a byte boundary): 64-bit accumulator, flushed 32 bits at a time.
   uint64_t acc = 0;
   int fill = 0;
-  uint8_t* o = out;
-  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
-  for (size_t i = 0; i < n; ++i) {
+  for (; i < n; ++i) {
     acc |= (uint64_t(codes[i]) & mask) << fill;
     fill += width;
     if (fill >= 32) {
@@ -108,10 +119,22 @@ void pack_codes(const uint32_t* codes, size_t n, int width, uint8_t* out) {
 void unpack_codes(const uint8_t* in, size_t n, int width, uint32_t* codes) {
   const size_t nbytes = packed_bytes(n, width);
   const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  const size_t bits = size_t(width);
+  size_t i = 0;
+  // Each code from its own 8-byte load (a code and its bit offset within the first byte fit in 64 bits):
+  // independent elements instead of one accumulator chain, while the loads stay inside the input.
+  for (; i + 8 <= n && ((i + 7) * bits) / 8 + 8 <= nbytes; i += 8)
+    for (size_t j = 0; j < 8; ++j) {
+      const size_t bit = (i + j) * bits;
+      uint64_t word;
+      std::memcpy(&word, in + bit / 8, 8);
+      codes[i + j] = uint32_t((word >> (bit % 8)) & mask);
+    }
+  // The rest (i is a multiple of 8, so it starts on a byte boundary): 64-bit accumulator.
   uint64_t acc = 0;
   int fill = 0;
-  size_t at = 0;
-  for (size_t i = 0; i < n; ++i) {
+  size_t at = i * bits / 8;
+  for (; i < n; ++i) {
     while (fill < width) {
       if (at + 4 <= nbytes) {
         uint32_t w;
