@@ -5,7 +5,9 @@
 #include <cstring>
 #include <sstream>
 
+#include "gradcomp/simd.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
 namespace frugal::gradcomp {
 
@@ -177,7 +179,7 @@ void CastCompressor::encode(const float* grad, size_t n, Message& out) {
       if (kind_ == Kind::fp16)
         f32_to_f16(grad + i, c, chunk);
       else
-        for (size_t j = 0; j < c; ++j) chunk[j] = f32_to_bf16(grad[i + j]);
+        f32_to_bf16(grad + i, c, chunk);
       std::memcpy(dst + 2 * i, chunk, 2 * c);
     }
   }
@@ -198,7 +200,7 @@ void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
       if (kind_ == Kind::fp16)
         f16_to_f32(chunk, c, dst + i);
       else
-        for (size_t j = 0; j < c; ++j) dst[i + j] = bf16_to_f32(chunk[j]);
+        bf16_to_f32(chunk, c, dst + i);
     }
   }
   r.expect_end();
@@ -375,6 +377,137 @@ void AdaptiveTopK::decode(const Message& in, float* dst, size_t n) const { decod
 
 // --------------------------------------------------------------------------------------- QSGD
 
+// QSGD's stochastic rounding. With a = |x| scale and r the element's uniform draw: level l = floor(a) +
+// (r < a - floor(a)), at most smax; code = l << 1 | (x < 0). The uniforms come from the serial RNG in
+// blocks (rbits = next() >> 40, r = rbits 2^-24, exactly Rng::uniform()); the vector bodies then compute the
+// same float operations lane by lane, so every path gives the same codes.
+namespace {
+inline uint32_t qsgd_code(float x, float scale, uint32_t smax, uint32_t rbits) {
+  const float a = std::fabs(x) * scale;
+  const float fl = std::floor(a);
+  const float r = float(rbits) * (1.0f / 16777216.0f);
+  const uint32_t l = std::min(uint32_t(fl) + (r < a - fl ? 1u : 0u), smax);
+  return (l << 1) | uint32_t(x < 0.0f);
+}
+
+// Each body covers whole vectors from 0 and returns where it stopped. Levels stay below 2^16 (smax <= 65535
+// and a <= s (1 + eps)), so the signed conversions and compares agree with the scalar unsigned ones.
+FRUGAL_TARGET_AVX512 size_t qsgd_codes_avx512(const float* x, size_t n, float scale, uint32_t smax,
+                                              const uint32_t* rbits, uint32_t* codes) {
+  const __m512 vscale = _mm512_set1_ps(scale), inv24 = _mm512_set1_ps(1.0f / 16777216.0f);
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i vsmax = _mm512_set1_epi32(int(smax)), one = _mm512_set1_epi32(1);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 xv = _mm512_loadu_ps(x + i);
+    const __m512 a = _mm512_mul_ps(_mm512_abs_ps(xv), vscale);
+    const __m512 fl = _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    const __m512 r = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(rbits + i)), inv24);
+    const __mmask16 up = _mm512_cmp_ps_mask(r, _mm512_sub_ps(a, fl), _CMP_LT_OQ);
+    const __m512i fi = _mm512_cvttps_epi32(fl);
+    const __m512i l2 = _mm512_slli_epi32(_mm512_min_epu32(_mm512_mask_add_epi32(fi, up, fi, one), vsmax), 1);
+    const __mmask16 neg = _mm512_cmp_ps_mask(xv, zero, _CMP_LT_OQ);
+    _mm512_storeu_si512(codes + i, _mm512_mask_or_epi32(l2, neg, l2, one));
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t qsgd_codes_avx2(const float* x, size_t n, float scale, uint32_t smax, const uint32_t* rbits,
+                                          uint32_t* codes) {
+  const __m256 vscale = _mm256_set1_ps(scale), inv24 = _mm256_set1_ps(1.0f / 16777216.0f);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)), zero = _mm256_setzero_ps();
+  const __m256i vsmax = _mm256_set1_epi32(int(smax));
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 xv = _mm256_loadu_ps(x + i);
+    const __m256 a = _mm256_mul_ps(_mm256_and_ps(xv, absmask), vscale);
+    const __m256 fl = _mm256_floor_ps(a);
+    const __m256 r =
+        _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rbits + i))), inv24);
+    const __m256i up = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cmp_ps(r, _mm256_sub_ps(a, fl), _CMP_LT_OQ)), 31);
+    const __m256i l = _mm256_min_epu32(_mm256_add_epi32(_mm256_cvttps_epi32(fl), up), vsmax);
+    const __m256i neg = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cmp_ps(xv, zero, _CMP_LT_OQ)), 31);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(codes + i), _mm256_or_si256(_mm256_slli_epi32(l, 1), neg));
+  }
+  return i;
+}
+
+// codes (n) <- QSGD codes of x (n), drawing one uniform per element from rng in order.
+void qsgd_codes(const float* x, size_t n, float scale, uint32_t smax, Rng& rng, uint32_t* codes) {
+  constexpr size_t kChunk = 1024;
+  alignas(64) uint32_t rbits[kChunk];
+  const util::Isa isa = util::kernel_isa();
+  for (size_t at = 0; at < n; at += kChunk) {
+    const size_t c = std::min(kChunk, n - at);
+    for (size_t j = 0; j < c; ++j) rbits[j] = uint32_t(rng.next() >> 40);
+    size_t j = 0;
+    switch (isa) {
+      case util::Isa::avx512:
+        j = qsgd_codes_avx512(x + at, c, scale, smax, rbits, codes + at);
+        break;
+      case util::Isa::avx2:
+        j = qsgd_codes_avx2(x + at, c, scale, smax, rbits, codes + at);
+        break;
+      case util::Isa::scalar:
+        break;
+    }
+    for (; j < c; ++j) codes[at + j] = qsgd_code(x[at + j], scale, smax, rbits[j]);
+  }
+}
+
+// dst[i] = +-unit * level of codes[i]. Returns n, or the first i whose level exceeds smax (dst is then partly
+// written; the caller rejects the message). The vector bodies stop at a block holding a bad level.
+FRUGAL_TARGET_AVX512 size_t qsgd_values_avx512(const uint32_t* codes, size_t n, float unit, uint32_t smax, float* dst) {
+  const __m512 vunit = _mm512_set1_ps(unit);
+  const __m512i vsmax = _mm512_set1_epi32(int(smax)), one = _mm512_set1_epi32(1);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i c = _mm512_loadu_si512(codes + i);
+    const __m512i l = _mm512_srli_epi32(c, 1);
+    if (_mm512_cmpgt_epu32_mask(l, vsmax)) return i;  // the scalar tail names the bad element
+    const __m512i sign = _mm512_slli_epi32(_mm512_and_si512(c, one), 31);
+    const __m512 v = _mm512_mul_ps(vunit, _mm512_cvtepu32_ps(l));
+    _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign)));
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t qsgd_values_avx2(const uint32_t* codes, size_t n, float unit, uint32_t smax, float* dst) {
+  const __m256 vunit = _mm256_set1_ps(unit);
+  const __m256i vsmax = _mm256_set1_epi32(int(smax)), one = _mm256_set1_epi32(1);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + i));
+    const __m256i l = _mm256_srli_epi32(c, 1);  // below 2^31: the signed compare and conversion are exact
+    const __m256i over = _mm256_cmpgt_epi32(l, vsmax);
+    if (!_mm256_testz_si256(over, over)) return i;  // the scalar tail names the bad element
+    const __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, one), 31);
+    const __m256 v = _mm256_mul_ps(vunit, _mm256_cvtepi32_ps(l));
+    _mm256_storeu_ps(dst + i, _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(v), sign)));
+  }
+  return i;
+}
+
+size_t qsgd_values(const uint32_t* codes, size_t n, float unit, uint32_t smax, float* dst) {
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = qsgd_values_avx512(codes, n, unit, smax, dst);
+      break;
+    case util::Isa::avx2:
+      i = qsgd_values_avx2(codes, n, unit, smax, dst);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  for (; i < n; ++i) {  // also finds the exact bad element after a vector block refused
+    const uint32_t l = codes[i] >> 1;
+    if (l > smax) return i;
+    const float v = unit * float(l);
+    dst[i] = (codes[i] & 1u) ? -v : v;
+  }
+  return n;
+}
+}  // namespace
+
 static int bits_for(uint32_t v) { return v == 0 ? 1 : 32 - __builtin_clz(v); }
 
 std::string Qsgd::name() const { return "qsgd:" + std::to_string(s_) + (elias_ ? ":elias" : ""); }
@@ -387,16 +520,10 @@ void Qsgd::encode(const float* grad, size_t n, Message& out) {
   const float scale = ok ? float(s_) / norm : 0.0f;
   codes_.resize(n);
   const uint32_t smax = uint32_t(s_);
-  for (size_t i = 0; i < n; ++i) {
-    float a = std::fabs(grad[i]) * scale;
-    uint32_t l = 0;
-    if (ok) {
-      float fl = std::floor(a);
-      l = uint32_t(fl) + (rng_.uniform() < a - fl ? 1u : 0u);
-      l = std::min(l, smax);
-    }
-    codes_[i] = (l << 1) | uint32_t(grad[i] < 0.0f);
-  }
+  if (ok)
+    qsgd_codes(grad, n, scale, smax, rng_, codes_.data());
+  else
+    for (size_t i = 0; i < n; ++i) codes_[i] = uint32_t(grad[i] < 0.0f);
   out.bytes.clear();
   ByteWriter w(out.bytes);
   write_header(w, elias_ ? Kind::qsgd_elias : Kind::qsgd, n);
@@ -434,12 +561,8 @@ void Qsgd::decode(const Message& in, float* dst, size_t n) const {
     if (!tail_bits_clear(p, n * size_t(width))) r.fail("padding bits set");
     std::vector<uint32_t> codes(n);
     unpack_codes(p, n, width, codes.data());
-    for (size_t i = 0; i < n; ++i) {
-      uint32_t l = codes[i] >> 1;
-      if (l > smax) r.fail("level " + std::to_string(l) + " exceeds " + std::to_string(smax));
-      float v = unit * float(l);
-      dst[i] = (codes[i] & 1u) ? -v : v;
-    }
+    const size_t bad = qsgd_values(codes.data(), n, unit, smax, dst);
+    if (bad < n) r.fail("level " + std::to_string(codes[bad] >> 1) + " exceeds " + std::to_string(smax));
   } else {
     uint64_t nb = r.varint();
     if (nb > r.remaining()) r.fail("bit stream length exceeds the message");

@@ -1,16 +1,15 @@
 // Selection kernels for sparsifying compressors: candidate scan, exact top-k, DGC's sampled threshold,
-// shared-seed random indices. Each fast path has a scalar twin compared in tests/gradcomp/select_test.cpp.
+// shared-seed random indices. Each fast path (scalar, AVX2, AVX-512, chosen per call by util::kernel_isa())
+// has a scalar twin compared in tests/gradcomp/compressors_test.cpp with every path the CPU has.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include "gradcomp/compressors.h"
+#include "gradcomp/simd.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
 namespace frugal::gradcomp {
 
@@ -137,13 +136,13 @@ void select_at_least_ref(const float* x, size_t n, float thr, std::vector<uint32
     if (std::fabs(x[i]) >= thr) idx.push_back(uint32_t(i));
 }
 
-void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
-  idx.clear();
-  size_t i = 0;
-#if defined(__AVX512F__)
-  constexpr size_t kBlock = 4096;
+namespace {
+constexpr size_t kBlock = 4096;  // compacted indices are buffered on the stack, appended in blocks
+
+// The SIMD scans cover whole vectors from 0 and return where they stopped; the scalar loop does the tail.
+FRUGAL_TARGET_AVX512 size_t select_at_least_avx512(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
   alignas(64) uint32_t buf[kBlock + 16];
-  size_t cnt = 0;
+  size_t cnt = 0, i = 0;
   const __m512 vthr = _mm512_set1_ps(thr);
   const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
   const __m512i step = _mm512_set1_epi32(16);
@@ -163,7 +162,48 @@ void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>&
     iv = _mm512_add_epi32(iv, step);
   }
   idx.insert(idx.end(), buf, buf + cnt);
-#endif
+  return i;
+}
+
+FRUGAL_TARGET_AVX2 size_t select_at_least_avx2(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
+  alignas(32) uint32_t buf[kBlock + 8];
+  size_t cnt = 0, i = 0;
+  const __m256 vthr = _mm256_set1_ps(thr);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i step = _mm256_set1_epi32(8);
+  __m256i iv = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 a = _mm256_and_ps(_mm256_loadu_ps(x + i), absmask);
+    const uint32_t m = uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(a, vthr, _CMP_GE_OQ)));  // NaN compares false
+    if (m) {  // left-pack the selected lanes' indices with one permute, store all 8, advance by the count
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(buf + cnt),
+                          _mm256_permutevar8x32_epi32(iv, simd::compact_perm8(m)));
+      cnt += simd::kCompact8.count[m];
+      if (cnt >= kBlock) {
+        idx.insert(idx.end(), buf, buf + cnt);
+        cnt = 0;
+      }
+    }
+    iv = _mm256_add_epi32(iv, step);
+  }
+  idx.insert(idx.end(), buf, buf + cnt);
+  return i;
+}
+}  // namespace
+
+void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
+  idx.clear();
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = select_at_least_avx512(x, n, thr, idx);
+      break;
+    case util::Isa::avx2:
+      i = select_at_least_avx2(x, n, thr, idx);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
   for (; i < n; ++i)
     if (std::fabs(x[i]) >= thr) idx.push_back(uint32_t(i));
 }
@@ -249,9 +289,144 @@ void dgc_update_select_ref(const float* g, float scale, float m, bool nesterov, 
   for (size_t i = 0; i < idx.size(); ++i) vals[i] = v[idx[i]];
 }
 
+namespace {
+// DGC's fused update: the buffers and constants of one call. u == nullptr: no momentum (v += scale g).
+struct DgcUpdate {
+  const float* g;
+  float scale, m;
+  bool nesterov;
+  float* u;
+  float* v;
+};
+enum { kPlain = 0, kHeavyBall = 1, kNesterov = 2 };
+int dgc_mode(const DgcUpdate& d) { return !d.u ? kPlain : d.nesterov ? kNesterov : kHeavyBall; }
+
+// Updates element i (u and v); returns the new v. The scalar twin of the vector bodies below.
+inline float dgc_update_one(const DgcUpdate& d, size_t i) {
+  if (d.u)
+    d.v[i] = mc_step(d.m, d.nesterov, d.u[i], d.scale, d.g[i], d.v[i]);
+  else
+    d.v[i] = std::fma(d.scale, d.g[i], d.v[i]);
+  return d.v[i];
+}
+
+// The vector bodies compute exactly mc_step's operations (explicit fma where it has std::fma, plain mul/add
+// elsewhere), so every path writes the same bits. Each covers whole vectors from 0 and returns where it stopped.
+template <int kMode>
+FRUGAL_TARGET_AVX512 size_t update_collect_avx512_t(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx,
+                                                    std::vector<float>& vals) {
+  alignas(64) uint32_t ibuf[kBlock + 16];
+  alignas(64) float vbuf[kBlock + 16];
+  size_t cnt = 0, i = 0;
+  const __m512 vthr = _mm512_set1_ps(thr), vm = _mm512_set1_ps(d.m), vs = _mm512_set1_ps(d.scale);
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i step = _mm512_set1_epi32(16);
+  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; i + 16 <= n; i += 16) {
+    __m512 vn;
+    const __m512 gi = _mm512_loadu_ps(d.g + i);
+    if constexpr (kMode == kNesterov) {
+      const __m512 un = _mm512_mul_ps(vm, _mm512_fmadd_ps(vs, gi, _mm512_loadu_ps(d.u + i)));
+      _mm512_storeu_ps(d.u + i, un);
+      vn = _mm512_add_ps(_mm512_loadu_ps(d.v + i), _mm512_fmadd_ps(vs, gi, un));
+    } else if constexpr (kMode == kHeavyBall) {
+      const __m512 un = _mm512_fmadd_ps(vm, _mm512_loadu_ps(d.u + i), _mm512_mul_ps(vs, gi));
+      _mm512_storeu_ps(d.u + i, un);
+      vn = _mm512_add_ps(_mm512_loadu_ps(d.v + i), un);
+    } else {
+      vn = _mm512_fmadd_ps(vs, gi, _mm512_loadu_ps(d.v + i));
+    }
+    _mm512_storeu_ps(d.v + i, vn);
+    const __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(vn), absmask));
+    const __mmask16 msk = _mm512_cmp_ps_mask(a, vthr, _CMP_GE_OQ);  // NaN compares false
+    if (msk) {  // compress into registers, then plain stores (memory-destination compress is slow on Zen 4)
+      _mm512_storeu_si512(ibuf + cnt, _mm512_maskz_compress_epi32(msk, iv));
+      _mm512_storeu_ps(vbuf + cnt, _mm512_maskz_compress_ps(msk, vn));
+      cnt += size_t(__builtin_popcount(msk));
+      if (cnt >= kBlock) {
+        idx.insert(idx.end(), ibuf, ibuf + cnt);
+        vals.insert(vals.end(), vbuf, vbuf + cnt);
+        cnt = 0;
+      }
+    }
+    iv = _mm512_add_epi32(iv, step);
+  }
+  idx.insert(idx.end(), ibuf, ibuf + cnt);
+  vals.insert(vals.end(), vbuf, vbuf + cnt);
+  return i;
+}
+
+template <int kMode>
+FRUGAL_TARGET_AVX2 size_t update_collect_avx2_t(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx,
+                                                std::vector<float>& vals) {
+  alignas(32) uint32_t ibuf[kBlock + 8];
+  alignas(32) float vbuf[kBlock + 8];
+  size_t cnt = 0, i = 0;
+  const __m256 vthr = _mm256_set1_ps(thr), vm = _mm256_set1_ps(d.m), vs = _mm256_set1_ps(d.scale);
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i step = _mm256_set1_epi32(8);
+  __m256i iv = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (; i + 8 <= n; i += 8) {
+    __m256 vn;
+    const __m256 gi = _mm256_loadu_ps(d.g + i);
+    if constexpr (kMode == kNesterov) {
+      const __m256 un = _mm256_mul_ps(vm, _mm256_fmadd_ps(vs, gi, _mm256_loadu_ps(d.u + i)));
+      _mm256_storeu_ps(d.u + i, un);
+      vn = _mm256_add_ps(_mm256_loadu_ps(d.v + i), _mm256_fmadd_ps(vs, gi, un));
+    } else if constexpr (kMode == kHeavyBall) {
+      const __m256 un = _mm256_fmadd_ps(vm, _mm256_loadu_ps(d.u + i), _mm256_mul_ps(vs, gi));
+      _mm256_storeu_ps(d.u + i, un);
+      vn = _mm256_add_ps(_mm256_loadu_ps(d.v + i), un);
+    } else {
+      vn = _mm256_fmadd_ps(vs, gi, _mm256_loadu_ps(d.v + i));
+    }
+    _mm256_storeu_ps(d.v + i, vn);
+    const uint32_t msk =
+        uint32_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(vn, absmask), vthr, _CMP_GE_OQ)));  // NaN: false
+    if (msk) {  // left-pack indices and values with the same permute, store all 8, advance by the count
+      const __m256i perm = simd::compact_perm8(msk);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(ibuf + cnt), _mm256_permutevar8x32_epi32(iv, perm));
+      _mm256_storeu_ps(vbuf + cnt, _mm256_permutevar8x32_ps(vn, perm));
+      cnt += simd::kCompact8.count[msk];
+      if (cnt >= kBlock) {
+        idx.insert(idx.end(), ibuf, ibuf + cnt);
+        vals.insert(vals.end(), vbuf, vbuf + cnt);
+        cnt = 0;
+      }
+    }
+    iv = _mm256_add_epi32(iv, step);
+  }
+  idx.insert(idx.end(), ibuf, ibuf + cnt);
+  vals.insert(vals.end(), vbuf, vbuf + cnt);
+  return i;
+}
+
+size_t update_collect_avx512(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx,
+                             std::vector<float>& vals) {
+  switch (dgc_mode(d)) {
+    case kNesterov:
+      return update_collect_avx512_t<kNesterov>(d, n, thr, idx, vals);
+    case kHeavyBall:
+      return update_collect_avx512_t<kHeavyBall>(d, n, thr, idx, vals);
+    default:
+      return update_collect_avx512_t<kPlain>(d, n, thr, idx, vals);
+  }
+}
+size_t update_collect_avx2(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx,
+                           std::vector<float>& vals) {
+  switch (dgc_mode(d)) {
+    case kNesterov:
+      return update_collect_avx2_t<kNesterov>(d, n, thr, idx, vals);
+    case kHeavyBall:
+      return update_collect_avx2_t<kHeavyBall>(d, n, thr, idx, vals);
+    default:
+      return update_collect_avx2_t<kPlain>(d, n, thr, idx, vals);
+  }
+}
+}  // namespace
+
 void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
-                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals,
-                       int* rounds) {
+                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
   FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
   FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
   const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
@@ -269,57 +444,23 @@ void dgc_update_select(const float* g, float scale, float m, bool nesterov, floa
   // one pass: update u and v, collect (index, value) where |v| >= thr
   idx.clear();
   vals.clear();
+  const DgcUpdate d{g, scale, m, nesterov, u, v};
   size_t i = 0;
-#if defined(__AVX512F__)
-  constexpr size_t kBlock = 4096;
-  alignas(64) uint32_t ibuf[kBlock + 16];
-  alignas(64) float vbuf[kBlock + 16];
-  size_t cnt = 0;
-  const __m512 vthr = _mm512_set1_ps(thr), vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale);
-  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
-  const __m512i step = _mm512_set1_epi32(16);
-  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (; i + 16 <= n; i += 16) {
-    __m512 vn;
-    if (u && nesterov) {
-      const __m512 gi = _mm512_loadu_ps(g + i);
-      __m512 un = _mm512_mul_ps(vm, _mm512_fmadd_ps(vs, gi, _mm512_loadu_ps(u + i)));
-      _mm512_storeu_ps(u + i, un);
-      vn = _mm512_add_ps(_mm512_loadu_ps(v + i), _mm512_fmadd_ps(vs, gi, un));
-    } else if (u) {
-      __m512 un = _mm512_fmadd_ps(vm, _mm512_loadu_ps(u + i), _mm512_mul_ps(vs, _mm512_loadu_ps(g + i)));
-      _mm512_storeu_ps(u + i, un);
-      vn = _mm512_add_ps(_mm512_loadu_ps(v + i), un);
-    } else {
-      vn = _mm512_fmadd_ps(vs, _mm512_loadu_ps(g + i), _mm512_loadu_ps(v + i));
-    }
-    _mm512_storeu_ps(v + i, vn);
-    __m512 a = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(vn), absmask));
-    __mmask16 msk = _mm512_cmp_ps_mask(a, vthr, _CMP_GE_OQ);  // NaN compares false
-    if (msk) {  // compress into registers, then plain stores (memory-destination compress is slow on Zen 4)
-      _mm512_storeu_si512(ibuf + cnt, _mm512_maskz_compress_epi32(msk, iv));
-      _mm512_storeu_ps(vbuf + cnt, _mm512_maskz_compress_ps(msk, vn));
-      cnt += size_t(__builtin_popcount(msk));
-      if (cnt >= kBlock) {
-        idx.insert(idx.end(), ibuf, ibuf + cnt);
-        vals.insert(vals.end(), vbuf, vbuf + cnt);
-        cnt = 0;
-      }
-    }
-    iv = _mm512_add_epi32(iv, step);
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = update_collect_avx512(d, n, thr, idx, vals);
+      break;
+    case util::Isa::avx2:
+      i = update_collect_avx2(d, n, thr, idx, vals);
+      break;
+    case util::Isa::scalar:
+      break;
   }
-  idx.insert(idx.end(), ibuf, ibuf + cnt);
-  vals.insert(vals.end(), vbuf, vbuf + cnt);
-#endif
   for (; i < n; ++i) {
-    if (u) {
-      v[i] = mc_step(m, nesterov, u[i], scale, g[i], v[i]);
-    } else {
-      v[i] = std::fma(scale, g[i], v[i]);
-    }
-    if (std::fabs(v[i]) >= thr) {
+    const float vi = dgc_update_one(d, i);
+    if (std::fabs(vi) >= thr) {
       idx.push_back(uint32_t(i));
-      vals.push_back(v[i]);
+      vals.push_back(vi);
     }
   }
   int r = 1;

@@ -2,11 +2,9 @@
 
 #include <cmath>
 
-#if defined(__AVX512F__) || defined(__F16C__)
-#include <immintrin.h>
-#endif
-
+#include "gradcomp/simd.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
 namespace frugal::gradcomp {
 
@@ -84,12 +82,23 @@ void unpack_codes_ref(const uint8_t* in, size_t n, int width, uint32_t* codes) {
 }
 
 void pack_codes(const uint32_t* codes, size_t n, int width, uint8_t* out) {
-  // 64-bit accumulator, flushed 32 bits at a time.
+  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  const size_t nbytes = packed_bytes(n, width);
+  uint8_t* o = out;
+  size_t i = 0;
+  // Widths up to 16: 8 codes are exactly `width` bytes. Each block is built in a 128-bit word without a
+  // dependency on the previous one and stored whole (the bytes past `width` are zeros that the next block
+  // or the tail overwrites), while a 16-byte store stays inside the output.
+  if (width <= 16)
+    for (; i + 8 <= n && size_t(o - out) + 16 <= nbytes; i += 8, o += width) {
+      unsigned __int128 g = 0;
+      for (int j = 0; j < 8; ++j) g |= static_cast<unsigned __int128>(codes[i + size_t(j)] & mask) << (j * width);
+      std::memcpy(o, &g, 16);
+    }
+  // The rest (i is a multiple of 8, so o is on a byte boundary): 64-bit accumulator, flushed 32 bits at a time.
   uint64_t acc = 0;
   int fill = 0;
-  uint8_t* o = out;
-  const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
-  for (size_t i = 0; i < n; ++i) {
+  for (; i < n; ++i) {
     acc |= (uint64_t(codes[i]) & mask) << fill;
     fill += width;
     if (fill >= 32) {
@@ -110,10 +119,22 @@ void pack_codes(const uint32_t* codes, size_t n, int width, uint8_t* out) {
 void unpack_codes(const uint8_t* in, size_t n, int width, uint32_t* codes) {
   const size_t nbytes = packed_bytes(n, width);
   const uint64_t mask = width == 32 ? 0xffffffffull : ((1ull << width) - 1);
+  const size_t bits = size_t(width);
+  size_t i = 0;
+  // Each code from its own 8-byte load (a code and its bit offset within the first byte fit in 64 bits):
+  // independent elements instead of one accumulator chain, while the loads stay inside the input.
+  for (; i + 8 <= n && ((i + 7) * bits) / 8 + 8 <= nbytes; i += 8)
+    for (size_t j = 0; j < 8; ++j) {
+      const size_t bit = (i + j) * bits;
+      uint64_t word;
+      std::memcpy(&word, in + bit / 8, 8);
+      codes[i + j] = uint32_t((word >> (bit % 8)) & mask);
+    }
+  // The rest (i is a multiple of 8, so it starts on a byte boundary): 64-bit accumulator.
   uint64_t acc = 0;
   int fill = 0;
-  size_t at = 0;
-  for (size_t i = 0; i < n; ++i) {
+  size_t at = i * bits / 8;
+  for (; i < n; ++i) {
     while (fill < width) {
       if (at + 4 <= nbytes) {
         uint32_t w;
@@ -138,16 +159,58 @@ void pack_signs_ref(const float* x, size_t n, uint8_t* out) {
     if (x[i] < 0.0f) out[i / 8] |= uint8_t(1u << (i % 8));
 }
 
+namespace {
+// The SIMD bodies cover whole vectors from 0 and return where they stopped; the scalar code does the tail.
+FRUGAL_TARGET_AVX512 size_t pack_signs_avx512(const float* x, size_t n, uint8_t* out) {
+  const __m512 zero = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const uint16_t m = uint16_t(_mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), zero, _CMP_LT_OQ));
+    std::memcpy(out + i / 8, &m, 2);
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t pack_signs_avx2(const float* x, size_t n, uint8_t* out) {
+  const __m256 zero = _mm256_setzero_ps();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)  // x < 0 (ordered): -0.0 and NaN give 0, as the scalar twin
+    out[i / 8] = uint8_t(_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), zero, _CMP_LT_OQ)));
+  return i;
+}
+FRUGAL_TARGET_AVX512 size_t unpack_signs_avx512(const uint8_t* in, size_t n, float pos, float neg, float* dst) {
+  const __m512 vp = _mm512_set1_ps(pos), vn = _mm512_set1_ps(neg);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    uint16_t m;
+    std::memcpy(&m, in + i / 8, 2);
+    _mm512_storeu_ps(dst + i, _mm512_mask_blend_ps(__mmask16(m), vp, vn));
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t unpack_signs_avx2(const uint8_t* in, size_t n, float pos, float neg, float* dst) {
+  const __m256 vp = _mm256_set1_ps(pos), vn = _mm256_set1_ps(neg);
+  const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {  // lane j takes neg where bit j of the byte is set
+    const __m256i b = _mm256_and_si256(_mm256_set1_epi32(in[i / 8]), bit);
+    _mm256_storeu_ps(dst + i, _mm256_blendv_ps(vp, vn, _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, bit))));
+  }
+  return i;
+}
+}  // namespace
+
 void pack_signs(const float* x, size_t n, uint8_t* out) {
   size_t i = 0;
-#if defined(__AVX512F__)
-  const __m512 zero = _mm512_setzero_ps();
-  for (; i + 16 <= n; i += 16) {
-    __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(x + i), zero, _CMP_LT_OQ);
-    uint16_t v = uint16_t(m);
-    std::memcpy(out + i / 8, &v, 2);
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = pack_signs_avx512(x, n, out);
+      break;
+    case util::Isa::avx2:
+      i = pack_signs_avx2(x, n, out);
+      break;
+    case util::Isa::scalar:
+      break;
   }
-#endif
   for (; i < n; i += 8) {  // i is a multiple of 8 here
     uint8_t b = 0;
     for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
@@ -161,14 +224,16 @@ void unpack_signs_ref(const uint8_t* in, size_t n, float pos, float neg, float* 
 
 void unpack_signs(const uint8_t* in, size_t n, float pos, float neg, float* dst) {
   size_t i = 0;
-#if defined(__AVX512F__)
-  const __m512 vp = _mm512_set1_ps(pos), vn = _mm512_set1_ps(neg);
-  for (; i + 16 <= n; i += 16) {
-    uint16_t m;
-    std::memcpy(&m, in + i / 8, 2);
-    _mm512_storeu_ps(dst + i, _mm512_mask_blend_ps(__mmask16(m), vp, vn));
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = unpack_signs_avx512(in, n, pos, neg, dst);
+      break;
+    case util::Isa::avx2:
+      i = unpack_signs_avx2(in, n, pos, neg, dst);
+      break;
+    case util::Isa::scalar:
+      break;
   }
-#endif
   for (; i < n; ++i) dst[i] = ((in[i / 8] >> (i % 8)) & 1) ? neg : pos;
 }
 
@@ -269,33 +334,158 @@ float f16_to_f32_ref(uint16_t h) {
   return f;
 }
 
-void f32_to_f16(const float* src, size_t n, uint16_t* dst) {
-  size_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm512_maskz_cvtps_ph(__mmask16(0xffff), _mm512_loadu_ps(src + i),
-                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-#endif
-  for (; i < n; ++i) dst[i] = f32_to_f16_ref(src[i]);
-}
-
-void f16_to_f32(const uint16_t* src, size_t n, float* dst) {
-  size_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(dst + i, _mm512_maskz_cvtph_ps(__mmask16(0xffff),
-                                                    _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
-#endif
-  for (; i < n; ++i) dst[i] = f16_to_f32_ref(src[i]);
-}
-
 uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // NaN stays (quiet) NaN
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
+}
+
+namespace {
+// ---- fp16: the hardware conversions round to nearest even and keep inf / quiet NaN, as the twins do.
+FRUGAL_TARGET_AVX512 size_t f32_to_f16_avx512(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t f32_to_f16_avx2(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return i;
+}
+FRUGAL_TARGET_AVX512 size_t f16_to_f32_avx512(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t f16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  return i;
+}
+
+// ---- bf16: f32_to_bf16's integer rounding on 32-bit lanes (u + 0x7fff + lsb, NaN -> top half | quiet bit).
+FRUGAL_TARGET_AVX512 __m512i bf16_round_avx512(__m512i u) {
+  const __m512i one = _mm512_set1_epi32(1);
+  const __mmask16 nan =
+      _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+  const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+  return _mm512_mask_blend_epi32(nan, r, q);
+}
+FRUGAL_TARGET_AVX512 size_t f32_to_bf16_avx512(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i h = bf16_round_avx512(_mm512_castps_si512(_mm512_loadu_ps(src + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(h));  // vpmovdw: low halves
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 __m256i bf16_round_avx2(__m256i u) {
+  const __m256i one = _mm256_set1_epi32(1);
+  // |u| > inf as signed 32-bit compare: both sides are below 2^31
+  const __m256i nan =
+      _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+  const __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+  return _mm256_blendv_epi8(r, q, nan);
+}
+FRUGAL_TARGET_AVX2 size_t f32_to_bf16_avx2(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256i a = bf16_round_avx2(_mm256_castps_si256(_mm256_loadu_ps(src + i)));
+    const __m256i b = bf16_round_avx2(_mm256_castps_si256(_mm256_loadu_ps(src + i + 8)));
+    // lanes hold 0..0xffff, so the unsigned-saturating pack is exact; it interleaves 128-bit halves: a0 b0 a1 b1
+    const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), p);
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX512 size_t bf16_to_f32_avx512(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    _mm512_storeu_si512(dst + i, _mm512_slli_epi32(w, 16));
+  }
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t bf16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_slli_epi32(w, 16));
+  }
+  return i;
+}
+}  // namespace
+
+void f32_to_f16(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = f32_to_f16_avx512(src, n, dst);
+      break;
+    case util::Isa::avx2:
+      i = f32_to_f16_avx2(src, n, dst);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  for (; i < n; ++i) dst[i] = f32_to_f16_ref(src[i]);
+}
+
+void f16_to_f32(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = f16_to_f32_avx512(src, n, dst);
+      break;
+    case util::Isa::avx2:
+      i = f16_to_f32_avx2(src, n, dst);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  for (; i < n; ++i) dst[i] = f16_to_f32_ref(src[i]);
+}
+
+void f32_to_bf16(const float* src, size_t n, uint16_t* dst) {
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = f32_to_bf16_avx512(src, n, dst);
+      break;
+    case util::Isa::avx2:
+      i = f32_to_bf16_avx2(src, n, dst);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+}
+
+void bf16_to_f32(const uint16_t* src, size_t n, float* dst) {
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = bf16_to_f32_avx512(src, n, dst);
+      break;
+    case util::Isa::avx2:
+      i = bf16_to_f32_avx2(src, n, dst);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
 }
 
 // ------------------------------------------------------------------------------------------ indices
@@ -381,19 +571,6 @@ void Rng::reseed(uint64_t seed) {
     x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
     s = x ^ (x >> 31);
   }
-}
-
-uint64_t Rng::next() {
-  auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
-  uint64_t result = rotl(s_[1] * 5, 7) * 9;
-  uint64_t t = s_[1] << 17;
-  s_[2] ^= s_[0];
-  s_[3] ^= s_[1];
-  s_[1] ^= s_[2];
-  s_[0] ^= s_[3];
-  s_[2] ^= t;
-  s_[3] = rotl(s_[3], 45);
-  return result;
 }
 
 float Rng::normal() {

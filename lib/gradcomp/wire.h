@@ -130,15 +130,19 @@ uint32_t elias_gamma_get(BitReader& r);
 
 uint16_t f32_to_f16_ref(float f);  // IEEE binary16, round to nearest even, inf/NaN kept
 float f16_to_f32_ref(uint16_t h);
-void f32_to_f16(const float* src, size_t n, uint16_t* dst);  // F16C / AVX-512 fast path
+/// dst[i] = f32_to_f16_ref(src[i]) (and back), by the path util::kernel_isa() names (F16C / AVX-512).
+void f32_to_f16(const float* src, size_t n, uint16_t* dst);
 void f16_to_f32(const uint16_t* src, size_t n, float* dst);
-uint16_t f32_to_bf16(float f);  // round to nearest even, NaN stays NaN
+uint16_t f32_to_bf16(float f);  // round to nearest even, NaN stays NaN; the twin of the array form
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
+/// dst[i] = f32_to_bf16(src[i]) / bf16_to_f32(src[i]), by the path util::kernel_isa() names.
+void f32_to_bf16(const float* src, size_t n, uint16_t* dst);
+void bf16_to_f32(const uint16_t* src, size_t n, float* dst);
 
 // ---- sparse index block: tag u8 (0 = delta varint, 1 = bitmap), varint count, then the payload.
 
@@ -156,7 +160,18 @@ class Rng {
  public:
   explicit Rng(uint64_t seed = 0) { reseed(seed); }
   void reseed(uint64_t seed);
-  uint64_t next();
+  uint64_t next() {  // inline: QSGD and TernGrad draw one per element
+    auto rotl = [](uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+  }
   float uniform() { return float(next() >> 40) * (1.0f / 16777216.0f); }  // [0, 1), 24 bits
   uint64_t below(uint64_t n) { return uint64_t((unsigned __int128)next() * n >> 64); }
   float normal();  // Box-Muller

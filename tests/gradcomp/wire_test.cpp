@@ -1,13 +1,31 @@
 // Wire-format kernels against their scalar twins, and malformed input.
+#include "gradcomp/wire.h"
+
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
-#include "gradcomp/wire.h"
+#include "isa_paths.h"
 #include "util/check.h"
 
 using namespace frugal::gradcomp;
+using frugal::testing::for_each_isa;
+using frugal::util::Isa;
+
+namespace {
+float from_bits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+uint32_t to_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+}  // namespace
 
 TEST_CASE("varint round trip and rejection of overlong / truncated encodings") {
   std::vector<uint8_t> b;
@@ -48,26 +66,30 @@ TEST_CASE("pack_codes / unpack_codes match the bit-by-bit twin for every width")
   }
 }
 
-TEST_CASE("sign packing: AVX-512 path equals the scalar twin, -0.0 counts as non-negative") {
-  Rng rng(3);
-  for (size_t n : {size_t(1), size_t(15), size_t(16), size_t(17), size_t(100), size_t(4099)}) {
-    std::vector<float> x(n);
-    for (auto& v : x) v = rng.normal();
-    x[0] = -0.0f;
-    std::vector<uint8_t> a((n + 7) / 8), b((n + 7) / 8);
-    pack_signs(x.data(), n, a.data());
-    pack_signs_ref(x.data(), n, b.data());
-    REQUIRE(a == b);
-    CHECK(tail_bits_clear(a.data(), n));
-    std::vector<float> d1(n), d2(n);
-    unpack_signs(a.data(), n, 2.0f, -3.0f, d1.data());
-    unpack_signs_ref(a.data(), n, 2.0f, -3.0f, d2.data());
-    CHECK(d1 == d2);
-    for (size_t i = 0; i < n; ++i) CHECK(d1[i] == (x[i] < 0 ? -3.0f : 2.0f));
-  }
+TEST_CASE("sign packing: every SIMD path equals the scalar twin, -0.0 counts as non-negative") {
+  for_each_isa([](Isa) {
+    Rng rng(3);
+    for (size_t n :
+         {size_t(1), size_t(7), size_t(8), size_t(9), size_t(15), size_t(16), size_t(17), size_t(100), size_t(4099)}) {
+      std::vector<float> x(n);
+      for (auto& v : x) v = rng.normal();
+      x[0] = -0.0f;
+      if (n > 5) x[5] = std::nanf("");  // NaN is not < 0
+      std::vector<uint8_t> a((n + 7) / 8), b((n + 7) / 8);
+      pack_signs(x.data(), n, a.data());
+      pack_signs_ref(x.data(), n, b.data());
+      REQUIRE(a == b);
+      CHECK(tail_bits_clear(a.data(), n));
+      std::vector<float> d1(n), d2(n);
+      unpack_signs(a.data(), n, 2.0f, -3.0f, d1.data());
+      unpack_signs_ref(a.data(), n, 2.0f, -3.0f, d2.data());
+      CHECK(d1 == d2);
+      for (size_t i = 0; i < n; ++i) CHECK(d1[i] == (x[i] < 0 ? -3.0f : 2.0f));
+    }
+  });
 }
 
-TEST_CASE("fp16 conversion: F16C/AVX-512 path equals the scalar round-to-nearest-even twin") {
+TEST_CASE("fp16 conversion: every SIMD path equals the scalar round-to-nearest-even twin") {
   Rng rng(11);
   std::vector<float> x;
   for (int i = 0; i < 5000; ++i) x.push_back(rng.normal() * std::pow(10.0f, float(int(rng.below(12)) - 8)));
@@ -75,22 +97,58 @@ TEST_CASE("fp16 conversion: F16C/AVX-512 path equals the scalar round-to-nearest
   for (float v : {0.0f, -0.0f, 65504.0f, 65520.0f, 1e6f, -1e6f, inf, -inf, 5.96e-8f, 2.98e-8f, 2.99e-8f,
                   6.1e-5f, 1.0f + 1.0f / 2048, 1.0f + 3.0f / 2048})
     x.push_back(v);
-  std::vector<uint16_t> fast(x.size());
-  f32_to_f16(x.data(), x.size(), fast.data());
-  for (size_t i = 0; i < x.size(); ++i) REQUIRE_MESSAGE(fast[i] == f32_to_f16_ref(x[i]), "x=" << x[i]);
-  std::vector<uint16_t> all(65536);
-  for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
-  std::vector<float> back(65536);
-  f16_to_f32(all.data(), all.size(), back.data());
-  for (uint32_t h = 0; h < 65536; ++h) {
-    float r = f16_to_f32_ref(uint16_t(h));
-    if (std::isnan(r)) CHECK(std::isnan(back[h]));
-    else REQUIRE(std::memcmp(&r, &back[h], 4) == 0);
-    if (!std::isnan(r)) CHECK(f32_to_f16_ref(r) == h);  // exact round trip for representable values
-  }
+  for (uint32_t u : {0x7fc00000u, 0xffc00001u, 0x7fa12345u, 0x7f800001u, 0xff9fe000u})  // quiet / signaling NaNs
+    x.push_back(from_bits(u));
+  for (uint32_t i = 0; i < 2000; ++i) x.push_back(from_bits(uint32_t(rng.next())));  // every exponent, ties
+  for_each_isa([&](Isa) {
+    for (size_t n : {x.size(), size_t(7), size_t(23)}) {  // and short tails
+      std::vector<uint16_t> fast(n);
+      f32_to_f16(x.data() + x.size() - n, n, fast.data());
+      for (size_t i = 0; i < n; ++i) {
+        const float v = x[x.size() - n + i];
+        REQUIRE_MESSAGE(fast[i] == f32_to_f16_ref(v), "x=" << v << " bits=" << to_bits(v));
+      }
+    }
+    std::vector<uint16_t> all(65536);
+    for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
+    std::vector<float> back(65536);
+    f16_to_f32(all.data(), all.size(), back.data());
+    for (uint32_t h = 0; h < 65536; ++h) {
+      float r = f16_to_f32_ref(uint16_t(h));
+      if (std::isnan(r))
+        CHECK(std::isnan(back[h]));
+      else
+        REQUIRE(std::memcmp(&r, &back[h], 4) == 0);
+      if (!std::isnan(r)) CHECK(f32_to_f16_ref(r) == h);  // exact round trip for representable values
+    }
+  });
+}
+
+TEST_CASE("bf16 conversion: every SIMD path equals the scalar round-to-nearest-even twin") {
   CHECK(f32_to_bf16(1.0f) == 0x3f80);
   CHECK(bf16_to_f32(f32_to_bf16(3.0f)) == 3.0f);
   CHECK(std::isnan(bf16_to_f32(f32_to_bf16(std::nanf("")))));
+  CHECK(f32_to_bf16(from_bits(0x3f808000u)) == 0x3f80);  // tie, even stays
+  CHECK(f32_to_bf16(from_bits(0x3f818000u)) == 0x3f82);  // tie, odd rounds up
+  CHECK(f32_to_bf16(from_bits(0x7f7fffffu)) == 0x7f80);  // max float rounds to inf
+  CHECK(f32_to_bf16(from_bits(0x7f800001u)) == 0x7fc0);  // signaling NaN with a low payload stays NaN
+  Rng rng(12);
+  std::vector<float> x;
+  for (uint32_t i = 0; i < 20000; ++i) x.push_back(from_bits(uint32_t(rng.next())));  // NaNs, infs, subnormals
+  for (uint32_t i = 0; i < 2000; ++i) x.push_back(from_bits((uint32_t(rng.next()) & 0xffff0000u) | 0x8000u));  // ties
+  for (uint32_t u : {0x7f800000u, 0xff800000u, 0x7f800001u, 0xffffffffu, 0x80000000u, 0x00008000u, 0x00018000u})
+    x.push_back(from_bits(u));
+  for_each_isa([&](Isa) {
+    for (size_t n : {x.size(), size_t(5), size_t(15), size_t(31)}) {  // and short tails
+      const float* src = x.data() + x.size() - n;
+      std::vector<uint16_t> h(n);
+      f32_to_bf16(src, n, h.data());
+      for (size_t i = 0; i < n; ++i) REQUIRE_MESSAGE(h[i] == f32_to_bf16(src[i]), "bits=" << to_bits(src[i]));
+      std::vector<float> back(n);
+      bf16_to_f32(h.data(), n, back.data());
+      for (size_t i = 0; i < n; ++i) REQUIRE(to_bits(back[i]) == uint32_t(h[i]) << 16);
+    }
+  });
 }
 
 TEST_CASE("index blocks pick the smaller of delta-varint and bitmap and reject bad blocks") {
