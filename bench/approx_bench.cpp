@@ -155,9 +155,9 @@ int main(int argc, char** argv) {
       const bool same = out_cal == out;
       std::printf("{\"shape\":\"3x3 %d->%d %dx%d n%d\",\"path\":\"%s %s\",\"ms\":%.3f,\"ratio\":%.2f,"
                   "\"ms_calibrated\":%.3f,\"ratio_calibrated\":%.2f,\"calibrated_output_identical\":%s,"
-                  "\"rel_err_vs_fp32\":%.4f%s}\n",
+                  "\"rel_err_vs_fp32\":%.4f%s,\"kernel_path\":\"%s\"}\n",
                   c, c, hw, hw, n, p.mult, p.mode, t, t / t_ref_here, t_cal, t_cal / t_ref_here,
-                  same ? "true" : "false", err / mag, extra.c_str());
+                  same ? "true" : "false", err / mag, extra.c_str(), ac.kernel_path().c_str());
       std::fflush(stdout);
     }
   }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <type_traits>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,30 +14,56 @@
 #include <sstream>
 #include <tuple>
 
+#include <immintrin.h>
+
 #include "approx/onednn_terms.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
-#if defined(__AVX512BW__) && defined(__AVX512VNNI__) && defined(__AVX512F__)
-#define FRUGAL_APPROX_AVX512 1
-#include <immintrin.h>
-#endif
+// SIMD paths are compiled for their ISA with target attributes (the rest of the file for the build's baseline)
+// and chosen at run time from util::kernel_isa() and the CPU's feature bits (ApproxConv2d::kernel_path() names them).
+#define FRUGAL_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define FRUGAL_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define FRUGAL_AVX512_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+#define FRUGAL_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace frugal::approx {
 
-namespace detail {
 namespace {
-std::atomic<bool> g_force_scalar{false};
+using util::Isa;
+// The paths each engine takes now: the kernel ISA, then the feature bits a path needs beyond it.
+enum class LutPath { scalar, avx2, avx512, vbmi };
+enum class TermPath { scalar, avx2, avx512 };
+LutPath lut_path() {
+  switch (util::kernel_isa()) {
+    case Isa::avx512: return util::cpu_features().avx512vbmi ? LutPath::vbmi : LutPath::avx512;
+    case Isa::avx2: return LutPath::avx2;
+    default: return LutPath::scalar;
+  }
 }
-void set_force_scalar(bool on) { g_force_scalar = on; }
-bool simd_available() {
-#ifdef FRUGAL_APPROX_AVX512
-  return true;
-#else
-  return false;
-#endif
+TermPath term_path() {  // the AVX-512 term engine uses vpdpwssd (VNNI); without it, the AVX2 one
+  switch (util::kernel_isa()) {
+    case Isa::avx512: return util::cpu_features().avx512vnni ? TermPath::avx512 : TermPath::avx2;
+    case Isa::avx2: return TermPath::avx2;
+    default: return TermPath::scalar;
+  }
 }
-static bool use_simd() { return simd_available() && !g_force_scalar.load(); }
-}  // namespace detail
+const char* lut_path_name(LutPath p) {
+  switch (p) {
+    case LutPath::vbmi: return "avx512-vbmi";
+    case LutPath::avx512: return "avx512";
+    case LutPath::avx2: return "avx2-gather";
+    default: return "scalar";
+  }
+}
+const char* term_path_name(TermPath p) {
+  switch (p) {
+    case TermPath::avx512: return "avx512-vnni";
+    case TermPath::avx2: return "avx2";
+    default: return "scalar";
+  }
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------------------------------
 // Reference
@@ -129,6 +156,7 @@ struct ApproxConv2d::Impl {
 
   // term engine: a-planes / b-maps: terms [0, nt0) -> acc0, [nt0, nt0+nt1) -> acc1, then fa, fa2, sa (min)
   std::vector<std::array<int16_t, 256>> amaps, bmaps;
+  std::vector<std::array<int32_t, 256>> amaps32;  // amaps widened (the AVX2 plane fill gathers 32-bit entries)
   int nt0 = 0, nt1 = 0;
   bool has_min = false, signed_min = false;
   double inv_s = 1.0;  // lowrank: acc1 scale
@@ -289,7 +317,7 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
     I.lut_bias = mn < 0 ? 32768 : 0;
     FRUGAL_CHECK(mn + I.lut_bias >= 0 && mx + I.lut_bias <= 65535, "approx conv: multiplier '", I.mult->name(),
                  "' has products in [", mn, ",", mx, "], outside 16 bits; use mode functional");
-    I.lt.resize(65536);
+    I.lt.assign(65536 + 2, 0);  // + 2: the AVX2 gather reads entry 65535 as a 32-bit load
     for (int ca = 0; ca < 256; ++ca)
       for (int cb = 0; cb < 256; ++cb)
         I.lt[size_t(cb) * 256 + ca] = uint16_t(I.table[size_t(ca) * 256 + cb] + I.lut_bias);
@@ -412,6 +440,11 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
     I.icgp = (I.icg + 1) / 2 * 2;
     I.icp = I.icgp / 2;
     I.ob = (I.ocg + 15) / 16;
+    for (const auto& m : I.amaps) {
+      std::array<int32_t, 256> m32{};
+      for (int c = 0; c < 256; ++c) m32[size_t(c)] = m[size_t(c)];
+      I.amaps32.push_back(m32);
+    }
   }
 }
 
@@ -473,6 +506,16 @@ QuantParams ApproxConv2d::act_params(const float* src, size_t count) const {
 const std::vector<uint8_t>& ApproxConv2d::weight_codes() const { return impl_->wcodes; }
 const QuantParams& ApproxConv2d::weight_params() const { return impl_->wq; }
 const Multiplier& ApproxConv2d::multiplier() const { return *impl_->mult; }
+
+std::string ApproxConv2d::kernel_path() const {
+  const Impl& I = *impl_;
+  if (I.mode == Impl::Mode::lut) return std::string("lut-") + lut_path_name(lut_path());
+  std::string p;
+  const bool dn = I.dn && util::kernel_isa() != Isa::scalar;  // (run_dn_s32's condition)
+  if (dn) p = I.dn->path();
+  if (!dn || I.has_min) p += std::string(p.empty() ? "" : "+") + "terms-" + term_path_name(term_path());
+  return p;
+}
 int ApproxConv2d::out_h(int h) const { return impl_->out_h(h); }
 int ApproxConv2d::out_w(int w) const { return impl_->out_w(w); }
 
@@ -481,9 +524,8 @@ int ApproxConv2d::out_w(int w) const { return impl_->out_w(w); }
 namespace {
 constexpr int kTile = 256;  // output pixels per im2col tile: the 8 table-row loads per k serve 4 (VBMI) vectors
 
-#ifdef FRUGAL_APPROX_AVX512
-inline void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/, int K,
-                            int32_t* res /*(kTile)*/) {
+FRUGAL_AVX512 void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/,
+                                   int K, int32_t* res /*(kTile)*/) {
   constexpr int V = kTile / 32;
   __m512i acc[2 * V];
   for (auto& a : acc) a = _mm512_setzero_si512();
@@ -518,15 +560,13 @@ inline void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint16_t* l
       for (int j = 0; j < 16; ++j) res[v * 32 + (j / 4) * 8 + half * 4 + j % 4] = tmp[j];
     }
 }
-#endif
 
-#if defined(FRUGAL_APPROX_AVX512) && defined(__AVX512VBMI__)
-#define FRUGAL_APPROX_VBMI 1
 // Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; two vpermt2b + a blend
 // on the index's top bit look up 64 operands per plane, and the bytes are summed in 16-bit lanes (flushed to
 // 32 bits every 256 k, before they can overflow): 15 instructions per 64 products instead of 28.
 // col8: (K, kTile) activation codes; lt8: per weight code 256 low then 256 high bytes; res (kTile) = sum_k lt.
-inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K, int32_t* res) {
+FRUGAL_AVX512_VBMI void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K,
+                                      int32_t* res) {
   alignas(64) int32_t sum[kTile];
   for (int p = 0; p < kTile; ++p) sum[p] = 0;
   const __m512i zero = _mm512_setzero_si512();
@@ -568,7 +608,34 @@ inline void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t
   }
   for (int p = 0; p < kTile; ++p) res[p] = sum[p];
 }
-#endif
+
+// AVX2: vpgatherdd of 8 table entries at a time from the weight's lt row (uint16 entries read as the low half of
+// a 32-bit load at 2-byte scale; lt carries 2 bytes of padding for the last entry). 4 x 8 pixels per k step.
+// res (kTile) = sum_k lt, as lut_tile_avx512.
+FRUGAL_AVX2 void lut_tile_avx2(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow, int K,
+                               int32_t* res) {
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  for (int p0 = 0; p0 < kTile; p0 += 32) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+    for (int k = 0; k < K; ++k) {
+      const int* row = reinterpret_cast<const int*>(lt + size_t(wrow[k]) * 256);
+      const uint16_t* c = col + size_t(k) * kTile + p0;
+      const __m256i i0 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+      const __m256i i1 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 8)));
+      const __m256i i2 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16)));
+      const __m256i i3 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 24)));
+      a0 = _mm256_add_epi32(a0, _mm256_and_si256(_mm256_i32gather_epi32(row, i0, 2), low16));
+      a1 = _mm256_add_epi32(a1, _mm256_and_si256(_mm256_i32gather_epi32(row, i1, 2), low16));
+      a2 = _mm256_add_epi32(a2, _mm256_and_si256(_mm256_i32gather_epi32(row, i2, 2), low16));
+      a3 = _mm256_add_epi32(a3, _mm256_and_si256(_mm256_i32gather_epi32(row, i3, 2), low16));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0), a0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 8), a1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 16), a2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 24), a3);
+  }
+}
 
 void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* wrow, int K, int32_t bias,
                      int32_t* res) {
@@ -596,29 +663,20 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
   });
   const int64_t P = int64_t(n) * OH * OW;
   const int64_t tiles = (P + kTile - 1) / kTile;
-  const bool simd = detail::use_simd();
+  const LutPath path = lut_path();
+  const bool bytes = path == LutPath::vbmi;  // byte codes (VBMI) or uint16 codes (the others)
   const int32_t kb = int32_t(K) * lut_bias;
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
-    std::vector<uint16_t> col(size_t(K) * kTile);
-#ifdef FRUGAL_APPROX_VBMI
-    std::vector<uint8_t> col8(size_t(K) * kTile);
-#endif
+    std::vector<uint16_t> col(bytes ? 0 : size_t(K) * kTile);
+    std::vector<uint8_t> col8(bytes ? size_t(K) * kTile : 0);
     alignas(64) int32_t res[kTile];
     for (int64_t job = rr.begin(); job < rr.end(); ++job) {
       const int g = int(job % groups);
       const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
-#ifdef FRUGAL_APPROX_VBMI
-      const bool bytes = simd;
-#else
-      const bool bytes = false;
-#endif
-      if (bytes) {
-#ifdef FRUGAL_APPROX_VBMI
+      if (bytes)
         std::fill(col8.begin(), col8.end(), uint8_t(0));
-#endif
-      } else {
+      else
         std::fill(col.begin(), col.end(), uint16_t(0));
-      }
       for (int64_t p = p0; p < pend;) {
         int64_t b = p / (OH * OW), rem = p % (OH * OW);
         int oy = int(rem / OW), ox = int(rem % OW);
@@ -630,13 +688,11 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
                   plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp + size_t(ox) * stride + x;
               const size_t at = size_t((c * kh + y) * kw + x) * kTile + size_t(p - p0);
               if (bytes) {
-#ifdef FRUGAL_APPROX_VBMI
                 uint8_t* d = col8.data() + at;
                 if (stride == 1)
                   std::memcpy(d, s, size_t(run));
                 else
                   for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
-#endif
               } else {
                 uint16_t* d = col.data() + at;
                 if (stride == 1)
@@ -649,20 +705,16 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
       }
       for (int o = g * ocg; o < (g + 1) * ocg; ++o) {
         const uint8_t* wrow = wcodes.data() + size_t(o) * K;
-#ifdef FRUGAL_APPROX_AVX512
-        if (simd) {
-#ifdef FRUGAL_APPROX_VBMI
-          lut_tile_vbmi(col8.data(), lt8.data(), wrow, K, res);
-#else
-          lut_tile_avx512(col.data(), lt.data(), wrow, K, res);
-#endif
-          for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0] - kb;
-          continue;
+        switch (path) {
+          case LutPath::vbmi: lut_tile_vbmi(col8.data(), lt8.data(), wrow, K, res); break;
+          case LutPath::avx512: lut_tile_avx512(col.data(), lt.data(), wrow, K, res); break;
+          case LutPath::avx2: lut_tile_avx2(col.data(), lt.data(), wrow, K, res); break;
+          case LutPath::scalar:
+            lut_tile_scalar(col.data(), table.data(), wrow, K, 0, res);
+            for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];
+            continue;
         }
-#endif
-        (void)simd;
-        lut_tile_scalar(col.data(), table.data(), wrow, K, 0, res);
-        for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];
+        for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0] - kb;
       }
     }
   });
@@ -687,9 +739,8 @@ inline size_t wpack_index(const TermArgs& A, int p, int g, int o, int y, int x) 
 
 // The min() term's sign factor: SG 0 = unsigned (every sign +1: the pair sum is weighted by -1), 1 = signed with
 // every activation of the image >= 0 (the weight's -sign only), 2 = signed (activation sign x weight -sign).
-#ifdef FRUGAL_APPROX_AVX512
 template <int PX, bool MIN, int SG, bool TWO>
-void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
+FRUGAL_AVX512_VNNI void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
   __m512i acc0[PX], acc1[PX];
   for (int i = 0; i < PX; ++i) acc0[i] = _mm512_setzero_si512(), acc1[i] = _mm512_setzero_si512();
   const int nt = A.nt0 + A.nt1;
@@ -754,7 +805,7 @@ void term_block(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
 }
 
 template <bool MIN, int SG, bool TWO>
-void term_row(const TermArgs& A, int b, int oy, int g, int o) {
+FRUGAL_AVX512_VNNI void term_row(const TermArgs& A, int b, int oy, int g, int o) {
   constexpr int kPx = 8;
   for (int ox = 0; ox < A.OW; ox += kPx) {
     switch (std::min(kPx, A.OW - ox)) {
@@ -787,14 +838,208 @@ void term_row(const TermArgs& A, int b, int oy, int g, int o) {
 }
 
 // 32 lookups in a 256-entry int16 map: four vpermi2w over 64 entries each, blended on index bits 6 and 7
-inline __m512i lookup16x32(const int16_t* map, __m512i idx, __mmask32 m6, __mmask32 m7) {
+FRUGAL_AVX512 inline __m512i lookup16x32(const int16_t* map, __m512i idx, __mmask32 m6, __mmask32 m7) {
   const __m512i r0 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map), idx, _mm512_loadu_si512(map + 32));
   const __m512i r1 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 64), idx, _mm512_loadu_si512(map + 96));
   const __m512i r2 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 128), idx, _mm512_loadu_si512(map + 160));
   const __m512i r3 = _mm512_permutex2var_epi16(_mm512_loadu_si512(map + 192), idx, _mm512_loadu_si512(map + 224));
   return _mm512_mask_blend_epi16(m7, _mm512_mask_blend_epi16(m6, r0, r1), _mm512_mask_blend_epi16(m6, r2, r3));
 }
-#endif
+
+// The plane fill of image b for one group without pair padding: a row's interior is w * icg contiguous codes in
+// and int16 values out, looked up 32 at a time for every plane [p0, pend); the border pixels take each plane's
+// value of pad_code.
+FRUGAL_AVX512 void fill_image_avx512(const std::array<int16_t, 256>* amaps, const uint8_t* img, int b, int h, int w,
+                                     int icg, int pad, int Hp, int Wp, int C, int16_t* planes, size_t pstride, int p0,
+                                     int pend, uint8_t pad_code) {
+  const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+  const size_t row_len = size_t(w) * icg;
+  for (int y = 0; y < Hp; ++y) {
+    for (int p = p0; p < pend; ++p) {
+      int16_t* row = planes + size_t(p) * pstride + (size_t(b) * Hp + y) * Wp * C;
+      const int16_t padv = amaps[p][pad_code];
+      if (y < pad || y >= pad + h) {
+        std::fill(row, row + size_t(Wp) * C, padv);
+      } else {
+        std::fill(row, row + size_t(pad) * C, padv);
+        std::fill(row + size_t(pad + w) * C, row + size_t(Wp) * C, padv);
+      }
+    }
+    if (y < pad || y >= pad + h) continue;
+    const uint8_t* s = img + size_t(y - pad) * row_len;
+    for (size_t i = 0; i < row_len; i += 32) {
+      const size_t len = std::min<size_t>(32, row_len - i);
+      const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+      const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, s + i));
+      const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+      for (int p = p0; p < pend; ++p) {
+        int16_t* dst = planes + size_t(p) * pstride + ((size_t(b) * Hp + y) * Wp + pad) * C + i;
+        _mm512_mask_storeu_epi16(dst, m, lookup16x32(amaps[p].data(), idx, m6, m7));
+      }
+    }
+  }
+}
+
+// dg[c] = map[sg[c]] for c < n, 32 at a time
+FRUGAL_AVX512 void lookup_codes_avx512(const int16_t* map, const uint8_t* sg, int n, int16_t* dg) {
+  const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+  for (int c = 0; c < n; c += 32) {
+    const int len = std::min(32, n - c);
+    const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
+    const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c));
+    const __m512i v = lookup16x32(map, idx, _mm512_test_epi16_mask(idx, b6), _mm512_test_epi16_mask(idx, b7));
+    _mm512_mask_storeu_epi16(dg + c, m, v);
+  }
+}
+
+// AVX2 twin of fill_image_avx512: 16 codes at a time, two vpgatherdd per plane from the widened maps, packed
+// (with saturation, which the int16 values never reach) to int16.
+FRUGAL_AVX2 void fill_image_avx2(const std::array<int16_t, 256>* amaps, const std::array<int32_t, 256>* amaps32,
+                                 const uint8_t* img, int b, int h, int w, int icg, int pad, int Hp, int Wp, int C,
+                                 int16_t* planes, size_t pstride, int p0, int pend, uint8_t pad_code) {
+  const size_t row_len = size_t(w) * icg;
+  for (int y = 0; y < Hp; ++y) {
+    for (int p = p0; p < pend; ++p) {
+      int16_t* row = planes + size_t(p) * pstride + (size_t(b) * Hp + y) * Wp * C;
+      const int16_t padv = amaps[p][pad_code];
+      if (y < pad || y >= pad + h) {
+        std::fill(row, row + size_t(Wp) * C, padv);
+      } else {
+        std::fill(row, row + size_t(pad) * C, padv);
+        std::fill(row + size_t(pad + w) * C, row + size_t(Wp) * C, padv);
+      }
+    }
+    if (y < pad || y >= pad + h) continue;
+    const uint8_t* s = img + size_t(y - pad) * row_len;
+    const size_t at = ((size_t(b) * Hp + y) * Wp + pad) * C;
+    size_t i = 0;
+    for (; i + 16 <= row_len; i += 16) {
+      const __m128i c16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+      const __m256i lo = _mm256_cvtepu8_epi32(c16), hi = _mm256_cvtepu8_epi32(_mm_srli_si128(c16, 8));
+      for (int p = p0; p < pend; ++p) {
+        const int* m = amaps32[p].data();
+        const __m256i v = _mm256_packs_epi32(_mm256_i32gather_epi32(m, lo, 4), _mm256_i32gather_epi32(m, hi, 4));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(planes + size_t(p) * pstride + at + i),
+                            _mm256_permute4x64_epi64(v, 0xD8));  // (lo 0-3, hi 0-3, lo 4-7, hi 4-7) -> in order
+      }
+    }
+    for (; i < row_len; ++i)
+      for (int p = p0; p < pend; ++p) planes[size_t(p) * pstride + at + i] = amaps[p][s[i]];
+  }
+}
+
+FRUGAL_AVX2 inline __m256i ld8(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// AVX2 twin of term_block: the 16 output channels as two 8-lane halves, vpmaddwd + vpaddd for vpdpwssd.
+template <int PX, bool MIN, int SG, bool TWO>
+FRUGAL_AVX2 void term_block_avx2(const TermArgs& A, int b, int oy, int ox0, int g, int o) {
+  __m256i acc0[PX][2], acc1[PX][2];
+  for (int i = 0; i < PX; ++i)
+    for (int hf = 0; hf < 2; ++hf) acc0[i][hf] = _mm256_setzero_si256(), acc1[i][hf] = _mm256_setzero_si256();
+  const int nt = A.nt0 + A.nt1;
+  const __m256i neg1 = _mm256_set1_epi16(-1);
+  for (int y = 0; y < A.kh; ++y)
+    for (int x = 0; x < A.kw; ++x) {
+      size_t off[PX];
+      for (int i = 0; i < PX; ++i)
+        off[i] =
+            ((size_t(b) * A.Hp + oy * A.stride + y) * A.Wp + size_t(ox0 + i) * A.stride + x) * A.C + size_t(g) * A.icgp;
+      for (int t = 0; t < nt; ++t) {
+        const int32_t* wp = A.wpack + wpack_index(A, t, g, o, y, x);
+        const int32_t* pl = reinterpret_cast<const int32_t*>(A.planes + size_t(t) * A.plane_stride);
+        if (!TWO || t < A.nt0) {
+          for (int c = 0; c < A.icp; ++c) {
+            const __m256i w0 = ld8(wp + c * 16), w1 = ld8(wp + c * 16 + 8);
+            for (int i = 0; i < PX; ++i) {
+              const __m256i av = _mm256_set1_epi32(pl[off[i] / 2 + c]);
+              acc0[i][0] = _mm256_add_epi32(acc0[i][0], _mm256_madd_epi16(av, w0));
+              acc0[i][1] = _mm256_add_epi32(acc0[i][1], _mm256_madd_epi16(av, w1));
+            }
+          }
+        } else {
+          for (int c = 0; c < A.icp; ++c) {
+            const __m256i w0 = ld8(wp + c * 16), w1 = ld8(wp + c * 16 + 8);
+            for (int i = 0; i < PX; ++i) {
+              const __m256i av = _mm256_set1_epi32(pl[off[i] / 2 + c]);
+              acc1[i][0] = _mm256_add_epi32(acc1[i][0], _mm256_madd_epi16(av, w0));
+              acc1[i][1] = _mm256_add_epi32(acc1[i][1], _mm256_madd_epi16(av, w1));
+            }
+          }
+        }
+      }
+      if constexpr (MIN) {
+        const int32_t* wf = A.wpack + wpack_index(A, nt, g, o, y, x);
+        const int32_t* wf2 = A.wpack + wpack_index(A, nt + 1, g, o, y, x);
+        const int32_t* wsg = A.wpack + wpack_index(A, nt + 2, g, o, y, x);
+        const int32_t* pf = reinterpret_cast<const int32_t*>(A.planes + size_t(nt) * A.plane_stride);
+        const int32_t* pf2 = reinterpret_cast<const int32_t*>(A.planes + size_t(nt + 1) * A.plane_stride);
+        const int32_t* psg = reinterpret_cast<const int32_t*>(A.planes + size_t(nt + 2) * A.plane_stride);
+        for (int c = 0; c < A.icp; ++c)
+          for (int hf = 0; hf < 2; ++hf) {
+            const __m256i fb = ld8(wf + c * 16 + 8 * hf), fb2 = ld8(wf2 + c * 16 + 8 * hf);
+            const __m256i nsb = SG > 0 ? ld8(wsg + c * 16 + 8 * hf) : neg1;
+            for (int i = 0; i < PX; ++i) {
+              const __m256i p1 = _mm256_mullo_epi16(_mm256_set1_epi32(pf[off[i] / 2 + c]), fb);
+              const __m256i p2 = _mm256_mullo_epi16(_mm256_set1_epi32(pf2[off[i] / 2 + c]), fb2);
+              const __m256i mn = _mm256_min_epi16(p1, p2);
+              const __m256i sg = SG == 2 ? _mm256_mullo_epi16(_mm256_set1_epi32(psg[off[i] / 2 + c]), nsb) : nsb;
+              acc0[i][hf] = _mm256_add_epi32(acc0[i][hf], _mm256_madd_epi16(mn, sg));
+            }
+          }
+      }
+    }
+  const int lanes = std::min(16, A.ocg - o * 16);
+  for (int i = 0; i < PX; ++i) {
+    const size_t base = ((size_t(b) * A.OH + oy) * A.OW + ox0 + i) * A.oc + size_t(g) * A.ocg + size_t(o) * 16;
+    alignas(32) int32_t r0[16], r1[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r0), acc0[i][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r0 + 8), acc0[i][1]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r1), acc1[i][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(r1 + 8), acc1[i][1]);
+    for (int l = 0; l < lanes; ++l) {
+      A.acc0[base + l] = A.accumulate ? int32_t(uint32_t(A.acc0[base + l]) + uint32_t(r0[l])) : r0[l];
+      if (TWO) A.acc1[base + l] = r1[l];
+    }
+  }
+}
+
+template <bool MIN, int SG, bool TWO>
+FRUGAL_AVX2 void term_row_avx2(const TermArgs& A, int b, int oy, int g, int o) {
+  constexpr int kPx = 4;
+  for (int ox = 0; ox < A.OW; ox += kPx) {
+    switch (std::min(kPx, A.OW - ox)) {
+      case 4:
+        term_block_avx2<4, MIN, SG, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 3:
+        term_block_avx2<3, MIN, SG, TWO>(A, b, oy, ox, g, o);
+        break;
+      case 2:
+        term_block_avx2<2, MIN, SG, TWO>(A, b, oy, ox, g, o);
+        break;
+      default:
+        term_block_avx2<1, MIN, SG, TWO>(A, b, oy, ox, g, o);
+        break;
+    }
+  }
+}
+
+// Runs the term kernel family K (term_row or term_row_avx2) with the template arguments this layer needs.
+template <class Row>
+void term_dispatch(const Row& row, bool has_min, bool signed_min, bool img_neg, bool two) {
+  if (has_min) {
+    if (!signed_min)
+      row(std::integral_constant<bool, true>(), std::integral_constant<int, 0>(), std::false_type());
+    else if (!img_neg)
+      row(std::integral_constant<bool, true>(), std::integral_constant<int, 1>(), std::false_type());
+    else
+      row(std::integral_constant<bool, true>(), std::integral_constant<int, 2>(), std::false_type());
+  } else if (two) {
+    row(std::integral_constant<bool, false>(), std::integral_constant<int, 0>(), std::true_type());
+  } else {
+    row(std::integral_constant<bool, false>(), std::integral_constant<int, 0>(), std::false_type());
+  }
+}
 
 void term_row_scalar(const TermArgs& A, bool has_min, int b, int oy, int g, int o) {
   const int nt = A.nt0 + A.nt1;
@@ -836,7 +1081,10 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
                                    int32_t* acc1, bool skip_sep, bool accumulate) const {
   const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = groups * icgp, np = nplanes();
   const size_t pstride = size_t(n) * Hp * Wp * C;
-  const bool simd = detail::use_simd();
+  const TermPath tpath = term_path();
+  const bool simd = tpath != TermPath::scalar;  // the SIMD kernels skip the sign plane of non-negative images
+  const bool fill512 = util::kernel_isa() == Isa::avx512;  // the plane fill's lookups (AVX-512 BW)
+  const bool fill2 = util::kernel_isa() == Isa::avx2;
   const int p0 = skip_sep ? nt0 : 0;  // the first plane this run reads
   // every (pixel, real channel) is written below; the pair-padding channels stay zero from the first fill
   std::vector<int16_t>& planes = s_planes;
@@ -855,39 +1103,15 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
       img_neg[size_t(b)] = (any & 0x80) != 0;
     }
     const int pend = has_min && signed_min && simd && !img_neg[size_t(b)] ? np - 1 : np;  // sign plane unused?
-#ifdef FRUGAL_APPROX_AVX512
-    if (simd && groups == 1 && icgp == icg) {
-      // one group, no pair padding: a row's interior is w * icg contiguous codes in and int16 values out, looked
-      // up 32 at a time for every plane; the border pixels take each plane's value of pad_code
-      const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-      const size_t row_len = size_t(w) * icg;
-      for (int y = 0; y < Hp; ++y) {
-        for (int p = p0; p < pend; ++p) {
-          int16_t* row = planes.data() + size_t(p) * pstride + (size_t(b) * Hp + y) * Wp * C;
-          const int16_t padv = amaps[size_t(p)][pad_code];
-          if (y < pad || y >= pad + h) {
-            std::fill(row, row + size_t(Wp) * C, padv);
-          } else {
-            std::fill(row, row + size_t(pad) * C, padv);
-            std::fill(row + size_t(pad + w) * C, row + size_t(Wp) * C, padv);
-          }
-        }
-        if (y < pad || y >= pad + h) continue;
-        const uint8_t* s = img + size_t(y - pad) * row_len;
-        for (size_t i = 0; i < row_len; i += 32) {
-          const size_t len = std::min<size_t>(32, row_len - i);
-          const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
-          const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, s + i));
-          const __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
-          for (int p = p0; p < pend; ++p) {
-            int16_t* dst = planes.data() + size_t(p) * pstride + ((size_t(b) * Hp + y) * Wp + pad) * C + i;
-            _mm512_mask_storeu_epi16(dst, m, lookup16x32(amaps[size_t(p)].data(), idx, m6, m7));
-          }
-        }
-      }
+    if (fill512 && groups == 1 && icgp == icg) {
+      fill_image_avx512(amaps.data(), img, b, h, w, icg, pad, Hp, Wp, C, planes.data(), pstride, p0, pend, pad_code);
       return;
     }
-#endif
+    if (fill2 && groups == 1 && icgp == icg) {
+      fill_image_avx2(amaps.data(), amaps32.data(), img, b, h, w, icg, pad, Hp, Wp, C, planes.data(), pstride, p0,
+                      pend, pad_code);
+      return;
+    }
     for (int p = p0; p < pend; ++p) {
       const auto& map = amaps[size_t(p)];
       int16_t* pl = planes.data() + size_t(p) * pstride;
@@ -905,21 +1129,10 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
           for (int g = 0; g < groups; ++g) {
             int16_t* dg = d + g * icgp;
             const uint8_t* sg = s + g * icg;
-            int c = 0;
-#ifdef FRUGAL_APPROX_AVX512
-            if (simd) {
-              const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
-              for (; c < icg; c += 32) {
-                const int len = std::min(32, icg - c);
-                const __mmask32 m = len == 32 ? ~__mmask32(0) : (__mmask32(1) << len) - 1;
-                const __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(m, sg + c));
-                const __m512i v = lookup16x32(map.data(), idx, _mm512_test_epi16_mask(idx, b6),
-                                              _mm512_test_epi16_mask(idx, b7));
-                _mm512_mask_storeu_epi16(dg + c, m, v);
-              }
-            }
-#endif
-            for (; c < icg; ++c) dg[c] = map[sg[c]];
+            if (fill512)
+              lookup_codes_avx512(map.data(), sg, icg, dg);
+            else
+              for (int c = 0; c < icg; ++c) dg[c] = map[sg[c]];
           }
         }
       }
@@ -955,23 +1168,22 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
       int o = int(job % ob), g = int((job / ob) % groups);
       int64_t row = job / (int64_t(ob) * groups);
       int b = int(row / A.OH), oy = int(row % A.OH);
-#ifdef FRUGAL_APPROX_AVX512
-      if (simd) {
-        if (has_min) {
-          if (!signed_min)
-            term_row<true, 0, false>(A, b, oy, g, o);
-          else if (!img_neg[size_t(b)])
-            term_row<true, 1, false>(A, b, oy, g, o);
-          else
-            term_row<true, 2, false>(A, b, oy, g, o);
-        } else if (nt1 > 0) {
-          term_row<false, 0, true>(A, b, oy, g, o);
-        } else {
-          term_row<false, 0, false>(A, b, oy, g, o);
-        }
+      if (tpath == TermPath::avx512) {
+        term_dispatch(
+            [&](auto mn, auto sg, auto two) {
+              term_row<decltype(mn)::value, decltype(sg)::value, decltype(two)::value>(A, b, oy, g, o);
+            },
+            has_min, signed_min, img_neg[size_t(b)], nt1 > 0);
         continue;
       }
-#endif
+      if (tpath == TermPath::avx2) {
+        term_dispatch(
+            [&](auto mn, auto sg, auto two) {
+              term_row_avx2<decltype(mn)::value, decltype(sg)::value, decltype(two)::value>(A, b, oy, g, o);
+            },
+            has_min, signed_min, img_neg[size_t(b)], nt1 > 0);
+        continue;
+      }
       term_row_scalar(A, has_min, b, oy, g, o);
     }
   });
@@ -980,7 +1192,7 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 // ---------------------------------------------------------------------------------------------------
 bool ApproxConv2d::Impl::run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc,
                                     bool raw, int32_t* corr) const {
-  if (!dn || !detail::use_simd()) return false;
+  if (!dn || util::kernel_isa() == Isa::scalar) return false;
   const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr)
                       : dn->run_s32(src, n, h, w, pad_code, acc);
   if (!ok || (dn_lr && !dn_lr->run_s32(src, n, h, w, pad_code, corr))) return false;
@@ -1028,6 +1240,102 @@ void ApproxConv2d::products_float(const uint8_t* src_codes, int n, int h, int w,
   for (size_t i = 0; i < total; ++i) acc[i] = float(double(a0[i]) + double(a1[i]) * I.inv_s);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// forward()'s quantization and code-sum passes: SIMD twins of its scalar loops, from i (k) as far as whole vectors
+// go; they return where the scalar tail starts.
+namespace {
+// codes[i] = code(round(src[i] * inv) + za) with round(...) clamped to [lo_z, hi_z] (the code range minus z_a).
+// Clamping before rounding equals rounding then clamping (the bounds are integers) and keeps the conversion in
+// range; vcvtps2dq rounds to nearest even like nearbyint.
+// (GCC 12 warns of the _mm512_undefined_* operand inside these intrinsics: GCC PR 105593, a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+FRUGAL_AVX512 size_t quantize_avx512(const float* src, size_t i, size_t end, float inv, float lo_z, float hi_z,
+                                     int32_t za, uint8_t* cd) {
+  const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo_z), vhi = _mm512_set1_ps(hi_z);
+  const __m512i vz = _mm512_set1_epi32(za);
+  for (; i + 16 <= end; i += 16) {
+    const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(src + i), vinv), vlo), vhi);
+    const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(t), vz);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(cd + i), _mm512_cvtepi32_epi8(qi));  // code(): low byte
+  }
+  return i;
+}
+#pragma GCC diagnostic pop
+
+FRUGAL_AVX2 inline __m256i quantize8_avx2(const float* s, __m256 vinv, __m256 vlo, __m256 vhi, __m256i vz) {
+  const __m256 t = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(s), vinv), vlo), vhi);
+  return _mm256_and_si256(_mm256_add_epi32(_mm256_cvtps_epi32(t), vz), _mm256_set1_epi32(0xFF));  // code()
+}
+
+FRUGAL_AVX2 size_t quantize_avx2(const float* src, size_t i, size_t end, float inv, float lo_z, float hi_z,
+                                 int32_t za, uint8_t* cd) {
+  const __m256 vinv = _mm256_set1_ps(inv), vlo = _mm256_set1_ps(lo_z), vhi = _mm256_set1_ps(hi_z);
+  const __m256i vz = _mm256_set1_epi32(za), order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (; i + 32 <= end; i += 32) {
+    // 4 x 8 codes (each in [0, 255]) packed to bytes; the packs work per 128-bit lane, the permute restores order
+    const __m256i a = quantize8_avx2(src + i, vinv, vlo, vhi, vz), b = quantize8_avx2(src + i + 8, vinv, vlo, vhi, vz);
+    const __m256i c = quantize8_avx2(src + i + 16, vinv, vlo, vhi, vz);
+    const __m256i d = quantize8_avx2(src + i + 24, vinv, vlo, vhi, vz);
+    const __m256i bytes = _mm256_packus_epi16(_mm256_packus_epi32(a, b), _mm256_packus_epi32(c, d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(cd + i), _mm256_permutevar8x32_epi32(bytes, order));
+  }
+  return i;
+}
+
+// chsum[k] = sum of the icg codes of (pixel, group) k read as u8 (or s8 when sgn). vpsadbw sums each 8 bytes; a
+// signed byte + 128 is its unsigned twin (128 per value taken off).
+FRUGAL_AVX512 size_t code_sums_avx512(const uint8_t* cd, size_t k, size_t end, int icg, bool sgn, int32_t* chsum) {
+  if (icg != 8 && icg != 16 && icg != 32 && icg != 64) return k;
+  const int per = icg / 8, gpv = 8 / per;  // 8-byte sums per group, groups per 64-byte vector
+  const __m512i zero = _mm512_setzero_si512(), flip = _mm512_set1_epi8(sgn ? char(0x80) : 0);
+  const int32_t off = sgn ? 128 * icg : 0;
+  for (; k + size_t(gpv) <= end; k += size_t(gpv)) {
+    const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(cd + k * size_t(icg)), flip);
+    alignas(64) int64_t lanes[8];
+    _mm512_store_si512(lanes, _mm512_sad_epu8(v, zero));
+    for (int j = 0; j < gpv; ++j) {
+      int64_t t = 0;
+      for (int l = 0; l < per; ++l) t += lanes[j * per + l];
+      chsum[k + size_t(j)] = int32_t(t) - off;
+    }
+  }
+  return k;
+}
+
+FRUGAL_AVX2 size_t code_sums_avx2(const uint8_t* cd, size_t k, size_t end, int icg, bool sgn, int32_t* chsum) {
+  if (icg != 8 && icg != 16 && icg != 32 && icg % 32 != 0) return k;
+  const __m256i zero = _mm256_setzero_si256(), flip = _mm256_set1_epi8(sgn ? char(0x80) : 0);
+  const int32_t off = sgn ? 128 * icg : 0;
+  alignas(32) int64_t lanes[4];
+  if (icg <= 32) {
+    const int per = icg / 8, gpv = 4 / per;  // 8-byte sums per group, groups per 32-byte vector
+    for (; k + size_t(gpv) <= end; k += size_t(gpv)) {
+      const __m256i v =
+          _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cd + k * size_t(icg))), flip);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_sad_epu8(v, zero));
+      for (int j = 0; j < gpv; ++j) {
+        int64_t t = 0;
+        for (int l = 0; l < per; ++l) t += lanes[j * per + l];
+        chsum[k + size_t(j)] = int32_t(t) - off;
+      }
+    }
+    return k;
+  }
+  for (; k < end; ++k) {  // icg a multiple of 32: whole vectors per group
+    __m256i acc = zero;
+    for (int c = 0; c < icg; c += 32) {
+      const __m256i v =
+          _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(cd + k * size_t(icg) + c)), flip);
+      acc = _mm256_add_epi64(acc, _mm256_sad_epu8(v, zero));
+    }
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+    chsum[k] = int32_t(lanes[0] + lanes[1] + lanes[2] + lanes[3]) - off;
+  }
+  return k;
+}
+}  // namespace
+
 void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   Impl& I = *impl_;
   FRUGAL_CHECK(I.weights_set, "approx conv: set_weights() before forward");
@@ -1046,8 +1354,7 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   const size_t in_pixels = size_t(n) * h * w;
   std::vector<int32_t>& chsum = I.s_chsum;
   if (need_asum) chsum.resize(in_pixels * G);
-  const bool simd = detail::use_simd();
-  (void)simd;  // read only by the AVX-512 paths
+  const Isa isa = util::kernel_isa();
   // one flat pass, 16 values per step (a per-pixel, per-group loop spent more on its loop control and horizontal
   // sums than on the memory traffic: 1.0 vs 0.35 ms on a 16-channel 32x32 batch of 128); the per-pixel sums, where
   // needed, come from the codes afterwards
@@ -1055,17 +1362,10 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
     const float inv = 1.0f / sa, lo = float(aq.qmin), hi = float(aq.qmax), zf = float(za);
     uint8_t* cd = codes.data();
     size_t i = r.begin();
-#ifdef FRUGAL_APPROX_AVX512
-    // clamp before rounding (the bounds minus z_a are integers, so this equals rounding then clamping) so that
-    // the conversion never sees an out-of-range value; vcvtps2dq rounds to nearest even like nearbyint
-    const __m512 vinv = _mm512_set1_ps(inv), vlo = _mm512_set1_ps(lo - zf), vhi = _mm512_set1_ps(hi - zf);
-    const __m512i vz = _mm512_set1_epi32(za);
-    for (; simd && i + 16 <= r.end(); i += 16) {
-      const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(src + i), vinv), vlo), vhi);
-      const __m512i qi = _mm512_add_epi32(_mm512_cvtps_epi32(t), vz);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(cd + i), _mm512_cvtepi32_epi8(qi));  // code(): low byte
-    }
-#endif
+    if (isa == Isa::avx512)
+      i = quantize_avx512(src, i, r.end(), inv, lo - zf, hi - zf, za, cd);
+    else if (isa == Isa::avx2)
+      i = quantize_avx2(src, i, r.end(), inv, lo - zf, hi - zf, za, cd);
     for (; i < r.end(); ++i) {
       const float q = std::min(std::max(std::nearbyint(src[i] * inv) + zf, lo), hi);
       cd[i] = static_cast<uint8_t>(static_cast<int32_t>(q) & 0xFF);  // code()
@@ -1080,24 +1380,10 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
     tbb::parallel_for(tbb::blocked_range<size_t>(0, groups_total, 4096), [&](const tbb::blocked_range<size_t>& r) {
       const uint8_t* cd = codes.data();
       size_t k = r.begin();
-#ifdef FRUGAL_APPROX_AVX512
-      if (simd && (icg == 8 || icg == 16 || icg == 32 || icg == 64)) {
-        // vpsadbw sums each 8 bytes; a signed byte + 128 is its unsigned twin (128 per value taken off below)
-        const int per = icg / 8, gpv = 8 / per;  // 8-byte sums per group, groups per 64-byte vector
-        const __m512i zero = _mm512_setzero_si512(), flip = _mm512_set1_epi8(sgn ? char(0x80) : 0);
-        const int32_t off = sgn ? 128 * icg : 0;
-        for (; k + size_t(gpv) <= r.end(); k += size_t(gpv)) {
-          const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(cd + k * size_t(icg)), flip);
-          alignas(64) int64_t lanes[8];
-          _mm512_store_si512(lanes, _mm512_sad_epu8(v, zero));
-          for (int j = 0; j < gpv; ++j) {
-            int64_t t = 0;
-            for (int l = 0; l < per; ++l) t += lanes[j * per + l];
-            chsum[k + size_t(j)] = int32_t(t) - off;
-          }
-        }
-      }
-#endif
+      if (isa == Isa::avx512)
+        k = code_sums_avx512(cd, k, r.end(), icg, sgn, chsum.data());
+      else if (isa == Isa::avx2)
+        k = code_sums_avx2(cd, k, r.end(), icg, sgn, chsum.data());
       for (; k < r.end(); ++k) {
         const uint8_t* c = cd + k * size_t(icg);
         int32_t t = 0;

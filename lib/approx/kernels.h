@@ -17,13 +17,20 @@
 //   functional bit-exact, no table: the multiplier's Decomposition (multiplier.h). Its separable terms
 //              (exact/trunc/drum: 1, bam:H,V: 1+(V-H), mitchell: the exact product) run as one int8 oneDNN
 //              convolution over T x the input channels (onednn_terms.h); mitchell's min() correction runs on
-//              the term engine: a direct NHWC conv with 16-bit multiplies (AVX-512 vpmullw / vpdpwssd).
+//              the term engine: a direct NHWC conv with 16-bit multiplies (vpmullw / vpdpwssd or vpmaddwd).
 //   lowrank:R  approximate emulation of any multiplier: exact product + R rank-1 corrections of the error
 //              table E = T - a*b from its truncated SVD (E ~ sum_r u_r(a) v_r(b)): the exact product on one
 //              int8 oneDNN conv, u and v rounded to int8 with a common scale on a second one. Not bit-exact
 //              (see lowrank_table_mae and the bench's emulation error).
-// Without AVX-512 (BW + VNNI) everything runs on the term engine's portable scalar twin, with identical results
-// for lut and functional (lowrank's portable twin rounds u and v to int16 instead).
+// CPU paths (runtime dispatch: util::kernel_isa(), capped by FRUGAL_ISA, and the CPU's feature bits; the SIMD code
+// is compiled with target attributes, so a baseline x86-64 build has every path; kernel_path() names the one taken):
+//   lut        avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather (vpgatherdd over the uint16
+//              table) > scalar
+//   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
+//              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path
+//   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
+// Every path gives the same integers for lut and functional; lowrank's oneDNN paths give the same result as
+// each other, and its portable twin (the term engine alone) rounds u and v to int16 instead of int8.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -101,6 +108,8 @@ class ApproxConv2d {
   const QuantParams& weight_params() const;
   QuantParams act_params(const float* src, size_t count) const;  // set range, or this batch's min/max
   const Multiplier& multiplier() const;
+  /// The kernels forward() takes on this CPU now, e.g. "lut-avx512-vbmi", "onednn-int8-split+terms-avx2".
+  std::string kernel_path() const;
   int out_h(int h) const;
   int out_w(int w) const;
 
@@ -138,11 +147,8 @@ LowRankError lowrank_error(const Multiplier& m, int rank);
 double lowrank_table_mae(const Multiplier& m, int rank);
 
 namespace detail {
-/// Tests: force the portable scalar twins (true) or the SIMD paths where compiled (false).
-void set_force_scalar(bool on);
-bool simd_available();
-/// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512
-/// VBMI table lookups where compiled (false).
+/// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512 VBMI /
+/// AVX2 table lookups where the kernel path and CPU allow (false). (The kernel path itself: util::set_kernel_isa.)
 void set_terms_scalar_fill(bool on);
 }  // namespace detail
 

@@ -10,14 +10,17 @@
 #include <map>
 #include <tuple>
 
+#include <immintrin.h>
+
 #include "approx/kernels.h"
 #include "tensor/tensor.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
-#if defined(__AVX512VBMI__) && defined(__AVX512BW__) && defined(__AVX512F__)
-#define FRUGAL_TERMS_VBMI 1
-#include <immintrin.h>
-#endif
+// The VBMI source fill is compiled for its ISA here and chosen at run time (util::kernel_isa() and the CPU's
+// VBMI bit), so a baseline x86-64 build has it too.
+#define FRUGAL_TERMS_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
+#define FRUGAL_TERMS_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace frugal::approx {
 
@@ -33,6 +36,7 @@ using dt = memory::data_type;
 using tag = memory::format_tag;
 
 namespace {
+// oneDNN's int8 convolution accumulates u8 x s8 with vpdpbusd (never saturates)
 bool has_vnni() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::avx512_core_vnni:
@@ -44,6 +48,25 @@ bool has_vnni() {
       return false;
   }
 }
+// oneDNN has a JIT int8 convolution (AVX2 and up: vpmaddubsw + vpmaddwd, whose int16 pair sums saturate)
+bool has_int8_jit() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx2:
+    case dnnl::cpu_isa::avx2_vnni:
+    case dnnl::cpu_isa::avx512_core:
+    case dnnl::cpu_isa::avx512_core_vnni:
+    case dnnl::cpu_isa::avx512_core_bf16:
+    case dnnl::cpu_isa::avx512_core_amx:
+      return true;
+    default:
+      return false;
+  }
+}
+bool vbmi_fill() {
+  return util::kernel_isa() == util::Isa::avx512 && util::cpu_features().avx512vbmi &&
+         !detail::g_terms_scalar_fill.load();
+}
+bool avx2_fill() { return util::kernel_isa() >= util::Isa::avx2 && !detail::g_terms_scalar_fill.load(); }
 }  // namespace
 
 struct OnednnTermConv::Impl {
@@ -52,6 +75,13 @@ struct OnednnTermConv::Impl {
   int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
   bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
   bool shift_w = false;     // weights stored as B - 128; run_s32 adds 128 * window sum of A back
+  // Without VNNI (split): every A_t + src_off (>= 0) is stored as `parts` u8 channels of at most 128 each, so that
+  // vpmaddubsw's pair sums (2 * 128 * [-128, 127]) never saturate; the source offset's share, src_off * (sum of
+  // the stored weights), is taken off per output channel (wcorr) after the convolution.
+  bool split = false;
+  int src_off = 0, parts = 1, T_orig = 1;
+  std::vector<int32_t> wcorr;  // (OC) added to acc after the convolution (split with src_off != 0)
+  int32_t sum_off = 0;          // the stored bytes of a pixel and group sum to sum_t sum_c A_t + sum_off
   // per term: code -> the operand byte
   std::vector<std::array<uint8_t, 256>> a8, b8;
   std::vector<std::array<int16_t, 256>> aval;  // integer A_t values (for the shift_w correction)
@@ -137,19 +167,38 @@ struct OnednnTermConv::Impl {
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-#ifdef FRUGAL_TERMS_VBMI
-    if (!detail::g_terms_scalar_fill.load()) {
-      if (T <= kVbmiMaxTerms) {
-        fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
-        return;
-      }
+    if (T <= kVbmiMaxTerms && vbmi_fill()) {
+      fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
+      return;
     }
-#endif
     // sum over terms of A_t(code), for the shift_w correction: one lookup per input element
     std::array<int32_t, 256> asum{};
     if (a_sums)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+    if (T <= 4 && icg % 8 == 0 && avx2_fill()) {
+      std::array<int32_t, 256> packed{};  // the T bytes of each code, term t in byte t
+      for (int c = 0; c < 256; ++c)
+        for (int t = 0; t < T; ++t) packed[size_t(c)] |= int32_t(uint32_t(maps[size_t(t)][size_t(c)]) << (8 * t));
+      const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t row = r.begin(); row < r.end(); ++row) {
+          const int b = int(row / Hp), y = int(row % Hp);
+          uint8_t* d = dst + size_t(row) * Wp * C;
+          if (y < bp || y >= bp + h) {
+            for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
+            continue;
+          }
+          for (int x = 0; x < bp; ++x) {
+            std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
+            std::memcpy(d + size_t(bp + w + x) * C, padv.data(), size_t(C));
+          }
+          avx2_pixels(packed.data(), asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w,
+                      size_t(C), a_sums);
+        }
+      });
+      return;
+    }
     for_each_src_pixel(n, h, w, bp, padv.data(), dst, [&](uint8_t* d, size_t pix) {
       const uint8_t* s = codes + pix * ic;
       for (int g = 0; g < groups; ++g) {
@@ -168,111 +217,177 @@ struct OnednnTermConv::Impl {
     });
   }
 
-#ifdef FRUGAL_TERMS_VBMI
+  // fill_src's AVX2 path (T <= 4, icg a multiple of 8) for `count` pixels from pix0 (destination stride apart):
+  // one vpgatherdd fetches the T bytes of 8 codes (packed: term t in byte t), vpshufb + vpermd transpose them to
+  // 8 bytes per term; a second gather over asum sums sum_t A_t for a_sums. Same bytes and sums as the scalar loop.
+  FRUGAL_TERMS_AVX2 void avx2_pixels(const int32_t* packed, const int32_t* asum, const uint8_t* codes, uint8_t* d,
+                                     size_t pix0, int count, size_t stride, int32_t* a_sums) const {
+    const __m256i tr = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9,
+                                        13, 2, 6, 10, 14, 3, 7, 11, 15);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    alignas(32) uint64_t q[4];
+    alignas(32) int32_t lanes[8];
+    for (int i = 0; i < count; ++i) {
+      const size_t pix = pix0 + size_t(i);
+      const uint8_t* s = codes + pix * ic;
+      uint8_t* dp = d + size_t(i) * stride;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* sg = s + g * icg;
+        uint8_t* dg = dp + size_t(g) * T * icg;
+        __m256i sacc = _mm256_setzero_si256();
+        for (int c = 0; c < icg; c += 8) {
+          const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sg + c)));
+          const __m256i v = _mm256_permutevar8x32_epi32(
+              _mm256_shuffle_epi8(_mm256_i32gather_epi32(packed, idx, 4), tr), order);  // qword t: term t's bytes
+          _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
+          for (int t = 0; t < T; ++t) std::memcpy(dg + size_t(t) * icg + c, &q[t], 8);
+          if (a_sums) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
+        }
+        if (a_sums) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sacc);
+          int32_t sum = 0;
+          for (int32_t l : lanes) sum += l;
+          a_sums[pix * groups + g] = sum;
+        }
+      }
+    }
+  }
+
   static constexpr int kVbmiMaxTerms = 16;
   // 64 lookups in a byte map held in q[0..3]: entries 0-127 and 128-255 by two vpermi2b, blended on bit 7 (hi)
-  static __m512i lookup(const __m512i* q, __m512i idx, __mmask64 hi) {
-    return _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]), _mm512_permutex2var_epi8(q[2], idx, q[3]));
+  FRUGAL_TERMS_VBMI static __m512i lookup(const __m512i* q, __m512i idx, __mmask64 hi) {
+    return _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(q[0], idx, q[1]),
+                                  _mm512_permutex2var_epi8(q[2], idx, q[3]));
+  }
+  FRUGAL_TERMS_VBMI void load_tables(const std::vector<std::array<uint8_t, 256>>& maps, __m512i* tab) const {
+    for (int t = 0; t < T; ++t)
+      for (int q = 0; q < 4; ++q) tab[4 * t + q] = _mm512_loadu_si512(maps[size_t(t)].data() + 64 * q);
+  }
+  // One pixel of the source (any groups / icg): tab holds the maps (load_tables).
+  FRUGAL_TERMS_VBMI void vbmi_pixel(const __m512i* tab, const uint8_t* codes, uint8_t* d, size_t pix,
+                                    int32_t* a_sums) const {
+    const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
+    const uint8_t* s = codes + pix * ic;
+    for (int g = 0; g < groups; ++g) {
+      const uint8_t* sg = s + g * icg;
+      __m512i sacc = _mm512_setzero_si512();
+      for (int c0 = 0; c0 < icg; c0 += 64) {
+        const int len = std::min(64, icg - c0);
+        const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
+        const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
+        const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
+        for (int t = 0; t < T; ++t) {
+          const __m512i v = lookup(tab + 4 * t, idx, hi);
+          _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
+          if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
+            const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
+            sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m, u), zero));
+          }
+        }
+      }
+      if (a_sums) {
+        alignas(64) int64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64: GCC 12 warns inside it)
+        _mm512_store_si512(lanes, sacc);
+        int64_t sum = 0;
+        for (int64_t l : lanes) sum += l;
+        a_sums[pix * groups + g] = int32_t(sum) - sum_off;
+      }
+    }
+  }
+  FRUGAL_TERMS_VBMI void vbmi_pixels(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes,
+                                     uint8_t* d, size_t pix0, int count, size_t stride, int32_t* a_sums) const {
+    __m512i tab[4 * kVbmiMaxTerms];
+    load_tables(maps, tab);
+    for (int i = 0; i < count; ++i) vbmi_pixel(tab, codes, d + size_t(i) * stride, pix0 + size_t(i), a_sums);
+  }
+  // Narrow layers (16 or 32 channels, one group), source rows [r0, r1): one 64-byte load holds the codes of
+  // 64 / icg neighbouring pixels; each term's lookup is stored to every pixel's slot with a byte mask (lanes
+  // p*icg.. of the vector land at pixel p, term t), so the lookups run on full vectors.
+  FRUGAL_TERMS_VBMI void vbmi_rows(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int h,
+                                   int w, const uint8_t* padv, int bp, uint8_t* dst, int32_t* a_sums, int64_t r0,
+                                   int64_t r1) const {
+    __m512i tab[4 * kVbmiMaxTerms];
+    load_tables(maps, tab);
+    const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = T * icg, ppv = 64 / icg;
+    const __mmask64 lane_mask = icg == 16 ? __mmask64(0xFFFF) : __mmask64(0xFFFFFFFFu);
+    alignas(64) uint8_t group[64 * kVbmiMaxTerms];
+    for (int64_t row = r0; row < r1; ++row) {
+      const int b = int(row / Hp), y = int(row % Hp);
+      uint8_t* d = dst + size_t(row) * Wp * C;
+      if (y < bp || y >= bp + h) {
+        for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv, size_t(C));
+        continue;
+      }
+      for (int x = 0; x < bp; ++x) {
+        std::memcpy(d + size_t(x) * C, padv, size_t(C));
+        std::memcpy(d + size_t(bp + w + x) * C, padv, size_t(C));
+      }
+      const size_t pix0 = (size_t(b) * h + y - bp) * w;
+      int x = 0;
+      for (; x + ppv <= w; x += ppv) {
+        const __m512i idx = _mm512_loadu_si512(codes + (pix0 + x) * ic);
+        const __mmask64 hi = _mm512_movepi8_mask(idx);
+        __m512i sacc = _mm512_setzero_si512();
+        uint8_t* dp = d + size_t(bp + x) * C;
+        // the group's bytes are T whole cache lines: on an aligned destination they are assembled in an L1
+        // buffer and written with streaming stores (no read-for-ownership of lines about to be overwritten)
+        const bool stream = (reinterpret_cast<uintptr_t>(dp) & 63) == 0;
+        uint8_t* out = stream ? group : dp;
+        for (int t = 0; t < T; ++t) {
+          const __m512i v = lookup(tab + 4 * t, idx, hi);
+          for (int p = 0; p < ppv; ++p)  // lanes [p icg, (p+1) icg) -> pixel p, term t
+            _mm512_mask_storeu_epi8(out + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
+          if (a_sums) sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(src_signed ? _mm512_xor_si512(v, x80) : v, zero));
+        }
+        if (a_sums) {
+          alignas(64) int64_t lanes[8];
+          _mm512_store_si512(lanes, sacc);
+          const int per = icg / 8;  // 8-byte sums per pixel
+          for (int p = 0; p < ppv; ++p) {
+            int64_t sum = 0;
+            for (int k = 0; k < per; ++k) sum += lanes[p * per + k];
+            a_sums[pix0 + size_t(x + p)] = int32_t(sum) - sum_off;
+          }
+        }
+        if (stream)
+          for (int l = 0; l < T; ++l)
+            _mm512_stream_si512(reinterpret_cast<__m512i*>(dp + 64 * l),
+                                _mm512_load_si512(reinterpret_cast<const __m512i*>(group + 64 * l)));
+      }
+      for (; x < w; ++x) vbmi_pixel(tab, codes, d + size_t(bp + x) * C, pix0 + size_t(x), a_sums);
+    }
+    _mm_sfence();  // the streaming stores are visible before the convolution reads them
   }
   // fill_src for byte maps: each 256-entry map lives in four zmm registers; two vpermi2b (entries 0-127 and
   // 128-255) and a blend on bit 7 look up 64 codes at once. Same bytes as the scalar loop.
-  // a_sums: the sum of the bytes just written (as u8, or as s8 for a signed source) is sum_t sum_c A_t, summed
-  // with vpsadbw while the bytes are still in registers.
+  // a_sums: the sum of the bytes just written (as u8, or as s8 for a signed source), less sum_off, is
+  // sum_t sum_c A_t, summed with vpsadbw while the bytes are still in registers.
   void fill_src_vbmi(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
                      const uint8_t* padv, int bp, uint8_t* dst, int32_t* a_sums) const {
-    __m512i tab[4 * kVbmiMaxTerms];
-    const __m512i zero = _mm512_setzero_si512(), x80 = _mm512_set1_epi8(char(0x80));
-    for (int t = 0; t < T; ++t)
-      for (int q = 0; q < 4; ++q) tab[4 * t + q] = _mm512_loadu_si512(maps[size_t(t)].data() + 64 * q);
-    auto pixel = [&](uint8_t* d, size_t pix) {
-      const uint8_t* s = codes + pix * ic;
-      for (int g = 0; g < groups; ++g) {
-        const uint8_t* sg = s + g * icg;
-        __m512i sacc = _mm512_setzero_si512();
-        for (int c0 = 0; c0 < icg; c0 += 64) {
-          const int len = std::min(64, icg - c0);
-          const __mmask64 m = len == 64 ? ~__mmask64(0) : (__mmask64(1) << len) - 1;
-          const __m512i idx = _mm512_maskz_loadu_epi8(m, sg + c0);
-          const __mmask64 hi = _mm512_movepi8_mask(idx);  // bit 7: entries 128-255
-          for (int t = 0; t < T; ++t) {
-            const __m512i v = lookup(tab + 4 * t, idx, hi);
-            _mm512_mask_storeu_epi8(d + (g * T + t) * icg + c0, m, v);
-            if (a_sums) {  // signed bytes + 128 are unsigned: sum those, subtract 128 per byte below
-              const __m512i u = src_signed ? _mm512_xor_si512(v, x80) : v;
-              sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(_mm512_maskz_mov_epi8(m, u), zero));
-            }
-          }
-        }
-        if (a_sums) {
-          alignas(64) int64_t lanes[8];  // (a store, not _mm512_reduce_add_epi64: GCC 12 warns inside it)
-          _mm512_store_si512(lanes, sacc);
-          int64_t sum = 0;
-          for (int64_t l : lanes) sum += l;
-          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
-        }
-      }
-    };
+    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
     if (groups != 1 || (icg != 16 && icg != 32)) {
-      for_each_src_pixel(n, h, w, bp, padv, dst, pixel);
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t row = r.begin(); row < r.end(); ++row) {
+          const int b = int(row / Hp), y = int(row % Hp);
+          uint8_t* d = dst + size_t(row) * Wp * C;
+          if (y < bp || y >= bp + h) {
+            for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv, size_t(C));
+            continue;
+          }
+          for (int x = 0; x < bp; ++x) {
+            std::memcpy(d + size_t(x) * C, padv, size_t(C));
+            std::memcpy(d + size_t(bp + w + x) * C, padv, size_t(C));
+          }
+          vbmi_pixels(maps, codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w, size_t(C), a_sums);
+        }
+      });
       return;
     }
-    // Narrow layers (16 or 32 channels): one 64-byte load holds the codes of 64 / icg neighbouring pixels; each
-    // term's lookup is stored to every pixel's slot with a byte mask (lanes p*icg.. of the vector land at pixel p,
-    // term t), so the lookups run on full vectors.
-    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = T * icg, ppv = 64 / icg;
-    const __mmask64 lane_mask = icg == 16 ? __mmask64(0xFFFF) : __mmask64(0xFFFFFFFFu);
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-      alignas(64) uint8_t group[64 * kVbmiMaxTerms];
-      for (int64_t row = r.begin(); row < r.end(); ++row) {
-        const int b = int(row / Hp), y = int(row % Hp);
-        uint8_t* d = dst + size_t(row) * Wp * C;
-        if (y < bp || y >= bp + h) {
-          for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv, size_t(C));
-          continue;
-        }
-        for (int x = 0; x < bp; ++x) {
-          std::memcpy(d + size_t(x) * C, padv, size_t(C));
-          std::memcpy(d + size_t(bp + w + x) * C, padv, size_t(C));
-        }
-        const size_t pix0 = (size_t(b) * h + y - bp) * w;
-        int x = 0;
-        for (; x + ppv <= w; x += ppv) {
-          const __m512i idx = _mm512_loadu_si512(codes + (pix0 + x) * ic);
-          const __mmask64 hi = _mm512_movepi8_mask(idx);
-          __m512i sacc = _mm512_setzero_si512();
-          uint8_t* dp = d + size_t(bp + x) * C;
-          // the group's bytes are T whole cache lines: on an aligned destination they are assembled in an L1
-          // buffer and written with streaming stores (no read-for-ownership of lines about to be overwritten)
-          const bool stream = (reinterpret_cast<uintptr_t>(dp) & 63) == 0;
-          uint8_t* out = stream ? group : dp;
-          for (int t = 0; t < T; ++t) {
-            const __m512i v = lookup(tab + 4 * t, idx, hi);
-            for (int p = 0; p < ppv; ++p)  // lanes [p icg, (p+1) icg) -> pixel p, term t
-              _mm512_mask_storeu_epi8(out + ptrdiff_t(p) * C + ptrdiff_t(t - p) * icg, lane_mask << (p * icg), v);
-            if (a_sums) sacc = _mm512_add_epi64(sacc, _mm512_sad_epu8(src_signed ? _mm512_xor_si512(v, x80) : v, zero));
-          }
-          if (a_sums) {
-            alignas(64) int64_t lanes[8];
-            _mm512_store_si512(lanes, sacc);
-            const int per = icg / 8;  // 8-byte sums per pixel
-            for (int p = 0; p < ppv; ++p) {
-              int64_t sum = 0;
-              for (int k = 0; k < per; ++k) sum += lanes[p * per + k];
-              a_sums[pix0 + size_t(x + p)] = int32_t(sum) - (src_signed ? 128 * T * icg : 0);
-            }
-          }
-          if (stream)
-            for (int l = 0; l < T; ++l)
-              _mm512_stream_si512(reinterpret_cast<__m512i*>(dp + 64 * l),
-                                  _mm512_load_si512(reinterpret_cast<const __m512i*>(group + 64 * l)));
-        }
-        for (; x < w; ++x) pixel(d + size_t(bp + x) * C, pix0 + size_t(x));
-      }
-      _mm_sfence();  // the streaming stores are visible before the convolution reads them
+      vbmi_rows(maps, codes, h, w, padv, bp, dst, a_sums, r.begin(), r.end());
     });
   }
-
-#endif
 
   Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
     if (!weights_ok) return nullptr;
@@ -309,11 +424,15 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   FRUGAL_CHECK(!amaps.empty() && amaps.size() == bmaps.size(), "onednn terms: need matching, non-empty term maps");
   auto I = std::make_unique<Impl>();
   std::vector<std::array<double, 256>> split_a, split_b;
-  I->T = int(amaps.size());
+  I->T = I->T_orig = int(amaps.size());
   I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
   I->icg = ic / groups, I->ocg = oc / groups;
   const double K = double(I->icg) * kh * kw * I->T;
-  if (!has_vnni()) return nullptr;
+  // The path by ISA: VNNI where oneDNN has it and kernels may use AVX-512; else (AVX2 CPUs, or FRUGAL_ISA=avx2)
+  // the split u8 layout that oneDNN's pre-VNNI int8 convolution computes exactly; none on the scalar path.
+  const util::Isa isa = util::kernel_isa();
+  if (isa == util::Isa::scalar || !has_int8_jit()) return nullptr;
+  const bool vnni = has_vnni() && isa == util::Isa::avx512;
   double amin = 0, amax = 0, bmin = 0, bmax = 0;
   for (const auto& m : amaps)
     for (double v : m) {
@@ -328,7 +447,25 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
       bmin = std::min(bmin, v), bmax = std::max(bmax, v);
     }
   I->b_skip_code = b_skip_code;
-  if (amin >= 0 && amax <= 255) {
+  double abound = 255;  // the largest |stored source value| (accumulator bound below)
+  if (!vnni) {
+    // u = A_t + src_off in [0, umax] as `parts` channels of min(128, max(0, u - 128 j)): u8 values <= 128 times
+    // s8 weights, so every vpmaddubsw pair sum is in [-32768, 32512] (exact)
+    I->split = true;
+    I->src_off = int(-amin);
+    const double umax = amax - amin;
+    I->parts = std::max(1, int(std::ceil(umax / 128.0)));
+    if (I->parts > 4) return nullptr;
+    for (size_t t = 0; t < amaps.size(); ++t)
+      for (int j = 0; j < I->parts; ++j) {
+        std::array<double, 256> part{};
+        for (int c = 0; c < 256; ++c)
+          part[size_t(c)] = std::min(128.0, std::max(0.0, amaps[t][size_t(c)] + I->src_off - 128.0 * j));
+        split_a.push_back(part), split_b.push_back(bmaps[t]);
+      }
+    I->src_signed = false;
+    abound = umax;
+  } else if (amin >= 0 && amax <= 255) {
     I->src_signed = false;
   } else if (amin >= -128 && amax <= 127) {
     I->src_signed = true;
@@ -346,6 +483,7 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
     }
     I->src_signed = true;
     split_a = std::move(a2), split_b = std::move(b2);
+    abound = 2 * 255;
   } else {
     return nullptr;
   }
@@ -358,17 +496,20 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   const auto& A = split_a.empty() ? amaps : split_a;
   const auto& B = split_a.empty() ? bmaps : split_b;
   I->T = int(A.size());
-  if (K * (split_a.empty() ? 1 : 2) * 255.0 * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
+  if (K * abound * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
   for (size_t t = 0; t < A.size(); ++t) {
     std::array<uint8_t, 256> a{}, b{};
     for (int c = 0; c < 256; ++c) {
       a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
       b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
     }
+    // the A_t values proper (split: the first part carries -src_off, so the parts of a term sum to A_t)
     std::array<int16_t, 256> av{};
-    for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)]);
+    const bool first_part = I->split && t % size_t(I->parts) == 0;
+    for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)] - (first_part ? I->src_off : 0));
     I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
   }
+  I->sum_off = (I->src_signed ? 128 * I->T * I->icg : 0) + I->src_off * I->T_orig * I->icg;
   return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
 }
 
@@ -388,6 +529,18 @@ void OnednnTermConv::set_weights(const uint8_t* wcodes) {
               const size_t idx = (((size_t(g) * I.ocg + o) * TK + t * I.icg + c) * I.kh + y) * I.kw + x;
               put(idx, t, wcodes[((size_t(g * I.ocg + o) * I.icg + c) * I.kh + y) * I.kw + x]);
             }
+  I.wcorr.clear();
+  if (I.src_off != 0) {
+    // the source offset's share: src_off * (sum of the stored s8 weights of the original terms; each appears
+    // `parts` times in the layout)
+    I.wcorr.resize(size_t(I.oc));
+    const size_t per = size_t(TK) * I.kh * I.kw;
+    for (int o = 0; o < I.oc; ++o) {
+      int64_t sum = 0;
+      for (size_t i = 0; i < per; ++i) sum += int8_t(I.wplain[size_t(o) * per + i]);
+      I.wcorr[size_t(o)] = int32_t(-int64_t(I.src_off) * (sum / I.parts));
+    }
+  }
   ++I.wversion;
 }
 
@@ -415,8 +568,22 @@ bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint
                                  std::vector<int32_t>* a_sums) {
   Impl& I = *impl_;
   if (a_sums) a_sums->resize(size_t(n) * h * w * I.groups);
-  return I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr) != nullptr;
+  if (!I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr)) return false;
+  if (!I.wcorr.empty()) {
+    const int32_t* wc = I.wcorr.data();
+    const size_t oc = size_t(I.oc);
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * I.out_h(h) * I.out_w(w), 512),
+                      [&](const tbb::blocked_range<size_t>& r) {
+                        for (size_t px = r.begin(); px < r.end(); ++px) {
+                          int32_t* a = acc + px * oc;
+                          for (size_t o = 0; o < oc; ++o) a[o] += wc[o];
+                        }
+                      });
+  }
+  return true;
 }
+
+const char* OnednnTermConv::path() const { return impl_->split ? "onednn-int8-split" : "onednn-int8-vnni"; }
 
 bool OnednnTermConv::shift_weights() const { return impl_->shift_w; }
 

@@ -1,9 +1,15 @@
 // Separable products on oneDNN: acc = sum over a conv window of sum_t A_t(a) * B_t(b), computed as ONE oneDNN
 // convolution whose input has T*ICg channels per group (channel t*ICg + c holds A_t of input channel c) and whose
 // weights hold B_t of the weight codes in the same order: A_t as u8 or s8, B_t as s8 (or B_t - 128, with 128 *
-// (window sum of A_t) added back after the convolution), s32 accumulation, bit-exact. Needs VNNI (vpdpbusd never
-// saturates; the pre-VNNI u8*s8 path can). Used by the approximate conv kernels (kernels.cpp) for the separable
-// terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
+// (window sum of A_t) added back after the convolution), s32 accumulation, bit-exact.
+// Paths, chosen at make() by util::kernel_isa() and oneDNN's ISA:
+//   vnni   (kernel ISA avx512, oneDNN with VNNI): the layout above; vpdpbusd never saturates.
+//   split  (AVX2 CPUs, or kernel ISA avx2): oneDNN's pre-VNNI int8 kernels sum u8 x s8 pairs in saturating int16
+//          (vpmaddubsw), so each A_t + off (off = -min A >= 0) is stored as u8 parts of at most 128 (twice the
+//          channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact; off * (sum of the
+//          stored weights) is taken off per output channel after the convolution.
+//   none   on the scalar kernel path (make() returns nullptr).
+// Used by the approximate conv kernels (kernels.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
 // (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
 // The padded border reads A_t(pad_code), as on every other path: oneDNN zero padding where that is 0, else an
 // explicitly padded source.
@@ -36,6 +42,8 @@ class OnednnTermConv {
   bool run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
                    std::vector<int32_t>* a_sums);
   bool shift_weights() const;
+  /// "onednn-int8-vnni" or "onednn-int8-split" (see the header comment).
+  const char* path() const;
   int32_t shift_border_sum(uint8_t pad_code) const;
 
   struct Impl;

@@ -36,6 +36,8 @@ class ApproxAdapter : public nn::ApproxForward {
            (fq_ ? std::string("fakequant") : spec_.mode);
   }
   std::pair<int, int> bits() const override { return {spec_.weight_bits, spec_.act_bits}; }
+  /// The kernels the forward takes on this CPU (approx::ApproxConv2d::kernel_path; fake quantization: oneDNN fp32).
+  std::string kernel_path() const { return fq_ ? std::string("fakequant-onednn-fp32") : int_->kernel_path(); }
   void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) override {
     if (version_ != weight_->version) {
       if (fq_)
@@ -197,20 +199,25 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
            {"act_bits", spec.act_bits}, {"gradient", grad},  {"per_channel", spec.per_channel}, {"act_quant", aq},
            {"layers", json::array()}};
   for (size_t i = 0; i < layers.size(); ++i) {
-    std::string arith = "fp32";
+    std::string arith = "fp32", kpath;
     if (use[i]) {
       approx::ApproxSpec ls = spec;
       ls.weight_bits = lbits[i].first;
       ls.act_bits = lbits[i].second;
       const bool fq = approx::runs_as_fake_quant(ls, *m);
       if (auto* c = dynamic_cast<nn::Conv2d*>(layers[i])) {
-        c->set_approx(std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut", fq));
+        auto ad = std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut", fq);
+        kpath = ad->kernel_path();
+        c->set_approx(ad);
       } else if (auto* l = dynamic_cast<nn::Linear*>(layers[i])) {
-        l->set_approx(std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut", fq));
+        auto ad = std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut", fq);
+        kpath = ad->kernel_path();
+        l->set_approx(ad);
       }
       arith = mult + "/w" + std::to_string(ls.weight_bits) + "a" + std::to_string(ls.act_bits) + (fq ? "/fakequant" : "");
     }
     out["layers"].push_back({{"index", i}, {"layer", layers[i]->name()}, {"arithmetic", arith}});
+    if (!kpath.empty()) out["layers"].back()["kernel_path"] = kpath;
   }
   return out;
 }

@@ -12,7 +12,8 @@
 namespace frugal::train {
 
 /// Returns null when cfg's multiplier is empty (fp32), else {"multiplier", "mode", "layers": [{index, layer,
-/// arithmetic}]}.
+/// arithmetic, kernel_path}]}; kernel_path (approximate layers only) names the kernels this CPU runs them on,
+/// e.g. "lut-avx512-vbmi" or "onednn-int8-split+terms-avx2" (approx::ApproxConv2d::kernel_path).
 nlohmann::json attach_approx(nn::Model& model, const io::Config& cfg);
 
 /// Calibrates the activation range of every approximate layer of model (attached by attach_approx) per

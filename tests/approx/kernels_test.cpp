@@ -8,8 +8,30 @@
 #include <random>
 
 #include "util/check.h"
+#include "util/cpu_features.h"
 
 using namespace frugal::approx;
+using frugal::util::Isa;
+
+namespace {
+// The kernel paths this CPU has (a path it lacks is named in a MESSAGE and skipped).
+std::vector<Isa> kernel_isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::avx512, Isa::avx2, Isa::scalar}) {
+    if (frugal::util::isa_available(i))
+      out.push_back(i);
+    else
+      MESSAGE("kernel path ", std::string(frugal::util::isa_name(i)), " skipped: this CPU lacks it");
+  }
+  return out;
+}
+// Sets the kernel path for a scope (layers built inside take it from construction on).
+struct IsaScope {
+  Isa before;
+  explicit IsaScope(Isa i) : before(frugal::util::set_kernel_isa(i)) {}
+  ~IsaScope() { frugal::util::set_kernel_isa(before); }
+};
+}  // namespace
 
 namespace {
 struct Shape {
@@ -43,10 +65,11 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
   const std::string lut = "lut:" + lut_file();
   const char* specs[] = {"exact",  "trunc:2",      "bam:0,6",         "bam:2,5",       "mitchell",      "drum:4",
                          "drum:6", "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
-  for (int variant = 0; variant < 3; ++variant) {  // SIMD; SIMD with the term engine's portable fill; scalar
-    const bool scalar = variant == 2;
-    detail::set_force_scalar(scalar);
-    detail::set_terms_scalar_fill(variant == 1);
+  for (Isa isa : kernel_isas())
+  for (bool portable_fill : {false, true}) {  // the oneDNN engine's VBMI / AVX2 or portable source fill
+    if (portable_fill && isa == Isa::scalar) continue;  // (no oneDNN engine on the scalar path)
+    IsaScope scope(isa);
+    detail::set_terms_scalar_fill(portable_fill);
     for (const Shape& s : kShapes) {
       std::vector<std::string> all(std::begin(specs), std::end(specs));
       all.push_back(lut);
@@ -54,8 +77,11 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
         for (const char* mode : {"lut", "functional"}) {
           if (spec.rfind("lut:", 0) == 0 && std::string(mode) == "functional") continue;
           CAPTURE(spec);
-          CAPTURE(mode);
-          CAPTURE(variant);
+          const std::string mode_s = mode;
+          CAPTURE(mode_s);
+          const std::string isa_s = frugal::util::isa_name(isa);
+          CAPTURE(isa_s);
+          CAPTURE(portable_fill);
           CAPTURE(s.h);
           CAPTURE(s.oc);
           CAPTURE(s.groups);
@@ -63,6 +89,7 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
           as.multiplier = spec;
           as.mode = mode;
           ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
+          CAPTURE(conv.kernel_path());
           std::vector<float> wf(size_t(s.oc) * (s.ic / s.groups) * s.kh * s.kw);
           std::normal_distribution<float> nd(0, 1);
           for (auto& v : wf) v = nd(rng);
@@ -82,8 +109,41 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
       }
     }
   }
-  detail::set_force_scalar(false);
   detail::set_terms_scalar_fill(false);
+}
+
+TEST_CASE("kernel_path names the path each kernel ISA takes") {
+  ApproxSpec lut, fn, mit, lr;
+  lut.multiplier = "mitchell";
+  fn.multiplier = "drum:4", fn.mode = "functional";
+  mit.multiplier = "mitchell", mit.mode = "functional";
+  lr.multiplier = "mitchell", lr.mode = "lowrank:2";
+  const auto& f = frugal::util::cpu_features();
+  for (Isa isa : kernel_isas()) {
+    const std::string isa_s = frugal::util::isa_name(isa);
+    CAPTURE(isa_s);
+    IsaScope scope(isa);
+    const std::string p_lut = ApproxConv2d(lut, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+    const std::string p_fn = ApproxConv2d(fn, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+    const std::string p_mit = ApproxConv2d(mit, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+    const std::string p_lr = ApproxConv2d(lr, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+    MESSAGE(std::string(frugal::util::isa_name(isa)), ": ", p_lut, " | drum:4 ", p_fn, " | mitchell ", p_mit, " | lowrank:2 ", p_lr);
+    if (isa == Isa::scalar) {
+      CHECK(p_lut == "lut-scalar");
+      CHECK(p_fn == "terms-scalar");
+      CHECK(p_mit == "terms-scalar");
+      CHECK(p_lr == "terms-scalar");
+    } else if (isa == Isa::avx2) {
+      CHECK(p_lut == "lut-avx2-gather");
+      CHECK(p_fn == "onednn-int8-split");
+      CHECK(p_mit == "onednn-int8-split+terms-avx2");
+      CHECK(p_lr == "onednn-int8-split");
+    } else {
+      CHECK(p_lut == (f.avx512vbmi ? "lut-avx512-vbmi" : "lut-avx512"));
+      CHECK(p_mit.find(f.avx512vnni ? "+terms-avx512-vnni" : "+terms-avx2") != std::string::npos);
+      CHECK(p_fn.rfind("onednn-int8-", 0) == 0);
+    }
+  }
 }
 
 TEST_CASE("signed min() term: images with only non-negative activations (no sign plane) stay bit-exact") {
@@ -97,11 +157,12 @@ TEST_CASE("signed min() term: images with only non-negative activations (no sign
   const size_t img = size_t(s.h) * s.w * s.ic;
   for (size_t i = 0; i < img; ++i) src[i] &= 0x7F;           // image 0: codes 0..127 (activations >= 0)
   for (size_t i = 2 * img; i < 3 * img; ++i) src[i] &= 0x7F;  // image 2 too; image 1 has negative ones
-  for (bool scalar : {false, true})
+  for (Isa isa : kernel_isas())
     for (uint8_t pad_code : {uint8_t(0), uint8_t(0x90)}) {  // 0x90: a negative padding value
-      CAPTURE(scalar);
+      const std::string isa_s = frugal::util::isa_name(isa);
+      CAPTURE(isa_s);
       CAPTURE(int(pad_code));
-      detail::set_force_scalar(scalar);
+      IsaScope scope(isa);
       ApproxSpec as;
       as.multiplier = "mitchell:signed", as.mode = "functional";
       ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
@@ -112,7 +173,6 @@ TEST_CASE("signed min() term: images with only non-negative activations (no sign
                        1, 1, pad_code, ref.data());
       CHECK(got == ref);
     }
-  detail::set_force_scalar(false);
 }
 
 TEST_CASE("forward with the exact multiplier matches a float conv within quantization error") {
@@ -164,14 +224,19 @@ TEST_CASE("forward with the exact multiplier matches a float conv within quantiz
 TEST_CASE("forward: the SIMD quantization and output passes give the same floats as the portable ones") {
   std::mt19937 rng(17);
   std::normal_distribution<float> nd(0, 1);
+  for (Isa isa : kernel_isas())
   for (const Shape& s : kShapes)
     for (const char* spec : {"exact", "drum:4", "mitchell", "bam:1,4:signed", "mitchell:signed"})
       for (const char* mode : {"lut", "functional"})
         for (bool calibrated : {false, true}) {
+          if (isa == Isa::scalar) continue;
+          const std::string isa_s = frugal::util::isa_name(isa);
+          CAPTURE(isa_s);
           CAPTURE(s.ic);
           CAPTURE(s.groups);
           CAPTURE(spec);
           CAPTURE(mode);
+          IsaScope scope(isa);
           ApproxSpec as;
           as.multiplier = spec, as.mode = mode;
           ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
@@ -185,9 +250,9 @@ TEST_CASE("forward: the SIMD quantization and output passes give the same floats
           const size_t out = size_t(s.n) * conv.out_h(s.h) * conv.out_w(s.w) * s.oc;
           std::vector<float> fast(out), portable(out);
           conv.forward(src.data(), s.n, s.h, s.w, fast.data());
-          detail::set_force_scalar(true);
+          frugal::util::set_kernel_isa(Isa::scalar);
           conv.forward(src.data(), s.n, s.h, s.w, portable.data());
-          detail::set_force_scalar(false);
+          frugal::util::set_kernel_isa(isa);
           CHECK(fast == portable);
         }
 }
@@ -270,6 +335,44 @@ TEST_CASE("low-rank mode: error against the bit-exact path falls with the rank")
   CHECK(lowrank_table_mae(*make_multiplier("mitchell"), 8) < lowrank_table_mae(*make_multiplier("mitchell"), 2));
   CHECK(lowrank_table_mae(*make_multiplier("drum:4"), 2) < 1e-6);  // f(a)f(b) - ab has rank 2
   {}
+}
+
+TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same result") {
+  if (!frugal::util::isa_available(Isa::avx512) || !frugal::util::isa_available(Isa::avx2)) {
+    MESSAGE("skipped: needs both the avx512 and avx2 kernel paths");
+    return;
+  }
+  std::mt19937 rng(4);
+  std::normal_distribution<float> nd(0, 1);
+  const Shape s{2, 7, 9, 16, 16, 3, 3, 1, 1, 1};
+  for (const char* spec : {"mitchell", "mitchell:signed", "drum:4:signed"}) {
+    CAPTURE(spec);
+    ApproxSpec as;
+    as.multiplier = spec, as.mode = "lowrank:2";
+    std::vector<float> wf(size_t(s.oc) * s.ic * 9), bias(size_t(s.oc)), x(size_t(s.n) * s.h * s.w * s.ic);
+    for (auto& v : wf) v = nd(rng);
+    for (auto& v : bias) v = nd(rng);
+    for (auto& v : x) v = nd(rng) + 0.3f;
+    std::vector<uint8_t> codes(x.size());
+    random_codes(rng, codes);
+    std::vector<float> got[2], fwd[2];
+    std::string path[2];
+    for (int k = 0; k < 2; ++k) {
+      IsaScope scope(k == 0 ? Isa::avx512 : Isa::avx2);
+      ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
+      conv.set_weights(wf.data(), bias.data());
+      path[k] = conv.kernel_path();
+      got[k].resize(size_t(s.n) * s.h * s.w * s.oc);
+      fwd[k].resize(got[k].size());
+      conv.products_float(codes.data(), s.n, s.h, s.w, 37, got[k].data());
+      conv.forward(x.data(), s.n, s.h, s.w, fwd[k].data());
+    }
+    CAPTURE(path[0]);
+    CAPTURE(path[1]);
+    CHECK(path[1] == "onednn-int8-split");
+    CHECK(got[0] == got[1]);
+    CHECK(fwd[0] == fwd[1]);
+  }
 }
 
 TEST_CASE("bad kernel configurations are rejected") {
@@ -417,11 +520,12 @@ TEST_CASE("table-gradient backward of the exact multiplier is the float conv bac
 TEST_CASE("new weights take effect on every engine (the term engine repacks lazily)") {
   std::mt19937 rng(21);
   const Shape s{2, 6, 6, 8, 16, 3, 3, 1, 1, 1};
-  for (bool scalar : {false, true})
+  for (Isa isa : kernel_isas())
     for (const char* spec : {"drum:4", "mitchell", "bam:1,4:signed"}) {
       CAPTURE(spec);
-      CAPTURE(scalar);
-      detail::set_force_scalar(scalar);
+      const std::string isa_s = frugal::util::isa_name(isa);
+      CAPTURE(isa_s);
+      IsaScope scope(isa);
       ApproxSpec as;
       as.multiplier = spec, as.mode = "functional";
       ApproxConv2d conv(as, s.ic, s.oc, 3, 3, 1, 1, 1);
@@ -439,7 +543,6 @@ TEST_CASE("new weights take effect on every engine (the term engine repacks lazi
         CHECK(got == ref);
       }
     }
-  detail::set_force_scalar(false);
 }
 
 TEST_CASE("symmetric activation codes keep 0.0 at code 0: approximate products of post-ReLU inputs stay small") {

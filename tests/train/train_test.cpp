@@ -228,6 +228,8 @@ TEST_CASE("train: approximate-multiplier forward (STE) learns, per-layer choice 
   CHECK(layers[0]["arithmetic"] == "fp32");
   CHECK(layers[4]["arithmetic"] == "fp32");
   CHECK(layers[1]["arithmetic"].get<std::string>().find("drum:4") != std::string::npos);
+  CHECK(!layers[0].contains("kernel_path"));  // fp32
+  CHECK(!layers[1]["kernel_path"].get<std::string>().empty());  // the approximate kernels' path on this CPU
   // starts from the trained weights, so the first approximate epoch is already far better than chance
   CHECK(r["epochs"][0]["train_accuracy"].get<double>() > 0.8);
   CHECK(r["metrics"]["test_accuracy"].get<double>() > 0.8);
