@@ -379,7 +379,7 @@ void GradientExchange::exchange(std::vector<std::vector<float*>>& grads, int64_t
     for (size_t j = 0; j < ar.size(); ++j) {
       const size_t p = ar[j];
       body[j] = decoder(*slots_[p]).summable_body(slots_[p]->n);
-      sum[j] = msgs[0][p];
+      sum[j] = std::move(msgs[0][p]);  // counted above; not read again
       for (int w = 1; w < local_; ++w) add_body(msgs[size_t(w)][p], sum[j], body[j], p, rank_ * local_ + w);
     }
     decode_s += since(t);

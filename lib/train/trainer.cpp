@@ -265,11 +265,9 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   }
   const uint64_t seed = static_cast<uint64_t>(cfg.i("seed"));
   // The threads each worker computes with (and this thread evaluates with): see util/threads.h.
-  const int W = static_cast<int>(cfg.i("workers"));
-  FRUGAL_CHECK(W >= 1, "config key 'workers' must be >= 1, got ", W);
+  const int W = static_cast<int>(cfg.i("workers"));  // >= 1 and threads >= 0: check_specs_before_data
   const int local_workers = opts.comm ? 1 : W;
   const int threads_key = static_cast<int>(cfg.i("threads"));
-  FRUGAL_CHECK(threads_key >= 0, "config key 'threads' must be >= 0 (0: automatic), got ", threads_key);
   const int threads = threads_key > 0 ? threads_key : util::default_threads_per_worker(local_workers, opts.comm);
   util::set_compute_threads(threads);
 

@@ -14,22 +14,7 @@ kinds=("$@")
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 export OMP_NUM_THREADS=1
-python3 - "$out/data/mnist" <<'PY'
-import os, random, struct, sys
-root = sys.argv[1]; os.makedirs(root, exist_ok=True); rng = random.Random(3)
-def make(n, img, lab):
-    px, labels = bytearray(), bytearray()
-    for _ in range(n):
-        k = rng.randrange(10); labels.append(k); oy, ox = 2 + (k // 5) * 12, 1 + (k % 5) * 5
-        for y in range(28):
-            for x in range(28):
-                v = rng.randrange(60) + (180 if oy <= y < oy + 6 and ox <= x < ox + 6 else 0)
-                px.append(min(v, 255))
-    open(os.path.join(root, img), "wb").write(struct.pack(">IIII", 0x803, n, 28, 28) + px)
-    open(os.path.join(root, lab), "wb").write(struct.pack(">II", 0x801, n) + labels)
-make(480, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-make(96, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-PY
+python3 "$(dirname "$0")/make_mnist_fixture.py" "$out/data/mnist" 480 96
 export FRUGAL_DATA=$out/data
 args=(--set model=lenet5 --set epochs=1 --set batch=48 --set workers=3 -q)  # 10 steps
 # run NAME [ENV...]: a 3-rank job under `timeout 60`; sets rc, secs and log

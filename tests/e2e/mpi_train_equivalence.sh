@@ -50,22 +50,7 @@ echo "mismatched configs: job ended (exit $rc) naming the key"
 # a compressed MPI run interrupted after epoch 1 and resumed with --resume ends like the uninterrupted one: every
 # rank's residuals travel in the checkpoint (small generated MNIST-format data, so that epochs are short)
 data=$out/data
-python3 - "$data/mnist" <<'PY'
-import os, random, struct, sys
-root = sys.argv[1]; os.makedirs(root, exist_ok=True); rng = random.Random(3)
-def make(n, img, lab):
-    px, labels = bytearray(), bytearray()
-    for _ in range(n):
-        k = rng.randrange(10); labels.append(k); oy, ox = 2 + (k // 5) * 12, 1 + (k % 5) * 5
-        for y in range(28):
-            for x in range(28):
-                v = rng.randrange(60) + (180 if oy <= y < oy + 6 and ox <= x < ox + 6 else 0)
-                px.append(min(v, 255))
-    open(os.path.join(root, img), "wb").write(struct.pack(">IIII", 0x803, n, 28, 28) + px)
-    open(os.path.join(root, lab), "wb").write(struct.pack(">II", 0x801, n) + labels)
-make(1024, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-make(128, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-PY
+python3 "$(dirname "$0")/make_mnist_fixture.py" "$data/mnist" 1024 128
 small=(--set model=lenet5 --set epochs=3 --set batch=64 --set workers=2 --set compressor=dgc:0.01 -q)
 run_mpi() { FRUGAL_DATA=$data "$mpirun" --allow-run-as-root --oversubscribe --bind-to none \
     -x FRUGAL_DATA -np 2 "$frugal" train --dist mpi "$@" > /dev/null; }
