@@ -113,6 +113,21 @@ class GradientExchange {
 
  private:
   struct Slot;
+  struct Step;
+  enum class Mode { allreduce, allgather, rounds };  // rounds: multi-round summable protocol (powersgd)
+  // the steps of exchange(), in order
+  void check_gradients(const std::vector<std::vector<float*>>& grads, int64_t step) const;
+  void encode_all(Step& st);
+  void dense_reference(Step& st);
+  void count_bytes(Step& st) const;
+  void reduce_summable(Step& st);
+  void allreduce_bodies(std::vector<Message>& sum, const std::vector<SummableBody>& body, Step& st);
+  void gather_and_aggregate(Step& st);
+  void run_rounds(Step& st);
+  void apply_dense_momentum(Step& st);
+  void record_stats(const Step& st, double handed);
+  Mode mode_of(const Slot& s, const Step& st) const;
+
   ExchangeOptions opts_;
   int local_, world_, rank_;
   comm::Communicator* comm_;
