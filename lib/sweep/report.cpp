@@ -286,6 +286,8 @@ std::string trials_markdown(const SweepSpec& spec, const json& summary) {
     for (const auto& c : cols) s += " " + num(at_path(t["values"], c)) + " |";
     s += "\n";
   }
+  for (const json& t : summary["trials"])
+    if (t.contains("message")) s += "\n" + t["id"].get<std::string>() + " failed: " + t["message"].get<std::string>() + "\n";
   const json& c = summary["compute"];
   s += "\nCompute: " + std::to_string(c["trial_epochs"].get<int64_t>()) + " trial epochs (" +
        num(&c["trial_wall_s"]) + " s of trial wall time); every point at the full budget would be " +

@@ -220,10 +220,13 @@ class Scheduler {
     if (!best_id_.empty())
       std::snprintf(best, sizeof best, "best %s %.6g (%s)", spec_.objectives[0].metric.c_str(), best_,
                     best_id_.c_str());
-    std::fprintf(stderr, "sweep: %zu done here, %zu running, %zu left in rung | %s | %s elapsed, ETA %s | %s\n",
-                 static_cast<size_t>(ran_here_ - failed_here_.size()), running_.size(),
-                 pending_.size() - running_.size(), best, fmt_duration(elapsed).c_str(), fmt_duration(eta).c_str(),
-                 event.c_str());
+    size_t failed_pending = 0;  // failed trials stay pending (a rerun retries them); failed_here_ spans rungs
+    for (const Trial& t : pending_) failed_pending += failed_here_.count(t.id);
+    const size_t failed = failed_here_.size();
+    std::fprintf(stderr, "sweep: %zu done here, %zu failed, %zu running, %zu left in rung | %s | %s elapsed, ETA %s | %s\n",
+                 static_cast<size_t>(ran_here_) - failed, failed, running_.size(),
+                 pending_.size() - running_.size() - failed_pending, best, fmt_duration(elapsed).c_str(),
+                 fmt_duration(eta).c_str(), event.c_str());
     std::fflush(stderr);
   }
 
