@@ -24,8 +24,9 @@
 // Keys of the space are expanded in alphabetical order (the first key varies slowest in the grid).
 //
 // Objectives name a number in a trial's results.json by its dotted path (results/SCHEMA.md), or one the sweep
-// adds under "sweep.": sweep.model_file_bytes (size of the trial's model.bin), sweep.energy_uj (arithmetic energy
-// per image, lib/approx/energy.h, with the trial's multiplier and bit-widths). Trials are scored on the validation
+// adds under "sweep." (lib/sweep/trial_metrics.h): sweep.model_file_bytes (size of the trial's model.bin),
+// sweep.weight_bytes (parameters at their bit-widths), sweep.energy_uj (arithmetic energy per image,
+// lib/approx/energy.h, with the trial's multiplier and bit-widths). Trials are scored on the validation
 // split: an objective on a test-split metric (a path with "test_") is rejected, and when the base config holds no
 // validation images (val_split 0, or -1 resolving to 0) the sweep sets val_split = 5000 (MNIST, Fashion-MNIST,
 // CIFAR) and says so. The test accuracy is reported beside, never used to choose.

@@ -12,15 +12,15 @@ frugal=$1
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 "$here/make_mnist_fixture.py" "$tmp/data/mnist" 1536 256
+python3 "$here/make_mnist_fixture.py" "$tmp/data/mnist" 1024 128
 export FRUGAL_DATA=$tmp/data
 cat > "$tmp/sweep.json" <<'JSON'
-{"config": {"model": "lenet5", "epochs": 2, "batch": 64, "val_split": 512, "seed": 0},
- "space": {"lr": {"log": [0.01, 0.1], "n": 3}, "width": [0.5, 1]},
+{"config": {"model": "lenet5", "epochs": 1, "batch": 64, "val_split": 256, "seed": 0},
+ "space": {"lr": {"log": [0.01, 0.1], "n": 2}, "width": [0.5, 1]},
  "objectives": [{"metric": "metrics.val_accuracy", "direction": "maximize"},
                 {"metric": "sweep.weight_bytes", "direction": "minimize"}]}
 JSON
-n=6
+n=4
 fail() { echo "FAIL: $*"; exit 1; }
 
 # 1. kill -9 once the first trial is done, then resume
@@ -40,7 +40,7 @@ python3 - "$out/trials.jsonl" $dead <<'PY'
 import json, socket, sys
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 done = {r["trial"] for r in recs if r["event"] == "done"}
-todo = [t for t in ["t0005", "t0004", "t0003"] if t not in done][0]
+todo = [t for t in ["t0003", "t0002", "t0001"] if t not in done][0]
 open(sys.argv[1], "a").write(json.dumps({"trial": todo, "event": "claim", "pid": int(sys.argv[2]),
                                          "host": socket.gethostname()}) + "\n")
 PY
@@ -57,7 +57,7 @@ done = [r["trial"] for r in after if r["event"] == "done"]
 assert sorted(done) == sorted(set(done)) and len(done) == n, f"each trial must finish exactly once: {done}"
 rerun = {r["trial"] for r in later if r["event"] == "claim"} & done_before
 assert not rerun, f"trials finished before the kill ran again: {rerun}"
-open_at_kill = {r["trial"] for r in before if r["event"] == "claim"} - done_before
+open_at_kill = {r["trial"] for r in before if r["event"] == "claim"} - done_before - {"_sweep"}
 print(f"resume: {len(done_before)} done at the kill, {len(open_at_kill)} interrupted and rerun, {n} done in all")
 PY
 grep -q "chosen t000" "$tmp/resume.txt" || fail "no chosen trial printed: $(cat "$tmp/resume.txt")"
