@@ -5,7 +5,8 @@
 #  2. two processes on one journal: no trial is claimed or run twice;
 #  3. a changed search space on an existing journal is an error naming what changed;
 #  4. the outputs (trials.csv, trials.md with the front marked, sweep.json, PNG plots), and --check exits 4 on a
-#     baseline the sweep cannot meet.
+#     baseline the sweep cannot meet;
+#  5. successive halving promotes the best half of its first rung to the longer budget.
 #   bash tests/e2e/sweep_resume.sh build/frugal
 set -euo pipefail
 frugal=$1
@@ -113,4 +114,22 @@ rc=$?
 set -e
 [ $rc -eq 4 ] || fail "--check on a baseline the sweep cannot meet exited $rc, expected 4: $msg"
 echo "$msg" | grep -q "best.metrics.val_accuracy.*REGRESSED" || fail "no REGRESSED row: $msg"
-echo "sweep e2e: resume after kill -9, two processes, changed space, outputs and --check all as expected"
+# 5. successive halving: the best half of rung 0 (by validation loss) retrains at twice the epochs
+cat > "$tmp/halving.json" <<'JSON'
+{"config": {"model": "lenet5", "batch": 64, "val_split": 256, "seed": 0},
+ "space": {"lr": {"log": [0.001, 0.1], "n": 4}}, "strategy": "halving",
+ "halving": {"eta": 2, "min_epochs": 1, "max_epochs": 2},
+ "objectives": [{"metric": "metrics.val_loss", "direction": "minimize"}]}
+JSON
+"$frugal" sweep --config "$tmp/halving.json" --out "$tmp/h" -q > /dev/null
+python3 - "$tmp/h/sweep.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+r0 = sorted((t for t in s["trials"] if t["rung"] == 0), key=lambda t: t["values"]["metrics"]["val_loss"])
+r1 = [t for t in s["trials"] if t["rung"] == 1]
+assert len(r0) == 4 and all(t["epochs"] == 1 for t in r0), r0
+assert sorted(t["point"] for t in r1) == sorted(t["point"] for t in r0[:2]), "promoted trials are not the best half"
+assert all(t["epochs"] == 2 and t["candidate"] for t in r1) and s["best"]["id"] in [t["id"] for t in r1]
+assert s["compute"]["trial_epochs"] == 4 * 1 + 2 * 2, s["compute"]
+PY
+echo "sweep e2e: resume after kill -9, two processes, changed space, outputs, --check and halving all as expected"
