@@ -1,6 +1,8 @@
 // The frugal binary on good and bad command lines: exit codes, messages naming the culprit, no partial results.
 #include <doctest/doctest.h>
 
+#include <fstream>
+
 #include <array>
 #include <cstdio>
 #include <sys/wait.h>
@@ -80,8 +82,17 @@ TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no resul
   Run r = run("evaluate --model " + dir / "model.bin" + " --dataset mnist --data-dir " + dir.str());
   CHECK(r.code != 0);
   CHECK(r.out.find("wrong magic") != std::string::npos);
-  Run s = run("sweep");
-  CHECK(s.code == 2);
+  Run s = run("sweep");  // --config is required
+  CHECK(s.code != 0);
+  CHECK(s.out.find("--config") != std::string::npos);
+  {  // a sweep over an unknown key: an error before any trial, nothing written
+    std::ofstream f(dir / "sweep.json");
+    f << R"({"space": {"bitz": [2, 4]}})";
+  }
+  Run b = run("sweep --config " + dir / "sweep.json" + " --out " + dir / "sw");
+  CHECK(b.code == 1);
+  CHECK(b.out.find("unknown config key 'bitz'") != std::string::npos);
+  CHECK_FALSE(frugal::io::file_exists(dir / "sw"));
 }
 
 TEST_CASE("cli: bad spec strings fail before any dataset is opened") {
