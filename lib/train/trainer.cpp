@@ -511,6 +511,7 @@ Trainer::StepResult Trainer::train_step(int epoch) {
                   sizeof(float) * static_cast<size_t>(params_[p]->grad.size()));
   }
   optimizer_->step(schedule_->lr(step_));
+  check_weights_finite(epoch);
   apply_constraint();
   sync_replicas(false);
   ++step_;
@@ -518,6 +519,23 @@ Trainer::StepResult Trainer::train_step(int epoch) {
   // what one worker on its own cores would spend: the slowest worker plus the exchange and update
   r.worker_compute_s = slowest + (r.compute_s - workers_wall);
   return r;
+}
+
+// A finite loss can still end in non-finite weights (a huge update); the next forward would then fail somewhere
+// less helpful (an approximate layer's quantizer reports an invalid range), so stop here with the reason.
+void Trainer::check_weights_finite(int epoch) {
+  for (const nn::Param* p : params_) {
+    const float* v = p->value.data();
+    const int64_t n = p->value.size();
+    float sum = 0;  // x * 0 is 0 for finite x and NaN for NaN/Inf: one NaN anywhere makes the sum NaN
+    for (int64_t i = 0; i < n; ++i) sum += v[i] * 0.f;
+    if (std::isfinite(sum)) continue;
+    log_->line(fmt("[train] diverged: parameter %s has non-finite values after step %lld", p->name.c_str(),
+                   (long long)step_));
+    FRUGAL_FAIL("training diverged (parameter '", p->name, "' has NaN/Inf values after the update of epoch ",
+                epoch + 1, ", step ", step_, "); the last good checkpoint is ", opts_.out_dir,
+                "/checkpoint.bin — lower lr (now ", spec_.schedule.lr, ") or add warmup_epochs, then --resume");
+  }
 }
 
 json Trainer::run_epoch() {

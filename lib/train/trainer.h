@@ -121,6 +121,7 @@ class Trainer {
   void build_exchange();
   void sync_replicas(bool with_buffers);
   void apply_constraint();
+  void check_weights_finite(int epoch);  // throws the divergence error on NaN/Inf weights
   void run_worker(int lw);
   struct StepResult {
     double loss = 0;          // mean over workers

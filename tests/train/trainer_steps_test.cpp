@@ -130,3 +130,22 @@ TEST_CASE("Trainer: the steps used alone give run_training's run, and restore co
   CHECK(e2["train_loss"].get<double>() == whole["epochs"][1]["train_loss"].get<double>());
   CHECK(t2.results()["metrics"]["test_accuracy"] == whole["metrics"]["test_accuracy"]);
 }
+
+TEST_CASE("Trainer: an update that leaves NaN/Inf weights stops as divergence, also under a multiplier") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  for (const char* mult : {"", "drum:4"}) {
+    const std::string shown = mult;
+    CAPTURE(shown);
+    io::Config c = small_config(dir.str());
+    c.set("workers=1");
+    c.set("compressor=none");
+    c.set(std::string("multiplier=") + mult);
+    c.set("lr=1e30");
+    c.set("momentum=0");
+    train::TrainOptions o;
+    o.quiet = true;
+    o.out_dir = dir / "diverge";
+    CHECK_THROWS_WITH_AS(train::run_training(c, o), doctest::Contains("training diverged"), frugal::Error);
+  }
+}
