@@ -29,6 +29,7 @@
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
 //              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
+// Files: kernels.cpp (this front), lut_engine.cpp, term_engine.cpp, lowrank.cpp, kernel_quant.cpp (conv_impl.h).
 // Every path gives the same integers for lut and functional; lowrank's oneDNN paths give the same result as
 // each other, and its portable twin (the term engine alone) rounds u and v to int16 instead of int8.
 #pragma once
