@@ -42,7 +42,7 @@ inline int64_t max_abs(const std::array<int16_t, 256>& map) {
 
 struct ApproxConv2d::Impl {
   ApproxSpec spec;
-  std::unique_ptr<Multiplier> mult;
+  std::shared_ptr<const Multiplier> mult;  // shared by every layer built from the same make_multiplier()
   int ic, oc, kh, kw, stride, pad, groups, icg, ocg, K;
   enum class Mode { lut, functional, lowrank } mode = Mode::lut;
   int rank = 0;
@@ -57,7 +57,7 @@ struct ApproxConv2d::Impl {
   float act_lo = 0, act_hi = 0;
 
   // lut engine
-  std::vector<int32_t> table;  // (256*256) code(a)*256 + code(b)
+  const std::vector<int32_t>& table() const { return mult->table(); }  // (256*256) code(a)*256 + code(b)
   std::vector<uint16_t> lt;    // (256*256) code(b)*256 + code(a): table + lut_bias
   std::vector<uint8_t> lt8;    // (256 * 512) per code(b): 256 low bytes, then 256 high bytes of its lt row
   int32_t lut_bias = 0;
@@ -94,7 +94,6 @@ struct ApproxConv2d::Impl {
   int last_n = -1, last_h = -1, last_w = -1;
   float last_sa = 1.0f;
   int32_t last_za = 0;
-  TableGradient tgrad;  // built on the first backward_table
 
   int out_h(int h) const { return (h + 2 * pad - kh) / stride + 1; }
   int out_w(int w) const { return (w + 2 * pad - kw) / stride + 1; }

@@ -65,8 +65,13 @@ bool parse_mode(const std::string& mode, ApproxConv2d::Impl& I) {
 }  // namespace
 
 ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups)
+    : ApproxConv2d(spec, make_multiplier(spec.multiplier), ic, oc, kh, kw, stride, pad, groups) {}
+
+ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, std::shared_ptr<const Multiplier> m, int ic, int oc, int kh, int kw,
+                           int stride, int pad, int groups)
     : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
+  FRUGAL_CHECK(m != nullptr, "approx conv: no multiplier given (build one with make_multiplier)");
   I.spec = spec;
   FRUGAL_CHECK(ic > 0 && oc > 0 && kh > 0 && kw > 0 && stride > 0 && pad >= 0 && groups > 0,
                "approx conv: bad shape ic=", ic, " oc=", oc, " k=", kh, "x", kw, " stride=", stride, " pad=", pad,
@@ -75,14 +80,13 @@ ApproxConv2d::ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int k
                " must be multiples of groups=", groups);
   FRUGAL_CHECK(parse_mode(spec.mode, I), "approx mode '", spec.mode,
                "' unknown; expected lut, functional or lowrank:R");
-  I.mult = make_multiplier(spec.multiplier);
+  I.mult = std::move(m);
   const std::string bad_bits = bits_error(spec, *I.mult);
   FRUGAL_CHECK(bad_bits.empty(), "approx conv: ", bad_bits);
   FRUGAL_CHECK(!runs_as_fake_quant(spec, *I.mult), "approx conv: multiplier '", I.mult->name(), "' at w",
                spec.weight_bits, "a", spec.act_bits, " is above the 8-bit integer kernels; run it as FakeQuantConv2d");
   I.ic = ic, I.oc = oc, I.kh = kh, I.kw = kw, I.stride = stride, I.pad = pad, I.groups = groups;
   I.icg = ic / groups, I.ocg = oc / groups, I.K = I.icg * kh * kw;
-  I.table = build_table(*I.mult);
   if (I.mode == Impl::Mode::lut) {
     I.init_lut();
     return;
@@ -296,9 +300,9 @@ void ApproxConv2d::backward_table(const float* diff_dst, int n, int h, int w, fl
   Impl& I = *impl_;
   FRUGAL_CHECK(I.weights_set && I.last_n == n && I.last_h == h && I.last_w == w,
                "approx conv: backward_table() needs the forward() of the same batch first");
-  if (I.tgrad.d_da.empty()) I.tgrad = table_gradient(*I.mult);
-  const float* dA = I.tgrad.d_da.data();
-  const float* dB = I.tgrad.d_db.data();
+  const TableGradient& tg = I.mult->gradient();
+  const float* dA = tg.d_da.data();
+  const float* dB = tg.d_db.data();
   const int OH = I.out_h(h), OW = I.out_w(w), ic = I.ic, oc = I.oc, icg = I.icg, ocg = I.ocg, kh = I.kh, kw = I.kw;
   const int stride = I.stride, pad = I.pad, khw = kh * kw;
   const uint8_t* a = I.s_codes.data();
@@ -362,5 +366,7 @@ void ApproxConv2d::backward_table(const float* diff_dst, int n, int h, int w, fl
 }
 
 ApproxLinear::ApproxLinear(const ApproxSpec& spec, int in, int out) : conv_(spec, in, out, 1, 1, 1, 0, 1) {}
+ApproxLinear::ApproxLinear(const ApproxSpec& spec, std::shared_ptr<const Multiplier> m, int in, int out)
+    : conv_(spec, std::move(m), in, out, 1, 1, 1, 0, 1) {}
 
 }  // namespace frugal::approx

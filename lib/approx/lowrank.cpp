@@ -14,7 +14,7 @@ namespace frugal::approx {
 
 LowRankError lowrank_error(const Multiplier& m, int rank) {
   FRUGAL_CHECK(rank >= 0 && rank <= 256, "low-rank rank must be in [0,256], got ", rank);
-  std::vector<int32_t> t = build_table(m);
+  const std::vector<int32_t>& t = m.table();
   cv::Mat e(256, 256, CV_64F);
   for (int ca = 0; ca < 256; ++ca)
     for (int cb = 0; cb < 256; ++cb)
@@ -37,7 +37,7 @@ LowRankError lowrank_error(const Multiplier& m, int rank) {
 
 double lowrank_table_mae(const Multiplier& m, int rank) {
   LowRankError r = lowrank_error(m, rank);
-  std::vector<int32_t> t = build_table(m);
+  const std::vector<int32_t>& t = m.table();
   double s = 0;
   for (int ca = 0; ca < 256; ++ca)
     for (int cb = 0; cb < 256; ++cb) {

@@ -33,14 +33,14 @@ const char* lut_path_name(LutPath p) {
 
 // The table as uint16 rows per weight code (lt, biased to be non-negative) and as byte planes (lt8, VBMI).
 void ApproxConv2d::Impl::init_lut() {
-  int32_t mn = *std::min_element(table.begin(), table.end());
-  int32_t mx = *std::max_element(table.begin(), table.end());
+  int32_t mn = *std::min_element(table().begin(), table().end());
+  int32_t mx = *std::max_element(table().begin(), table().end());
   lut_bias = mn < 0 ? 32768 : 0;
   FRUGAL_CHECK(mn + lut_bias >= 0 && mx + lut_bias <= 65535, "approx conv: multiplier '", mult->name(),
                "' has products in [", mn, ",", mx, "], outside 16 bits; use mode functional");
   lt.assign(65536 + 2, 0);  // + 2: the AVX2 gather reads entry 65535 as a 32-bit load
   for (int ca = 0; ca < 256; ++ca)
-    for (int cb = 0; cb < 256; ++cb) lt[size_t(cb) * 256 + ca] = uint16_t(table[size_t(ca) * 256 + cb] + lut_bias);
+    for (int cb = 0; cb < 256; ++cb) lt[size_t(cb) * 256 + ca] = uint16_t(table()[size_t(ca) * 256 + cb] + lut_bias);
   lt8.resize(256 * 512);
   for (int cb = 0; cb < 256; ++cb)
     for (int ca = 0; ca < 256; ++ca) {
@@ -240,7 +240,7 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
           case LutPath::avx512: lut_tile_avx512(col.data(), lt.data(), wrow, K, res); break;
           case LutPath::avx2: lut_tile_avx2(col.data(), lt.data(), wrow, K, res); break;
           case LutPath::scalar:
-            lut_tile_scalar(col.data(), table.data(), wrow, K, 0, res);
+            lut_tile_scalar(col.data(), table().data(), wrow, K, 0, res);
             for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];
             continue;
         }
