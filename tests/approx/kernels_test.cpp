@@ -345,10 +345,13 @@ TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same
   std::mt19937 rng(4);
   std::normal_distribution<float> nd(0, 1);
   const Shape s{2, 7, 9, 16, 16, 3, 3, 1, 1, 1};
+  // rank 4: 2 + 8 source parts in the split layout, more than one 4-term chunk of the AVX2 source fill
+  for (const char* mode : {"lowrank:2", "lowrank:4"})
   for (const char* spec : {"mitchell", "mitchell:signed", "drum:4:signed"}) {
     CAPTURE(spec);
+    CAPTURE(std::string(mode));
     ApproxSpec as;
-    as.multiplier = spec, as.mode = "lowrank:2";
+    as.multiplier = spec, as.mode = mode;
     std::vector<float> wf(size_t(s.oc) * s.ic * 9), bias(size_t(s.oc)), x(size_t(s.n) * s.h * s.w * s.ic);
     for (auto& v : wf) v = nd(rng);
     for (auto& v : bias) v = nd(rng);
