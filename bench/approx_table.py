@@ -27,7 +27,11 @@ def median_row(g):
 
 
 by = {k: median_row(g) for k, g in groups.items()}
-print(f"Each ratio and each time is the median of {repeats} bench runs, taken separately.\n")
+print(f"Each ratio and each time is the median of {repeats} bench runs, taken separately.")
+fp32_impl = sorted({r.get("impl", "?") for r in rows if r["path"] == "onednn_fp32"})
+print(f"oneDNN fp32 implementation: {', '.join(fp32_impl)}; frugal's kernel paths: " +
+      "; ".join(f"{p} {by_path}" for p, by_path in dict.fromkeys((r["path"], r.get("kernel_path", "?")) for r in rows
+                                                                   if r["path"] != "onednn_fp32")) + ".\n")
 print("| path: per-call range / calibrated range | " + " | ".join(shapes) + " | target |")
 print("|---|" + "---|" * (len(shapes) + 1))
 print("| oneDNN fp32 (ms) | " + " | ".join(f"{by[(s, 'onednn_fp32')]['ms']:.2f}" for s in shapes) + " | |")

@@ -94,16 +94,10 @@ void evaluate_model(const EvalArgs& a) {
   // energy per image: each conv/linear layer's MACs at its arithmetic (Horowitz 45 nm)
   std::vector<approx::LayerCost> costs;
   const Dims& chw = model.input_chw();
-  std::unique_ptr<approx::Multiplier> mult;
-  if (!a.multiplier.empty()) mult = approx::make_multiplier(a.multiplier);
   model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims& src) {
-    const nn::ApproxForward* ap = nullptr;
-    if (auto* c = dynamic_cast<nn::Conv2d*>(&l))
-      ap = c->approx();
-    else if (auto* li = dynamic_cast<nn::Linear*>(&l))
-      ap = li->approx();
-    else
-      return;
+    const nn::ApproxHost* host = l.approx_host();
+    if (!host) return;
+    const nn::ApproxForward* ap = host->approx();
     approx::LayerCost lc;
     lc.name = l.name();
     lc.macs = l.macs(src);
@@ -111,7 +105,7 @@ void evaluate_model(const EvalArgs& a) {
       const auto [wb, ab] = ap->bits();  // per layer (layer_bits)
       lc.arithmetic = "int" + std::to_string(wb) + (wb == ab ? "" : "x" + std::to_string(ab));
       lc.multiplier = a.multiplier;
-      lc.relative_power = mult->relative_power;
+      lc.relative_power = ap->relative_power();
     }
     costs.push_back(lc);
   });

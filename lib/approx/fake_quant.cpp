@@ -103,6 +103,10 @@ void FakeQuantConv2d::Impl::prepare_backward(Prims& p, int n, int h, int w) {
 
 FakeQuantConv2d::FakeQuantConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad,
                                  int groups)
+    : FakeQuantConv2d(spec, *make_multiplier(spec.multiplier), ic, oc, kh, kw, stride, pad, groups) {}
+
+FakeQuantConv2d::FakeQuantConv2d(const ApproxSpec& spec, const Multiplier& mult, int ic, int oc, int kh, int kw,
+                                 int stride, int pad, int groups)
     : impl_(std::make_unique<Impl>()) {
   Impl& I = *impl_;
   FRUGAL_CHECK(ic > 0 && oc > 0 && kh > 0 && kw > 0 && stride > 0 && pad >= 0 && groups > 0,
@@ -110,14 +114,13 @@ FakeQuantConv2d::FakeQuantConv2d(const ApproxSpec& spec, int ic, int oc, int kh,
                " groups=", groups);
   FRUGAL_CHECK(ic % groups == 0 && oc % groups == 0, "fake-quant conv: ic=", ic, " and oc=", oc,
                " must be multiples of groups=", groups);
-  auto mult = make_multiplier(spec.multiplier);
-  FRUGAL_CHECK(mult->is_exact(), "fake-quant conv: multiplier '", mult->name(),
+  FRUGAL_CHECK(mult.is_exact(), "fake-quant conv: multiplier '", mult.name(),
                "' is approximate; fake quantization stands for exact products only (approximate multipliers run on "
                "ApproxConv2d at 2-8 bits)");
-  const std::string bad_bits = bits_error(spec, *mult);
+  const std::string bad_bits = bits_error(spec, mult);
   FRUGAL_CHECK(bad_bits.empty(), "fake-quant conv: ", bad_bits);
   I.spec = spec;
-  I.is_signed = mult->is_signed;
+  I.is_signed = mult.is_signed;
   I.ic = ic, I.oc = oc, I.kh = kh, I.kw = kw, I.stride = stride, I.pad = pad, I.groups = groups;
   I.K = ic / groups * kh * kw;
 }

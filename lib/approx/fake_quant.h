@@ -28,6 +28,9 @@ class FakeQuantConv2d {
   /// requires make_multiplier(spec.multiplier)->is_exact(), weight_bits and act_bits in [2,16]; spec.mode is
   /// ignored. Throws frugal::Error otherwise or for a bad shape.
   FakeQuantConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups);
+  /// m: the multiplier (shared by a model's layers; it replaces spec.multiplier).
+  FakeQuantConv2d(const ApproxSpec& spec, const Multiplier& m, int ic, int oc, int kh, int kw, int stride, int pad,
+                  int groups);
   ~FakeQuantConv2d();
   FakeQuantConv2d(const FakeQuantConv2d&) = delete;
   FakeQuantConv2d& operator=(const FakeQuantConv2d&) = delete;

@@ -29,6 +29,7 @@
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
 //              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
+// Files: kernels.cpp (this front), lut_engine.cpp, term_engine.cpp, lowrank.cpp, kernel_quant.cpp (conv_impl.h).
 // Every path gives the same integers for lut and functional; lowrank's oneDNN paths give the same result as
 // each other, and its portable twin (the term engine alone) rounds u and v to int16 instead of int8.
 #pragma once
@@ -78,8 +79,12 @@ void conv2d_reference(const Multiplier& m, const uint8_t* src, int n, int h, int
 
 class ApproxConv2d {
  public:
-  /// Built once per (shape, spec). Throws frugal::Error for a bad spec or shape.
+  /// Built once per (shape, spec). Throws frugal::Error for a bad spec or shape. This form builds its own
+  /// multiplier from spec.multiplier; layers of one model share one instead (the form below).
   ApproxConv2d(const ApproxSpec& spec, int ic, int oc, int kh, int kw, int stride, int pad, int groups);
+  /// m: the multiplier (make_multiplier, built once and shared by every layer; it replaces spec.multiplier).
+  ApproxConv2d(const ApproxSpec& spec, std::shared_ptr<const Multiplier> m, int ic, int oc, int kh, int kw,
+               int stride, int pad, int groups);
   ~ApproxConv2d();
   ApproxConv2d(const ApproxConv2d&) = delete;
   ApproxConv2d& operator=(const ApproxConv2d&) = delete;
@@ -123,6 +128,7 @@ class ApproxConv2d {
 class ApproxLinear {
  public:
   ApproxLinear(const ApproxSpec& spec, int in, int out);
+  ApproxLinear(const ApproxSpec& spec, std::shared_ptr<const Multiplier> m, int in, int out);
   void set_weights(const float* w /*(OUT, IN)*/, const float* bias /*(OUT) or nullptr*/) { conv_.set_weights(w, bias); }
   void set_act_range(float lo, float hi) { conv_.set_act_range(lo, hi); }
   void forward(const float* src /*(N, IN)*/, int n, float* dst /*(N, OUT)*/) { conv_.forward(src, 1, 1, n, dst); }

@@ -272,6 +272,16 @@ std::vector<int32_t> build_table(const Multiplier& m) {
   return t;
 }
 
+const std::vector<int32_t>& Multiplier::table() const {
+  std::call_once(table_once_, [this] { table_ = build_table(*this); });
+  return table_;
+}
+
+const TableGradient& Multiplier::gradient() const {
+  std::call_once(gradient_once_, [this] { gradient_ = std::make_shared<const TableGradient>(table_gradient(*this)); });
+  return *gradient_;
+}
+
 std::vector<int32_t> read_lut_file(const std::string& path, bool is_signed) {
   std::ifstream f(path, std::ios::binary);
   FRUGAL_CHECK(f.good(), "cannot open LUT file '", path, "'; give a 256x256 table (binary uint16 or text)");
@@ -356,7 +366,7 @@ TableGradient table_gradient(const Multiplier& m) {
   g.d_da.resize(65536);
   g.d_db.resize(65536);
   const int lo = m.lo(), hi = m.hi();
-  std::vector<int32_t> t = build_table(m);
+  const std::vector<int32_t>& t = m.table();
   auto at = [&](int a, int b) { return float(t[size_t(code(a)) * 256 + code(b)]); };
   for (int a = lo; a <= hi; ++a) {
     for (int b = lo; b <= hi; ++b) {

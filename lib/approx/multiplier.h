@@ -14,6 +14,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,8 @@ struct Decomposition {
   int32_t eval(uint8_t ca, uint8_t cb) const;  // scalar twin, for tests
 };
 
+struct TableGradient;
+
 /// Product of two 8-bit operands. mul() is the bit-exact reference every kernel is tested against;
 /// kernels never call it per multiply (they use table() or decomposition()).
 class Multiplier {
@@ -54,9 +57,22 @@ class Multiplier {
   double relative_power = 1.0;  // power of this multiplier / power of the exact one (energy proxy)
   int lo() const { return is_signed ? -128 : 0; }
   int hi() const { return is_signed ? 127 : 255; }
+
+  /// build_table(*this), built on the first call and kept: every approximate layer holding this multiplier (one
+  /// std::shared_ptr<const Multiplier> from make_multiplier, shared by a model's layers) reads the one table
+  /// (for lut:FILE, the file read once). Thread-safe; call it once the fields above are final.
+  const std::vector<int32_t>& table() const;
+  /// table_gradient(*this), built on the first call and kept, likewise (the table-gradient backward).
+  const TableGradient& gradient() const;
+
+ private:
+  mutable std::once_flag table_once_, gradient_once_;
+  mutable std::vector<int32_t> table_;
+  mutable std::shared_ptr<const TableGradient> gradient_;
 };
 
-/// Builds a multiplier from its spec (grammar above). Throws frugal::Error naming the bad part.
+/// Builds a multiplier from its spec (grammar above). Throws frugal::Error naming the bad part. Build it once and
+/// share it (std::shared_ptr<const Multiplier>) between layers: its table() is built once.
 std::unique_ptr<Multiplier> make_multiplier(const std::string& spec);
 
 /// Full table, 65,536 entries, index code(a)*256 + code(b). Works for any multiplier.

@@ -176,10 +176,12 @@ struct OnednnTermConv::Impl {
     if (a_sums)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
-    if (T <= 4 && icg % 8 == 0 && avx2_fill()) {
-      std::array<int32_t, 256> packed{};  // the T bytes of each code, term t in byte t
+    if (icg % 8 == 0 && avx2_fill()) {
+      // the T bytes of each code in chunks of 4 terms: packed[q][code] holds terms 4q..4q+3, term 4q+i in byte i
+      std::vector<std::array<int32_t, 256>> packed(size_t((T + 3) / 4));
       for (int c = 0; c < 256; ++c)
-        for (int t = 0; t < T; ++t) packed[size_t(c)] |= int32_t(uint32_t(maps[size_t(t)][size_t(c)]) << (8 * t));
+        for (int t = 0; t < T; ++t)
+          packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(maps[size_t(t)][size_t(c)]) << (8 * (t % 4)));
       const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
       tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
         for (int64_t row = r.begin(); row < r.end(); ++row) {
@@ -193,8 +195,8 @@ struct OnednnTermConv::Impl {
             std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
             std::memcpy(d + size_t(bp + w + x) * C, padv.data(), size_t(C));
           }
-          avx2_pixels(packed.data(), asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w,
-                      size_t(C), a_sums);
+          avx2_pixels(packed, asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w, size_t(C),
+                      a_sums);
         }
       });
       return;
@@ -217,14 +219,17 @@ struct OnednnTermConv::Impl {
     });
   }
 
-  // fill_src's AVX2 path (T <= 4, icg a multiple of 8) for `count` pixels from pix0 (destination stride apart):
-  // one vpgatherdd fetches the T bytes of 8 codes (packed: term t in byte t), vpshufb + vpermd transpose them to
-  // 8 bytes per term; a second gather over asum sums sum_t A_t for a_sums. Same bytes and sums as the scalar loop.
-  FRUGAL_TERMS_AVX2 void avx2_pixels(const int32_t* packed, const int32_t* asum, const uint8_t* codes, uint8_t* d,
-                                     size_t pix0, int count, size_t stride, int32_t* a_sums) const {
+  // fill_src's AVX2 path (icg a multiple of 8) for `count` pixels from pix0 (destination stride apart): per chunk
+  // of 4 terms, one vpgatherdd fetches the bytes of 8 codes (packed: term 4q+i in byte i), vpshufb + vpermd
+  // transpose them to 8 bytes per term; a second gather over asum sums sum_t A_t for a_sums. Same bytes and sums as
+  // the scalar loop.
+  FRUGAL_TERMS_AVX2 void avx2_pixels(const std::vector<std::array<int32_t, 256>>& packed, const int32_t* asum,
+                                     const uint8_t* codes, uint8_t* d, size_t pix0, int count, size_t stride,
+                                     int32_t* a_sums) const {
     const __m256i tr = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9,
                                         13, 2, 6, 10, 14, 3, 7, 11, 15);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const int chunks = int(packed.size());
     alignas(32) uint64_t q[4];
     alignas(32) int32_t lanes[8];
     for (int i = 0; i < count; ++i) {
@@ -237,10 +242,14 @@ struct OnednnTermConv::Impl {
         __m256i sacc = _mm256_setzero_si256();
         for (int c = 0; c < icg; c += 8) {
           const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sg + c)));
-          const __m256i v = _mm256_permutevar8x32_epi32(
-              _mm256_shuffle_epi8(_mm256_i32gather_epi32(packed, idx, 4), tr), order);  // qword t: term t's bytes
-          _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
-          for (int t = 0; t < T; ++t) std::memcpy(dg + size_t(t) * icg + c, &q[t], 8);
+          for (int k = 0; k < chunks; ++k) {
+            const __m256i v = _mm256_permutevar8x32_epi32(
+                _mm256_shuffle_epi8(_mm256_i32gather_epi32(packed[size_t(k)].data(), idx, 4), tr),
+                order);  // qword i: term 4k+i's bytes
+            _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
+            const int nt = std::min(4, T - 4 * k);
+            for (int t = 0; t < nt; ++t) std::memcpy(dg + size_t(4 * k + t) * icg + c, &q[t], 8);
+          }
           if (a_sums) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
         }
         if (a_sums) {

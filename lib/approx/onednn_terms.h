@@ -9,7 +9,7 @@
 //          channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact; off * (sum of the
 //          stored weights) is taken off per output channel after the convolution.
 //   none   on the scalar kernel path (make() returns nullptr).
-// Used by the approximate conv kernels (kernels.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
+// Used by the approximate conv kernels (term_engine.cpp, lowrank.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
 // (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
 // The padded border reads A_t(pad_code), as on every other path: oneDNN zero padding where that is 0, else an
 // explicitly padded source.

@@ -110,10 +110,7 @@ Conv2d::Prims& Conv2d::prims(const Dims& s) {
 void Conv2d::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) {
   dst.resize(dst_dims(src.dims()));
   src_ = &src;
-  if (approx_) {
-    approx_->forward(src, w_.value, o_.bias ? b_.value.data() : nullptr, dst);
-    return;
-  }
+  if (approx_forward(src, w_.value, o_.bias ? &b_ : nullptr, dst)) return;
   Prims& p = prims(src.dims());
   if (p.w_fwd_version != w_.version) {
     memory user_w(conv_weights_plain(o_), cpu_engine(), w_.value.data());
@@ -136,16 +133,25 @@ void bias_grad_channels_last(const Tensor& diff_dst, int channels, Tensor& grad)
   for (int c = 0; c < channels; ++c) grad.data()[c] = float(acc[size_t(c)]);
 }
 
+bool ApproxHost::approx_forward(const Tensor& src, const Tensor& weights, const Param* bias, Tensor& dst) {
+  if (!approx_) return false;
+  approx_->forward(src, weights, bias ? bias->value.data() : nullptr, dst);
+  return true;
+}
+
+bool ApproxHost::approx_backward(const Tensor& diff_dst, const Dims& src_dims, bool need_diff_src, Tensor& diff_src,
+                                 Param& w, Param* bias, int channels) {
+  if (!approx_) return false;
+  if (need_diff_src) diff_src.resize(src_dims);
+  if (!approx_->backward(diff_dst, w.grad.data(), need_diff_src ? &diff_src : nullptr)) return false;
+  if (bias) bias_grad_channels_last(diff_dst, channels, bias->grad);
+  return true;
+}
+
 void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   assert(src_ != nullptr);
   const Dims& s = src_->dims();
-  if (approx_) {
-    if (need_diff_src) diff_src.resize(s);
-    if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
-      if (o_.bias) bias_grad_channels_last(diff_dst, o_.out, b_.grad);
-      return;
-    }
-  }
+  if (approx_backward(diff_dst, s, need_diff_src, diff_src, w_, o_.bias ? &b_ : nullptr, o_.out)) return;
   Prims& p = prims(s);
   if (!p.bwd_ready) {
     memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb);

@@ -34,6 +34,8 @@ struct ForwardContext {
   float bn_momentum = -1.f;
 };
 
+class ApproxHost;  // nn/layers.h
+
 class Layer {
  public:
   virtual ~Layer() = default;
@@ -50,6 +52,9 @@ class Layer {
   virtual int64_t macs(const Dims& src) const { return 0; }
   /// Gives registered names to params/buffers (called by the model builder with a prefix like "3.").
   virtual void set_prefix(const std::string& prefix) { prefix_ = prefix; }
+  /// The hook that runs this layer's products on approximate arithmetic (ApproxHost, nn/layers.h): conv and
+  /// linear layers return themselves, every other layer null.
+  virtual ApproxHost* approx_host() { return nullptr; }
 
  protected:
   std::string prefix_;

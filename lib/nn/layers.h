@@ -23,6 +23,37 @@ class ApproxForward {
   /// and diff_src when non-null (already sized). Returns false for the straight-through estimator, in which
   /// case the layer's exact oneDNN backward runs. The layer computes the bias gradient either way.
   virtual bool backward(const Tensor& diff_dst, float* w_grad, Tensor* diff_src) { return false; }
+  /// Power of one product relative to the exact 8x8 multiplier (the energy model); 1 for exact arithmetic.
+  virtual double relative_power() const { return 1.0; }
+};
+
+/// A layer whose forward product can run through an ApproxForward instead of oneDNN: Conv2d and Linear, reached
+/// through Layer::approx_host() (no casts to the layer types). The hook is the same for both: forward() and
+/// backward() call approx_forward() / approx_backward() first and run oneDNN only when they return false.
+class ApproxHost {
+ public:
+  /// The product as a convolution over NHWC images: a linear layer is a 1x1 conv over a 1 x N image (conv false).
+  struct Geometry {
+    int in = 0, out = 0, kernel = 1, stride = 1, pad = 0, groups = 1;
+    bool conv = false;
+  };
+  virtual ~ApproxHost() = default;
+  virtual Geometry approx_geometry() const = 0;
+  /// The weight parameter the products use: (OC, IC/groups, KH, KW) or (OUT, IN).
+  virtual Param& approx_weight() = 0;
+  void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
+  /// The attached arithmetic, or null (oneDNN fp32).
+  ApproxForward* approx() const { return approx_.get(); }
+
+ protected:
+  /// forward()'s hook: dst (sized) = the attached arithmetic's forward, and true; false when none is attached.
+  bool approx_forward(const Tensor& src, const Tensor& weights, const Param* bias, Tensor& dst);
+  /// backward()'s hook: true when the attached arithmetic wrote the weight gradient, diff_src (sized to src_dims,
+  /// when need_diff_src) and the bias gradient (channels innermost); false for the straight-through estimator or
+  /// when none is attached, and the layer's oneDNN backward runs.
+  bool approx_backward(const Tensor& diff_dst, const Dims& src_dims, bool need_diff_src, Tensor& diff_src, Param& w,
+                       Param* bias, int channels);
+  std::shared_ptr<ApproxForward> approx_;
 };
 
 /// Bias gradient of a layer whose diff_dst has the channel innermost (NHWC activations, (N, OUT) outputs):
@@ -35,7 +66,7 @@ struct Conv2dOptions {
 };
 
 /// 2-D convolution (cross-correlation). weights (OC, IC/G, KH, KW), bias (OC).
-class Conv2d : public Layer {
+class Conv2d : public Layer, public ApproxHost {
  public:
   explicit Conv2d(const Conv2dOptions& o, std::mt19937_64& rng);
   ~Conv2d() override;
@@ -47,9 +78,9 @@ class Conv2d : public Layer {
   int64_t macs(const Dims& src) const override;
   void set_prefix(const std::string& p) override;
   const Conv2dOptions& options() const { return o_; }
-  void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
-  const ApproxForward* approx() const { return approx_.get(); }
-  const std::shared_ptr<ApproxForward>& approx_ptr() const { return approx_; }
+  ApproxHost* approx_host() override { return this; }
+  Geometry approx_geometry() const override { return {o_.in, o_.out, o_.kernel, o_.stride, o_.pad, o_.groups, true}; }
+  Param& approx_weight() override { return w_; }
   Param& weight() { return w_; }
 
  private:
@@ -59,7 +90,6 @@ class Conv2d : public Layer {
   Param w_, b_;
   std::map<Dims, std::unique_ptr<Prims>> cache_;
   const Tensor* src_ = nullptr;
-  std::shared_ptr<ApproxForward> approx_;
 };
 
 struct LinearOptions {
@@ -68,7 +98,7 @@ struct LinearOptions {
 };
 
 /// Fully connected layer. src (N, IN), weights (OUT, IN), bias (OUT), dst (N, OUT).
-class Linear : public Layer {
+class Linear : public Layer, public ApproxHost {
  public:
   Linear(const LinearOptions& o, std::mt19937_64& rng);
   ~Linear() override;
@@ -80,9 +110,9 @@ class Linear : public Layer {
   int64_t macs(const Dims& src) const override;
   void set_prefix(const std::string& p) override;
   const LinearOptions& options() const { return o_; }
-  void set_approx(std::shared_ptr<ApproxForward> a) { approx_ = std::move(a); }
-  const ApproxForward* approx() const { return approx_.get(); }
-  const std::shared_ptr<ApproxForward>& approx_ptr() const { return approx_; }
+  ApproxHost* approx_host() override { return this; }
+  Geometry approx_geometry() const override { return {o_.in, o_.out, 1, 1, 0, 1, false}; }
+  Param& approx_weight() override { return w_; }
   Param& weight() { return w_; }
 
  private:
@@ -92,7 +122,6 @@ class Linear : public Layer {
   Param w_, b_;
   std::map<Dims, std::unique_ptr<Prims>> cache_;
   const Tensor* src_ = nullptr;
-  std::shared_ptr<ApproxForward> approx_;
 };
 
 /// Batch normalization over N (and H, W). scale/shift (C); running mean/var (C), momentum as PyTorch's.

@@ -78,10 +78,7 @@ Linear::Prims& Linear::prims(const Dims& s) {
 void Linear::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) {
   dst.resize(dst_dims(src.dims()));
   src_ = &src;
-  if (approx_) {
-    approx_->forward(src, w_.value, o_.bias ? b_.value.data() : nullptr, dst);
-    return;
-  }
+  if (approx_forward(src, w_.value, o_.bias ? &b_ : nullptr, dst)) return;
   Prims& p = prims(src.dims());
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC, src.mem()}, {DNNL_ARG_WEIGHTS, w_.value.mem()}, {DNNL_ARG_DST, dst.mem()}};
@@ -93,13 +90,7 @@ void Linear::forward(const Tensor& src, Tensor& dst, const ForwardContext& ctx) 
 void Linear::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_src) {
   assert(src_ != nullptr);
   const Dims& s = src_->dims();
-  if (approx_) {
-    if (need_diff_src) diff_src.resize(s);
-    if (approx_->backward(diff_dst, w_.grad.data(), need_diff_src ? &diff_src : nullptr)) {
-      if (o_.bias) bias_grad_channels_last(diff_dst, o_.out, b_.grad);
-      return;
-    }
-  }
+  if (approx_backward(diff_dst, s, need_diff_src, diff_src, w_, o_.bias ? &b_ : nullptr, o_.out)) return;
   Prims& p = prims(s);
   if (!p.bwd_ready) {
     memory::desc src_md(to_dnnl(s), dt::f32, tag::ab);

@@ -18,24 +18,28 @@ namespace {
 /// Adapter: a conv or linear layer's forward through approx::ApproxConv2d (the integer kernels, up to 8 bits) or,
 /// for the exact multiplier above 8 bits, approx::FakeQuantConv2d (quantize-dequantize in fp32). A linear layer
 /// is a 1x1 convolution over a 1 x N image (as approx::ApproxLinear). Re-quantizes the weights whenever the
-/// parameter's version changes (every optimizer step during approximate-aware training).
+/// parameter's version changes (every optimizer step during approximate-aware training). Every adapter of a model
+/// holds the same multiplier (built once by attach_approx, with its table).
 class ApproxAdapter : public nn::ApproxForward {
  public:
-  ApproxAdapter(const approx::ApproxSpec& spec, const nn::Conv2dOptions* c, const nn::LinearOptions* l, nn::Param* w,
+  ApproxAdapter(const approx::ApproxSpec& spec, std::shared_ptr<const approx::Multiplier> mult, nn::ApproxHost& host,
                 bool table_grad, bool fake_quant)
-      : spec_(spec), weight_(w), table_grad_(table_grad), is_conv_(c != nullptr) {
-    const int in = c ? c->in : l->in, out = c ? c->out : l->out, k = c ? c->kernel : 1;
-    const int stride = c ? c->stride : 1, pad = c ? c->pad : 0, groups = c ? c->groups : 1;
+      : spec_(spec), mult_(std::move(mult)), weight_(&host.approx_weight()), table_grad_(table_grad) {
+    const nn::ApproxHost::Geometry g = host.approx_geometry();
+    is_conv_ = g.conv;
     if (fake_quant)
-      fq_ = std::make_unique<approx::FakeQuantConv2d>(spec, in, out, k, k, stride, pad, groups);
+      fq_ = std::make_unique<approx::FakeQuantConv2d>(spec, *mult_, g.in, g.out, g.kernel, g.kernel, g.stride, g.pad,
+                                                      g.groups);
     else
-      int_ = std::make_unique<approx::ApproxConv2d>(spec, in, out, k, k, stride, pad, groups);
+      int_ = std::make_unique<approx::ApproxConv2d>(spec, mult_, g.in, g.out, g.kernel, g.kernel, g.stride, g.pad,
+                                                    g.groups);
   }
   std::string describe() const override {
     return spec_.multiplier + "/w" + std::to_string(spec_.weight_bits) + "a" + std::to_string(spec_.act_bits) + "/" +
            (fq_ ? std::string("fakequant") : spec_.mode);
   }
   std::pair<int, int> bits() const override { return {spec_.weight_bits, spec_.act_bits}; }
+  double relative_power() const override { return mult_->relative_power; }
   /// The kernels the forward takes on this CPU (approx::ApproxConv2d::kernel_path; fake quantization: oneDNN fp32).
   std::string kernel_path() const { return fq_ ? std::string("fakequant-onednn-fp32") : int_->kernel_path(); }
   void forward(const Tensor& src, const Tensor& weights, const float* bias, Tensor& dst) override {
@@ -89,8 +93,9 @@ class ApproxAdapter : public nn::ApproxForward {
 
  private:
   approx::ApproxSpec spec_;
+  std::shared_ptr<const approx::Multiplier> mult_;
   nn::Param* weight_;
-  bool table_grad_, is_conv_;
+  bool table_grad_, is_conv_ = false;
   uint64_t version_ = UINT64_MAX;
   int n_ = 0, in_h_ = 0, in_w_ = 0;
   std::unique_ptr<approx::Calibrator> calib_;
@@ -103,19 +108,64 @@ std::vector<nn::Layer*> conv_linear_layers(nn::Model& model) {
   std::vector<nn::Layer*> layers;
   const Dims& chw = model.input_chw();
   model.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
-    if (dynamic_cast<nn::Conv2d*>(&l) || dynamic_cast<nn::Linear*>(&l)) layers.push_back(&l);
+    if (l.approx_host()) layers.push_back(&l);
   });
   return layers;
 }
 
 // The adapter attach_approx put on a conv/linear layer, or nullptr.
-ApproxAdapter* adapter_of(nn::Layer* l) {
-  std::shared_ptr<nn::ApproxForward> ap;
-  if (auto* c = dynamic_cast<nn::Conv2d*>(l))
-    ap = c->approx_ptr();
-  else if (auto* x = dynamic_cast<nn::Linear*>(l))
-    ap = x->approx_ptr();
-  return dynamic_cast<ApproxAdapter*>(ap.get());
+ApproxAdapter* adapter_of(nn::Layer* l) { return dynamic_cast<ApproxAdapter*>(l->approx_host()->approx()); }
+
+// approx_layers: all, inner (not the first and last) or comma-separated indices of the model's count conv/linear
+// layers.
+std::vector<bool> selected_layers(const std::string& sel, size_t count) {
+  std::vector<bool> use(count, false);
+  if (sel == "all") {
+    use.assign(count, true);
+  } else if (sel == "inner") {
+    for (size_t i = 1; i + 1 < count; ++i) use[i] = true;
+  } else {
+    std::stringstream ss(sel);
+    for (std::string tok; std::getline(ss, tok, ',');) {
+      size_t idx = 0;
+      try {
+        idx = std::stoul(tok);
+      } catch (...) {
+        FRUGAL_FAIL("config key 'approx_layers': '", tok, "' is not a layer index; use all, inner or e.g. 1,2,3");
+      }
+      FRUGAL_CHECK(idx < count, "config key 'approx_layers': index ", idx, " out of range (model has ",
+                   count, " conv/linear layers, 0..", count - 1, ")");
+      use[idx] = true;
+    }
+  }
+  return use;
+}
+
+// layer_bits: "W/A,W/A,..." one per conv/linear layer (count), or empty: every layer at {wb, ab}.
+std::vector<std::pair<int, int>> layer_bit_widths(const std::string& lb, size_t count, int wb, int ab) {
+  std::vector<std::pair<int, int>> lbits(count, {wb, ab});
+  if (!lb.empty()) {
+    std::stringstream ss(lb);
+    size_t i = 0;
+    for (std::string tok; std::getline(ss, tok, ','); ++i) {
+      FRUGAL_CHECK(i < count, "config key 'layer_bits' = '", lb, "' has more entries than the model's ",
+                   count, " conv/linear layers");
+      const size_t slash = tok.find('/');
+      int w = 0, a = 0;
+      try {
+        w = std::stoi(tok.substr(0, slash));
+        a = slash == std::string::npos ? w : std::stoi(tok.substr(slash + 1));
+      } catch (...) {
+        FRUGAL_FAIL("config key 'layer_bits': entry ", i, " = '", tok, "' is not W/A (e.g. 8/8 or 4/6)");
+      }
+      FRUGAL_CHECK(w >= 2 && w <= 16 && a >= 2 && a <= 16, "config key 'layer_bits': entry ", i, " = '", tok,
+                   "': bit-widths of approximate layers are 2..16 (9-16 with multiplier=exact only)");
+      lbits[i] = {w, a};
+    }
+    FRUGAL_CHECK(i == count, "config key 'layer_bits' = '", lb, "' has ", i, " entries; the model has ",
+                 count, " conv/linear layers (give one W/A per layer, in model order)");
+  }
+  return lbits;
 }
 
 }  // namespace
@@ -136,53 +186,12 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
   FRUGAL_CHECK(aq == "affine" || aq == "symmetric", "config key 'act_quant' = '", aq,
                "': use affine (zero point from [min, max]) or symmetric (zero point 0)");
   spec.act_symmetric = aq == "symmetric";
-  // which layers
   const std::vector<nn::Layer*> layers = conv_linear_layers(model);
-  const std::string sel = cfg.s("approx_layers");
-  std::vector<bool> use(layers.size(), false);
-  if (sel == "all") {
-    use.assign(layers.size(), true);
-  } else if (sel == "inner") {
-    for (size_t i = 1; i + 1 < layers.size(); ++i) use[i] = true;
-  } else {
-    std::stringstream ss(sel);
-    for (std::string tok; std::getline(ss, tok, ',');) {
-      size_t idx = 0;
-      try {
-        idx = std::stoul(tok);
-      } catch (...) {
-        FRUGAL_FAIL("config key 'approx_layers': '", tok, "' is not a layer index; use all, inner or e.g. 1,2,3");
-      }
-      FRUGAL_CHECK(idx < layers.size(), "config key 'approx_layers': index ", idx, " out of range (model has ",
-                   layers.size(), " conv/linear layers, 0..", layers.size() - 1, ")");
-      use[idx] = true;
-    }
-  }
-  // per-layer bit-widths: "W/A,W/A,..." one per conv/linear layer
-  std::vector<std::pair<int, int>> lbits(layers.size(), {spec.weight_bits, spec.act_bits});
-  if (const std::string lb = cfg.s("layer_bits"); !lb.empty()) {
-    std::stringstream ss(lb);
-    size_t i = 0;
-    for (std::string tok; std::getline(ss, tok, ','); ++i) {
-      FRUGAL_CHECK(i < layers.size(), "config key 'layer_bits' = '", lb, "' has more entries than the model's ",
-                   layers.size(), " conv/linear layers");
-      const size_t slash = tok.find('/');
-      int w = 0, a = 0;
-      try {
-        w = std::stoi(tok.substr(0, slash));
-        a = slash == std::string::npos ? w : std::stoi(tok.substr(slash + 1));
-      } catch (...) {
-        FRUGAL_FAIL("config key 'layer_bits': entry ", i, " = '", tok, "' is not W/A (e.g. 8/8 or 4/6)");
-      }
-      FRUGAL_CHECK(w >= 2 && w <= 16 && a >= 2 && a <= 16, "config key 'layer_bits': entry ", i, " = '", tok,
-                   "': bit-widths of approximate layers are 2..16 (9-16 with multiplier=exact only)");
-      lbits[i] = {w, a};
-    }
-    FRUGAL_CHECK(i == layers.size(), "config key 'layer_bits' = '", lb, "' has ", i, " entries; the model has ",
-                 layers.size(), " conv/linear layers (give one W/A per layer, in model order)");
-  }
+  const std::vector<bool> use = selected_layers(cfg.s("approx_layers"), layers.size());
+  const std::vector<std::pair<int, int>> lbits =
+      layer_bit_widths(cfg.s("layer_bits"), layers.size(), spec.weight_bits, spec.act_bits);
   // every chosen layer's widths must suit the multiplier: approximate ones have 8-bit operands
-  const std::unique_ptr<approx::Multiplier> m = approx::make_multiplier(mult);
+  const std::shared_ptr<const approx::Multiplier> m = approx::make_multiplier(mult);  // one for every layer
   const bool per_layer = !cfg.s("layer_bits").empty();
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!use[i]) continue;
@@ -205,15 +214,10 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
       ls.weight_bits = lbits[i].first;
       ls.act_bits = lbits[i].second;
       const bool fq = approx::runs_as_fake_quant(ls, *m);
-      if (auto* c = dynamic_cast<nn::Conv2d*>(layers[i])) {
-        auto ad = std::make_shared<ApproxAdapter>(ls, &c->options(), nullptr, &c->weight(), grad == "lut", fq);
-        kpath = ad->kernel_path();
-        c->set_approx(ad);
-      } else if (auto* l = dynamic_cast<nn::Linear*>(layers[i])) {
-        auto ad = std::make_shared<ApproxAdapter>(ls, nullptr, &l->options(), &l->weight(), grad == "lut", fq);
-        kpath = ad->kernel_path();
-        l->set_approx(ad);
-      }
+      nn::ApproxHost& host = *layers[i]->approx_host();
+      auto ad = std::make_shared<ApproxAdapter>(ls, m, host, grad == "lut", fq);
+      kpath = ad->kernel_path();
+      host.set_approx(ad);
       arith = mult + "/w" + std::to_string(ls.weight_bits) + "a" + std::to_string(ls.act_bits) + (fq ? "/fakequant" : "");
     }
     out["layers"].push_back({{"index", i}, {"layer", layers[i]->name()}, {"arithmetic", arith}});

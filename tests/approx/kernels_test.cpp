@@ -345,10 +345,13 @@ TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same
   std::mt19937 rng(4);
   std::normal_distribution<float> nd(0, 1);
   const Shape s{2, 7, 9, 16, 16, 3, 3, 1, 1, 1};
+  // rank 4: 2 + 8 source parts in the split layout, more than one 4-term chunk of the AVX2 source fill
+  for (const char* mode : {"lowrank:2", "lowrank:4"})
   for (const char* spec : {"mitchell", "mitchell:signed", "drum:4:signed"}) {
     CAPTURE(spec);
+    CAPTURE(std::string(mode));
     ApproxSpec as;
-    as.multiplier = spec, as.mode = "lowrank:2";
+    as.multiplier = spec, as.mode = mode;
     std::vector<float> wf(size_t(s.oc) * s.ic * 9), bias(size_t(s.oc)), x(size_t(s.n) * s.h * s.w * s.ic);
     for (auto& v : wf) v = nd(rng);
     for (auto& v : bias) v = nd(rng);
@@ -582,4 +585,36 @@ TEST_CASE("symmetric activation codes keep 0.0 at code 0: approximate products o
       for (int o = 0; o < oc; ++o) CHECK(zo[size_t(px) * oc + o] == bias[size_t(o)]);
   }
   CHECK(err_sym * 2 < err_aff);  // 82 vs 211 here (mean |error| summed over drum:4 and mitchell)
+}
+
+TEST_CASE("layers built from one multiplier share it and its table, and compute what a layer of their own does") {
+  const std::shared_ptr<const Multiplier> m = make_multiplier("mitchell");
+  const std::vector<int32_t>& t = m->table();
+  CHECK(&m->table() == &t);  // built once
+  CHECK(t == build_table(*m));
+  const TableGradient& g = m->gradient();
+  CHECK(&m->gradient() == &g);
+  CHECK(g.d_da == table_gradient(*m).d_da);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0, 1);
+  for (const char* mode : {"lut", "functional", "lowrank:2"}) {
+    CAPTURE(mode);
+    ApproxSpec as;
+    as.multiplier = "mitchell";
+    as.mode = mode;
+    ApproxConv2d a(as, m, 8, 4, 3, 3, 1, 1, 1), b(as, m, 8, 8, 1, 1, 1, 0, 1), own(as, 8, 4, 3, 3, 1, 1, 1);
+    CHECK(&a.multiplier() == m.get());
+    CHECK(&b.multiplier() == m.get());
+    CHECK(&own.multiplier() != m.get());
+    std::vector<float> w(4 * 8 * 9), x(2 * 5 * 5 * 8), ya(2 * 5 * 5 * 4), yo(ya.size());
+    for (auto& v : w) v = nd(rng);
+    for (auto& v : x) v = nd(rng);
+    a.set_weights(w.data(), nullptr);
+    own.set_weights(w.data(), nullptr);
+    a.forward(x.data(), 2, 5, 5, ya.data());
+    own.forward(x.data(), 2, 5, 5, yo.data());
+    CHECK(ya == yo);
+  }
+  ApproxLinear lin(ApproxSpec{}, m, 6, 3);
+  CHECK(&lin.conv().multiplier() == m.get());
 }

@@ -1,0 +1,253 @@
+// lut mode of ApproxConv2d (conv_impl.h): bit-exact for any multiplier. im2col tiles of kTile output pixels, one
+// 256x256 table row per weight value; paths avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather
+// (vpgatherdd over the uint16 table) > scalar (lut_tile_scalar, the twin every path is tested against).
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <immintrin.h>
+
+#include "approx/conv_impl.h"
+#include "util/check.h"
+
+namespace frugal::approx {
+
+LutPath lut_path() {
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512: return util::cpu_features().avx512vbmi ? LutPath::vbmi : LutPath::avx512;
+    case util::Isa::avx2: return LutPath::avx2;
+    default: return LutPath::scalar;
+  }
+}
+
+const char* lut_path_name(LutPath p) {
+  switch (p) {
+    case LutPath::vbmi: return "avx512-vbmi";
+    case LutPath::avx512: return "avx512";
+    case LutPath::avx2: return "avx2-gather";
+    default: return "scalar";
+  }
+}
+
+// The table as uint16 rows per weight code (lt, biased to be non-negative) and as byte planes (lt8, VBMI).
+void ApproxConv2d::Impl::init_lut() {
+  int32_t mn = *std::min_element(table().begin(), table().end());
+  int32_t mx = *std::max_element(table().begin(), table().end());
+  lut_bias = mn < 0 ? 32768 : 0;
+  FRUGAL_CHECK(mn + lut_bias >= 0 && mx + lut_bias <= 65535, "approx conv: multiplier '", mult->name(),
+               "' has products in [", mn, ",", mx, "], outside 16 bits; use mode functional");
+  lt.assign(65536 + 2, 0);  // + 2: the AVX2 gather reads entry 65535 as a 32-bit load
+  for (int ca = 0; ca < 256; ++ca)
+    for (int cb = 0; cb < 256; ++cb) lt[size_t(cb) * 256 + ca] = uint16_t(table()[size_t(ca) * 256 + cb] + lut_bias);
+  lt8.resize(256 * 512);
+  for (int cb = 0; cb < 256; ++cb)
+    for (int ca = 0; ca < 256; ++ca) {
+      const uint16_t v = lt[size_t(cb) * 256 + ca];
+      lt8[size_t(cb) * 512 + ca] = uint8_t(v & 0xFF);
+      lt8[size_t(cb) * 512 + 256 + ca] = uint8_t(v >> 8);
+    }
+  FRUGAL_CHECK(int64_t(K) * 65535 < (int64_t(1) << 31), "approx conv: K=", K, " products overflow int32");
+}
+
+namespace {
+constexpr int kTile = 256;  // output pixels per im2col tile: the 8 table-row loads per k serve 4 (VBMI) vectors
+
+FRUGAL_AVX512 void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow /*(K)*/,
+                                   int K, int32_t* res /*(kTile)*/) {
+  constexpr int V = kTile / 32;
+  __m512i acc[2 * V];
+  for (auto& a : acc) a = _mm512_setzero_si512();
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i b6 = _mm512_set1_epi16(64), b7 = _mm512_set1_epi16(128);
+  for (int k = 0; k < K; ++k) {
+    const uint16_t* row = lt + size_t(wrow[k]) * 256;
+    __m512i t0 = _mm512_loadu_si512(row), t1 = _mm512_loadu_si512(row + 32);
+    __m512i t2 = _mm512_loadu_si512(row + 64), t3 = _mm512_loadu_si512(row + 96);
+    __m512i t4 = _mm512_loadu_si512(row + 128), t5 = _mm512_loadu_si512(row + 160);
+    __m512i t6 = _mm512_loadu_si512(row + 192), t7 = _mm512_loadu_si512(row + 224);
+    const uint16_t* c = col + size_t(k) * kTile;
+    for (int v = 0; v < V; ++v) {
+      __m512i idx = _mm512_loadu_si512(c + v * 32);
+      __mmask32 m6 = _mm512_test_epi16_mask(idx, b6), m7 = _mm512_test_epi16_mask(idx, b7);
+      __m512i r0 = _mm512_permutex2var_epi16(t0, idx, t1);
+      __m512i r1 = _mm512_permutex2var_epi16(t2, idx, t3);
+      __m512i r2 = _mm512_permutex2var_epi16(t4, idx, t5);
+      __m512i r3 = _mm512_permutex2var_epi16(t6, idx, t7);
+      __m512i r01 = _mm512_mask_blend_epi16(m6, r0, r1);
+      __m512i r23 = _mm512_mask_blend_epi16(m6, r2, r3);
+      __m512i r = _mm512_mask_blend_epi16(m7, r01, r23);
+      acc[2 * v] = _mm512_add_epi32(acc[2 * v], _mm512_unpacklo_epi16(r, zero));
+      acc[2 * v + 1] = _mm512_add_epi32(acc[2 * v + 1], _mm512_unpackhi_epi16(r, zero));
+    }
+  }
+  // unpacklo of lane L holds words L*8+0..3, unpackhi words L*8+4..7
+  alignas(64) int32_t tmp[16];
+  for (int v = 0; v < V; ++v)
+    for (int half = 0; half < 2; ++half) {
+      _mm512_store_si512(tmp, acc[2 * v + half]);
+      for (int j = 0; j < 16; ++j) res[v * 32 + (j / 4) * 8 + half * 4 + j % 4] = tmp[j];
+    }
+}
+
+// Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; two vpermt2b + a blend
+// on the index's top bit look up 64 operands per plane, and the bytes are summed in 16-bit lanes (flushed to
+// 32 bits every 256 k, before they can overflow): 15 instructions per 64 products instead of 28.
+// col8: (K, kTile) activation codes; lt8: per weight code 256 low then 256 high bytes; res (kTile) = sum_k lt.
+FRUGAL_AVX512_VBMI void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K,
+                                      int32_t* res) {
+  alignas(64) int32_t sum[kTile];
+  for (int p = 0; p < kTile; ++p) sum[p] = 0;
+  const __m512i zero = _mm512_setzero_si512();
+  for (int k0 = 0; k0 < K; k0 += 256) {
+    const int k1 = std::min(K, k0 + 256);
+    constexpr int V = kTile / 64;
+    __m512i lo[2 * V], hi[2 * V];  // [v*2 + half]: 16-bit sums of pixels (v*64 + lane*16 + half*8 + 0..7)
+    for (int i = 0; i < 2 * V; ++i) lo[i] = _mm512_setzero_si512(), hi[i] = _mm512_setzero_si512();
+    for (int k = k0; k < k1; ++k) {
+      const uint8_t* row = lt8 + size_t(wrow[k]) * 512;
+      const __m512i l0 = _mm512_loadu_si512(row), l1 = _mm512_loadu_si512(row + 64);
+      const __m512i l2 = _mm512_loadu_si512(row + 128), l3 = _mm512_loadu_si512(row + 192);
+      const __m512i h0 = _mm512_loadu_si512(row + 256), h1 = _mm512_loadu_si512(row + 320);
+      const __m512i h2 = _mm512_loadu_si512(row + 384), h3 = _mm512_loadu_si512(row + 448);
+      const uint8_t* c = col8 + size_t(k) * kTile;
+      for (int v = 0; v < V; ++v) {
+        const __m512i idx = _mm512_loadu_si512(c + v * 64);
+        const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
+        const __m512i bl =
+            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
+        const __m512i bh =
+            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(h0, idx, h1), _mm512_permutex2var_epi8(h2, idx, h3));
+        lo[2 * v] = _mm512_add_epi16(lo[2 * v], _mm512_unpacklo_epi8(bl, zero));
+        lo[2 * v + 1] = _mm512_add_epi16(lo[2 * v + 1], _mm512_unpackhi_epi8(bl, zero));
+        hi[2 * v] = _mm512_add_epi16(hi[2 * v], _mm512_unpacklo_epi8(bh, zero));
+        hi[2 * v + 1] = _mm512_add_epi16(hi[2 * v + 1], _mm512_unpackhi_epi8(bh, zero));
+      }
+    }
+    alignas(64) uint16_t tl[32], th[32];
+    for (int v = 0; v < V; ++v)
+      for (int half = 0; half < 2; ++half) {
+        _mm512_store_si512(tl, lo[2 * v + half]);
+        _mm512_store_si512(th, hi[2 * v + half]);
+        for (int j = 0; j < 32; ++j) {  // word j: lane j/8, element j%8 -> pixel lane*16 + half*8 + j%8
+          const int p = v * 64 + (j / 8) * 16 + half * 8 + j % 8;
+          sum[p] += int32_t(tl[j]) + 256 * int32_t(th[j]);
+        }
+      }
+  }
+  for (int p = 0; p < kTile; ++p) res[p] = sum[p];
+}
+
+// AVX2: vpgatherdd of 8 table entries at a time from the weight's lt row (uint16 entries read as the low half of
+// a 32-bit load at 2-byte scale; lt carries 2 bytes of padding for the last entry). 4 x 8 pixels per k step.
+// res (kTile) = sum_k lt, as lut_tile_avx512.
+FRUGAL_AVX2 void lut_tile_avx2(const uint16_t* col /*(K,kTile)*/, const uint16_t* lt, const uint8_t* wrow, int K,
+                               int32_t* res) {
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  for (int p0 = 0; p0 < kTile; p0 += 32) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    __m256i a2 = _mm256_setzero_si256(), a3 = _mm256_setzero_si256();
+    for (int k = 0; k < K; ++k) {
+      const int* row = reinterpret_cast<const int*>(lt + size_t(wrow[k]) * 256);
+      const uint16_t* c = col + size_t(k) * kTile + p0;
+      const __m256i i0 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+      const __m256i i1 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 8)));
+      const __m256i i2 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16)));
+      const __m256i i3 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 24)));
+      a0 = _mm256_add_epi32(a0, _mm256_and_si256(_mm256_i32gather_epi32(row, i0, 2), low16));
+      a1 = _mm256_add_epi32(a1, _mm256_and_si256(_mm256_i32gather_epi32(row, i1, 2), low16));
+      a2 = _mm256_add_epi32(a2, _mm256_and_si256(_mm256_i32gather_epi32(row, i2, 2), low16));
+      a3 = _mm256_add_epi32(a3, _mm256_and_si256(_mm256_i32gather_epi32(row, i3, 2), low16));
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0), a0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 8), a1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 16), a2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(res + p0 + 24), a3);
+  }
+}
+
+void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* wrow, int K, int32_t bias,
+                     int32_t* res) {
+  for (int p = 0; p < kTile; ++p) res[p] = 0;
+  for (int k = 0; k < K; ++k) {
+    const int32_t* trow = table + wrow[k];  // table[a*256 + b]
+    const uint16_t* c = col + size_t(k) * kTile;
+    for (int p = 0; p < kTile; ++p) res[p] += trow[size_t(c[p]) * 256] + bias;
+  }
+}
+}  // namespace
+
+void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const {
+  const int OH = out_h(h), OW = out_w(w), Hp = h + 2 * pad, Wp = w + 2 * pad;
+  // padded code planes [n][IC][Hp][Wp]
+  std::vector<uint8_t>& plane = s_plane;
+  plane.resize(size_t(n) * ic * Hp * Wp);
+  std::fill(plane.begin(), plane.end(), pad_code);
+  tbb::parallel_for(0, n, [&](int b) {
+    for (int y = 0; y < h; ++y)
+      for (int x = 0; x < w; ++x) {
+        const uint8_t* s = src + ((size_t(b) * h + y) * w + x) * ic;
+        for (int c = 0; c < ic; ++c) plane[((size_t(b) * ic + c) * Hp + y + pad) * Wp + x + pad] = s[c];
+      }
+  });
+  const int64_t P = int64_t(n) * OH * OW;
+  const int64_t tiles = (P + kTile - 1) / kTile;
+  const LutPath path = lut_path();
+  const bool bytes = path == LutPath::vbmi;  // byte codes (VBMI) or uint16 codes (the others)
+  const int32_t kb = int32_t(K) * lut_bias;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
+    std::vector<uint16_t> col(bytes ? 0 : size_t(K) * kTile);
+    std::vector<uint8_t> col8(bytes ? size_t(K) * kTile : 0);
+    alignas(64) int32_t res[kTile];
+    for (int64_t job = rr.begin(); job < rr.end(); ++job) {
+      const int g = int(job % groups);
+      const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
+      if (bytes)
+        std::fill(col8.begin(), col8.end(), uint8_t(0));
+      else
+        std::fill(col.begin(), col.end(), uint16_t(0));
+      for (int64_t p = p0; p < pend;) {
+        int64_t b = p / (OH * OW), rem = p % (OH * OW);
+        int oy = int(rem / OW), ox = int(rem % OW);
+        int run = int(std::min<int64_t>(OW - ox, pend - p));
+        for (int c = 0; c < icg; ++c)
+          for (int y = 0; y < kh; ++y)
+            for (int x = 0; x < kw; ++x) {
+              const uint8_t* s =
+                  plane.data() + ((size_t(b) * ic + g * icg + c) * Hp + oy * stride + y) * Wp + size_t(ox) * stride + x;
+              const size_t at = size_t((c * kh + y) * kw + x) * kTile + size_t(p - p0);
+              if (bytes) {
+                uint8_t* d = col8.data() + at;
+                if (stride == 1)
+                  std::memcpy(d, s, size_t(run));
+                else
+                  for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+              } else {
+                uint16_t* d = col.data() + at;
+                if (stride == 1)
+                  for (int i = 0; i < run; ++i) d[i] = s[i];
+                else
+                  for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
+              }
+            }
+        p += run;
+      }
+      for (int o = g * ocg; o < (g + 1) * ocg; ++o) {
+        const uint8_t* wrow = wcodes.data() + size_t(o) * K;
+        switch (path) {
+          case LutPath::vbmi: lut_tile_vbmi(col8.data(), lt8.data(), wrow, K, res); break;
+          case LutPath::avx512: lut_tile_avx512(col.data(), lt.data(), wrow, K, res); break;
+          case LutPath::avx2: lut_tile_avx2(col.data(), lt.data(), wrow, K, res); break;
+          case LutPath::scalar:
+            lut_tile_scalar(col.data(), table().data(), wrow, K, 0, res);
+            for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];
+            continue;
+        }
+        for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0] - kb;
+      }
+    }
+  });
+}
+
+}  // namespace frugal::approx
