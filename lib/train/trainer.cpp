@@ -467,21 +467,36 @@ void Trainer::run_worker(int lw) {
   w.compute_s = std::chrono::duration<double>(clk::now() - t0).count();
 }
 
+void Trainer::run_workers() {
+  if (local_workers_ == 1) {
+    run_worker(0);
+    return;
+  }
+  worker_arena_->execute([&] {
+    tbb::parallel_for(
+        tbb::blocked_range<int>(0, local_workers_, 1),
+        [&](const tbb::blocked_range<int>& r) {
+          for (int lw = r.begin(); lw < r.end(); ++lw) run_worker(lw);
+        },
+        tbb::simple_partitioner());
+  });
+}
+
 Trainer::StepResult Trainer::train_step(int epoch) {
   if (opts_.before_step) opts_.before_step(step_);
   const int W = spec_.loop.workers;
   auto s0 = clk::now();
-  if (local_workers_ == 1) {
-    run_worker(0);
-  } else {
-    worker_arena_->execute([&] {
-      tbb::parallel_for(
-          tbb::blocked_range<int>(0, local_workers_, 1),
-          [&](const tbb::blocked_range<int>& r) {
-            for (int lw = r.begin(); lw < r.end(); ++lw) run_worker(lw);
-          },
-          tbb::simple_partitioner());
-    });
+  try {
+    run_workers();
+  } catch (const Error& e) {
+    // Huge but finite weights can overflow the activations, and an approximate layer's quantizer then refuses
+    // its input before any loss is computed: after an update, say what that most likely means.
+    if (last_loss_ < 0) throw;  // no update yet in this process: a plain error
+    log_->line(fmt("[train] step %lld failed after a loss of %g: %s", (long long)step_, last_loss_, e.what()));
+    FRUGAL_FAIL("training step ", step_, " (epoch ", epoch + 1, ") failed: ", e.what(),
+                ". The previous step's loss was ", last_loss_, ": training has most likely diverged; the last good "
+                "checkpoint is ", opts_.out_dir, "/checkpoint.bin — lower lr (now ",
+                spec_.schedule.lr, ") or add warmup_epochs, then --resume");
   }
   const double workers_wall = std::chrono::duration<double>(clk::now() - s0).count();
   StepResult r;
@@ -510,6 +525,7 @@ Trainer::StepResult Trainer::train_step(int epoch) {
       std::memcpy(params_[p]->grad.data(), worker_grad_ptrs_[0][p],
                   sizeof(float) * static_cast<size_t>(params_[p]->grad.size()));
   }
+  last_loss_ = r.loss;
   optimizer_->step(schedule_->lr(step_));
   check_weights_finite(epoch);
   apply_constraint();

@@ -123,6 +123,7 @@ class Trainer {
   void apply_constraint();
   void check_weights_finite(int epoch);  // throws the divergence error on NaN/Inf weights
   void run_worker(int lw);
+  void run_workers();  // every local worker's forward and backward, concurrently
   struct StepResult {
     double loss = 0;          // mean over workers
     int64_t correct = 0;      // over this process's workers
@@ -162,6 +163,7 @@ class Trainer {
   int epoch_ = 0;        // epochs done
   int64_t step_ = 0;     // optimizer steps done
   bool ran_dry_ = false; // an epoch yielded no step (max_steps reached)
+  double last_loss_ = -1;  // the previous step's loss (for the error message of a failing step)
   nlohmann::json epochs_log_ = nlohmann::json::array();
   double train_compute_s_ = 0, worker_compute_s_ = 0;
   std::vector<double> step_ms_;  // per-step compute time (the first 5, with primitive creation, are not timed)
