@@ -60,6 +60,24 @@ std::vector<Tensor> calibration_batches(const data::Dataset& train, const data::
   return out;
 }
 
+/// Median of three interleaved speed measurements of each model (other processes share the machine).
+std::pair<train::SpeedMetrics, train::SpeedMetrics> interleaved_speed(nn::Model& a, nn::Model& b) {
+  std::vector<double> la, lb, ta, tb;
+  for (int r = 0; r < 3; ++r) {
+    const train::SpeedMetrics x = train::measure_speed(a), y = train::measure_speed(b);
+    la.push_back(x.latency_b1_ms_median);
+    ta.push_back(x.throughput_img_s);
+    lb.push_back(y.latency_b1_ms_median);
+    tb.push_back(y.throughput_img_s);
+  }
+  train::SpeedMetrics sa, sb;
+  sa.latency_b1_ms_median = train::percentile(la, 0.5);
+  sa.throughput_img_s = train::percentile(ta, 0.5);
+  sb.latency_b1_ms_median = train::percentile(lb, 0.5);
+  sb.throughput_img_s = train::percentile(tb, 0.5);
+  return {sa, sb};
+}
+
 /// int8 deployment: fold batch norms, calibrate activation scales on training images, quantize weights per output
 /// channel, write the int8 packed model; accuracy and speed of the fp32 source and the int8 model in the same run.
 void run_int8(const CompressArgs& a) {
@@ -113,7 +131,7 @@ void run_int8(const CompressArgs& a) {
     auto after = modelcomp::load_model_file(packed_path);
     train::EvalMetrics mb = train::evaluate(*src.model, ds.test, norm, a.batch, 0.f);
     train::EvalMetrics ma = train::evaluate(*after.model, ds.test, norm, a.batch, 0.f);
-    train::SpeedMetrics sb = train::measure_speed(*src.model), sa = train::measure_speed(*after.model);
+    const auto [sb, sa] = interleaved_speed(*src.model, *after.model);
     j["test_accuracy_before"] = mb.top1;
     j["test_accuracy_after"] = ma.top1;
     j["speed_fp32"] = sb.to_json();
@@ -121,7 +139,7 @@ void run_int8(const CompressArgs& a) {
     j["int8_implementations"] = dynamic_cast<modelcomp::Int8Net*>(after.model->inference_net())->implementations();
     std::printf("%-28s %.2f %% -> %.2f %% (%+.2f pp)\n", "test accuracy fp32 -> int8", 100 * mb.top1, 100 * ma.top1,
                 100 * (ma.top1 - mb.top1));
-    std::printf("%-28s %.3f -> %.3f ms (%.2fx)\n", "latency batch 1 (median)", sb.latency_b1_ms_median,
+    std::printf("%-28s %.3f -> %.3f ms (%.2fx)\n", "latency batch 1 (median of 3)", sb.latency_b1_ms_median,
                 sa.latency_b1_ms_median, sb.latency_b1_ms_median / sa.latency_b1_ms_median);
     std::printf("%-28s %.0f -> %.0f img/s (%.2fx)\n", "throughput batch 256", sb.throughput_img_s,
                 sa.throughput_img_s, sa.throughput_img_s / sb.throughput_img_s);
@@ -157,24 +175,6 @@ io::TensorFile finetune(const CompressArgs& a, const io::TensorFile& model, cons
   };
   train::run_training(cfg, o);
   return io::load_tensor_file(out_dir + "/model.bin");
-}
-
-/// Median of three interleaved speed measurements of each model (other processes share the machine).
-std::pair<train::SpeedMetrics, train::SpeedMetrics> interleaved_speed(nn::Model& a, nn::Model& b) {
-  std::vector<double> la, lb, ta, tb;
-  for (int r = 0; r < 3; ++r) {
-    const train::SpeedMetrics x = train::measure_speed(a), y = train::measure_speed(b);
-    la.push_back(x.latency_b1_ms_median);
-    ta.push_back(x.throughput_img_s);
-    lb.push_back(y.latency_b1_ms_median);
-    tb.push_back(y.throughput_img_s);
-  }
-  train::SpeedMetrics sa, sb;
-  sa.latency_b1_ms_median = train::percentile(la, 0.5);
-  sa.throughput_img_s = train::percentile(ta, 0.5);
-  sb.latency_b1_ms_median = train::percentile(lb, 0.5);
-  sb.throughput_img_s = train::percentile(tb, 0.5);
-  return {sa, sb};
 }
 
 /// Structured pruning: remove a fraction of the channels of every prunable layer (by magnitude or Taylor
