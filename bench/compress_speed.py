@@ -38,7 +38,8 @@ def main():
                 j = evaluate(a.frugal, path, a.latency_iters)
                 runs["runs"].append({"name": name, "kind": kind, "model": path, "repeat": r,
                                      "speed": j["speed"], "accuracy": j["metrics"]["test_accuracy"],
-                                     "int8": j.get("int8"), "version": j["environment"].get("frugal_version")})
+                                     "int8": j.get("int8"), "commit": j["environment"].get("git_commit"),
+                                     "dirty": j["environment"].get("git_dirty")})
                 print("[bench] %s %s round %d: %.3f ms, %.0f img/s" % (name, kind, r, j["speed"]["latency_b1_ms_median"],
                       j["speed"]["throughput_img_per_s"]), file=sys.stderr, flush=True)
     runs["load_after"] = load1()

@@ -1,6 +1,9 @@
-// frugal compress: Deep Compression of a trained model into a packed model file that `frugal evaluate` reads
-// (lib/modelcomp/): magnitude pruning, weight sharing, Huffman coding, with optional fine-tuning after pruning and
-// after sharing. Structured pruning, Taylor saliency, low-rank layers and int8 deployment are still to come.
+// frugal compress: a trained model into a packed model file that `frugal evaluate` reads (lib/modelcomp/):
+//   default     Deep Compression: magnitude or Taylor-saliency pruning, weight sharing, Huffman coding, with optional
+//               fine-tuning after pruning and after sharing;
+//   --int8      batch norm folded, per-channel int8 weights, calibrated activation scales (oneDNN int8 at evaluate);
+//   --channels  structured channel pruning (smaller layers), magnitude or Taylor saliency, optional fine-tuning.
+// Low-rank layers and the sensitivity analysis are not wired in yet.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
