@@ -15,6 +15,7 @@
 #include "train/evaluate.h"
 #include "io/environment.h"
 #include "modelcomp/deep_compression.h"
+#include "modelcomp/int8_net.h"
 #include "sweep/compare.h"
 #include "nn/model_io.h"
 #include "util/check.h"
@@ -53,8 +54,11 @@ void characterize_multiplier(const EvalArgs& a) {
 }
 
 void evaluate_model(const EvalArgs& a) {
-  auto lm = nn::load_model(modelcomp::read_model_file(a.model), a.model);  // frugal's model file or a packed one
+  auto lm = modelcomp::load_model_file(a.model);  // frugal's model file or a packed one (int8: on oneDNN int8)
   nn::Model& model = *lm.model;
+  auto* int8 = dynamic_cast<modelcomp::Int8Net*>(model.inference_net());
+  FRUGAL_CHECK(!int8 || a.multiplier.empty(), "'", a.model,
+               "' is an int8 deployment (runs on oneDNN int8); --multiplier applies to fp32 models");
   std::string dataset = a.dataset;
   if (dataset.empty() && lm.meta.contains("config")) dataset = lm.meta["config"].value("dataset", "");
   FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset)");
@@ -101,7 +105,9 @@ void evaluate_model(const EvalArgs& a) {
     approx::LayerCost lc;
     lc.name = l.name();
     lc.macs = l.macs(src);
-    if (ap) {
+    if (int8) {
+      lc.arithmetic = "int8";
+    } else if (ap) {
       const auto [wb, ab] = ap->bits();  // per layer (layer_bits)
       lc.arithmetic = "int" + std::to_string(wb) + (wb == ab ? "" : "x" + std::to_string(ab));
       lc.multiplier = a.multiplier;
@@ -112,6 +118,7 @@ void evaluate_model(const EvalArgs& a) {
   j["energy"] = approx::energy_report(costs);
   if (!approx_info.is_null()) j["approx"] = approx_info;
   if (!a.no_speed) j["speed"] = train::measure_speed(model, a.latency_iters).to_json();
+  if (int8) j["int8"] = {{"implementations", int8->implementations()}};  // what oneDNN dispatched
   j["environment"] = io::environment_info();
 
   std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
@@ -129,6 +136,11 @@ void evaluate_model(const EvalArgs& a) {
     std::printf("%-26s %.3f ms (p99 %.3f)\n", "latency batch 1 (median)",
                 j["speed"]["latency_b1_ms_median"].get<double>(), j["speed"]["latency_b1_ms_p99"].get<double>());
     std::printf("%-26s %.0f img/s\n", "throughput batch 256", j["speed"]["throughput_img_per_s"].get<double>());
+  }
+  if (int8) {
+    std::printf("%-26s", "int8 oneDNN kernels");
+    for (const std::string& impl : int8->implementations()) std::printf(" %s", impl.c_str());
+    std::printf("\n");
   }
   std::printf("per-class accuracy:");
   for (size_t k = 0; k < em.per_class.size(); ++k) std::printf(" %zu:%.3f", k, em.per_class[k]);

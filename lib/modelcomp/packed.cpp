@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "gradcomp/wire.h"
@@ -25,6 +26,24 @@ size_t numel_of(const std::vector<int64_t>& dims) {
 }
 
 void put_floats(gradcomp::ByteWriter& w, const std::vector<float>& v) { w.raw(v.data(), 4 * v.size()); }
+
+bool positive_finite(float v) { return std::isfinite(v) && v > 0.f; }
+
+void write_int8(const PackedTensor& t, size_t n, gradcomp::ByteWriter& w) {
+  const Int8Weights& q = t.int8;
+  FRUGAL_CHECK(q.codes.size() == n, "packed tensor '", t.name, "': ", q.codes.size(), " int8 codes for ", n);
+  FRUGAL_CHECK(q.scales.size() == size_t(t.dims[0]), "packed tensor '", t.name, "': ", q.scales.size(),
+               " weight scales for ", t.dims[0], " output channels");
+  for (float s : q.scales) FRUGAL_CHECK(positive_finite(s), "packed tensor '", t.name, "': weight scale ", s);
+  FRUGAL_CHECK(positive_finite(q.src_scale) && (q.dst_scale == 0.f || positive_finite(q.dst_scale)),
+               "packed tensor '", t.name, "': activation scales ", q.src_scale, " / ", q.dst_scale);
+  w.u8(uint8_t((q.src_unsigned ? 1 : 0) | (q.dst_unsigned ? 2 : 0) | (q.dst_scale == 0.f ? 4 : 0)));
+  w.f32(q.src_scale);
+  w.f32(q.dst_scale);
+  w.varint(q.scales.size());
+  put_floats(w, q.scales);
+  w.raw(q.codes.data(), n);
+}
 
 void write_record(const PackedTensor& t, gradcomp::ByteWriter& w) {
   const size_t n = numel_of(t.dims);
@@ -65,6 +84,9 @@ void write_record(const PackedTensor& t, gradcomp::ByteWriter& w) {
       huffman_encode(values, uint32_t(t.centroids.size()), w);
       break;
     }
+    case Encoding::int8:
+      write_int8(t, n, w);
+      break;
   }
 }
 
@@ -74,6 +96,38 @@ std::vector<float> read_floats(gradcomp::ByteReader& r, uint64_t n) {
   std::memcpy(v.data(), r.take(size_t(4 * n)), size_t(4 * n));
   return v;
 }
+Int8Weights read_int8(gradcomp::ByteReader& r, const std::string& name, const std::vector<int64_t>& dims,
+                      size_t record_at) {
+  Int8Weights q;
+  q.offset = record_at;
+  const uint8_t flags = r.u8();
+  if (flags > 7 || ((flags & 4) && (flags & 2)))
+    r.fail("int8 tensor '" + name + "': activation flags " + std::to_string(flags));
+  q.src_unsigned = flags & 1;
+  q.dst_unsigned = flags & 2;
+  q.src_scale = r.f32();
+  if (!positive_finite(q.src_scale)) r.fail("int8 tensor '" + name + "': input scale " + std::to_string(q.src_scale));
+  q.dst_scale = r.f32();
+  if ((flags & 4) ? q.dst_scale != 0.f : !positive_finite(q.dst_scale))
+    r.fail("int8 tensor '" + name + "': output scale " + std::to_string(q.dst_scale) + " with flags " +
+           std::to_string(flags));
+  const uint64_t c = r.varint();
+  if (c != uint64_t(dims[0]))
+    r.fail("int8 tensor '" + name + "': " + std::to_string(c) + " weight scales for " + std::to_string(dims[0]) +
+           " output channels");
+  q.scales = read_floats(r, c);
+  for (float s : q.scales)
+    if (!positive_finite(s)) r.fail("int8 tensor '" + name + "': weight scale " + std::to_string(s));
+  size_t n = 1;
+  for (int64_t d : dims) n *= size_t(d);
+  if (n > r.remaining()) r.fail("int8 tensor '" + name + "': weights run past the end");
+  const uint8_t* p = r.take(n);
+  q.codes.resize(n);
+  std::memcpy(q.codes.data(), p, n);
+  for (int8_t v : q.codes)
+    if (v == -128) r.fail("int8 tensor '" + name + "': weight code -128 (codes are symmetric, -127..127)");
+  return q;
+}
 }  // namespace
 
 const char* encoding_name(Encoding e) {
@@ -81,6 +135,7 @@ const char* encoding_name(Encoding e) {
     case Encoding::dense: return "dense";
     case Encoding::shared: return "shared";
     case Encoding::sparse: return "sparse";
+    case Encoding::int8: return "int8";
   }
   return "?";
 }
@@ -138,6 +193,7 @@ UnpackedModel decode_packed(const std::string& bytes, const std::string& path) {
   const uint64_t count = body.varint();
   if (count > body.remaining()) body.fail("tensor count " + std::to_string(count) + " is implausible");
   for (uint64_t t = 0; t < count; ++t) {
+    const size_t record_at = body.pos();
     const uint64_t nlen = body.varint();
     if (nlen > body.remaining()) body.fail("tensor name runs past the end");
     const uint8_t* np = body.take(size_t(nlen));
@@ -195,6 +251,11 @@ UnpackedModel decode_packed(const std::string& bytes, const std::string& path) {
           dst[pos[e]] = cb[values[e]];
         }
       }
+    } else if (enc == uint8_t(Encoding::int8)) {
+      um.int8.emplace_back(name, read_int8(body, name, dims, record_at));
+      const Int8Weights& q = um.int8.back().second;
+      const size_t per_channel = n / size_t(dims[0]);
+      for (size_t i = 0; i < n; ++i) dst[i] = float(q.codes[i]) * q.scales[i / per_channel];
     } else {
       body.fail("tensor '" + name + "' has unknown encoding " + std::to_string(enc));
     }

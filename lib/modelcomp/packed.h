@@ -14,6 +14,10 @@
 //   shared  (1)  varint k, k f32 centroids; Huffman stream (huffman.h) of numel centroid indices
 //   sparse  (2)  u8 index bits b; varint k, k f32 centroids (index 0 is 0.0: fillers and pruned weights);
 //                Huffman stream of the relative-index codes (sparse.h) and one of the entries' centroid indices
+//   int8    (3)  u8 activation flags (bit 0: input codes unsigned, bit 1: output codes unsigned, bit 2: output f32);
+//                f32 input scale, f32 output scale (0 with an f32 output); varint C (= dims[0]) then C f32 per-output-
+//                channel weight scales; numel s8 weights (value = code x its channel's scale). The layer runs on
+//                oneDNN's int8 convolution / inner product (int8_net.h); the activation scales were calibrated.
 // Every count, index and length is checked against the tensor's size; a wrong magic, version, checksum, a
 // truncation or an inconsistent field is an error naming the file and the byte offset.
 #pragma once
@@ -26,8 +30,19 @@
 
 namespace frugal::modelcomp {
 
-enum class Encoding : uint8_t { dense = 0, shared = 1, sparse = 2 };
+enum class Encoding : uint8_t { dense = 0, shared = 1, sparse = 2, int8 = 3 };
 const char* encoding_name(Encoding e);
+
+/// An int8 layer's weights and activation scales (real value = code x scale; codes symmetric, zero point 0).
+struct Int8Weights {
+  std::vector<int8_t> codes;     ///< numel, in the tensor's plain layout
+  std::vector<float> scales;     ///< dims[0]: one per output channel, > 0
+  float src_scale = 0.f;         ///< input activation scale, > 0
+  float dst_scale = 0.f;         ///< output activation scale, > 0; 0 when the output stays f32 (logits)
+  bool src_unsigned = false;     ///< input codes u8 (after a ReLU) rather than s8
+  bool dst_unsigned = false;     ///< output codes u8
+  size_t offset = 0;             ///< decoding: byte offset of the record in its file (for errors)
+};
 
 /// One tensor to pack. shared / sparse: `codes` (numel) index `centroids`; for sparse, centroid 0 must be 0.0 and
 /// entries with code 0 are the pruned ones. dense: `dense` holds the values.
@@ -39,6 +54,7 @@ struct PackedTensor {
   std::vector<float> centroids;
   std::vector<uint32_t> codes;
   int index_bits = 4;  ///< sparse: relative-index field width
+  Int8Weights int8;    ///< int8: codes, scales and activation scales
 };
 
 struct PackedModel {
@@ -53,11 +69,13 @@ struct PackedBytes {
 };
 PackedBytes encode_packed(const PackedModel& m);
 
-/// Decodes a packed file into dense tensors (in file order) and its metadata.
+/// Decodes a packed file into dense tensors (in file order) and its metadata. int8 tensors come back dequantized
+/// in `tensors` and as they are stored in `int8` (by tensor name).
 struct UnpackedModel {
   nlohmann::json meta;
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::vector<Encoding> encodings;
+  std::vector<std::pair<std::string, Int8Weights>> int8;
 };
 UnpackedModel decode_packed(const std::string& bytes, const std::string& path);
 

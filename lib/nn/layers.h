@@ -141,6 +141,7 @@ class BatchNorm : public Layer {
   /// batch-norm directly followed by a ReLU and makes that ReLU a pass-through (ReLU::set_fused).
   void set_fused_relu(bool on);
   bool fused_relu() const { return fused_relu_; }
+  float eps() const { return eps_; }
 
  private:
   struct Prims;

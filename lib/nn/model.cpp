@@ -236,6 +236,12 @@ Model::Model(const json& spec, uint64_t seed) : spec_(spec) {
 }
 
 const Tensor& Model::forward(const Tensor& x, const ForwardContext& ctx) {
+  if (inference_net_) {
+    FRUGAL_CHECK(!ctx.train, "model: training forward on a model deployed for inference (",
+                 inference_net_->name(), "); train the fp32 model instead");
+    inference_net_->forward(x, logits_, ctx);
+    return logits_;
+  }
   net_.forward(x, logits_, ctx);
   return logits_;
 }

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""fp32 model vs its compressed / int8 packed model: `frugal evaluate` (batch-1 latency median, batch-256
+throughput, test accuracy) on each, REPEATS interleaved rounds, load average before and after; writes
+<out>/compress_speed.json (every run) and <out>/compress_speed.md (medians, ratios). Run through
+`make -f Makefile.bench compress PAIRS="name:FP32_MODEL:PACKED_MODEL ..."`.
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def evaluate(frugal, model, latency_iters):
+    out = os.path.join("/tmp", "compress_speed_eval_%d" % os.getpid())
+    subprocess.run([frugal, "evaluate", "--model", model, "--latency-iters", str(latency_iters), "--out", out],
+                   check=True, capture_output=True, text=True)
+    with open(os.path.join(out, "evaluate.json")) as f:
+        return json.load(f)
+
+
+def load1():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--frugal", default=os.path.join(ROOT, "build", "frugal"))
+    ap.add_argument("--pairs", nargs="+", required=True, help="name:fp32_model:packed_model")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--latency-iters", type=int, default=200)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    pairs = [p.split(":") for p in a.pairs]
+    runs = {"load_before": load1(), "runs": []}
+    for r in range(a.repeats):
+        for name, fp32, packed in pairs:
+            for kind, path in (("fp32", fp32), ("packed", packed)):
+                j = evaluate(a.frugal, path, a.latency_iters)
+                runs["runs"].append({"name": name, "kind": kind, "model": path, "repeat": r,
+                                     "speed": j["speed"], "accuracy": j["metrics"]["test_accuracy"],
+                                     "int8": j.get("int8"), "commit": j["environment"].get("git_commit"),
+                                     "dirty": j["environment"].get("git_dirty")})
+                print("[bench] %s %s round %d: %.3f ms, %.0f img/s" % (name, kind, r, j["speed"]["latency_b1_ms_median"],
+                      j["speed"]["throughput_img_per_s"]), file=sys.stderr, flush=True)
+    runs["load_after"] = load1()
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "compress_speed.json.tmp"), "w") as f:
+        json.dump(runs, f, indent=1)
+    os.replace(os.path.join(a.out, "compress_speed.json.tmp"), os.path.join(a.out, "compress_speed.json"))
+    lines = ["| model | fp32 latency b1 (ms) | packed | speed-up | fp32 img/s b256 | packed | speed-up | accuracy fp32 -> packed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, _, _ in pairs:
+        def med(kind, key):
+            return statistics.median(x["speed"][key] for x in runs["runs"] if x["name"] == name and x["kind"] == kind)
+        acc = {x["kind"]: x["accuracy"] for x in runs["runs"] if x["name"] == name}
+        lf, lp = med("fp32", "latency_b1_ms_median"), med("packed", "latency_b1_ms_median")
+        tf, tp = med("fp32", "throughput_img_per_s"), med("packed", "throughput_img_per_s")
+        lines.append("| %s | %.3f | %.3f | %.2fx | %.0f | %.0f | %.2fx | %.2f %% -> %.2f %% |" %
+                     (name, lf, lp, lf / lp, tf, tp, tp / tf, 100 * acc["fp32"], 100 * acc["packed"]))
+    lines.append("")
+    lines.append("Medians of %d interleaved rounds; load average %.1f before, %.1f after." %
+                 (a.repeats, runs["load_before"], runs["load_after"]))
+    with open(os.path.join(a.out, "compress_speed.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

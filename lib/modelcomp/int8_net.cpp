@@ -1,0 +1,552 @@
+#include "modelcomp/int8_net.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+
+#include "io/files.h"
+#include "nn/containers.h"
+#include "util/check.h"
+
+namespace frugal::modelcomp {
+
+using json = nlohmann::json;
+using namespace dnnl;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+// ---------------------------------------------------------------- batch-norm folding
+
+namespace {
+bool is_type(const json& l, const char* t) { return l.is_object() && l.value("type", "") == t; }
+
+json fold_layers(const json& layers) {
+  json out = json::array();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    json l = layers[i];
+    if (is_type(l, "conv") && i + 1 < layers.size() && is_type(layers[i + 1], "bn")) {
+      l["bias"] = true;
+      ++i;  // the batch norm goes into the conv
+    } else if (is_type(l, "residual")) {
+      l["main"] = fold_layers(l.value("main", json::array()));
+      l["shortcut"] = fold_layers(l.value("shortcut", json::array()));
+    }
+    out.push_back(l);
+  }
+  return out;
+}
+
+void copy_params(nn::Layer& from, nn::Layer& to) {
+  auto a = from.params(), b = to.params();
+  FRUGAL_CHECK(a.size() == b.size(), "fold_batchnorm: ", from.name(), " and ", to.name(), " differ in parameters");
+  for (size_t k = 0; k < a.size(); ++k) {
+    b[k]->value.copy_from(a[k]->value);
+    ++b[k]->version;
+  }
+  auto ba = from.buffers(), bb = to.buffers();
+  for (size_t k = 0; k < ba.size() && k < bb.size(); ++k) bb[k].value->copy_from(*ba[k].value);
+}
+
+/// dst conv (with bias) <- src conv followed by bn: w' = w g, b' = (b - mean) g + beta, g = gamma / sqrt(var + eps).
+void fold_conv_bn(nn::Conv2d& conv, nn::BatchNorm& bn, nn::Conv2d& dst) {
+  auto cp = conv.params(), bp = bn.params(), dp = dst.params();
+  auto bb = bn.buffers();
+  FRUGAL_CHECK(dp.size() == 2, "fold_batchnorm: the folded ", dst.name(), " has no bias");
+  const int64_t oc = conv.options().out, per = cp[0]->value.size() / oc;
+  const float *gamma = bp[0]->value.data(), *beta = bp[1]->value.data();
+  const float *mean = bb[0].value->data(), *var = bb[1].value->data();
+  const float* w = cp[0]->value.data();
+  const float* b = cp.size() > 1 ? cp[1]->value.data() : nullptr;
+  float *wd = dp[0]->value.data(), *bd = dp[1]->value.data();
+  for (int64_t c = 0; c < oc; ++c) {
+    const float g = gamma[c] / std::sqrt(var[c] + bn.eps());
+    for (int64_t i = 0; i < per; ++i) wd[c * per + i] = w[c * per + i] * g;
+    bd[c] = ((b ? b[c] : 0.f) - mean[c]) * g + beta[c];
+  }
+  ++dp[0]->version;
+  ++dp[1]->version;
+}
+
+void fold_into(nn::Sequential& src, nn::Sequential& dst) {
+  size_t j = 0;
+  for (size_t i = 0; i < src.size(); ++i, ++j) {
+    FRUGAL_CHECK(j < dst.size(), "fold_batchnorm: the folded model has fewer layers");
+    nn::Layer& l = src.at(i);
+    auto* conv = dynamic_cast<nn::Conv2d*>(&l);
+    auto* bn = i + 1 < src.size() ? dynamic_cast<nn::BatchNorm*>(&src.at(i + 1)) : nullptr;
+    if (conv && bn) {
+      fold_conv_bn(*conv, *bn, dynamic_cast<nn::Conv2d&>(dst.at(j)));
+      ++i;
+    } else if (auto* r = dynamic_cast<nn::Residual*>(&l)) {
+      auto& d = dynamic_cast<nn::Residual&>(dst.at(j));
+      fold_into(r->main(), d.main());
+      fold_into(r->shortcut(), d.shortcut());
+    } else {
+      copy_params(l, dst.at(j));
+    }
+  }
+}
+}  // namespace
+
+std::unique_ptr<nn::Model> fold_batchnorm(nn::Model& m) {
+  json spec = m.spec();
+  spec["layers"] = fold_layers(spec["layers"]);
+  auto out = std::make_unique<nn::Model>(spec, 0);
+  fold_into(m.net(), out->net());
+  return out;
+}
+
+// ---------------------------------------------------------------- the int8 layer graph
+
+/// One step of the int8 net (shape independent): a conv / linear with its fused ReLU, a pooling, a flatten or a
+/// residual block. Activation "points" number the tensors the net materializes (0: the input image).
+struct Int8Layer {
+  enum Kind { conv, linear, pool, flatten, residual } kind = conv;
+  nn::Layer* fp32 = nullptr;  ///< the folded model's layer (shapes, calibration)
+  std::string weight;         ///< conv / linear: the weight tensor's name
+  std::string bias;           ///< its bias tensor's name ("" without)
+  bool relu = false;
+  int src_point = 0, dst_point = 0;  ///< dst -1: f32 logits
+  algorithm pool_alg = algorithm::pooling_max;
+  int k = 0, s = 1, p = 0;  ///< pool kernel (0: global), stride, padding
+  std::vector<std::unique_ptr<Int8Layer>> main;  ///< residual: main path (its last conv adds the shortcut)
+  nn::Layer* shortcut = nullptr;                 ///< residual: option-A shortcut, nullptr for the identity
+  Int8Weights w;                                 ///< conv / linear, once loaded
+  std::vector<float> bias_values;
+  float sum_scale = 0.f;  ///< the last conv of a residual main path: shortcut codes -> output codes
+};
+
+namespace {
+using Ops = std::vector<std::unique_ptr<Int8Layer>>;
+
+struct Graph {
+  Ops ops;
+  std::vector<bool> point_unsigned{false};  // point 0: the input image, signed
+  int new_point(bool u) {
+    point_unsigned.push_back(u);
+    return int(point_unsigned.size()) - 1;
+  }
+};
+
+void compile(nn::Sequential& seq, const json& layers, int& cur, Ops& out, Graph& g, const std::string& where) {
+  FRUGAL_CHECK(layers.is_array() && layers.size() == seq.size(), where, ": spec and layers differ");
+  for (size_t i = 0; i < seq.size(); ++i) {
+    nn::Layer& l = seq.at(i);
+    const std::string t = layers[i].value("type", "");
+    const std::string at = where + "[" + std::to_string(i) + "] (" + l.name() + ")";
+    const bool next_relu = i + 1 < seq.size() && dynamic_cast<nn::ReLU*>(&seq.at(i + 1));
+    auto op = std::make_unique<Int8Layer>();
+    op->fp32 = &l;
+    op->src_point = cur;
+    if (t == "conv" || t == "linear") {
+      op->kind = t == "conv" ? Int8Layer::conv : Int8Layer::linear;
+      auto ps = l.params();
+      op->weight = ps[0]->name;
+      op->bias = ps.size() > 1 ? ps[1]->name : "";
+      op->relu = next_relu;
+      if (next_relu) ++i;
+      op->dst_point = cur = g.new_point(op->relu);
+    } else if (t == "maxpool" || t == "avgpool" || t == "gap") {
+      op->kind = Int8Layer::pool;
+      op->pool_alg = t == "maxpool" ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
+      op->k = t == "gap" ? 0 : layers[i].value("k", 2);
+      op->s = t == "gap" ? 1 : layers[i].value("s", op->k);
+      op->p = t == "gap" ? 0 : layers[i].value("p", 0);
+      op->dst_point = cur;
+    } else if (t == "flatten") {
+      op->kind = Int8Layer::flatten;
+      op->dst_point = cur;
+    } else if (t == "dropout") {
+      continue;  // identity at inference
+    } else if (t == "relu") {
+      FRUGAL_CHECK(g.point_unsigned[size_t(cur)], at,
+                   ": a ReLU on signed activations that no conv / linear precedes; int8 deployment fuses ReLUs into "
+                   "the conv or linear before them");
+      continue;  // its input is already non-negative
+    } else if (t == "residual") {
+      auto& r = dynamic_cast<nn::Residual&>(l);
+      FRUGAL_CHECK(g.point_unsigned[size_t(cur)], at, ": int8 residual blocks need a non-negative (post-ReLU) input");
+      op->kind = Int8Layer::residual;
+      int m = cur;
+      compile(r.main(), layers[i]["main"], m, op->main, g, at + ".main");
+      FRUGAL_CHECK(!op->main.empty() && op->main.back()->kind == Int8Layer::conv && !op->main.back()->relu, at,
+                   ": int8 residual blocks need a main path ending in a conv (+ batch norm), without a ReLU");
+      const json& sc = layers[i]["shortcut"];
+      if (r.shortcut().size() == 1 && is_type(sc[0], "shortcut_a"))
+        op->shortcut = &r.shortcut().at(0);
+      else
+        FRUGAL_CHECK(r.shortcut().size() == 0, at, ": int8 residual blocks need an identity or option-A shortcut");
+      op->dst_point = cur = g.new_point(true);
+      op->main.back()->dst_point = cur;  // the add + ReLU is the last conv's sum post-op
+    } else {
+      FRUGAL_FAIL(at, ": layer type '", t, "' has no int8 deployment (a batch norm not directly after a conv, or ",
+                  "a layer int8_net.h does not list)");
+    }
+    out.push_back(std::move(op));
+  }
+}
+
+Graph compile_model(nn::Model& m) {
+  Graph g;
+  int cur = 0;
+  compile(m.net(), m.spec()["layers"], cur, g.ops, g, "layers");
+  size_t last = g.ops.size();
+  while (last > 0 && g.ops[last - 1]->kind == Int8Layer::flatten) --last;
+  FRUGAL_CHECK(last > 0 && (g.ops[last - 1]->kind == Int8Layer::linear || g.ops[last - 1]->kind == Int8Layer::conv) &&
+                   !g.ops[last - 1]->relu,
+               "int8 deployment: the model must end in a linear (or conv) layer without a ReLU (the logits)");
+  g.ops[last - 1]->dst_point = -1;
+  return g;
+}
+
+template <typename F>
+void each_weighted(Ops& ops, F&& f) {
+  for (auto& op : ops) {
+    if (op->kind == Int8Layer::conv || op->kind == Int8Layer::linear) f(*op);
+    if (op->kind == Int8Layer::residual) each_weighted(op->main, f);
+  }
+}
+
+float max_abs(const Tensor& t) {
+  float m = 0.f;
+  for (int64_t i = 0; i < t.size(); ++i) m = std::max(m, std::fabs(t.data()[i]));
+  return m;
+}
+
+/// fp32 forward of the graph's ops, recording the largest magnitude at every activation point (not for the last op
+/// of a residual main path, whose point is the block's output after the add and ReLU).
+Tensor observe(Ops& ops, const Tensor& x, std::vector<float>& pmax, bool record_last = true) {
+  nn::ForwardContext ctx;
+  Tensor cur = x;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    Int8Layer& op = *ops[i];
+    Tensor y;
+    if (op.kind == Int8Layer::residual) {
+      Tensor a = observe(op.main, cur, pmax, false), b = cur;
+      if (op.shortcut) {
+        b = Tensor();
+        op.shortcut->forward(cur, b, ctx);
+      }
+      nn::add_tensors(a, b, y, true);
+    } else {
+      op.fp32->forward(cur, y, ctx);
+      if (op.relu)
+        for (int64_t k = 0; k < y.size(); ++k) y.data()[k] = std::max(y.data()[k], 0.f);
+    }
+    const bool skip = !record_last && i + 1 == ops.size();
+    if (!skip && op.dst_point >= 0 && op.kind != Int8Layer::pool && op.kind != Int8Layer::flatten)
+      pmax[size_t(op.dst_point)] = std::max(pmax[size_t(op.dst_point)], max_abs(y));
+    cur = y;
+  }
+  return cur;
+}
+
+nn::Param* find_param(nn::Model& m, const std::string& name) {
+  for (nn::Param* p : m.params())
+    if (p->name == name) return p;
+  return nullptr;
+}
+}  // namespace
+
+std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Tensor>& calib) {
+  FRUGAL_CHECK(!calib.empty(), "int8 calibration needs at least one batch of images");
+  Graph g = compile_model(folded);
+  std::vector<float> pmax(g.point_unsigned.size(), 0.f);
+  for (const Tensor& x : calib) {
+    pmax[0] = std::max(pmax[0], max_abs(x));
+    observe(g.ops, x, pmax);
+  }
+  std::vector<float> scale(pmax.size());
+  for (size_t p = 0; p < pmax.size(); ++p)
+    scale[p] = pmax[p] > 0.f ? pmax[p] / (g.point_unsigned[p] ? 255.f : 127.f) : 1.f;
+  std::vector<PackedTensor> out;
+  each_weighted(g.ops, [&](Int8Layer& op) {
+    nn::Param* w = find_param(folded, op.weight);
+    FRUGAL_CHECK(w, "int8: weight '", op.weight, "' not found");
+    PackedTensor t;
+    t.name = op.weight;
+    t.dims = w->value.dims();
+    t.encoding = Encoding::int8;
+    Int8Weights& q = t.int8;
+    const int64_t oc = t.dims[0], per = w->value.size() / oc;
+    q.codes.resize(size_t(w->value.size()));
+    for (int64_t c = 0; c < oc; ++c) {
+      const float* src = w->value.data() + c * per;
+      float m = 0.f;
+      for (int64_t i = 0; i < per; ++i) m = std::max(m, std::fabs(src[i]));
+      const float s = m > 0.f ? m / 127.f : 1.f;
+      q.scales.push_back(s);
+      for (int64_t i = 0; i < per; ++i)
+        q.codes[size_t(c * per + i)] = int8_t(std::clamp(std::nearbyint(src[i] / s), -127.f, 127.f));
+    }
+    q.src_scale = scale[size_t(op.src_point)];
+    q.src_unsigned = g.point_unsigned[size_t(op.src_point)];
+    if (op.dst_point >= 0) {
+      q.dst_scale = scale[size_t(op.dst_point)];
+      q.dst_unsigned = g.point_unsigned[size_t(op.dst_point)];
+    }
+    out.push_back(std::move(t));
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------- execution
+
+struct Int8Net::Plan {
+  memory in_f32, out_f32;
+  Dims out_dims;
+  std::vector<std::function<void()>> steps;
+  std::vector<std::string> impls;
+  std::vector<memory> keep;  // weights, biases, buffers the steps use
+};
+
+namespace {
+struct Act {
+  memory mem;
+  Dims dims;
+  dt type;
+};
+
+memory::desc act_md(const Dims& d, dt type) { return memory::desc(to_dnnl(d), type, d.size() == 4 ? tag::nhwc : tag::nc); }
+
+std::string err_at(const std::string& path, const Int8Layer& op) {
+  return "packed model '" + path + "', int8 tensor '" + op.weight + "' (record at byte offset " +
+         std::to_string(op.w.offset) + ")";
+}
+
+struct Builder {
+  Int8Net::Plan& plan;
+  void run(primitive prim, std::unordered_map<int, memory> args) {
+    plan.steps.push_back([prim, args]() { prim.execute(cpu_stream(), args); });
+  }
+
+  Act conv_or_linear(Int8Layer& op, const Act& in, const memory* into) {
+    const Int8Weights& w = op.w;
+    const bool f32_out = op.dst_point < 0;
+    const dt out_t = f32_out ? dt::f32 : (w.dst_unsigned ? dt::u8 : dt::s8);
+    const Dims od = op.fp32->dst_dims(in.dims);
+    const int64_t oc = od[1];
+    std::vector<float> os(static_cast<size_t>(oc));
+    for (int64_t c = 0; c < oc; ++c) os[size_t(c)] = w.src_scale * w.scales[size_t(c)] / (f32_out ? 1.f : w.dst_scale);
+    primitive_attr attr;
+    attr.set_output_scales(1 << 1, os);
+    post_ops po;
+    if (into) po.append_sum(op.sum_scale);
+    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+    memory::desc b_md({oc}, dt::f32, tag::x);
+    memory bias(b_md, cpu_engine());  // in accumulator units: oneDNN 2.x adds the bias before the output scale
+    for (int64_t c = 0; c < oc; ++c)
+      static_cast<float*>(bias.get_data_handle())[c] =
+          (op.bias_values.empty() ? 0.f : op.bias_values[size_t(c)]) / (w.src_scale * w.scales[size_t(c)]);
+    memory dst = into ? *into : memory(act_md(od, out_t), cpu_engine());
+    memory::desc user_w_md;
+    primitive prim;
+    memory::desc w_desc;
+    if (op.kind == Int8Layer::conv) {
+      const auto& o = dynamic_cast<nn::Conv2d&>(*op.fp32).options();
+      memory::dims wd = o.groups > 1 ? memory::dims{o.groups, o.out / o.groups, o.in / o.groups, o.kernel, o.kernel}
+                                     : memory::dims{o.out, o.in, o.kernel, o.kernel};
+      user_w_md = memory::desc(wd, dt::s8, o.groups > 1 ? tag::goihw : tag::oihw);
+      const int64_t pr_h = (od[2] - 1) * o.stride + o.kernel - in.dims[2] - o.pad;
+      const int64_t pr_w = (od[3] - 1) * o.stride + o.kernel - in.dims[3] - o.pad;
+      convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, in.mem.get_desc(),
+                                   memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc(), {o.stride, o.stride},
+                                   {o.pad, o.pad}, {pr_h, pr_w});
+      convolution_forward::primitive_desc pd(cd, attr, cpu_engine());
+      prim = convolution_forward(pd);
+      w_desc = pd.weights_desc();
+      plan.impls.push_back(pd.impl_info_str());
+    } else {
+      FRUGAL_CHECK(in.dims.size() == 2, op.fp32->name(), ": int8 inner product needs a (N, F) input");
+      memory::dims wd{oc, in.dims[1]};
+      user_w_md = memory::desc(wd, dt::s8, tag::oi);
+      inner_product_forward::desc id(prop_kind::forward_inference, in.mem.get_desc(),
+                                     memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc());
+      inner_product_forward::primitive_desc pd(id, attr, cpu_engine());
+      prim = inner_product_forward(pd);
+      w_desc = pd.weights_desc();
+      plan.impls.push_back(pd.impl_info_str());
+    }
+    memory user_w(user_w_md, cpu_engine(), const_cast<int8_t*>(w.codes.data()));
+    memory wq(w_desc, cpu_engine());
+    frugal::reorder(user_w, wq);  // computes the s8-input compensation where the primitive's layout asks for it
+    plan.keep.insert(plan.keep.end(), {wq, bias, dst});
+    run(prim, {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+    return {dst, od, out_t};
+  }
+
+  Act pool(Int8Layer& op, const Act& in) {
+    const Dims od = op.fp32->dst_dims(in.dims);
+    const int64_t kh = op.k ? op.k : in.dims[2], kw = op.k ? op.k : in.dims[3];
+    const int64_t pr_h = (od[2] - 1) * op.s + kh - in.dims[2] - op.p, pr_w = (od[3] - 1) * op.s + kw - in.dims[3] - op.p;
+    memory dst(act_md(od, in.type), cpu_engine());
+    pooling_forward::desc d(prop_kind::forward_inference, op.pool_alg, in.mem.get_desc(), dst.get_desc(),
+                            {op.s, op.s}, {kh, kw}, {op.p, op.p}, {pr_h, pr_w});
+    pooling_forward::primitive_desc pd(d, cpu_engine());
+    plan.impls.push_back(pd.impl_info_str());
+    plan.keep.push_back(dst);
+    run(pooling_forward(pd), {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_DST, dst}});
+    return {dst, od, in.type};
+  }
+
+  Act residual(Int8Layer& op, const Act& in) {
+    const Dims od = op.fp32->dst_dims(in.dims);
+    memory out(act_md(od, dt::u8), cpu_engine());
+    plan.keep.push_back(out);
+    const auto* src = static_cast<const uint8_t*>(in.mem.get_data_handle());
+    auto* dst = static_cast<uint8_t*>(out.get_data_handle());
+    if (!op.shortcut) {  // identity: the sum post-op reads the block input's codes from dst
+      FRUGAL_CHECK(od == in.dims, op.fp32->name(), ": identity shortcut with a shape change");
+      const size_t bytes = size_t(numel(od));
+      plan.steps.push_back([src, dst, bytes]() { std::memcpy(dst, src, bytes); });
+    } else {  // option A: subsample by the stride, zero channels split before and after
+      const int64_t N = od[0], C = in.dims[1], H = in.dims[2], W = in.dims[3], OC = od[1], OH = od[2], OW = od[3];
+      const int64_t stride = (H + OH - 1) / OH, lo = (OC - C) / 2;
+      plan.steps.push_back([=]() {
+        for (int64_t nh = 0; nh < N * OH; ++nh) {
+          const int64_t n = nh / OH, h = nh % OH;
+          for (int64_t w = 0; w < OW; ++w) {
+            uint8_t* o = dst + ((n * OH + h) * OW + w) * OC;
+            const uint8_t* s = src + ((n * H + h * stride) * W + w * stride) * C;
+            std::memset(o, 0, size_t(OC));
+            std::memcpy(o + lo, s, size_t(C));
+          }
+        }
+      });
+    }
+    Act cur = in;
+    for (size_t i = 0; i + 1 < op.main.size(); ++i) cur = layer(*op.main[i], cur);
+    conv_or_linear(*op.main.back(), cur, &out);
+    return {out, od, dt::u8};
+  }
+
+  Act layer(Int8Layer& op, const Act& in) {
+    switch (op.kind) {
+      case Int8Layer::conv:
+      case Int8Layer::linear: return conv_or_linear(op, in, nullptr);
+      case Int8Layer::pool: return pool(op, in);
+      case Int8Layer::flatten: {
+        const Dims od{in.dims[0], numel(in.dims) / in.dims[0]};  // NHWC storage order is the feature order
+        return {memory(act_md(od, in.type), cpu_engine(), in.mem.get_data_handle()), od, in.type};
+      }
+      case Int8Layer::residual: return residual(op, in);
+    }
+    FRUGAL_FAIL("int8: unknown layer kind");
+  }
+};
+}  // namespace
+
+Int8Net::Int8Net(nn::Model& folded, const std::vector<std::pair<std::string, Int8Weights>>& int8,
+                 const std::string& path)
+    : classes_(folded.classes()) {
+  Graph g = compile_model(folded);
+  std::vector<float> scale(g.point_unsigned.size(), 0.f);
+  std::vector<std::string> set_by(scale.size());
+  auto agree = [&](const Int8Layer& op, int point, float s, bool u, const char* which) {
+    const std::string at = err_at(path, op);
+    FRUGAL_CHECK(u == g.point_unsigned[size_t(point)], at, ": its ", which, " codes are marked ",
+                 u ? "unsigned" : "signed", " but the model's activation there is ",
+                 g.point_unsigned[size_t(point)] ? "non-negative (u8)" : "signed (s8)", "; the file is inconsistent");
+    if (scale[size_t(point)] == 0.f) {
+      scale[size_t(point)] = s;
+      set_by[size_t(point)] = op.weight;
+    }
+    FRUGAL_CHECK(scale[size_t(point)] == s, at, ": its ", which, " scale ", s, " differs from the scale ",
+                 scale[size_t(point)], " that '", set_by[size_t(point)], "' gives the same activation");
+  };
+  std::map<std::string, const Int8Weights*> by_name;
+  for (const auto& [name, w] : int8) by_name[name] = &w;
+  each_weighted(g.ops, [&](Int8Layer& op) {
+    auto it = by_name.find(op.weight);
+    FRUGAL_CHECK(it != by_name.end(), "packed model '", path, "': no int8 record for '", op.weight,
+                 "' (every conv / linear weight of an int8 model is one)");
+    op.w = *it->second;
+    nn::Param* w = find_param(folded, op.weight);
+    FRUGAL_CHECK(w && op.w.codes.size() == size_t(w->value.size()), err_at(path, op), ": size does not match the model");
+    if (nn::Param* b = op.bias.empty() ? nullptr : find_param(folded, op.bias))
+      op.bias_values.assign(b->value.data(), b->value.data() + b->value.size());
+    agree(op, op.src_point, op.w.src_scale, op.w.src_unsigned, "input");
+    FRUGAL_CHECK((op.dst_point < 0) == (op.w.dst_scale == 0.f), err_at(path, op), ": output scale ", op.w.dst_scale,
+                 op.dst_point < 0 ? " on the logits layer (must be 0: f32 output)" : " (must be > 0)");
+    if (op.dst_point >= 0) agree(op, op.dst_point, op.w.dst_scale, op.w.dst_unsigned, "output");
+  });
+  for (auto& op : g.ops)  // the block input's codes, added by the last conv of each residual main path
+    if (op->kind == Int8Layer::residual) op->main.back()->sum_scale = scale[size_t(op->src_point)] / op->main.back()->w.dst_scale;
+  input_scale_ = scale[0];
+  FRUGAL_CHECK(input_scale_ > 0.f, "packed model '", path, "': no int8 layer reads the input image");
+  ops_ = std::move(g.ops);
+}
+
+Int8Net::~Int8Net() = default;
+
+Dims Int8Net::dst_dims(const Dims& src) const { return {src.at(0), classes_}; }
+
+void Int8Net::backward(const Tensor&, Tensor&, bool) {
+  FRUGAL_FAIL("int8-net: inference only (train the fp32 model)");
+}
+
+Int8Net::Plan& Int8Net::plan(const Dims& src) {
+  auto it = plans_.find(src);
+  if (it != plans_.end()) return *it->second;
+  auto p = std::make_unique<Plan>();
+  const dt in_t = dt::s8;
+  memory::desc f32_md(to_dnnl(src), dt::f32, layout_tag(int(src.size())));
+  p->in_f32 = memory(f32_md, cpu_engine(), DNNL_MEMORY_NONE);
+  memory q(act_md(src, in_t), cpu_engine());
+  primitive_attr qa;
+  qa.set_output_scales(0, {1.f / input_scale_});
+  dnnl::reorder::primitive_desc rpd(cpu_engine(), f32_md, cpu_engine(), q.get_desc(), qa);
+  p->keep.push_back(q);
+  Builder b{*p};
+  memory in = p->in_f32;
+  b.run(dnnl::reorder(rpd), {{DNNL_ARG_FROM, in}, {DNNL_ARG_TO, q}});
+  Act cur{q, src, in_t};
+  for (auto& op : ops_) cur = b.layer(*op, cur);
+  FRUGAL_CHECK(cur.type == dt::f32, "int8-net: the last layer must give f32 logits");
+  p->out_f32 = cur.mem;
+  p->out_dims = cur.dims;
+  return *plans_.emplace(src, std::move(p)).first->second;
+}
+
+void Int8Net::forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& ctx) {
+  FRUGAL_CHECK(!ctx.train, "int8-net: inference only");
+  Plan& p = plan(src.dims());
+  last_ = &p;
+  p.in_f32.set_data_handle(const_cast<float*>(src.data()));
+  for (auto& step : p.steps) {
+    step();
+    cpu_stream().wait();  // host steps (shortcut copies) read what the primitive before them wrote
+  }
+  dst.resize(p.out_dims);
+  std::memcpy(dst.data(), p.out_f32.get_data_handle(), sizeof(float) * size_t(dst.size()));
+}
+
+std::vector<std::string> Int8Net::implementations() const {
+  std::vector<std::pair<std::string, int>> seen;  // first-use order, with counts
+  for (const std::string& impl : last_ ? last_->impls : std::vector<std::string>{}) {
+    auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == impl; });
+    if (it == seen.end())
+      seen.emplace_back(impl, 1);
+    else
+      ++it->second;
+  }
+  std::vector<std::string> out;
+  for (const auto& [impl, n] : seen) out.push_back(impl + (n > 1 ? " x" + std::to_string(n) : ""));
+  return out;
+}
+
+nn::LoadedModel load_model_file(const std::string& path) {
+  const std::string bytes = io::read_file(path);
+  if (!is_packed(bytes)) return nn::load_model(path);
+  UnpackedModel u = decode_packed(bytes, path);
+  io::TensorFile f;
+  f.meta = u.meta;
+  f.tensors = std::move(u.tensors);
+  nn::LoadedModel lm = nn::load_model(f, path);
+  if (!u.int8.empty()) lm.model->set_inference_net(std::make_shared<Int8Net>(*lm.model, u.int8, path));
+  return lm;
+}
+
+}  // namespace frugal::modelcomp

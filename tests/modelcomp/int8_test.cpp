@@ -1,0 +1,257 @@
+// int8 deployment: batch-norm folding, oneDNN int8 conv / inner product against the fp32 path, int8 records.
+#include <doctest/doctest.h>
+
+#include <zlib.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "modelcomp/int8_net.h"
+#include "nn/model_io.h"
+#include "util/check.h"
+
+using namespace frugal;
+using namespace frugal::modelcomp;
+using json = nlohmann::json;
+
+namespace {
+void fill(Tensor& t, std::mt19937_64& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = u(rng);
+}
+
+/// Random weights, biases and batch-norm statistics (variances positive).
+void randomize(nn::Model& m, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (nn::Param* p : m.params()) {
+    const bool bn_scale = p->name.find("scale") != std::string::npos;
+    fill(p->value, rng, bn_scale ? 0.5f : -0.3f, bn_scale ? 1.5f : 0.3f);
+    ++p->version;
+  }
+  for (auto b : m.buffers()) {
+    const bool var = b.name.find("running_var") != std::string::npos;
+    fill(*b.value, rng, var ? 0.5f : -0.2f, var ? 2.f : 0.2f);
+  }
+}
+
+json small_resnet() {
+  json conv8 = {{"type", "conv"}, {"out", 8}, {"k", 3}, {"bias", false}};
+  json conv16s2 = {{"type", "conv"}, {"out", 16}, {"k", 3}, {"s", 2}, {"bias", false}};
+  json conv16 = {{"type", "conv"}, {"out", 16}, {"k", 3}, {"bias", false}};
+  json bn = {{"type", "bn"}}, relu = {{"type", "relu"}};
+  json layers = json::array(
+      {conv8, bn, relu,
+       {{"type", "residual"}, {"main", {conv8, bn, relu, conv8, bn}}, {"shortcut", json::array()}},
+       {{"type", "residual"},
+        {"main", {conv16s2, bn, relu, conv16, bn}},
+        {"shortcut", {{{"type", "shortcut_a"}, {"out", 16}, {"s", 2}}}}},
+       {{"type", "maxpool"}, {"k", 2}},
+       {{"type", "gap"}},
+       {{"type", "flatten"}},
+       {{"type", "linear"}, {"out", "classes"}}});
+  return {{"input", {3, 12, 12}}, {"classes", 5}, {"layers", layers}};
+}
+
+Tensor logits(nn::Model& m, const Tensor& x) {
+  Tensor out;
+  out.copy_from(m.forward(x, nn::ForwardContext{}));
+  return out;
+}
+
+float max_abs(const Tensor& t) {
+  float a = 0;
+  for (int64_t i = 0; i < t.size(); ++i) a = std::max(a, std::fabs(t.data()[i]));
+  return a;
+}
+
+/// The fp32 model with the int8 records' dequantized weights (what a packed int8 file decodes to).
+std::unique_ptr<nn::Model> dequantized(nn::Model& folded, const std::vector<PackedTensor>& recs) {
+  auto m = std::make_unique<nn::Model>(folded.spec(), 0);
+  io::TensorFile f;
+  nn::add_model_tensors(folded, f);
+  nn::load_model_tensors(*m, f, "mem");
+  for (nn::Param* p : m->params())
+    for (const PackedTensor& r : recs)
+      if (r.name == p->name) {
+        const size_t per = r.int8.codes.size() / r.int8.scales.size();
+        for (size_t i = 0; i < r.int8.codes.size(); ++i)
+          p->value.data()[i] = float(r.int8.codes[i]) * r.int8.scales[i / per];
+        ++p->version;
+      }
+  return m;
+}
+
+std::vector<std::pair<std::string, Int8Weights>> as_records(const std::vector<PackedTensor>& recs) {
+  std::vector<std::pair<std::string, Int8Weights>> out;
+  for (const PackedTensor& r : recs) out.emplace_back(r.name, r.int8);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("int8: batch norm folded into its conv computes the same function") {
+  nn::Model m(small_resnet(), 1);
+  randomize(m, 2);
+  auto folded = fold_batchnorm(m);
+  for (const auto& l : folded->spec()["layers"]) CHECK(l["type"] != "bn");
+  CHECK(folded->params().size() < m.params().size());
+  std::mt19937_64 rng(3);
+  Tensor x({4, 3, 12, 12});
+  fill(x, rng, -1.f, 1.f);
+  const Tensor a = logits(m, x), b = logits(*folded, x);
+  float diff = 0;
+  for (int64_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a.data()[i] - b.data()[i]));
+  CHECK(diff < 1e-4f * std::max(1.f, max_abs(a)));
+}
+
+TEST_CASE("int8: oneDNN int8 conv + inner product equal the fp32 layers of the dequantized weights within rounding") {
+  // conv + ReLU (u8 output, rounded once) then a linear (f32 logits). Inputs lie on the s8 grid (the calibration
+  // batch is the test batch, so the largest input maps to code 127 exactly): the conv's accumulation is exact and
+  // the only error is the rounding of its output to u8, at most half a code per element.
+  json spec = {{"input", {2, 5, 5}},
+               {"classes", 3},
+               {"layers",
+                {{{"type", "conv"}, {"out", 4}, {"k", 3}},
+                 {{"type", "relu"}},
+                 {{"type", "flatten"}},
+                 {{"type", "linear"}, {"out", "classes"}}}}};
+  nn::Model m(spec, 1);
+  randomize(m, 5);
+  std::mt19937_64 rng(6);
+  Tensor x({8, 2, 5, 5});
+  std::uniform_int_distribution<int> code(-127, 127);
+  const float s_in = 0.01f;
+  for (int64_t i = 0; i < x.size(); ++i) x.data()[i] = float(code(rng)) * s_in;
+  x.data()[0] = 127 * s_in;
+  auto folded = fold_batchnorm(m);
+  const std::vector<PackedTensor> recs = quantize_int8(*folded, {x});
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0].int8.src_scale == doctest::Approx(s_in).epsilon(1e-6));
+  CHECK(!recs[0].int8.src_unsigned);
+  CHECK(recs[0].int8.dst_unsigned);
+  CHECK(recs[1].int8.dst_scale == 0.f);
+  auto ref = dequantized(*folded, recs);
+  const Tensor want = logits(*ref, x);
+  Int8Net net(*ref, as_records(recs), "mem");
+  Tensor got;
+  net.forward(x, got, nn::ForwardContext{});
+  REQUIRE(got.dims() == want.dims());
+  // |error of logit o| <= sum_j |W[o, j]| * s_mid / 2 (+ float rounding)
+  const float s_mid = recs[1].int8.src_scale;
+  const Tensor& w = ref->params()[2]->value;  // linear weight (3, 100), dequantized
+  const int64_t in = w.dim(1);
+  for (int64_t n = 0; n < got.dim(0); ++n)
+    for (int64_t o = 0; o < 3; ++o) {
+      float bound = 0;
+      for (int64_t j = 0; j < in; ++j) bound += std::fabs(w.data()[o * in + j]);
+      bound = bound * s_mid / 2 + 1e-4f;
+      REQUIRE(std::fabs(got.data()[n * 3 + o] - want.data()[n * 3 + o]) <= bound);
+    }
+  bool any_int8 = false;
+  for (const std::string& impl : net.implementations()) any_int8 |= impl.find("int8") != std::string::npos;
+  CHECK(any_int8);
+}
+
+TEST_CASE("int8: a residual net on oneDNN int8 follows its fp32 model") {
+  nn::Model m(small_resnet(), 1);
+  randomize(m, 7);
+  auto folded = fold_batchnorm(m);
+  std::mt19937_64 rng(8);
+  Tensor calib({32, 3, 12, 12}), x({16, 3, 12, 12});
+  fill(calib, rng, -1.f, 1.f);
+  fill(x, rng, -1.f, 1.f);
+  const std::vector<PackedTensor> recs = quantize_int8(*folded, {calib});
+  CHECK(recs.size() == 6);  // 5 convs + the linear
+  auto ref = dequantized(*folded, recs);
+  const Tensor want = logits(m, x);
+  ref->set_inference_net(std::make_shared<Int8Net>(*ref, as_records(recs), "mem"));
+  const Tensor got = logits(*ref, x);
+  double err = 0, norm = 0;
+  for (int64_t i = 0; i < got.size(); ++i) {
+    err += std::pow(got.data()[i] - want.data()[i], 2);
+    norm += std::pow(want.data()[i], 2);
+  }
+  CHECK(std::sqrt(err / norm) < 0.05);  // 8-bit activations through 6 layers: a few per cent
+  CHECK_THROWS_WITH_AS(ref->forward(x, nn::ForwardContext{true, 0}), doctest::Contains("deployed for inference"),
+                       frugal::Error);
+}
+
+TEST_CASE("int8: records round-trip, corrupt ones are refused with the file and byte offset") {
+  PackedModel pm;
+  pm.meta = {{"kind", "packed-model"}};
+  PackedTensor t;
+  t.name = "0.weight";
+  t.dims = {2, 3};
+  t.encoding = Encoding::int8;
+  t.int8.codes = {1, -2, 127, -127, 0, 5};
+  t.int8.scales = {0.5f, 0.25f};
+  t.int8.src_scale = 0.1f;
+  t.int8.dst_scale = 0.2f;
+  t.int8.dst_unsigned = true;
+  pm.tensors = {t};
+  const std::string good = encode_packed(pm).file;
+  UnpackedModel u = decode_packed(good, "m.pk");
+  REQUIRE(u.int8.size() == 1);
+  CHECK(u.int8[0].second.codes == t.int8.codes);
+  CHECK(u.int8[0].second.scales == t.int8.scales);
+  CHECK(u.int8[0].second.dst_unsigned);
+  CHECK(u.int8[0].second.src_scale == 0.1f);
+  CHECK(u.tensors[0].second.data()[2] == 127 * 0.5f);
+  CHECK(u.tensors[0].second.data()[3] == -127 * 0.25f);
+  // record: varint name len, "0.weight", rank, 2 dims, u8 encoding, u8 flags, f32 src, f32 dst, varint C, ...
+  const size_t rec = good.size() - 4 - (1 + 8 + 1 + 2 + 1 + 1 + 4 + 4 + 1 + 8 + 6);
+  const size_t flags_at = rec + 1 + 8 + 1 + 2 + 1;
+  REQUIRE(uint8_t(good[flags_at]) == 2);
+  auto corrupt = [&](size_t at, const void* bytes, size_t n) {
+    std::string b = good;
+    std::memcpy(b.data() + at, bytes, n);
+    const uint32_t crc = uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(b.data()), uInt(b.size() - 4)));
+    std::memcpy(b.data() + b.size() - 4, &crc, 4);
+    return b;
+  };
+  const float nan = std::nanf(""), neg = -1.f;
+  const uint8_t bad_flags = 6, bad_c = 3;
+  const int8_t minus128 = -128;
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at, &bad_flags, 1), "m.pk"),
+                       doctest::Contains("activation flags 6"), frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 1, &nan, 4), "m.pk"), doctest::Contains("input scale"),
+                       frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 5, &neg, 4), "m.pk"), doctest::Contains("output scale"),
+                       frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 9, &bad_c, 1), "m.pk"),
+                       doctest::Contains("3 weight scales for 2"), frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 10, &nan, 4), "m.pk"), doctest::Contains("weight scale"),
+                       frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 18, &minus128, 1), "m.pk"), doctest::Contains("-128"),
+                       frugal::Error);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 10, &neg, 4), "m.pk"), doctest::Contains("'m.pk'"),
+                       frugal::Error);
+  const std::string at_offset = "offset " + std::to_string(flags_at + 5);
+  CHECK_THROWS_WITH_AS(decode_packed(corrupt(flags_at + 1, &nan, 4), "m.pk"), doctest::Contains(at_offset.c_str()),
+                       frugal::Error);
+  // an unchecked byte flip: the checksum
+  std::string flip = good;
+  flip[flags_at + 12] ^= 0x40;
+  CHECK_THROWS_WITH_AS(decode_packed(flip, "m.pk"), doctest::Contains("checksum"), frugal::Error);
+}
+
+TEST_CASE("int8: records inconsistent with the model are refused, naming the tensor and its record's offset") {
+  nn::Model m(small_resnet(), 1);
+  randomize(m, 9);
+  auto folded = fold_batchnorm(m);
+  std::mt19937_64 rng(10);
+  Tensor calib({8, 3, 12, 12});
+  fill(calib, rng, -1.f, 1.f);
+  std::vector<PackedTensor> recs = quantize_int8(*folded, {calib});
+  auto records = as_records(recs);
+  records[1].second.src_scale *= 2;  // the second conv reads the first's output at another scale
+  records[1].second.offset = 1234;
+  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("record at byte offset 1234"),
+                       frugal::Error);
+  records = as_records(recs);
+  records[0].second.dst_unsigned = false;
+  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("x.packed"), frugal::Error);
+  records = as_records(recs);
+  records.pop_back();
+  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("no int8 record"), frugal::Error);
+}
