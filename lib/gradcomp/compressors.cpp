@@ -220,19 +220,10 @@ void CastCompressor::encode(const float* grad, size_t n, Message& out) {
   out.bytes.resize(head.size() + (kind_ == Kind::dense ? 4 : 2) * n);
   std::memcpy(out.bytes.data(), head.data(), head.size());
   uint8_t* dst = out.bytes.data() + head.size();
-  if (kind_ == Kind::dense) {
+  if (kind_ == Kind::dense)
     std::memcpy(dst, grad, 4 * n);
-  } else {
-    uint16_t chunk[4096];  // the body is not 2-byte aligned (odd header): convert into L1, then copy
-    for (size_t i = 0; i < n; i += 4096) {
-      size_t c = std::min<size_t>(4096, n - i);
-      if (kind_ == Kind::fp16)
-        f32_to_f16(grad + i, c, chunk);
-      else
-        f32_to_bf16(grad + i, c, chunk);
-      std::memcpy(dst + 2 * i, chunk, 2 * c);
-    }
-  }
+  else
+    f32_to_half_bytes(kind_ == Kind::bf16, grad, n, dst);
   seal(out);
 }
 
@@ -242,16 +233,7 @@ void CastCompressor::decode(const Message& in, float* dst, size_t n) const {
   if (kind_ == Kind::dense) {
     std::memcpy(dst, r.take(4 * n), 4 * n);
   } else {
-    const uint8_t* src = r.take(2 * n);
-    uint16_t chunk[4096];
-    for (size_t i = 0; i < n; i += 4096) {
-      size_t c = std::min<size_t>(4096, n - i);
-      std::memcpy(chunk, src + 2 * i, 2 * c);
-      if (kind_ == Kind::fp16)
-        f16_to_f32(chunk, c, dst + i);
-      else
-        bf16_to_f32(chunk, c, dst + i);
-    }
+    half_bytes_to_f32(kind_ == Kind::bf16, r.take(2 * n), n, dst);
   }
   r.expect_end();
 }
