@@ -18,6 +18,14 @@ def load(p):
         out.setdefault((r["tensor"], r["method"], param), []).append(r)
     return out
 
+def env(p):
+    for line in open(p):
+        if line.startswith("{"):
+            r = json.loads(line)
+            if r.get("kind") == "env":
+                return r
+    return {}
+
 def med(rows, key):
     return statistics.median(r[key] for r in rows)
 
@@ -27,6 +35,11 @@ if len(sys.argv) > 3:
     print("Run side by side, interleaved (frugal, torch, frugal, torch, ...); 1-minute load average "
           + ", ".join(f"{l['when']} {l['load1']:.2f}" for l in loads)
           + (f"; CPU: {loads[0].get('cpu', '?')}" if loads else "") + ".\n")
+fe, te = env(sys.argv[1]), env(sys.argv[2])
+if fe.get("commit"):
+    print(f"frugal: kernels {fe.get('kernel_isa')}, {'native' if fe.get('native') else 'portable'} build at "
+          f"{fe['commit'][:7]}{' (DIRTY tree)' if fe.get('dirty') else ' (clean tree)'}; PyTorch {te.get('torch', '?')}: "
+          f"ATen CPU capability {te.get('aten_cpu_capability', '?')}, {te.get('threads', '?')} thread(s).\n")
 print("| tensor | method | param | frugal ms | torch ms | speed-up | rounds | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(set(f) & set(t)):

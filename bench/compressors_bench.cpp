@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "gradcomp/compressors.h"
+#include "util/build_info.h"
+#include "util/cpu_features.h"
 
 using namespace frugal::gradcomp;
 
@@ -47,7 +49,12 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("{\"kind\": \"env\", \"impl\": \"frugal\", \"threads\": 1}\n");
+  const frugal::util::BuildInfo& b = frugal::util::build_info();
+  std::printf(
+      "{\"kind\": \"env\", \"impl\": \"frugal\", \"threads\": 1, \"kernel_isa\": \"%s\", \"commit\": \"%s\", "
+      "\"dirty\": %s, \"native\": %s}\n",
+      frugal::util::isa_name(frugal::util::kernel_isa()), b.git_commit, b.git_dirty ? "true" : "false",
+      b.native ? "true" : "false");
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
   for (auto& s : split(sizes)) tensors.push_back({"flat", {int64_t(std::stod(s))}});
   if (!matrix.empty()) {

@@ -20,8 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
 fi
 
-echo "[setup] building (Release) in build/"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release > /dev/null
+# Portable unless FRUGAL_NATIVE=ON is asked for (explicit, so a build/ configured native earlier is switched back).
+native=${FRUGAL_NATIVE:-OFF}
+echo "[setup] building (Release, FRUGAL_NATIVE=$native) in build/"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DFRUGAL_NATIVE="$native" > /dev/null
 # The whole build log goes to build/build.log; a failed build fails set-up (and so CI) and shows the
 # compiler's errors, instead of leaving a stale binary to be tested.
 if ! cmake --build build -j "$(nproc)" > build/build.log 2>&1; then

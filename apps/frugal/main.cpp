@@ -54,7 +54,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("frugal ") + FRUGAL_VERSION + " commit " + b.git_commit +
                                         " dirty " + (b.git_dirty ? "true" : "false") + "\nkernels " +
                                         frugal::util::isa_name(frugal::util::kernel_isa()) +
-                                        " (frugal's SIMD path on this CPU; FRUGAL_ISA=scalar|avx2|avx512 caps it)");
+                                        " (frugal's SIMD path on this CPU; FRUGAL_ISA=scalar|avx2|avx512 caps it)" +
+                                        (b.native ? "\nbuild native (-march=native: runs only on CPUs like the build machine's)"
+                                                  : "\nbuild portable (baseline x86-64; the SIMD kernels are chosen at run time)"));
   frugal::app::Globals g;
   frugal::app::add_train(app, g);
   frugal::app::add_evaluate(app, g);

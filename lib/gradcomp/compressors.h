@@ -28,6 +28,8 @@ void read_header(ByteReader& r, Kind kind, size_t n);
 /// Sparse body: index block, then fp32 values. dst is zeroed, then scattered.
 void write_sparse(ByteWriter& w, const uint32_t* idx, const float* vals, size_t k, size_t n);
 void read_sparse(ByteReader& r, size_t n, float* dst);
+/// dst (n) <- zeros with vals[i] (k fp32, unaligned bytes) at idx[i], later i winning; one pass when idx ascends.
+void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n);
 
 // ---- selection kernels
 
@@ -345,7 +347,8 @@ class PowerSgd final : public Compressor {
   void compute_p(const float* grad, float* p);
   /// Phase 2: p is the sum over workers, already orthogonalized (orthogonalize()); q (r, cols) = (M^T p)^T.
   void compute_q(const float* p, float* q);
-  /// Phase 3: q_sum (sum over workers); Q = q_sum / world; dst (rows*cols) = P Q^T; e = M - dst.
+  /// Phase 3: q_sum (sum over workers); Q = q_sum / world; dst (rows*cols) = P Q^T (dst null: not kept);
+  /// e = M - P Q^T.
   void finish(const float* p_orth, const float* q_sum, int world, float* dst);
 
  private:

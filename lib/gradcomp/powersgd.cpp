@@ -67,10 +67,13 @@ void PowerSgd::load_state(ByteReader& r) {
 }
 
 void PowerSgd::compute_p(const float* grad, float* p) {
-  const size_t n = rows_ * cols_;
-  for (size_t i = 0; i < n; ++i) m_[i] = grad[i] + mem_[i];
-  for (size_t a = 0; a < rows_; ++a)
-    for (int c = 0; c < r_; ++c) p[a * r_ + c] = dot(&m_[a * cols_], &q_[c * cols_], cols_);
+  // row by row, so each row of M is still in L1 for its r dot products (one pass over the tensor, not two)
+  for (size_t a = 0; a < rows_; ++a) {
+    const size_t at = a * cols_;
+    float* row = &m_[at];
+    for (size_t j = 0; j < cols_; ++j) row[j] = grad[at + j] + mem_[at + j];
+    for (int c = 0; c < r_; ++c) p[a * r_ + c] = dot(row, &q_[c * cols_], cols_);
+  }
 }
 
 void PowerSgd::compute_q(const float* p, float* q) {
@@ -89,27 +92,31 @@ void PowerSgd::compute_q(const float* p, float* q) {
 void PowerSgd::finish(const float* p_orth, const float* q_sum, int world, float* dst) {
   const float w = float(world);
   for (size_t i = 0; i < q_.size(); ++i) q_[i] = q_sum[i] / w;  // warm start for the next step
+  // row by row: the reconstruction's row (into dst, or a row buffer when dst is null), then e = M - row, while
+  // both are in L1
+  std::vector<float> buf(dst ? 0 : cols_);
   for (size_t a = 0; a < rows_; ++a) {
-    float* out = dst + a * cols_;
+    float* out = dst ? dst + a * cols_ : buf.data();
     std::fill(out, out + cols_, 0.0f);
     for (int c = 0; c < r_; ++c) {
       const float pa = p_orth[a * r_ + c];
       const float* qc = &q_[size_t(c) * cols_];
       for (size_t j = 0; j < cols_; ++j) out[j] += pa * qc[j];
     }
+    const float* row = &m_[a * cols_];
+    float* e = &mem_[a * cols_];
+    for (size_t j = 0; j < cols_; ++j) e[j] = row[j] - out[j];
   }
-  const size_t n = rows_ * cols_;
-  for (size_t i = 0; i < n; ++i) mem_[i] = m_[i] - dst[i];
 }
 
 void PowerSgd::encode(const float* grad, size_t n, Message& out) {
   FRUGAL_CHECK(n == rows_ * cols_, "powersgd: tensor has ", n, " elements, compressor was built for ", rows_ * cols_);
   p_.resize(p_len());
-  std::vector<float> q(q_len()), dst(n);
+  std::vector<float> q(q_len());
   compute_p(grad, p_.data());
   orthogonalize(p_.data(), rows_, r_);
   compute_q(p_.data(), q.data());
-  finish(p_.data(), q.data(), 1, dst.data());
+  finish(p_.data(), q.data(), 1, nullptr);  // the reconstruction is the decoder's: only e is kept here
   out.bytes.clear();
   ByteWriter w(out.bytes);
   write_header(w, Kind::powersgd, n);

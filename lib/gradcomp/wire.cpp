@@ -344,30 +344,30 @@ uint16_t f32_to_bf16(float f) {
 
 namespace {
 // ---- fp16: the hardware conversions round to nearest even and keep inf / quiet NaN, as the twins do.
-FRUGAL_TARGET_AVX512 size_t f32_to_f16_avx512(const float* src, size_t n, uint16_t* dst) {
+FRUGAL_TARGET_AVX512 size_t f32_to_f16_avx512(const float* src, size_t n, uint8_t* dst) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i),
                         _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   return i;
 }
-FRUGAL_TARGET_AVX2 size_t f32_to_f16_avx2(const float* src, size_t n, uint16_t* dst) {
+FRUGAL_TARGET_AVX2 size_t f32_to_f16_avx2(const float* src, size_t n, uint8_t* dst) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 2 * i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   return i;
 }
-FRUGAL_TARGET_AVX512 size_t f16_to_f32_avx512(const uint16_t* src, size_t n, float* dst) {
+FRUGAL_TARGET_AVX512 size_t f16_to_f32_avx512(const uint8_t* src, size_t n, float* dst) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+    _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i))));
   return i;
 }
-FRUGAL_TARGET_AVX2 size_t f16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
+FRUGAL_TARGET_AVX2 size_t f16_to_f32_avx2(const uint8_t* src, size_t n, float* dst) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
   return i;
 }
 
@@ -381,11 +381,11 @@ FRUGAL_TARGET_AVX512 __m512i bf16_round_avx512(__m512i u) {
   const __m512i q = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
   return _mm512_mask_blend_epi32(nan, r, q);
 }
-FRUGAL_TARGET_AVX512 size_t f32_to_bf16_avx512(const float* src, size_t n, uint16_t* dst) {
+FRUGAL_TARGET_AVX512 size_t f32_to_bf16_avx512(const float* src, size_t n, uint8_t* dst) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512i h = bf16_round_avx512(_mm512_castps_si512(_mm512_loadu_ps(src + i)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(h));  // vpmovdw: low halves
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i), _mm512_cvtepi32_epi16(h));  // vpmovdw: low halves
   }
   return i;
 }
@@ -399,93 +399,93 @@ FRUGAL_TARGET_AVX2 __m256i bf16_round_avx2(__m256i u) {
   const __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
   return _mm256_blendv_epi8(r, q, nan);
 }
-FRUGAL_TARGET_AVX2 size_t f32_to_bf16_avx2(const float* src, size_t n, uint16_t* dst) {
+FRUGAL_TARGET_AVX2 size_t f32_to_bf16_avx2(const float* src, size_t n, uint8_t* dst) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m256i a = bf16_round_avx2(_mm256_castps_si256(_mm256_loadu_ps(src + i)));
     const __m256i b = bf16_round_avx2(_mm256_castps_si256(_mm256_loadu_ps(src + i + 8)));
     // lanes hold 0..0xffff, so the unsigned-saturating pack is exact; it interleaves 128-bit halves: a0 b0 a1 b1
     const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), p);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 2 * i), p);
   }
   return i;
 }
-FRUGAL_TARGET_AVX512 size_t bf16_to_f32_avx512(const uint16_t* src, size_t n, float* dst) {
+FRUGAL_TARGET_AVX512 size_t bf16_to_f32_avx512(const uint8_t* src, size_t n, float* dst) {
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i)));
     _mm512_storeu_si512(dst + i, _mm512_slli_epi32(w, 16));
   }
   return i;
 }
-FRUGAL_TARGET_AVX2 size_t bf16_to_f32_avx2(const uint16_t* src, size_t n, float* dst) {
+FRUGAL_TARGET_AVX2 size_t bf16_to_f32_avx2(const uint8_t* src, size_t n, float* dst) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i)));
+    const __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i)));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm256_slli_epi32(w, 16));
   }
   return i;
 }
 }  // namespace
 
+namespace {
+using ToHalf = size_t (*)(const float*, size_t, uint8_t*);
+using FromHalf = size_t (*)(const uint8_t*, size_t, float*);
+// The vector path for util::kernel_isa() (it covers whole vectors and returns where it stopped), or null.
+ToHalf to_half_path(bool bf16) {
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      return bf16 ? f32_to_bf16_avx512 : f32_to_f16_avx512;
+    case util::Isa::avx2:
+      return bf16 ? f32_to_bf16_avx2 : f32_to_f16_avx2;
+    case util::Isa::scalar:
+      break;
+  }
+  return nullptr;
+}
+FromHalf from_half_path(bool bf16) {
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      return bf16 ? bf16_to_f32_avx512 : f16_to_f32_avx512;
+    case util::Isa::avx2:
+      return bf16 ? bf16_to_f32_avx2 : f16_to_f32_avx2;
+    case util::Isa::scalar:
+      break;
+  }
+  return nullptr;
+}
+}  // namespace
+
+void f32_to_half_bytes(bool bf16, const float* src, size_t n, uint8_t* dst) {
+  const ToHalf path = to_half_path(bf16);
+  size_t i = path ? path(src, n, dst) : 0;
+  for (; i < n; ++i) {
+    const uint16_t h = bf16 ? f32_to_bf16(src[i]) : f32_to_f16_ref(src[i]);
+    std::memcpy(dst + 2 * i, &h, 2);
+  }
+}
+
+void half_bytes_to_f32(bool bf16, const uint8_t* src, size_t n, float* dst) {
+  const FromHalf path = from_half_path(bf16);
+  size_t i = path ? path(src, n, dst) : 0;
+  for (; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = bf16 ? bf16_to_f32(h) : f16_to_f32_ref(h);
+  }
+}
+
 void f32_to_f16(const float* src, size_t n, uint16_t* dst) {
-  size_t i = 0;
-  switch (util::kernel_isa()) {
-    case util::Isa::avx512:
-      i = f32_to_f16_avx512(src, n, dst);
-      break;
-    case util::Isa::avx2:
-      i = f32_to_f16_avx2(src, n, dst);
-      break;
-    case util::Isa::scalar:
-      break;
-  }
-  for (; i < n; ++i) dst[i] = f32_to_f16_ref(src[i]);
+  f32_to_half_bytes(false, src, n, reinterpret_cast<uint8_t*>(dst));
 }
-
 void f16_to_f32(const uint16_t* src, size_t n, float* dst) {
-  size_t i = 0;
-  switch (util::kernel_isa()) {
-    case util::Isa::avx512:
-      i = f16_to_f32_avx512(src, n, dst);
-      break;
-    case util::Isa::avx2:
-      i = f16_to_f32_avx2(src, n, dst);
-      break;
-    case util::Isa::scalar:
-      break;
-  }
-  for (; i < n; ++i) dst[i] = f16_to_f32_ref(src[i]);
+  half_bytes_to_f32(false, reinterpret_cast<const uint8_t*>(src), n, dst);
 }
-
 void f32_to_bf16(const float* src, size_t n, uint16_t* dst) {
-  size_t i = 0;
-  switch (util::kernel_isa()) {
-    case util::Isa::avx512:
-      i = f32_to_bf16_avx512(src, n, dst);
-      break;
-    case util::Isa::avx2:
-      i = f32_to_bf16_avx2(src, n, dst);
-      break;
-    case util::Isa::scalar:
-      break;
-  }
-  for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
+  f32_to_half_bytes(true, src, n, reinterpret_cast<uint8_t*>(dst));
 }
-
 void bf16_to_f32(const uint16_t* src, size_t n, float* dst) {
-  size_t i = 0;
-  switch (util::kernel_isa()) {
-    case util::Isa::avx512:
-      i = bf16_to_f32_avx512(src, n, dst);
-      break;
-    case util::Isa::avx2:
-      i = bf16_to_f32_avx2(src, n, dst);
-      break;
-    case util::Isa::scalar:
-      break;
-  }
-  for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);
+  half_bytes_to_f32(true, reinterpret_cast<const uint8_t*>(src), n, dst);
 }
 
 // ------------------------------------------------------------------------------------------ indices

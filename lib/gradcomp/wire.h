@@ -143,6 +143,10 @@ inline float bf16_to_f32(uint16_t h) {
 /// dst[i] = f32_to_bf16(src[i]) / bf16_to_f32(src[i]), by the path util::kernel_isa() names.
 void f32_to_bf16(const float* src, size_t n, uint16_t* dst);
 void bf16_to_f32(const uint16_t* src, size_t n, float* dst);
+/// The same conversions (fp16, or bf16 when bf16) with the 16-bit side as unaligned little-endian bytes: a
+/// message body, converted in place without a staging copy.
+void f32_to_half_bytes(bool bf16, const float* src, size_t n, uint8_t* dst);
+void half_bytes_to_f32(bool bf16, const uint8_t* src, size_t n, float* dst);
 
 // ---- sparse index block: tag u8 (0 = delta varint, 1 = bitmap), varint count, then the payload.
 

@@ -49,6 +49,7 @@ TEST_CASE("cli: --version names the commit the binary was built from and the dir
   std::string expect = std::string("commit ") + b.git_commit + " dirty " + (b.git_dirty ? "true" : "false");
   INFO(r.out);
   CHECK(r.out.find(expect) != std::string::npos);
+  CHECK(r.out.find(b.native ? "\nbuild native" : "\nbuild portable") != std::string::npos);
 }
 
 TEST_CASE("cli: bad inputs give a clear error, a non-zero exit code and no results file") {

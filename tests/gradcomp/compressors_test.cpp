@@ -194,6 +194,58 @@ TEST_CASE("randk indices are shared by all workers with the same seed") {
   for (size_t i = 0; i < 1000; ++i) CHECK((dx[i] != 0) == (dy[i] != 0));
 }
 
+TEST_CASE("scatter_into_zeros equals a zero fill followed by the writes in order") {
+  // small n: the plain pass; n >= 2^21: whole 64-byte lines streamed, plain stores at both ends (dst shifted by
+  // 0..15 floats off a line boundary); ascending with repeats, and out of order
+  Rng rng(5);
+  for (size_t n : {size_t(1000), (size_t(1) << 21) + 37})
+    for (size_t shift : {0, 1, 15})
+      for (bool ascending : {true, false}) {
+        INFO("n=" << n << " shift=" << shift << " ascending=" << ascending);
+        std::vector<uint32_t> idx;
+        for (int i = 0; i < 3000; ++i) idx.push_back(uint32_t(rng.below(n)));
+        for (uint32_t j : {0u, 1u, 15u, 16u, 17u, uint32_t(n - 17), uint32_t(n - 1), uint32_t(n - 1)}) idx.push_back(j);
+        if (ascending) std::sort(idx.begin(), idx.end());  // with repeats
+        std::vector<float> vals(idx.size());
+        for (size_t i = 0; i < vals.size(); ++i) vals[i] = float(i) + 1.0f;
+        std::vector<float> want(n, 0.0f), store(n + 32, -7.0f);
+        for (size_t i = 0; i < idx.size(); ++i) want[idx[i]] = vals[i];
+        float* got = store.data() + (16 - reinterpret_cast<uintptr_t>(store.data()) % 64 / 4) % 16 + shift;
+        scatter_into_zeros(idx.data(), reinterpret_cast<const uint8_t*>(vals.data()), idx.size(), got, n);
+        CHECK(std::equal(want.begin(), want.end(), got));
+      }
+}
+
+TEST_CASE("randk indices (radix sorted) equal the draw-sort-dedupe reference") {
+  // the reference: draw, std::sort, dedupe, top up; both branches (Fisher-Yates for k >= n/16) and both sort paths
+  auto ref = [](uint64_t seed, uint64_t nonce, size_t n, size_t k) {
+    Rng rng(mix_seed(seed, nonce));
+    std::vector<uint32_t> idx;
+    if (k * 16 >= n) {
+      std::vector<uint32_t> all(n);
+      std::iota(all.begin(), all.end(), 0u);
+      for (size_t i = 0; i < k; ++i) std::swap(all[i], all[i + size_t(rng.below(n - i))]);
+      idx.assign(all.begin(), all.begin() + std::ptrdiff_t(k));
+    } else {
+      while (idx.size() < k) {
+        size_t need = k - idx.size();
+        for (size_t i = 0; i < need; ++i) idx.push_back(uint32_t(rng.below(n)));
+        std::sort(idx.begin(), idx.end());
+        idx.erase(std::unique(idx.begin(), idx.end()), idx.end());
+      }
+    }
+    std::sort(idx.begin(), idx.end());
+    return idx;
+  };
+  for (auto [n, k] : {std::pair<size_t, size_t>{1000, 100}, {100000, 500}, {100000, 6000}, {3000000, 30000},
+                      {3000000, 1000000}, {(size_t(1) << 31) + 5, 4000}}) {
+    INFO("n=" << n << " k=" << k);
+    std::vector<uint32_t> got;
+    randk_indices(7, 3, n, k, got);
+    REQUIRE(got == ref(7, 3, n, k));
+  }
+}
+
 TEST_CASE("powersgd is exact on rank-r input and keeps its residual") {
   for (int r : {1, 2, 4}) {
     const size_t rows = 32, cols = 72;

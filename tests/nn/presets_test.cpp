@@ -52,7 +52,7 @@ TEST_CASE("model spec: dropout, avgpool and bad specs") {
   CHECK_THROWS_WITH_AS(Model(spec, 0), doctest::Contains("unknown layer type 'deconv'"), frugal::Error);
 }
 
-TEST_CASE("fused batch-norm+ReLU matches the separate layers: forward bit-exact, gradients to rounding") {
+TEST_CASE("fused batch-norm+ReLU matches the separate layers: forward and gradients to rounding") {
   for (std::string name : {"cnn", "resnet"}) {
     INFO(name);
     Dims chw = name == "cnn" ? Dims{1, 12, 12} : Dims{3, 8, 8};
@@ -74,7 +74,17 @@ TEST_CASE("fused batch-norm+ReLU matches the separate layers: forward bit-exact,
       const Tensor& a = fused.forward(x, {train, 1});
       const Tensor& b = plain.forward(x, {train, 1});
       REQUIRE(a.size() == b.size());
-      CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * static_cast<size_t>(a.size())) == 0);
+      // Not bit-exact: oneDNN may run the fused and the plain batch-norm with different implementations, whose
+      // reductions round differently (4-channel layers: nspc_bnorm:any fused, bnorm_tbb_jit:sse41 plain), and
+      // whether their last bits agree depends on the input (it did for the weights of a -march=native build,
+      // not for those of the portable one). A missing or misplaced ReLU differs by O(1).
+      double fworst = 0, fscale = 0;
+      for (int64_t i = 0; i < a.size(); ++i) {
+        fworst = std::max(fworst, double(std::abs(a.data()[i] - b.data()[i])));
+        fscale = std::max(fscale, double(std::abs(b.data()[i])));
+      }
+      CHECK(fscale > 0);
+      CHECK(fworst <= 1e-5 * fscale);
       if (!train) continue;
       Tensor d(a.dims());
       for (int64_t i = 0; i < d.size(); ++i) d.data()[i] = 0.1f * static_cast<float>(i % 5) - 0.2f;
@@ -90,7 +100,7 @@ TEST_CASE("fused batch-norm+ReLU matches the separate layers: forward bit-exact,
           scale = std::max(scale, double(std::abs(pb[k]->grad.data()[i])));
         }
         CHECK(scale > 0);
-        CHECK(worst <= 1e-6 * scale);  // oneDNN's fused backward may round its reductions differently (1 ulp seen)
+        CHECK(worst <= 1e-5 * scale);  // the forward's rounding differences, carried through the backward
       }
     }
   }
