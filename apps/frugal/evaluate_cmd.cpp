@@ -62,19 +62,21 @@ void evaluate_model(const EvalArgs& a) {
   std::string dataset = a.dataset;
   if (dataset.empty() && lm.meta.contains("config")) dataset = lm.meta["config"].value("dataset", "");
   FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset)");
-  io::Config cfg;
-  cfg.set("multiplier=" + a.multiplier);
-  cfg.set("bits=" + std::to_string(a.bits));
-  cfg.set("act_bits=" + std::to_string(a.act_bits));
-  cfg.set("approx_mode=" + a.mode);
-  cfg.set("approx_layers=" + a.layers);
-  cfg.set("layer_bits=" + a.layer_bits);
-  cfg.set(std::string("per_channel=") + (a.per_tensor ? "false" : "true"));
-  cfg.set("act_calibration=" + a.calibration);
-  std::string act_quant = a.act_quant;  // default: what the model was trained with
-  if (act_quant.empty() && lm.meta.contains("config")) act_quant = lm.meta["config"].value("act_quant", "");
-  if (!act_quant.empty()) cfg.set("act_quant=" + act_quant);  // else the config key's default
-  json approx_info = train::attach_approx(model, cfg);
+  train::ApproxOptions ao;
+  ao.multiplier = a.multiplier;
+  ao.bits = a.bits;
+  ao.act_bits = a.act_bits;
+  ao.mode = a.mode;
+  ao.layers = a.layers;
+  ao.layer_bits = a.layer_bits;
+  ao.per_channel = !a.per_tensor;
+  ao.calibration = a.calibration;
+  // default: what the model was trained with, else the config key's default
+  if (!a.act_quant.empty())
+    ao.act_quant = a.act_quant;
+  else if (lm.meta.contains("config"))
+    ao.act_quant = lm.meta["config"].value("act_quant", ao.act_quant);
+  json approx_info = train::attach_approx(model, ao);
   auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
   auto norm = data::default_normalization(ds.test.name);
   json input_jpeg;
@@ -82,7 +84,7 @@ void evaluate_model(const EvalArgs& a) {
     const data::JpegStats js = data::jpeg_roundtrip(ds.test, a.jpeg_quality);
     input_jpeg = {{"quality", js.quality}, {"bits_per_pixel", js.bits_per_pixel}, {"mean_abs_error", js.mean_abs_error}};
   }
-  if (json cal = train::calibrate_approx(model, cfg, ds.train, norm, a.batch); !cal.is_null())
+  if (json cal = train::calibrate_approx(model, ao, ds.train, norm, a.batch); !cal.is_null())
     approx_info["calibration"] = cal;
   auto t0 = std::chrono::steady_clock::now();
   train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch, 0.f, a.tta == "flip");

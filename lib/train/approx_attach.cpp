@@ -170,29 +170,49 @@ std::vector<std::pair<int, int>> layer_bit_widths(const std::string& lb, size_t 
 
 }  // namespace
 
-json attach_approx(nn::Model& model, const io::Config& cfg) {
-  const std::string mult = cfg.s("multiplier");
+ApproxOptions approx_options(const io::Config& cfg) {
+  ApproxOptions o;
+  o.multiplier = cfg.s("multiplier");
+  o.bits = static_cast<int>(cfg.i("bits"));
+  o.act_bits = static_cast<int>(cfg.i("act_bits"));
+  o.mode = cfg.s("approx_mode");
+  o.layers = cfg.s("approx_layers");
+  o.layer_bits = cfg.s("layer_bits");
+  o.gradient = cfg.s("approx_grad");
+  o.per_channel = cfg.b("per_channel");
+  o.act_quant = cfg.s("act_quant");
+  o.calibration = cfg.s("act_calibration");
+  FRUGAL_CHECK(o.gradient == "ste" || o.gradient == "lut", "config key 'approx_grad' = '", o.gradient,
+               "': use ste (straight-through estimator) or lut (the multiplier's table gradient)");
+  FRUGAL_CHECK(o.act_quant == "affine" || o.act_quant == "symmetric", "config key 'act_quant' = '", o.act_quant,
+               "': use affine (zero point from [min, max]) or symmetric (zero point 0)");
+  if (!o.multiplier.empty()) approx::make_multiplier(o.multiplier);  // a bad spec fails here, naming itself
+  return o;
+}
+
+json attach_approx(nn::Model& model, const ApproxOptions& o) {
+  const std::string& mult = o.multiplier;
   if (mult.empty()) return nullptr;
-  const std::string grad = cfg.s("approx_grad");
+  const std::string& grad = o.gradient;
   FRUGAL_CHECK(grad == "ste" || grad == "lut", "config key 'approx_grad' = '", grad,
                "': use ste (straight-through estimator) or lut (the multiplier's table gradient)");
   approx::ApproxSpec spec;
   spec.multiplier = mult;
-  spec.weight_bits = static_cast<int>(cfg.i("bits"));
-  spec.act_bits = static_cast<int>(cfg.i("act_bits"));
-  spec.mode = cfg.s("approx_mode");
-  spec.per_channel = cfg.b("per_channel");
-  const std::string aq = cfg.s("act_quant");
+  spec.weight_bits = o.bits;
+  spec.act_bits = o.act_bits;
+  spec.mode = o.mode;
+  spec.per_channel = o.per_channel;
+  const std::string& aq = o.act_quant;
   FRUGAL_CHECK(aq == "affine" || aq == "symmetric", "config key 'act_quant' = '", aq,
                "': use affine (zero point from [min, max]) or symmetric (zero point 0)");
   spec.act_symmetric = aq == "symmetric";
   const std::vector<nn::Layer*> layers = conv_linear_layers(model);
-  const std::vector<bool> use = selected_layers(cfg.s("approx_layers"), layers.size());
+  const std::vector<bool> use = selected_layers(o.layers, layers.size());
   const std::vector<std::pair<int, int>> lbits =
-      layer_bit_widths(cfg.s("layer_bits"), layers.size(), spec.weight_bits, spec.act_bits);
+      layer_bit_widths(o.layer_bits, layers.size(), spec.weight_bits, spec.act_bits);
   // every chosen layer's widths must suit the multiplier: approximate ones have 8-bit operands
   const std::shared_ptr<const approx::Multiplier> m = approx::make_multiplier(mult);  // one for every layer
-  const bool per_layer = !cfg.s("layer_bits").empty();
+  const bool per_layer = !o.layer_bits.empty();
   for (size_t i = 0; i < layers.size(); ++i) {
     if (!use[i]) continue;
     approx::ApproxSpec ls = spec;
@@ -226,10 +246,10 @@ json attach_approx(nn::Model& model, const io::Config& cfg) {
   return out;
 }
 
-json calibrate_approx(nn::Model& model, const io::Config& cfg, const data::Dataset& ds, const data::Normalization& norm,
+json calibrate_approx(nn::Model& model, const ApproxOptions& o, const data::Dataset& ds, const data::Normalization& norm,
                       int batch) {
-  const std::string how = cfg.s("act_calibration");
-  if (how == "batch" || cfg.s("multiplier").empty()) return nullptr;
+  const std::string& how = o.calibration;
+  if (how == "batch" || o.multiplier.empty()) return nullptr;
   approx::QuantConfig qc;
   qc.symmetric = false;
   int batches = 0;

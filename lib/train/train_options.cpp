@@ -1,6 +1,5 @@
 #include "train/train_options.h"
 
-#include "approx/multiplier.h"
 #include "gradcomp/compressor.h"
 #include "util/check.h"
 
@@ -128,7 +127,7 @@ TrainSpec parse_train_spec(const io::Config& cfg) {
   t.network.latency_s = cfg.f("latency_us") * 1e-6;
   FRUGAL_CHECK(t.network.bandwidth_bps > 0 && t.network.latency_s >= 0,
                "config keys 'bandwidth_gbps' must be > 0 and 'latency_us' >= 0");
-  if (!cfg.s("multiplier").empty()) approx::make_multiplier(cfg.s("multiplier"));
+  t.approx = approx_options(cfg);
   return t;
 }
 

@@ -13,6 +13,7 @@
 #include "gradcomp/exchange.h"
 #include "io/config.h"
 #include "optim/optimizer.h"
+#include "train/approx_attach.h"
 
 namespace frugal::train {
 
@@ -47,8 +48,8 @@ struct LoopOptions {
   double target_accuracy = 0;      ///< time_to_accuracy's target (<= 0: not reported)
 };
 
-/// Everything one training run needs, parsed from a Config. `config` is kept for provenance (results.json,
-/// checkpoints) and for the approximate-arithmetic keys that train/approx_attach.h reads.
+/// Everything one training run needs, parsed from a Config. `config` is kept for provenance (results.json and
+/// checkpoints record it).
 struct TrainSpec {
   DataOptions data;
   ModelOptions model;
@@ -56,6 +57,7 @@ struct TrainSpec {
   optim::OptimizerOptions optimizer;
   optim::ScheduleOptions schedule;     ///< swa_steps is filled in by the trainer (it needs steps per epoch)
   gradcomp::ExchangeOptions exchange;  ///< used when workers > 1 or the compressor is not "none"
+  ApproxOptions approx;                ///< quantized / approximate-multiplier arithmetic (train/approx_attach.h)
   comm::Network network;               ///< the cost model's network (bandwidth_gbps, latency_us)
   double bandwidth_gbps = 1;           ///< the configured bandwidth as given (results name it "<g>Gbps")
   bool uses_exchange = false;

@@ -312,7 +312,7 @@ std::string Trainer::describe() {
          std::to_string(model().num_params()) + " params, " + std::to_string(model().macs_per_image()) +
          " MACs/img, workers " + std::to_string(W) + (opts_.comm ? " (MPI ranks)" : " (in-process)") +
          ", compressor " + spec_.exchange.compressor +
-         (approx_info_.is_null() ? "" : ", multiplier " + spec_.config.s("multiplier"));
+         (approx_info_.is_null() ? "" : ", multiplier " + spec_.approx.multiplier);
 }
 
 // One model per in-process worker, built the same way (same init, approximate layers, calibration); worker 0's
@@ -325,8 +325,8 @@ void Trainer::build_models() {
       io::TensorFile init = io::load_tensor_file(spec_.model.init);
       nn::load_model_tensors(*m, init, spec_.model.init);
     }
-    json info = attach_approx(*m, spec_.config);
-    if (json cal = calibrate_approx(*m, spec_.config, data_.split.train, data_.norm, spec_.data.eval_batch);
+    json info = attach_approx(*m, spec_.approx);
+    if (json cal = calibrate_approx(*m, spec_.approx, data_.split.train, data_.norm, spec_.data.eval_batch);
         !cal.is_null())
       info["calibration"] = cal;
     if (lw == 0) approx_info_ = info;

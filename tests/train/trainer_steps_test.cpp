@@ -72,6 +72,7 @@ TEST_CASE("parse_train_spec: a bad value fails before any data is read, naming t
       {"epochs=0", "epochs"},                 {"batch=30", "multiple of workers"},
       {"swa_epochs=500", "swa_epochs"},       {"comm_pattern=mesh", "mesh"},
       {"val_split=-2", "val_split"},          {"bandwidth_gbps=0", "bandwidth_gbps"},
+      {"approx_grad=fd", "approx_grad"},      {"act_quant=log", "act_quant"},
   };
   for (auto [assignment, says] : cases) {
     const std::string shown = assignment;
