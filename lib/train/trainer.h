@@ -5,7 +5,7 @@
 //
 //   TrainSpec spec = parse_train_spec(cfg);          // train_options.h: every key checked, no data read yet
 //   Trainer t(spec, opts);                           // loads data, builds models (+ approximate layers), exchange
-//   if (resuming) t.restore(dir + "/checkpoint.bin");
+//   if (resuming) t.restore(io::load_tensor_file(ck), ck);   // ck = dir + "/checkpoint.bin"
 //   while (!t.done()) { t.run_epoch(); t.save_checkpoint(); }
 //   t.finish();                                      // SWA averaging when configured
 //   nlohmann::json r = t.results();  t.write_outputs(r);
