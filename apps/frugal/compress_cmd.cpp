@@ -29,6 +29,15 @@ namespace frugal::app {
 using json = nlohmann::json;
 
 namespace {
+
+/// A tensor kept as plain fp32 in the packed file.
+modelcomp::PackedTensor dense_record(const std::string& name, const Tensor& t) {
+  modelcomp::PackedTensor p;
+  p.name = name;
+  p.dims = t.dims();
+  p.dense.assign(t.data(), t.data() + t.size());
+  return p;
+}
 struct CompressArgs {
   std::string model, out = "runs/compress", dataset, data_dir;
   modelcomp::DeepCompressionOptions o;
@@ -108,11 +117,7 @@ void run_int8(const CompressArgs& a) {
     if (rec != records.end()) {
       pm.tensors.push_back(*rec);
     } else {
-      modelcomp::PackedTensor p;
-      p.name = name;
-      p.dims = t.dims();
-      p.dense.assign(t.data(), t.data() + t.size());
-      pm.tensors.push_back(std::move(p));
+      pm.tensors.push_back(dense_record(name, t));
     }
   }
   const modelcomp::PackedBytes bytes = modelcomp::encode_packed(pm);
@@ -228,11 +233,7 @@ void run_channels(const CompressArgs& a) {
   io::TensorFile tensors;
   nn::add_model_tensors(*pruned, tensors);
   for (const auto& [name, t] : tensors.tensors) {
-    modelcomp::PackedTensor p;
-    p.name = name;
-    p.dims = t.dims();
-    p.dense.assign(t.data(), t.data() + t.size());
-    pm.tensors.push_back(std::move(p));
+    pm.tensors.push_back(dense_record(name, t));
   }
   const modelcomp::PackedBytes bytes = modelcomp::encode_packed(pm);
   const std::string packed_path = a.out + "/model.packed";

@@ -8,33 +8,17 @@
 #include <random>
 
 #include "modelcomp/int8_net.h"
+#include "random_model.h"
 #include "nn/model_io.h"
 #include "util/check.h"
 
 using namespace frugal;
 using namespace frugal::modelcomp;
 using json = nlohmann::json;
+using testing::fill;
+using testing::randomize;
 
 namespace {
-void fill(Tensor& t, std::mt19937_64& rng, float lo, float hi) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < t.size(); ++i) t.data()[i] = u(rng);
-}
-
-/// Random weights, biases and batch-norm statistics (variances positive).
-void randomize(nn::Model& m, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  for (nn::Param* p : m.params()) {
-    const bool bn_scale = p->name.find("scale") != std::string::npos;
-    fill(p->value, rng, bn_scale ? 0.5f : -0.3f, bn_scale ? 1.5f : 0.3f);
-    ++p->version;
-  }
-  for (auto b : m.buffers()) {
-    const bool var = b.name.find("running_var") != std::string::npos;
-    fill(*b.value, rng, var ? 0.5f : -0.2f, var ? 2.f : 0.2f);
-  }
-}
-
 json small_resnet() {
   json conv8 = {{"type", "conv"}, {"out", 8}, {"k", 3}, {"bias", false}};
   json conv16s2 = {{"type", "conv"}, {"out", 16}, {"k", 3}, {"s", 2}, {"bias", false}};
