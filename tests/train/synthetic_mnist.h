@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../data/fixtures.h"
+#include "io/config.h"
 
 namespace frugal::testing {
 
@@ -31,6 +32,21 @@ inline void write_synthetic_mnist(const std::string& root, int n_train = 512, in
   };
   make(n_train, "train-images-idx3-ubyte", "train-labels-idx1-ubyte");
   make(n_test, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte");
+}
+
+/// lenet5 at half width on the synthetic MNIST under root: batch 32, 3 epochs, lr 0.05, quiet progress.
+inline io::Config tiny_config(const std::string& root) {
+  io::Config c;
+  c.set("data_dir=" + root);
+  c.set("dataset=mnist");
+  c.set("model=lenet5");
+  c.set("width=0.5");
+  c.set("batch=32");
+  c.set("epochs=3");
+  c.set("lr=0.05");
+  c.set("progress_s=1000");
+  c.set("eval_batch=64");
+  return c;
 }
 
 }  // namespace frugal::testing

@@ -20,21 +20,9 @@
 
 using namespace frugal;
 using json = nlohmann::json;
+using testing::tiny_config;
 
 namespace {
-io::Config tiny_config(const std::string& root) {
-  io::Config c;
-  c.set("data_dir=" + root);
-  c.set("dataset=mnist");
-  c.set("model=lenet5");
-  c.set("width=0.5");
-  c.set("batch=32");
-  c.set("epochs=3");
-  c.set("lr=0.05");
-  c.set("progress_s=1000");
-  c.set("eval_batch=64");
-  return c;
-}
 
 /// Quiet run into out_dir; with stop_after_epoch >= 0 it ends there as if interrupted.
 train::TrainOptions run_into(const std::string& out_dir, int stop_after_epoch = -1) {

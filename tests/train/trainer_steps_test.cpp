@@ -16,16 +16,8 @@ using json = nlohmann::json;
 
 namespace {
 io::Config small_config(const std::string& root) {
-  io::Config c;
-  c.set("data_dir=" + root);
-  c.set("dataset=mnist");
-  c.set("model=lenet5");
-  c.set("width=0.5");
-  c.set("batch=32");
+  io::Config c = testing::tiny_config(root);
   c.set("epochs=2");
-  c.set("lr=0.05");
-  c.set("progress_s=1000");
-  c.set("eval_batch=64");
   c.set("workers=2");
   c.set("compressor=topk:0.05");
   c.set("val_split=64");
