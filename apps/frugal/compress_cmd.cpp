@@ -1,28 +1,21 @@
-// frugal compress: a trained model into a packed model file that `frugal evaluate` reads (lib/modelcomp/):
-//   default     Deep Compression: magnitude or Taylor-saliency pruning, weight sharing, Huffman coding, with optional
-//               fine-tuning after pruning and after sharing;
-//   --int8      batch norm folded, per-channel int8 weights, calibrated activation scales (oneDNN int8 at evaluate);
-//   --channels  structured channel pruning (smaller layers), magnitude or Taylor saliency, optional fine-tuning.
-// Low-rank layers and the sensitivity analysis are not wired in yet.
-#include <algorithm>
+// frugal compress: a trained model into a packed model file that `frugal evaluate` reads. A recipe of stages
+// (lib/modelcomp/stages.h) from --config FILE, --stages, or the shorthand flags, run by lib/modelcomp/pipeline.h.
+//
+// Recipe file (JSON): {"stages": ["prune:magnitude:0.92", "finetune:3", "share:5:8", "finetune:2", "huffman"],
+//                      plus any of the keys in kRecipeKeys}; --set key=value overrides a key (stages as A,B,C).
+// Shorthand flags (used when neither --config nor --stages is given):
+//   default     prune:CRITERION:SPARSITY [, finetune:E] , share:FC_BITS:CONV_BITS [, finetune:E] , huffman
+//   --int8      int8
+//   --channels  channels:CRITERION:F [, finetune:E]
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "commands.h"
-#include "data/dataset.h"
-#include "io/environment.h"
 #include "io/files.h"
-#include "modelcomp/channel_prune.h"
-#include "modelcomp/deep_compression.h"
-#include "modelcomp/prune.h"
-#include "modelcomp/int8_net.h"
-#include "nn/model_io.h"
-#include "io/config.h"
-#include "io/tensor_file.h"
-#include "train/evaluate.h"
-#include "train/trainer.h"
+#include "modelcomp/pipeline.h"
 #include "util/check.h"
+#include "util/spec_string.h"
 
 namespace frugal::app {
 
@@ -30,414 +23,268 @@ using json = nlohmann::json;
 
 namespace {
 
-/// A tensor kept as plain fp32 in the packed file.
-modelcomp::PackedTensor dense_record(const std::string& name, const Tensor& t) {
-  modelcomp::PackedTensor p;
-  p.name = name;
-  p.dims = t.dims();
-  p.dense.assign(t.data(), t.data() + t.size());
-  return p;
+/// The recipe keys a config file or --set may give, with their defaults (pipeline.h documents each).
+json recipe_defaults() {
+  const modelcomp::PipelineOptions d;
+  return json{{"stages", json::array()},
+              {"dataset", ""},
+              {"data_dir", ""},
+              {"val_split", d.val_split},
+              {"min_numel", d.min_numel},
+              {"conv_index_bits", d.conv_index_bits},
+              {"fc_index_bits", d.fc_index_bits},
+              {"saliency_batches", d.saliency_batches},
+              {"finetune_lr", d.finetune_lr},
+              {"prune_every", d.prune_every},
+              {"calib_images", d.calib_images},
+              {"lowrank_max_rank", d.lowrank_max_rank},
+              {"eval", d.eval},
+              {"speed", d.speed},
+              {"eval_batch", d.eval_batch}};
 }
+
 struct CompressArgs {
-  std::string model, out = "runs/compress", dataset, data_dir;
-  modelcomp::DeepCompressionOptions o;
-  int batch = 500;
-  bool no_eval = false;
+  std::string model, out = "runs/compress", config, stages;
+  std::vector<std::string> sets;
+  // shorthand flags
+  double sparsity = 0.9;
+  int conv_bits = 8, fc_bits = 5;
+  int conv_index_bits = 8, fc_index_bits = 5;
+  size_t min_numel = 1024;
+  std::string dataset, data_dir;
+  bool no_eval = false, no_speed = false;
   int finetune_epochs = 0;
   double finetune_lr = 0.01;
   bool int8 = false;
   int calib_images = 2048;
-  double channels = 0;                ///< > 0: structured pruning, this fraction of each prunable layer's channels
-  std::string criterion = "magnitude";  ///< magnitude | taylor
-  int saliency_batches = 20;          ///< taylor: training batches of 128 the saliency is summed over
+  double channels = 0;
+  std::string criterion = "magnitude";
+  int saliency_batches = 20;
 };
 
-std::string dataset_of(const CompressArgs& a, const nlohmann::json& meta) {
-  std::string dataset = a.dataset;
-  if (dataset.empty() && meta.contains("config")) dataset = meta["config"].value("dataset", "");
-  FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset)");
-  return dataset;
+/// The stage list the shorthand flags describe.
+std::vector<std::string> shorthand_stages(const CompressArgs& a) {
+  const std::string ft = a.finetune_epochs > 0 ? "finetune:" + std::to_string(a.finetune_epochs) : "";
+  if (a.int8) return {"int8"};
+  if (a.channels > 0) {
+    std::vector<std::string> s{"channels:" + a.criterion + ":" + std::to_string(a.channels)};
+    if (!ft.empty()) s.push_back(ft);
+    return s;
+  }
+  std::vector<std::string> s{"prune:" + a.criterion + ":" + std::to_string(a.sparsity)};
+  if (!ft.empty()) s.push_back(ft);
+  s.push_back("share:" + std::to_string(a.fc_bits) + ":" + std::to_string(a.conv_bits));
+  if (!ft.empty()) s.push_back(ft);
+  s.push_back("huffman");
+  return s;
 }
 
-/// The first n training images (never the test set) as normalized batches of at most 256.
-std::vector<Tensor> calibration_batches(const data::Dataset& train, const data::Normalization& norm, int n) {
-  std::vector<Tensor> out;
-  std::vector<int32_t> y;
-  const size_t total = std::min<size_t>(size_t(n), train.size());
-  for (size_t b = 0; b < total; b += 256) {
-    Tensor x;
-    train::make_batch(train, norm, b, std::min<size_t>(256, total - b), x, y);
-    out.push_back(std::move(x));
-  }
-  return out;
-}
-
-/// Median of three interleaved speed measurements of each model (other processes share the machine).
-std::pair<train::SpeedMetrics, train::SpeedMetrics> interleaved_speed(nn::Model& a, nn::Model& b) {
-  std::vector<double> la, lb, ta, tb;
-  for (int r = 0; r < 3; ++r) {
-    const train::SpeedMetrics x = train::measure_speed(a), y = train::measure_speed(b);
-    la.push_back(x.latency_b1_ms_median);
-    ta.push_back(x.throughput_img_s);
-    lb.push_back(y.latency_b1_ms_median);
-    tb.push_back(y.throughput_img_s);
-  }
-  train::SpeedMetrics sa, sb;
-  sa.latency_b1_ms_median = train::percentile(la, 0.5);
-  sa.throughput_img_s = train::percentile(ta, 0.5);
-  sb.latency_b1_ms_median = train::percentile(lb, 0.5);
-  sb.throughput_img_s = train::percentile(tb, 0.5);
-  return {sa, sb};
-}
-
-/// int8 deployment: fold batch norms, calibrate activation scales on training images, quantize weights per output
-/// channel, write the int8 packed model; accuracy and speed of the fp32 source and the int8 model in the same run.
-void run_int8(const CompressArgs& a) {
-  nn::LoadedModel src = modelcomp::load_model_file(a.model);
-  FRUGAL_CHECK(!src.model->inference_net(), "'", a.model, "' is already an int8 deployment");
-  const std::string dataset = dataset_of(a, src.meta);
-  auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
-  auto norm = data::default_normalization(ds.test.name);
-  std::fprintf(stderr, "[compress] int8: fold batch norms, calibrate on %d training images, quantize per channel\n",
-               a.calib_images);
-  auto folded = modelcomp::fold_batchnorm(*src.model);
-  const std::vector<Tensor> calib = calibration_batches(ds.train, norm, a.calib_images);
-  const std::vector<modelcomp::PackedTensor> records = modelcomp::quantize_int8(*folded, calib);
-  modelcomp::PackedModel pm;
-  pm.meta = src.meta;
-  pm.meta["kind"] = "packed-model";
-  pm.meta["spec"] = folded->spec();
-  pm.meta["compress"] = {{"int8", true}, {"calibration", "max"}, {"calib_images", a.calib_images},
-                         {"source", a.model}};
-  io::TensorFile tensors;
-  nn::add_model_tensors(*folded, tensors);
-  json layers = json::array();
-  for (const auto& [name, t] : tensors.tensors) {
-    auto rec = std::find_if(records.begin(), records.end(), [&](const auto& r) { return r.name == name; });
-    if (rec != records.end()) {
-      pm.tensors.push_back(*rec);
-    } else {
-      pm.tensors.push_back(dense_record(name, t));
-    }
-  }
-  const modelcomp::PackedBytes bytes = modelcomp::encode_packed(pm);
-  for (size_t i = 0; i < pm.tensors.size(); ++i)
-    layers.push_back({{"name", pm.tensors[i].name}, {"dims", pm.tensors[i].dims},
-                      {"encoding", modelcomp::encoding_name(pm.tensors[i].encoding)},
-                      {"packed_bytes", bytes.record_bytes[i]}});
-  io::make_dirs(a.out);
-  const std::string packed_path = a.out + "/model.packed";
-  io::write_file_atomic(packed_path, bytes.file);
-  const size_t fp32_bytes = size_t(src.model->num_params()) * 4;
-  json j{{"kind", "compress"}, {"mode", "int8"}, {"model_file", a.model}, {"packed_file", packed_path},
-         {"options", pm.meta["compress"]}, {"layers", layers}, {"weights_fp32_bytes", fp32_bytes},
-         {"packed_file_bytes", bytes.file.size()}, {"ratio_vs_fp32", double(fp32_bytes) / double(bytes.file.size())},
-         {"dataset", dataset}};
-  std::printf("%-28s %zu -> %zu bytes (%.2fx)\n", "weights fp32 -> int8 packed", fp32_bytes, bytes.file.size(),
-              double(fp32_bytes) / double(bytes.file.size()));
-  if (!a.no_eval) {
-    auto after = modelcomp::load_model_file(packed_path);
-    train::EvalMetrics mb = train::evaluate(*src.model, ds.test, norm, a.batch, 0.f);
-    train::EvalMetrics ma = train::evaluate(*after.model, ds.test, norm, a.batch, 0.f);
-    const auto [sb, sa] = interleaved_speed(*src.model, *after.model);
-    j["test_accuracy_before"] = mb.top1;
-    j["test_accuracy_after"] = ma.top1;
-    j["speed_fp32"] = sb.to_json();
-    j["speed_int8"] = sa.to_json();
-    j["int8_implementations"] = dynamic_cast<modelcomp::Int8Net*>(after.model->inference_net())->implementations();
-    std::printf("%-28s %.2f %% -> %.2f %% (%+.2f pp)\n", "test accuracy fp32 -> int8", 100 * mb.top1, 100 * ma.top1,
-                100 * (ma.top1 - mb.top1));
-    std::printf("%-28s %.3f -> %.3f ms (%.2fx)\n", "latency batch 1 (median of 3)", sb.latency_b1_ms_median,
-                sa.latency_b1_ms_median, sb.latency_b1_ms_median / sa.latency_b1_ms_median);
-    std::printf("%-28s %.0f -> %.0f img/s (%.2fx)\n", "throughput batch 256", sb.throughput_img_s,
-                sa.throughput_img_s, sa.throughput_img_s / sb.throughput_img_s);
-  }
-  j["environment"] = io::environment_info();
-  io::write_file_atomic(a.out + "/compress.json", j.dump(2) + "\n");
-  std::printf("wrote %s and %s/compress.json\n", packed_path.c_str(), a.out.c_str());
-}
-
-/// Fine-tunes the model in `init` for a.finetune_epochs under the constraints (pruning masks or shared weights),
-/// with the model's own training config (lr, schedule and run length replaced); returns the fine-tuned tensors.
-io::TensorFile finetune(const CompressArgs& a, const io::TensorFile& model, const std::string& init,
-                        const std::vector<std::pair<std::string, modelcomp::WeightConstraint>>& constraints,
-                        const std::string& out_dir, const std::string& spec_json = "") {
-  io::Config cfg;
-  if (model.meta.contains("config")) cfg.merge(model.meta["config"], init);
-  for (const char* kv : {"workers=1", "compressor=none", "max_steps=-1", "swa_epochs=0", "schedule=cosine",
-                         "warmup_epochs=0", "target_accuracy=-1"})
-    cfg.set(kv);
-  cfg.set("init=" + init);
-  if (!spec_json.empty()) cfg.set("model=" + spec_json);  // a structurally pruned model: its own spec
-  cfg.set("epochs=" + std::to_string(a.finetune_epochs));
-  cfg.set("lr=" + std::to_string(a.finetune_lr));
-  if (!a.data_dir.empty()) cfg.set("data_dir=" + a.data_dir);
-  if (!a.dataset.empty()) cfg.set("dataset=" + a.dataset);
-  train::TrainOptions o;
-  o.out_dir = out_dir;
-  o.progress = [](const std::string& l) { std::fprintf(stderr, "  %s\n", l.c_str()); };
-  o.after_update = [&](const std::vector<nn::Param*>& params) {
-    for (auto* p : params)
-      for (const auto& [name, c] : constraints)
-        if (name == p->name) modelcomp::apply_constraint(c, p->value.data(), size_t(p->value.size()));
-  };
-  train::run_training(cfg, o);
-  return io::load_tensor_file(out_dir + "/model.bin");
-}
-
-/// Structured pruning: remove a fraction of the channels of every prunable layer (by magnitude or Taylor
-/// saliency), fine-tune the smaller model, pack it (dense fp32 at its real shapes).
-void run_channels(const CompressArgs& a) {
-  nn::LoadedModel src = modelcomp::load_model_file(a.model);
-  FRUGAL_CHECK(!src.model->inference_net(), "'", a.model, "' is an int8 deployment: prune its fp32 source");
-  const std::string dataset = dataset_of(a, src.meta);
-  auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
-  auto norm = data::default_normalization(ds.test.name);
-  modelcomp::ChannelScores scores;
-  if (a.criterion == "taylor") {
-    std::fprintf(stderr, "[compress] Taylor saliency |w dL/dw| over %d training batches of 128\n", a.saliency_batches);
-    scores = modelcomp::taylor_channel_scores(
-        *src.model, modelcomp::taylor_saliency(*src.model, ds.train, norm, a.saliency_batches, 128));
-  } else {
-    scores = modelcomp::magnitude_channel_scores(*src.model);
-  }
-  const modelcomp::ChannelKeep keep = modelcomp::select_channels(scores, a.channels);
-  auto pruned = modelcomp::prune_channels(*src.model, keep);
-  std::fprintf(stderr, "[compress] removed %.0f %% of the channels of %zu layers (%s): MACs %lld -> %lld\n",
-               100 * a.channels, keep.size(), a.criterion.c_str(), (long long)src.model->macs_per_image(),
-               (long long)pruned->macs_per_image());
-  io::make_dirs(a.out);
-  json extra = src.meta;
-  extra.erase("spec");
-  const std::string spec_json = a.out + "/pruned_spec.json";
-  io::write_file_atomic(spec_json, pruned->spec().dump(2) + "\n");
-  nn::save_model(a.out + "/pruned.bin", *pruned, extra);
-  json stages = json::array();
-  train::EvalMetrics m_pruned;  // the pruned model before fine-tuning
-  if (!a.no_eval) m_pruned = train::evaluate(*nn::load_model(a.out + "/pruned.bin").model, ds.test, norm, a.batch, 0.f);
-  if (a.finetune_epochs > 0) {
-    std::fprintf(stderr, "[compress] fine-tune the pruned model %d epochs at lr %g\n", a.finetune_epochs, a.finetune_lr);
-    const io::TensorFile tuned = finetune(a, io::load_tensor_file(a.out + "/pruned.bin"), a.out + "/pruned.bin", {},
-                                          a.out + "/finetune", spec_json);
-    nn::load_model_tensors(*pruned, tuned, a.out + "/finetune/model.bin");
-    stages.push_back({{"stage", "channels+finetune"}, {"epochs", a.finetune_epochs}, {"lr", a.finetune_lr},
-                      {"run", a.out + "/finetune"}});
-  }
-  modelcomp::PackedModel pm;
-  pm.meta = extra;
-  pm.meta["kind"] = "packed-model";
-  pm.meta["spec"] = pruned->spec();
-  pm.meta["compress"] = {{"channels", a.channels}, {"criterion", a.criterion}, {"source", a.model},
-                         {"saliency_batches", a.saliency_batches}, {"finetune_epochs", a.finetune_epochs},
-                         {"finetune_lr", a.finetune_lr}};
-  io::TensorFile tensors;
-  nn::add_model_tensors(*pruned, tensors);
-  for (const auto& [name, t] : tensors.tensors) {
-    pm.tensors.push_back(dense_record(name, t));
-  }
-  const modelcomp::PackedBytes bytes = modelcomp::encode_packed(pm);
-  const std::string packed_path = a.out + "/model.packed";
-  io::write_file_atomic(packed_path, bytes.file);
-  json layers = json::array();
-  for (const auto& [name, k] : keep)
-    layers.push_back({{"name", name}, {"channels_before", scores.at(name).size()}, {"channels_kept", k.size()},
-                      {"kept", k}});
-  auto after = modelcomp::load_model_file(packed_path);
-  json j{{"kind", "compress"}, {"mode", "channels"}, {"model_file", a.model}, {"packed_file", packed_path},
-         {"options", pm.meta["compress"]}, {"layers", layers}, {"stages", stages}, {"dataset", dataset},
-         {"macs_before", src.model->macs_per_image()}, {"macs_after", after.model->macs_per_image()},
-         {"params_before", src.model->num_params()}, {"params_after", after.model->num_params()},
-         {"packed_file_bytes", bytes.file.size()}};
-  std::printf("%-30s %lld -> %lld (%.1f %%)\n", "MACs / image", (long long)src.model->macs_per_image(),
-              (long long)after.model->macs_per_image(),
-              100.0 * double(after.model->macs_per_image()) / double(src.model->macs_per_image()));
-  if (a.no_eval) {
-    io::write_file_atomic(a.out + "/compress.json", j.dump(2) + "\n");
-    std::printf("wrote %s and %s/compress.json\n", packed_path.c_str(), a.out.c_str());
+/// "key=value": the value as JSON when it parses as JSON, else as a string; stages as a comma list.
+void apply_set(json& recipe, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  FRUGAL_CHECK(eq != std::string::npos && eq > 0, "--set '", kv, "': expected key=value");
+  const std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+  FRUGAL_CHECK(recipe.contains(key), "--set '", kv, "': unknown compress key '", key, "'; known keys: ",
+               [&] {
+                 std::string k;
+                 const json d = recipe_defaults();
+                 for (const auto& [name, v] : d.items()) k += (k.empty() ? "" : ", ") + name;
+                 return k;
+               }());
+  if (key == "stages") {
+    recipe[key] = modelcomp::split_stage_list(value);
     return;
   }
-  train::EvalMetrics mb = train::evaluate(*src.model, ds.test, norm, a.batch, 0.f);
-  train::EvalMetrics ma = train::evaluate(*after.model, ds.test, norm, a.batch, 0.f);
-  const auto [sb, sa] = interleaved_speed(*src.model, *after.model);
-  j["test_accuracy_before"] = mb.top1;
-  j["test_accuracy_pruned_before_finetune"] = m_pruned.top1;
-  j["test_accuracy_after"] = ma.top1;
-  j["speed_before"] = sb.to_json();
-  j["speed_after"] = sa.to_json();
-  std::printf("%-30s %.2f %% -> %.2f %% pruned -> %.2f %% fine-tuned (%+.2f pp)\n", "test accuracy", 100 * mb.top1,
-              100 * m_pruned.top1, 100 * ma.top1, 100 * (ma.top1 - mb.top1));
-  std::printf("%-30s %.3f -> %.3f ms (%.2fx faster)\n", "latency batch 1 (median of 3)", sb.latency_b1_ms_median,
-              sa.latency_b1_ms_median, sb.latency_b1_ms_median / sa.latency_b1_ms_median);
-  std::printf("%-30s %.0f -> %.0f img/s (%.2fx)\n", "throughput batch 256 (median)", sb.throughput_img_s,
-              sa.throughput_img_s, sa.throughput_img_s / sb.throughput_img_s);
-  j["environment"] = io::environment_info();
-  io::write_file_atomic(a.out + "/compress.json", j.dump(2) + "\n");
-  std::printf("wrote %s and %s/compress.json\n", packed_path.c_str(), a.out.c_str());
+  json v;
+  try {
+    v = json::parse(value);
+  } catch (const json::exception&) {
+    v = value;
+  }
+  recipe[key] = v;
+}
+
+/// Checks each key's type against its default's and fills PipelineOptions.
+modelcomp::PipelineOptions options_from(const json& r, const std::string& where) {
+  const json d = recipe_defaults();
+  for (const auto& [key, v] : r.items()) {
+    if (key.rfind("_comment", 0) == 0) continue;
+    FRUGAL_CHECK(d.contains(key), where, ": unknown compress key '", key, "' (see frugal compress --help)");
+    const json& def = d[key];
+    const bool ok = def.is_boolean()  ? v.is_boolean()
+                    : def.is_string() ? v.is_string()
+                    : def.is_array()  ? v.is_array()
+                    : def.is_number_integer() ? v.is_number_integer()
+                                              : v.is_number();
+    FRUGAL_CHECK(ok, where, ": compress key '", key, "' must be ", def.type_name(), " like ", def.dump(), ", got ",
+                 v.dump());
+  }
+  auto get = [&](const char* key) { return r.contains(key) ? r[key] : d[key]; };
+  modelcomp::PipelineOptions o;
+  std::vector<std::string> specs;
+  for (const json& s : get("stages")) {
+    FRUGAL_CHECK(s.is_string(), where, ": every stage is a spec string, got ", s.dump());
+    specs.push_back(s.get<std::string>());
+  }
+  FRUGAL_CHECK(!specs.empty(), where, ": no stages; give \"stages\": [...] in --config, --stages A,B,C, or the ",
+               "shorthand flags (e.g. --sparsity 0.9)");
+  o.stages = modelcomp::parse_stages(specs);
+  o.dataset = get("dataset");
+  o.data_dir = get("data_dir");
+  o.val_split = get("val_split");
+  FRUGAL_CHECK(o.val_split >= -1, where, ": val_split must be -1 (the model's own) or a count >= 0");
+  o.min_numel = get("min_numel");
+  o.conv_index_bits = get("conv_index_bits");
+  o.fc_index_bits = get("fc_index_bits");
+  for (int b : {o.conv_index_bits, o.fc_index_bits})
+    FRUGAL_CHECK(b >= 1 && b <= 16, where, ": index bits must be in [1, 16], got ", b);
+  o.saliency_batches = get("saliency_batches");
+  o.finetune_lr = get("finetune_lr");
+  FRUGAL_CHECK(o.finetune_lr > 0, where, ": finetune_lr must be positive");
+  o.prune_every = get("prune_every");
+  FRUGAL_CHECK(o.prune_every >= 1, where, ": prune_every must be >= 1");
+  o.calib_images = get("calib_images");
+  FRUGAL_CHECK(o.calib_images >= 1, where, ": calib_images must be >= 1");
+  o.lowrank_max_rank = get("lowrank_max_rank");
+  o.eval = get("eval");
+  o.speed = get("speed");
+  o.eval_batch = get("eval_batch");
+  FRUGAL_CHECK(o.eval_batch >= 1, where, ": eval_batch must be >= 1");
+  o.recipe = r;
+  return o;
 }
 
 void run_compress(const CompressArgs& a) {
-  if (a.int8) return run_int8(a);
-  if (a.channels > 0) return run_channels(a);
-  const io::TensorFile f = modelcomp::read_model_file(a.model);
-  FRUGAL_CHECK(f.meta.contains("spec"), "'", a.model, "' has no model spec: give a model.bin written by frugal train");
-  std::fprintf(stderr, "[compress] %s: pruning to %.1f %% zeros, sharing (conv %d / fc %d bits), Huffman coding\n",
-               a.model.c_str(), 100 * a.o.sparsity, a.o.conv_bits, a.o.fc_bits);
-  // Deep Compression's stages: prune, fine-tune under the mask; share, fine-tune the shared values; encode.
-  io::TensorFile weights;  // a deep copy: Tensor copies share storage, and f is measured as the original below
-  weights.meta = f.meta;
-  for (const auto& [name, t] : f.tensors) {
-    Tensor v(t.dims());
-    v.copy_from(t);
-    weights.tensors.emplace_back(name, std::move(v));
-  }
-  json stages = json::array();
-  auto masks = modelcomp::pruning_constraints(weights, a.o);
-  if (a.criterion == "taylor") {  // the same tensors and sparsity, ranked by first-order Taylor saliency
-    std::fprintf(stderr, "[compress] Taylor saliency |w dL/dw| over %d training batches of 128\n", a.saliency_batches);
-    auto m = nn::load_model(weights, a.model);
-    const std::string dataset = dataset_of(a, f.meta);
-    auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
-    const auto sal =
-        modelcomp::taylor_saliency(*m.model, ds.train, data::default_normalization(ds.train.name), a.saliency_batches, 128);
-    for (auto& [name, c] : masks) {
-      const std::vector<float>& s = sal.at(name);
-      c.keep = modelcomp::magnitude_mask(s.data(), s.size(), a.o.sparsity);
+  json recipe = recipe_defaults();
+  std::string where = "compress options";
+  if (!a.config.empty()) {
+    json file;
+    try {
+      file = json::parse(io::read_file(a.config));
+    } catch (const json::exception& e) {
+      FRUGAL_FAIL("compress config '", a.config, "' is not valid JSON: ", e.what());
     }
+    FRUGAL_CHECK(file.is_object(), "compress config '", a.config, "' must be a JSON object with \"stages\"");
+    for (const auto& [k, v] : file.items()) recipe[k] = v;
+    where = "compress config '" + a.config + "'";
   }
-  for (auto& [name, t] : weights.tensors)  // pruned before fine-tuning, or for the one-shot encoding below
-    for (const auto& [mname, c] : masks)
-      if (mname == name) modelcomp::apply_constraint(c, t.data(), size_t(t.size()));
-  if (a.finetune_epochs > 0) {
-    std::fprintf(stderr, "[compress] prune to %.1f %% zeros (%s), fine-tune %d epochs at lr %g under the mask\n",
-                 100 * a.o.sparsity, a.criterion.c_str(), a.finetune_epochs, a.finetune_lr);
-    io::make_dirs(a.out);
-    io::save_tensor_file(a.out + "/pruned.bin", weights);
-    weights = finetune(a, weights, a.out + "/pruned.bin", masks, a.out + "/finetune_prune");
-    stages.push_back({{"stage", "prune+finetune"}, {"epochs", a.finetune_epochs}, {"lr", a.finetune_lr},
-                      {"run", a.out + "/finetune_prune"}});
-    std::fprintf(stderr, "[compress] share (conv %d / fc %d bits), fine-tune %d epochs with shared values\n",
-                 a.o.conv_bits, a.o.fc_bits, a.finetune_epochs);
-    const modelcomp::DeepCompressionResult shared = modelcomp::deep_compress(weights, a.o);
-    io::TensorFile projected;
-    projected.meta = weights.meta;
-    projected.meta["kind"] = "model";
-    const auto clusters = modelcomp::sharing_constraints(shared);
-    for (auto& [name, t] : weights.tensors) {  // the shared model: every weight at its centroid
-      Tensor v(t.dims());
-      v.copy_from(t);
-      for (const auto& [cname, c] : clusters)
-        if (cname == name) modelcomp::apply_constraint(c, v.data(), size_t(v.size()));
-      projected.tensors.emplace_back(name, std::move(v));
-    }
-    io::save_tensor_file(a.out + "/shared.bin", projected);
-    weights = finetune(a, projected, a.out + "/shared.bin", clusters, a.out + "/finetune_share");
-    stages.push_back({{"stage", "share+finetune"}, {"epochs", a.finetune_epochs}, {"lr", a.finetune_lr},
-                      {"run", a.out + "/finetune_share"}});
+  if (!a.stages.empty()) {
+    recipe["stages"] = modelcomp::split_stage_list(a.stages);
+  } else if (a.config.empty()) {
+    recipe["stages"] = shorthand_stages(a);
   }
-  modelcomp::DeepCompressionResult r = modelcomp::deep_compress(weights, a.o);
-  r.packed.meta["compress"] = {{"sparsity", a.o.sparsity},         {"conv_bits", a.o.conv_bits},
-                               {"fc_bits", a.o.fc_bits},           {"conv_index_bits", a.o.conv_index_bits},
-                               {"fc_index_bits", a.o.fc_index_bits}, {"min_numel", a.o.min_numel},
-                               {"source", a.model}, {"criterion", a.criterion}, {"finetune_epochs", a.finetune_epochs},
-                               {"finetune_lr", a.finetune_lr}};
-  r.bytes = modelcomp::encode_packed(r.packed);  // with the compress block in its metadata
-  io::make_dirs(a.out);
-  const std::string packed_path = a.out + "/model.packed";
-  io::write_file_atomic(packed_path, r.bytes.file);
+  // shorthand flags given on the command line fill the keys they name (a config file's keys win)
+  if (a.config.empty()) {
+    recipe["conv_index_bits"] = a.conv_index_bits;
+    recipe["fc_index_bits"] = a.fc_index_bits;
+    recipe["min_numel"] = a.min_numel;
+    recipe["finetune_lr"] = a.finetune_lr;
+    recipe["calib_images"] = a.calib_images;
+    recipe["saliency_batches"] = a.saliency_batches;
+  }
+  if (!a.dataset.empty()) recipe["dataset"] = a.dataset;
+  if (!a.data_dir.empty()) recipe["data_dir"] = a.data_dir;
+  if (a.no_eval) recipe["eval"] = false;
+  if (a.no_eval || a.no_speed) recipe["speed"] = false;
+  for (const std::string& kv : a.sets) apply_set(recipe, kv);
+  modelcomp::PipelineOptions o = options_from(recipe, where);
+  o.model_path = a.model;
+  o.out_dir = a.out;
+  const json j = modelcomp::run_compress_pipeline(o);
 
-  json layers = json::array();
-  for (size_t i = 0; i < r.layers.size(); ++i) {
-    const auto& l = r.layers[i];
-    layers.push_back({{"name", l.name},
-                      {"dims", l.dims},
-                      {"encoding", l.encoding},
-                      {"sparsity", l.sparsity},
-                      {"bits", l.bits},
-                      {"fp32_bytes", l.fp32_bytes},
-                      {"packed_bytes", r.bytes.record_bytes[i]}});
+  // the summary table
+  std::printf("%-34s %10s %12s %12s %10s %10s\n", "stage", "params", "nonzero", "packed B", "val %", "test %");
+  for (const json& s : j["stages"]) {
+    auto pct = [&](const char* k) { return s.contains(k) ? 100 * s[k].get<double>() : -1.0; };
+    std::printf("%-34s %10lld %12lld %12zu %10.2f %10.2f\n", s["stage"].get<std::string>().c_str(),
+                (long long)s["params"].get<int64_t>(), (long long)s["nonzero_weights"].get<int64_t>(),
+                s["packed_bytes"].get<size_t>(), pct("val_accuracy"), pct("test_accuracy"));
   }
-  const size_t file_bytes = r.bytes.file.size();
-  json j{{"kind", "compress"},
-         {"model_file", a.model},
-         {"packed_file", packed_path},
-         {"options", r.packed.meta["compress"]},
-         {"layers", layers},
-         {"weights_fp32_bytes", r.fp32_bytes},
-         {"packed_file_bytes", file_bytes},
-         {"ratio_vs_fp32", double(r.fp32_bytes) / double(file_bytes)},
-         {"fine_tuned", a.finetune_epochs > 0},
-         {"stages", stages}};
-  std::printf("%-28s %zu -> %zu bytes (%.1fx, counting every byte of the file)\n", "weights fp32 -> packed",
-              r.fp32_bytes, file_bytes, double(r.fp32_bytes) / double(file_bytes));
-  if (!a.no_eval) {  // accuracy of the original and of the decoded packed model, same data, same code
-    std::string dataset = a.dataset;
-    if (dataset.empty() && f.meta.contains("config")) dataset = f.meta["config"].value("dataset", "");
-    FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset), or --no-eval");
-    auto ds = data::load_dataset(dataset, data::data_roots(a.data_dir));
-    auto norm = data::default_normalization(ds.test.name);
-    auto before = nn::load_model(f, a.model);
-    auto after = modelcomp::load_model_file(packed_path);
-    train::EvalMetrics mb = train::evaluate(*before.model, ds.test, norm, a.batch, 0.f);
-    train::EvalMetrics ma = train::evaluate(*after.model, ds.test, norm, a.batch, 0.f);
-    j["test_accuracy_before"] = mb.top1;
-    j["test_accuracy_after"] = ma.top1;
-    j["dataset"] = dataset;
-    std::printf("%-28s %.2f %% -> %.2f %% (%+.2f pp, %s)\n", "test accuracy", 100 * mb.top1, 100 * ma.top1,
-                100 * (ma.top1 - mb.top1),
-                a.finetune_epochs > 0 ? "fine-tuned after pruning and after sharing" : "no fine-tuning");
+  std::printf("%-34s %zu -> %zu bytes (%.1fx, counting every byte of the file)\n", "weights fp32 -> packed file",
+              j["weights_fp32_bytes"].get<size_t>(), j["packed_file_bytes"].get<size_t>(),
+              j["ratio_vs_fp32"].get<double>());
+  std::printf("%-34s %lld -> %lld\n", "MACs / image", (long long)j["macs_before"].get<int64_t>(),
+              (long long)j["macs_after"].get<int64_t>());
+  if (j.contains("test_accuracy_after")) {
+    if (j.contains("val_accuracy_after"))
+      std::printf("%-34s %.2f %% -> %.2f %% (%+.2f pp)\n", "validation accuracy (packed file)",
+                  100 * j["val_accuracy_before"].get<double>(), 100 * j["val_accuracy_after"].get<double>(),
+                  100 * (j["val_accuracy_after"].get<double>() - j["val_accuracy_before"].get<double>()));
+    std::printf("%-34s %.2f %% -> %.2f %% (%+.2f pp)\n", "test accuracy (packed file)",
+                100 * j["test_accuracy_before"].get<double>(), 100 * j["test_accuracy_after"].get<double>(),
+                100 * (j["test_accuracy_after"].get<double>() - j["test_accuracy_before"].get<double>()));
   }
-  j["environment"] = io::environment_info();
-  io::write_file_atomic(a.out + "/compress.json", j.dump(2) + "\n");
-  std::printf("wrote %s and %s/compress.json\n", packed_path.c_str(), a.out.c_str());
+  if (j.contains("speed_after")) {
+    const double lb = j["speed_before"]["latency_b1_ms_median"], la = j["speed_after"]["latency_b1_ms_median"];
+    const double tb = j["speed_before"]["throughput_img_per_s"], ta = j["speed_after"]["throughput_img_per_s"];
+    std::printf("%-34s %.3f -> %.3f ms (%.2fx)\n", "latency batch 1 (median of 3)", lb, la, lb / la);
+    std::printf("%-34s %.0f -> %.0f img/s (%.2fx)\n", "throughput batch 256 (median of 3)", tb, ta, ta / tb);
+  }
+  std::printf("wrote %s and %s/compress.json\n", j["packed_file"].get<std::string>().c_str(), a.out.c_str());
 }
 }  // namespace
 
 void add_compress(CLI::App& app, Globals&) {
   auto a = std::make_shared<CompressArgs>();
-  auto* c = app.add_subcommand("compress",
-                               "Compress a trained model into a packed file: magnitude pruning, weight sharing (k-means), "
-                               "relative sparse indices, Huffman coding (Deep Compression), with --finetune-epochs after pruning and sharing");
+  auto* c = app.add_subcommand(
+      "compress",
+      "Compress a trained model into a packed file by a recipe of stages: structured channel pruning, low-rank, "
+      "magnitude / global / Taylor / gradual pruning, fine-tuning, weight sharing, Huffman coding, int8. Stages "
+      "(lib/modelcomp/stages.h): channels:CRITERION:F, lowrank:ENERGY, prune:magnitude|global|taylor:S|@FILE, "
+      "gradual:S|@FILE:EPOCHS, finetune:EPOCHS[:LR], share:BITS[:CONV_BITS]|@FILE, huffman, int8. Accuracy after "
+      "every stage on the validation split (choose recipes there) and the test set (reported).");
   c->add_option("--model", a->model, "model.bin written by frugal train")->required()->check(CLI::ExistingFile);
-  c->add_option("--out", a->out, "output folder: model.packed, compress.json")->capture_default_str();
-  c->add_option("--sparsity", a->o.sparsity, "fraction of each compressed tensor's weights pruned by magnitude")
+  c->add_option("--out", a->out, "output folder: model.packed, compress.json, fine-tuning runs")
+      ->capture_default_str();
+  c->add_option("--config", a->config,
+                "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
+                "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
+                "lowrank_max_rank, eval, speed, eval_batch}")
+      ->check(CLI::ExistingFile);
+  c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
+  c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");
+  c->add_option("--sparsity", a->sparsity, "shorthand: fraction of each compressed tensor's weights pruned")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.999));
-  c->add_option("--conv-bits", a->o.conv_bits, "shared-weight bits of conv weights")->capture_default_str()->check(CLI::Range(1, 16));
-  c->add_option("--fc-bits", a->o.fc_bits, "shared-weight bits of linear weights")->capture_default_str()->check(CLI::Range(1, 16));
-  c->add_option("--conv-index-bits", a->o.conv_index_bits, "relative-index bits of conv weights")
+  c->add_option("--conv-bits", a->conv_bits, "shorthand: shared-weight bits of conv weights")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
-  c->add_option("--fc-index-bits", a->o.fc_index_bits, "relative-index bits of linear weights")
+  c->add_option("--fc-bits", a->fc_bits, "shorthand: shared-weight bits of linear weights")
       ->capture_default_str()
       ->check(CLI::Range(1, 16));
-  c->add_option("--min-numel", a->o.min_numel, "tensors with fewer elements stay dense fp32")->capture_default_str();
-  c->add_option("--dataset", a->dataset, "dataset for the accuracy before/after (default: the model's)");
+  c->add_option("--conv-index-bits", a->conv_index_bits, "relative-index bits of pruned conv weights")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+  c->add_option("--fc-index-bits", a->fc_index_bits, "relative-index bits of pruned linear weights")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
+  c->add_option("--min-numel", a->min_numel, "tensors with fewer elements stay dense fp32")->capture_default_str();
+  c->add_option("--dataset", a->dataset, "dataset for accuracy and fine-tuning (default: the model's)");
   c->add_option("--data-dir", a->data_dir, "extra data root (also FRUGAL_DATA)");
-  c->add_flag("--no-eval", a->no_eval, "skip the accuracy measurement");
+  c->add_flag("--no-eval", a->no_eval, "skip the accuracy (and speed) measurements");
+  c->add_flag("--no-speed", a->no_speed, "skip the latency / throughput measurement");
   c->add_option("--finetune-epochs", a->finetune_epochs,
-                "epochs of fine-tuning after pruning and again after sharing (0: one-shot), with the model's "
-                "training config")
+                "shorthand: epochs of fine-tuning after pruning and again after sharing (0: one-shot)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));
-  c->add_option("--finetune-lr", a->finetune_lr, "peak learning rate of the fine-tuning (cosine schedule)")
+  c->add_option("--finetune-lr", a->finetune_lr, "peak learning rate of fine-tuning (cosine schedule)")
       ->capture_default_str();
   c->add_flag("--int8", a->int8,
-              "int8 deployment instead: fold batch norms, calibrate activation scales on training images, per-channel "
-              "int8 weights; evaluate runs it on oneDNN's int8 convolution / inner product");
+              "shorthand for the recipe 'int8': fold batch norms, calibrate activation scales on training images, "
+              "per-channel int8 weights; evaluate runs it on oneDNN's int8 convolution / inner product");
   c->add_option("--calib-images", a->calib_images, "training images for the int8 activation calibration")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000000));
   c->add_option("--channels", a->channels,
-                "structured pruning instead: remove this fraction of the output channels of every prunable conv / "
-                "hidden linear (with its batch norm and the next layer's inputs); the packed model runs smaller")
+                "shorthand for 'channels:CRITERION:F': remove this fraction of the output channels of every "
+                "prunable conv / hidden linear; the packed model runs smaller")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
   c->add_option("--criterion", a->criterion,
-                "which weights / channels to prune: magnitude, or taylor (first-order Taylor saliency |w dL/dw| "
-                "summed over --saliency-batches training batches, Molchanov et al. 2017)")
+                "shorthand: which weights / channels to prune: magnitude, or taylor (first-order Taylor saliency)")
       ->capture_default_str()
       ->check(CLI::IsMember({"magnitude", "taylor"}));
-  c->add_option("--saliency-batches", a->saliency_batches, "training batches of 128 for --criterion taylor")
+  c->add_option("--saliency-batches", a->saliency_batches, "training batches of 128 for the Taylor saliency")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   c->callback([a]() { run_compress(*a); });

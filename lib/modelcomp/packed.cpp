@@ -84,6 +84,19 @@ void write_record(const PackedTensor& t, gradcomp::ByteWriter& w) {
       huffman_encode(values, uint32_t(t.centroids.size()), w);
       break;
     }
+    case Encoding::sparse_f32: {
+      FRUGAL_CHECK(t.dense.size() == n, "packed tensor '", t.name, "': ", t.dense.size(), " values for ", n);
+      std::vector<uint32_t> positions;
+      for (size_t i = 0; i < n; ++i)
+        if (t.dense[i] != 0.0f) positions.push_back(uint32_t(i));
+      const RelativeIndices ri = relative_indices(positions, t.index_bits);
+      w.u8(uint8_t(t.index_bits));
+      huffman_encode(ri.codes, 1u << t.index_bits, w);
+      w.varint(ri.codes.size());
+      size_t k = 0;
+      for (size_t e = 0; e < ri.codes.size(); ++e) w.f32(ri.filler[e] ? 0.0f : t.dense[positions[k++]]);
+      break;
+    }
     case Encoding::int8:
       write_int8(t, n, w);
       break;
@@ -136,6 +149,7 @@ const char* encoding_name(Encoding e) {
     case Encoding::shared: return "shared";
     case Encoding::sparse: return "sparse";
     case Encoding::int8: return "int8";
+    case Encoding::sparse_f32: return "sparse_f32";
   }
   return "?";
 }
@@ -251,6 +265,22 @@ UnpackedModel decode_packed(const std::string& bytes, const std::string& path) {
           dst[pos[e]] = cb[values[e]];
         }
       }
+    } else if (enc == uint8_t(Encoding::sparse_f32)) {
+      const uint32_t bits = body.u8();
+      if (bits < 1 || bits > 16) body.fail("tensor '" + name + "': index field width " + std::to_string(bits));
+      const std::vector<uint32_t> gaps = huffman_decode(body);
+      for (uint32_t g : gaps)
+        if (g >= (1u << bits)) body.fail("tensor '" + name + "': relative index wider than its field");
+      if (body.varint() != gaps.size()) body.fail("tensor '" + name + "': index and value counts differ");
+      const std::vector<float> values = read_floats(body, gaps.size());
+      std::vector<uint32_t> pos;
+      try {
+        pos = positions_from_codes(gaps, uint32_t(n));
+      } catch (const Error& e) {
+        body.fail("tensor '" + name + "': " + e.what());
+      }
+      std::fill(dst, dst + n, 0.0f);
+      for (size_t e = 0; e < pos.size(); ++e) dst[pos[e]] = values[e];
     } else if (enc == uint8_t(Encoding::int8)) {
       um.int8.emplace_back(name, read_int8(body, name, dims, record_at));
       const Int8Weights& q = um.int8.back().second;

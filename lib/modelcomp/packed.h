@@ -14,6 +14,8 @@
 //   shared  (1)  varint k, k f32 centroids; Huffman stream (huffman.h) of numel centroid indices
 //   sparse  (2)  u8 index bits b; varint k, k f32 centroids (index 0 is 0.0: fillers and pruned weights);
 //                Huffman stream of the relative-index codes (sparse.h) and one of the entries' centroid indices
+//   sparse_f32 (4)  u8 index bits b; Huffman stream of the relative-index codes (sparse.h); varint E, then E f32
+//                values, one per stored entry (0 for fillers): pruned but not shared weights
 //   int8    (3)  u8 activation flags (bit 0: input codes unsigned, bit 1: output codes unsigned, bit 2: output f32);
 //                f32 input scale, f32 output scale (0 with an f32 output); varint C (= dims[0]) then C f32 per-output-
 //                channel weight scales; numel s8 weights (value = code x its channel's scale). The layer runs on
@@ -30,7 +32,7 @@
 
 namespace frugal::modelcomp {
 
-enum class Encoding : uint8_t { dense = 0, shared = 1, sparse = 2, int8 = 3 };
+enum class Encoding : uint8_t { dense = 0, shared = 1, sparse = 2, int8 = 3, sparse_f32 = 4 };
 const char* encoding_name(Encoding e);
 
 /// An int8 layer's weights and activation scales (real value = code x scale; codes symmetric, zero point 0).
@@ -45,7 +47,8 @@ struct Int8Weights {
 };
 
 /// One tensor to pack. shared / sparse: `codes` (numel) index `centroids`; for sparse, centroid 0 must be 0.0 and
-/// entries with code 0 are the pruned ones. dense: `dense` holds the values.
+/// entries with code 0 are the pruned ones. dense: `dense` holds the values. sparse_f32: `dense` holds the values,
+/// zeros are the pruned weights (only the nonzeros and their relative indices are stored).
 struct PackedTensor {
   std::string name;
   std::vector<int64_t> dims;

@@ -116,3 +116,27 @@ TEST_CASE("deep compression: constraints keep pruned weights at 0 and each clust
   CHECK(r.layers[0].encoding == "sparse");
   CHECK(r.layers[0].sparsity == doctest::Approx(1.0 / 3).epsilon(0.01));
 }
+
+TEST_CASE("packed model: sparse_f32 stores the nonzeros and their relative indices, bit for bit") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.f, 0.1f);
+  PackedModel m;
+  m.meta = {{"kind", "packed-model"}};
+  PackedTensor t{"fc.weight", {20, 300}, Encoding::sparse_f32, {}, {}, {}, 5};
+  for (int i = 0; i < 6000; ++i) t.dense.push_back(rng() % 10 == 0 ? g(rng) : 0.0f);
+  t.dense[5999] = 0.25f;  // the very end, after gaps longer than a 5-bit field (fillers)
+  for (int i = 100; i < 200; ++i) t.dense[i] = 0.0f;
+  m.tensors = {t};
+  const PackedBytes pb = encode_packed(m);
+  const UnpackedModel u = decode_packed(pb.file, "mem");
+  REQUIRE(u.tensors.size() == 1);
+  CHECK(u.encodings[0] == Encoding::sparse_f32);
+  CHECK(std::memcmp(u.tensors[0].second.data(), t.dense.data(), 4 * t.dense.size()) == 0);
+  // ~10 % of 6000 values at 4 bytes each plus Huffman-coded gaps: well under the 24000 dense bytes / 7
+  CHECK(pb.record_bytes[0] < 24000 / 7);
+  // a truncated value array is refused with the offset
+  std::string cut = pb.file.substr(0, pb.file.size() - 40);
+  cut += std::string(4, '\0');
+  refresh_crc(cut);
+  CHECK_THROWS_WITH_AS(decode_packed(cut, "cut.packed"), doctest::Contains("cut.packed"), Error);
+}
