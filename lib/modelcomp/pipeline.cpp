@@ -166,8 +166,16 @@ PackedModel pack_state(State& st) {
       const TensorCode& c = code->second;
       p.encoding = c.keep.empty() ? Encoding::shared : Encoding::sparse;
       p.index_bits = c.index_bits;
+      // the shared values as they are now (fine-tuning moves each cluster's members together, so every member
+      // holds its cluster's value): the first member's weight; a cluster without members keeps its centroid
       p.centroids = {0.0f};
       p.centroids.insert(p.centroids.end(), c.centroids.begin(), c.centroids.end());
+      std::vector<uint8_t> seen(p.centroids.size(), 0);
+      for (size_t i = 0; i < c.cluster.size(); ++i)
+        if (c.cluster[i] != 0 && !seen[c.cluster[i]]) {
+          seen[c.cluster[i]] = 1;
+          p.centroids[c.cluster[i]] = t.data()[i];
+        }
       p.codes = c.cluster;
     } else if (code != st.codes.end()) {
       p.encoding = Encoding::sparse_f32;
@@ -432,7 +440,7 @@ void Pipeline::gradual(const Stage& s, size_t index) {
           if (!m->second[i]) p->value.data()[i] = 0.0f;
     }
   };
-  const double lr = o_.finetune_lr;
+  const double lr = s.lr > 0 ? s.lr : o_.finetune_lr;
   finetune(s.epochs, lr, o_.out_dir + "/stage" + std::to_string(index) + "_gradual", hook);
   // the final masks: exactly the target sparsity of the trained weights (held at zero from then on)
   for (nn::Param* p : st_.model->params()) {
@@ -600,6 +608,20 @@ json Pipeline::finish() {
          {"params_after", after.model->num_params()},
          {"macs_before", source_->macs_per_image()},
          {"macs_after", after.model->macs_per_image()}};
+  if (st_.int8_records.empty()) {  // the decoded file holds exactly the weights the last stage measured
+    double diff = 0;
+    io::TensorFile now, decoded;
+    nn::add_model_tensors(*st_.model, now);
+    nn::add_model_tensors(*after.model, decoded);
+    for (size_t i = 0; i < now.tensors.size(); ++i) {
+      const Tensor& a = now.tensors[i].second;
+      const Tensor& b = decoded.tensors[i].second;
+      FRUGAL_CHECK(a.size() == b.size(), "compress: the packed file's tensor '", now.tensors[i].first,
+                   "' has another size than the compressed model's (internal error)");
+      for (int64_t k = 0; k < a.size(); ++k) diff = std::max(diff, double(std::fabs(a.data()[k] - b.data()[k])));
+    }
+    j["packed_max_abs_diff"] = diff;
+  }
   if (o_.eval) {  // the packed file as evaluate reads it, against the untouched source, same data, same code
     const train::EvalMetrics tb = train::evaluate(*source_, d_.test, d_.norm, o_.eval_batch, 0.f);
     const train::EvalMetrics ta = train::evaluate(*after.model, d_.test, d_.norm, o_.eval_batch, 0.f);

@@ -23,7 +23,7 @@ const char* stage_kind_name(StageKind k) {
 
 namespace {
 const char* kStageHelp =
-    "stages are channels:CRITERION:FRACTION, lowrank:ENERGY, prune:CRITERION:AMOUNT, gradual:AMOUNT:EPOCHS, "
+    "stages are channels:CRITERION:FRACTION, lowrank:ENERGY, prune:CRITERION:AMOUNT, gradual:AMOUNT:EPOCHS[:LR], "
     "finetune:EPOCHS[:LR], share:BITS[:CONV_BITS], huffman, int8 (lib/modelcomp/stages.h)";
 
 double number(const util::SpecFields& f, size_t i, const char* what) {
@@ -87,11 +87,15 @@ Stage parse_stage(const std::string& spec) {
     FRUGAL_CHECK(s.criterion != "global" || s.targets_file.empty(), "compress stage '", spec,
                  "': global pruning has one threshold for all tensors, so it takes one sparsity, not a targets file");
   } else if (f.name == "gradual") {
-    arity(f, 2, 2, "gradual:AMOUNT:EPOCHS, e.g. gradual:0.92:6");
+    arity(f, 2, 3, "gradual:AMOUNT:EPOCHS[:LR], e.g. gradual:0.92:6 or gradual:0.92:6:0.05");
     s.kind = StageKind::gradual;
     s.criterion = "magnitude";
     amount_or_file(f, 0, s);
     s.epochs = whole(f, 1, "epochs", 1, 100000);
+    if (f.fields.size() == 3) {
+      s.lr = number(f, 2, "learning rate");
+      FRUGAL_CHECK(s.lr > 0, "compress stage '", spec, "': learning rate must be positive, got ", f.fields[2]);
+    }
   } else if (f.name == "finetune") {
     arity(f, 1, 2, "finetune:EPOCHS[:LR], e.g. finetune:3 or finetune:3:0.005");
     s.kind = StageKind::finetune;

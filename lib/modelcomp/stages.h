@@ -12,9 +12,10 @@
 //                                 of zeros in [0, 1), or @FILE: per-tensor sparsities from a targets file (frugal
 //                                 compress --sensitivity prune --budget PP writes one); tensors it does not name stay
 //                                 dense.
-//   gradual:AMOUNT:EPOCHS         Zhu & Gupta (2017) gradual magnitude pruning while training EPOCHS epochs: each
+//   gradual:AMOUNT:EPOCHS[:LR]    Zhu & Gupta (2017) gradual magnitude pruning while training EPOCHS epochs: each
 //                                 tensor's sparsity rises from 0 to AMOUNT (fraction or @FILE) along the cubic schedule
-//                                 over the first 3/4 of the steps, masks recomputed every prune_every steps.
+//                                 over the first 3/4 of the steps, masks recomputed every prune_every steps; peak
+//                                 learning rate LR (default finetune_lr), cosine schedule.
 //   finetune:EPOCHS[:LR]          train EPOCHS epochs under everything so far: pruned weights stay 0, shared weights
 //                                 stay shared (each cluster moves by its members' mean update), the structure as
 //                                 pruned. Peak learning rate LR (default: config key finetune_lr), cosine schedule.
@@ -45,7 +46,7 @@ struct Stage {
   double amount = 0;         ///< channels fraction, lowrank energy, prune / gradual sparsity
   std::string targets_file;  ///< prune / gradual / share: @FILE (per-tensor values) instead of one amount / bits
   int epochs = 0;            ///< finetune, gradual
-  double lr = 0;             ///< finetune: 0 = the config's finetune_lr
+  double lr = 0;             ///< finetune / gradual: 0 = the config's finetune_lr
   int bits = 0;              ///< share: every tensor, or linear ones when conv_bits > 0
   int conv_bits = 0;         ///< share: conv tensors (0 = same as bits)
 };
