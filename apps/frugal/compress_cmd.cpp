@@ -38,6 +38,7 @@ json recipe_defaults() {
               {"prune_every", d.prune_every},
               {"calib_images", d.calib_images},
               {"lowrank_max_rank", d.lowrank_max_rank},
+              {"finetune_set", json::array()},
               {"eval", d.eval},
               {"speed", d.speed},
               {"eval_batch", d.eval_batch}};
@@ -95,6 +96,10 @@ void apply_set(json& recipe, const std::string& kv) {
     recipe[key] = modelcomp::split_stage_list(value);
     return;
   }
+  if (key == "finetune_set") {  // one more training override per --set finetune_set=key=value
+    recipe[key].push_back(value);
+    return;
+  }
   json v;
   try {
     v = json::parse(value);
@@ -146,6 +151,11 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
   o.calib_images = get("calib_images");
   FRUGAL_CHECK(o.calib_images >= 1, where, ": calib_images must be >= 1");
   o.lowrank_max_rank = get("lowrank_max_rank");
+  for (const json& kv : get("finetune_set")) {
+    FRUGAL_CHECK(kv.is_string() && kv.get<std::string>().find('=') != std::string::npos, where,
+                 ": finetune_set holds training overrides \"key=value\", got ", kv.dump());
+    o.finetune_set.push_back(kv);
+  }
   o.eval = get("eval");
   o.speed = get("speed");
   o.eval_batch = get("eval_batch");
@@ -239,7 +249,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank, eval, speed, eval_batch}")
+                "lowrank_max_rank, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");

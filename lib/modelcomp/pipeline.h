@@ -31,6 +31,9 @@ struct PipelineOptions {
   int prune_every = 50;       ///< gradual: optimizer steps between mask updates
   int calib_images = 2048;    ///< int8: training images for the activation ranges
   int lowrank_max_rank = 0;   ///< lowrank: cap on each layer's rank (0: none)
+  /// Training config overrides ("key=value", as frugal train --set) for every finetune / gradual run, applied after
+  /// the model's own training config, e.g. {"weight_decay=5e-4", "batch=64", "augment=crop"}.
+  std::vector<std::string> finetune_set;
   bool eval = true;           ///< accuracy after every stage (else only bytes)
   bool speed = true;          ///< batch-1 latency and batch-256 throughput of the source and the packed model
   int eval_batch = 500;

@@ -45,7 +45,7 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
                                 R"({"kind": "per-layer-targets", "targets": {"3.weight": 0.6, "7.weight": 0.9}})");
   frugal::io::write_file_atomic(dir / "recipe.json", R"({"_comment": "test", "stages": ["gradual:@)" + dir / "targets.json" +
                                                           R"(:2", "share:4:6", "finetune:1", "huffman"],
-                                 "speed": false, "prune_every": 3})");
+                                 "speed": false, "prune_every": 3, "finetune_set": ["batch=16"]})");
   Run c = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --config " +
               dir / "recipe.json" + " --out " + dir / "cmp");
   INFO(c.out);
@@ -81,6 +81,9 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
   REQUIRE(e.code == 0);
   CHECK(json_of(dir / "ev/evaluate.json")["metrics"]["test_accuracy"] == j["stages"][4]["test_accuracy"]);
   CHECK(j["test_accuracy_after"] == j["stages"][4]["test_accuracy"]);
+  // finetune_set reached the fine-tuning runs
+  CHECK(json_of(dir / "cmp/stage3_finetune/results.json")["config"]["batch"] == 16);
+  CHECK(json_of(dir / "cmp/stage1_gradual/results.json")["config"]["batch"] == 16);
   // fine-tuning moved the shared values: the file stores them as they are now, not the k-means centroids
   CHECK(j["packed_max_abs_diff"].get<double>() == 0.0);
 
@@ -104,6 +107,7 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
            {"--stages share:4,prune:magnitude:0.5", "after share"},
            {"--set nonsense=1", "nonsense"},
+           {"--stages finetune:1 --set finetune_set=bogus_key=3", "bogus_key"},
            {"--set stages=prune:magnitude:0.5 --set val_split=abc", "val_split"},
            {"--stages prune:magnitude:@" + dir / "missing.json", "missing.json"}}) {
     Run b = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --no-eval " + args +
