@@ -3,13 +3,15 @@
 //               fine-tuning after pruning and after sharing;
 //   --int8      batch norm folded, per-channel int8 weights, calibrated activation scales (oneDNN int8 at evaluate);
 //   --channels  structured channel pruning (smaller layers), magnitude or Taylor saliency, optional fine-tuning.
-// Low-rank layers and the sensitivity analysis are not wired in yet.
+//   --sensitivity  per-layer accuracy against sparsity, bits or rank on the validation split (compress_sensitivity.cpp).
+// Low-rank layers are not wired in yet.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "commands.h"
+#include "compress_sensitivity.h"
 #include "data/dataset.h"
 #include "io/environment.h"
 #include "io/files.h"
@@ -50,6 +52,7 @@ struct CompressArgs {
   double channels = 0;                ///< > 0: structured pruning, this fraction of each prunable layer's channels
   std::string criterion = "magnitude";  ///< magnitude | taylor
   int saliency_batches = 20;          ///< taylor: training batches of 128 the saliency is summed over
+  SensitivityArgs sensitivity;        ///< --sensitivity: the analysis instead of compressing
 };
 
 std::string dataset_of(const CompressArgs& a, const nlohmann::json& meta) {
@@ -276,6 +279,8 @@ void run_channels(const CompressArgs& a) {
 }
 
 void run_compress(const CompressArgs& a) {
+  if (!a.sensitivity.method.empty())
+    return run_sensitivity(a.sensitivity, {a.model, a.out, a.dataset, a.data_dir, a.o.min_numel, a.batch});
   if (a.int8) return run_int8(a);
   if (a.channels > 0) return run_channels(a);
   const io::TensorFile f = modelcomp::read_model_file(a.model);
@@ -440,6 +445,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--saliency-batches", a->saliency_batches, "training batches of 128 for --criterion taylor")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  add_sensitivity_options(c, a->sensitivity);
   c->callback([a]() { run_compress(*a); });
 }
 
