@@ -211,7 +211,7 @@ void run_sensitivity(const SensitivityArgs& s, const SensitivityInputs& in) {
     std::printf("\nper-layer targets for a %.3g pp budget:\n", s.budget_pp);
     for (const auto& g : targets) {
       if (g.within_budget)
-        std::printf("  %-24s %-8g drop %+.2f pp\n", g.name.c_str(), g.level, g.drop_pp);
+        std::printf("  %-24s %-8g drop %.2f pp\n", g.name.c_str(), g.level, g.drop_pp);
       else
         std::printf("  %-24s %-8g untouched: no level within the budget\n", g.name.c_str(), g.level);
     }

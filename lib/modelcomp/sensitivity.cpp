@@ -225,7 +225,8 @@ std::string sensitivity_markdown(const SensitivityTable& t) {
     }
     s += "| " + t.layers[l].name + " | " + dims + " |";
     for (size_t i = 0; i < t.levels.size(); ++i) {
-      std::snprintf(b, sizeof b, " %.2f (%+.2f) |", 100 * t.layers[l].accuracy[i], -t.drop_pp(l, i));
+      const double change = 100 * (t.layers[l].accuracy[i] - t.baseline);  // not -drop_pp: no "-0.00"
+      std::snprintf(b, sizeof b, " %.2f (%+.2f) |", 100 * t.layers[l].accuracy[i], change);
       s += b;
     }
     s += "\n";

@@ -81,6 +81,10 @@ TEST_CASE("sensitivity: targets are the most aggressive level within the budget,
   CHECK(select_targets(t, 5)[0].level == 0.9);
   CHECK(select_targets(t, 2)[1].level == 0.7);
   CHECK_THROWS_AS(select_targets(t, -0.1), Error);
+  // the Markdown cells: accuracy % and its change in pp (no "-0.00" for an unchanged accuracy)
+  const std::string md = sensitivity_markdown(t);
+  CHECK(md.find("| a | 10x10 | 99.00 (+0.00) | 98.90 (-0.10) | 95.00 (-4.00) |") != std::string::npos);
+  CHECK(md.find("untouched model's 99.00 %") != std::string::npos);
 
   // bits and rank: fewer is more aggressive, untouched is 32 bits / rank fraction 1
   const SensitivityTable b = table(SensitivityMethod::bits, {8, 4, 2}, {{0.99, 0.989, 0.9}, {0.95, 0.9, 0.5}});
