@@ -195,18 +195,8 @@ void run_sensitivity(const SensitivityArgs& s, const SensitivityInputs& in) {
 
   if (s.budget_pp >= 0) {
     const std::vector<modelcomp::LayerTarget> targets = modelcomp::select_targets(t, s.budget_pp);
-    json tj{{"kind", "per-layer-targets"}, {"method", s.method}, {"level_meaning", modelcomp::level_meaning(method)},
-            {"budget_pp", s.budget_pp}, {"baseline_accuracy", t.baseline}, {"sensitivity", in.out + "/sensitivity.json"}};
-    json levels_by_layer = json::object(), drops = json::object(), untouched = json::array();
-    for (const auto& g : targets) {
-      levels_by_layer[g.name] = level_json(method, g.level);
-      drops[g.name] = g.drop_pp;
-      if (!g.within_budget) untouched.push_back(g.name);
-    }
-    tj["targets"] = levels_by_layer;
-    tj["drop_pp"] = drops;
-    tj["untouched"] = untouched;  // no level within the budget: target = the untouched level (prune 0, bits 32, rank 1)
-    tj["note"] = "each layer judged alone: all layers at their targets together can lose more than the budget";
+    json tj = modelcomp::targets_json(method, s.budget_pp, t.baseline, targets);
+    tj["sensitivity"] = in.out + "/sensitivity.json";
     io::write_file_atomic(in.out + "/targets.json", tj.dump(2) + "\n");
     std::printf("\nper-layer targets for a %.3g pp budget:\n", s.budget_pp);
     for (const auto& g : targets) {

@@ -207,6 +207,50 @@ std::vector<LayerTarget> select_targets(const SensitivityTable& t, double budget
   return out;
 }
 
+nlohmann::json targets_json(SensitivityMethod m, double budget_pp, double baseline, const std::vector<LayerTarget>& t) {
+  using json = nlohmann::json;
+  json levels = json::object(), drops = json::object(), untouched = json::array();
+  for (const LayerTarget& g : t) {
+    levels[g.name] = m == SensitivityMethod::bits ? json(int(g.level)) : json(g.level);
+    drops[g.name] = g.drop_pp;
+    if (!g.within_budget) untouched.push_back(g.name);
+  }
+  return {{"kind", "per-layer-targets"},
+          {"method", sensitivity_method_name(m)},
+          {"level_meaning", level_meaning(m)},
+          {"budget_pp", budget_pp},
+          {"baseline_accuracy", baseline},
+          {"targets", levels},
+          {"drop_pp", drops},
+          {"untouched", untouched},
+          {"note", "each layer judged alone: all layers at their targets together can lose more than the budget"}};
+}
+
+PerLayerTargets parse_targets_json(const nlohmann::json& j, const std::string& where) {
+  FRUGAL_CHECK(j.is_object() && j.value("kind", "") == "per-layer-targets", "'", where,
+               "' is not a per-layer targets file (key 'kind' must be \"per-layer-targets\"); write one with "
+               "frugal compress --sensitivity M --budget PP");
+  FRUGAL_CHECK(j.contains("method") && j["method"].is_string(), "'", where, "': key 'method' (prune|bits|rank) missing");
+  PerLayerTargets out;
+  out.method = parse_sensitivity_method(j["method"].get<std::string>());
+  out.budget_pp = j.value("budget_pp", 0.0);
+  FRUGAL_CHECK(j.contains("targets") && j["targets"].is_object() && !j["targets"].empty(), "'", where,
+               "': key 'targets' must be a non-empty object {\"layer.weight\": level, ...}");
+  for (const auto& [name, v] : j["targets"].items()) {
+    FRUGAL_CHECK(v.is_number(), "'", where, "': targets.", name, " is not a number");
+    const double level = v.get<double>();
+    if (level != untouched_level(out.method)) {
+      try {
+        check_level(out.method, level);
+      } catch (const Error& e) {
+        FRUGAL_FAIL("'", where, "': targets.", name, ": ", e.what());
+      }
+    }
+    out.levels.emplace_back(name, level);
+  }
+  return out;
+}
+
 std::string sensitivity_markdown(const SensitivityTable& t) {
   std::string s = "| layer | dims |";
   std::string rule = "|---|---|";

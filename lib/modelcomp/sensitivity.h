@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "nn/model.h"
 
 namespace frugal::modelcomp {
@@ -92,6 +94,21 @@ struct LayerTarget {
 /// already break the budget). Each layer is judged alone: several layers at their targets together can lose more
 /// than the budget. requires: budget_pp >= 0.
 std::vector<LayerTarget> select_targets(const SensitivityTable& t, double budget_pp);
+
+/// targets.json, what a later stage reads as per-layer sparsity / bits / rank fraction:
+///   {"kind": "per-layer-targets", "method": "prune", "level_meaning": "sparsity", "budget_pp": 0.2,
+///    "baseline_accuracy": 0.9874, "targets": {"3.weight": 0.5, ...}, "drop_pp": {...}, "untouched": [names], "note"}
+/// (bit widths as integers; an untouched layer has untouched_level(method)).
+nlohmann::json targets_json(SensitivityMethod m, double budget_pp, double baseline, const std::vector<LayerTarget>& t);
+
+struct PerLayerTargets {
+  SensitivityMethod method = SensitivityMethod::prune;
+  double budget_pp = 0;
+  std::vector<std::pair<std::string, double>> levels;  ///< (layer, level), in the file's (name) order
+};
+/// Reads targets_json's document back; throws naming `where` (a file name) and the key when the kind, the method
+/// or a level (check_level, or the untouched level) is wrong.
+PerLayerTargets parse_targets_json(const nlohmann::json& j, const std::string& where);
 
 /// The table as Markdown: one row per layer, one column per level, cells "accuracy % (change in pp)", and the baseline.
 std::string sensitivity_markdown(const SensitivityTable& t);

@@ -41,6 +41,12 @@ SensitivityTable table(SensitivityMethod m, std::vector<double> levels, std::vec
   for (size_t l = 0; l < acc.size(); ++l) t.layers.push_back({std::string(1, char('a' + l)), {10, 10}, acc[l]});
   return t;
 }
+
+std::vector<std::pair<std::string, double>> levels_of(const std::vector<LayerTarget>& g) {
+  std::vector<std::pair<std::string, double>> out;
+  for (const LayerTarget& t : g) out.emplace_back(t.name, t.level);
+  return out;
+}
 }  // namespace
 
 TEST_CASE("sensitivity: levels are parsed and checked per method") {
@@ -99,6 +105,41 @@ TEST_CASE("sensitivity: targets are the most aggressive level within the budget,
   // the levels' order in the table does not matter
   const SensitivityTable shuffled = table(SensitivityMethod::bits, {2, 8, 4}, {{0.9, 0.99, 0.989}});
   CHECK(select_targets(shuffled, 0.2)[0].level == 4);
+}
+
+TEST_CASE("sensitivity: targets.json round trip, and bad targets files refused") {
+  const SensitivityTable t = table(SensitivityMethod::prune, {0.5, 0.7, 0.9},
+                                   {{0.99, 0.989, 0.95}, {0.98, 0.97, 0.90}, {0.99, 0.985, 0.9895}});
+  const std::vector<LayerTarget> g = select_targets(t, 0.2);
+  const json j = json::parse(targets_json(SensitivityMethod::prune, 0.2, t.baseline, g).dump());
+  CHECK(j["kind"] == "per-layer-targets");
+  CHECK(j["untouched"] == json::array({"b"}));
+  const PerLayerTargets back = parse_targets_json(j, "targets.json");
+  CHECK(back.method == SensitivityMethod::prune);
+  CHECK(back.budget_pp == 0.2);
+  CHECK(back.levels == levels_of(g));
+  CHECK(back.levels == std::vector<std::pair<std::string, double>>{{"a", 0.7}, {"b", 0}, {"c", 0.9}});
+
+  const SensitivityTable b = table(SensitivityMethod::bits, {8, 4, 2}, {{0.99, 0.989, 0.9}, {0.95, 0.9, 0.5}});
+  const json jb = targets_json(SensitivityMethod::bits, 0.2, b.baseline, select_targets(b, 0.2));
+  CHECK(jb["targets"]["a"].is_number_integer());
+  CHECK(jb["targets"]["b"] == 32);  // untouched: fp32
+  CHECK(parse_targets_json(jb, "t").levels == std::vector<std::pair<std::string, double>>{{"a", 4}, {"b", 32}});
+
+  auto with = [&](const std::string& key, const json& v) {
+    json bad = j;
+    bad[key] = v;
+    return bad;
+  };
+  CHECK_THROWS_WITH_AS(parse_targets_json(with("kind", "compress"), "x.json"), doctest::Contains("'x.json'"), Error);
+  CHECK_THROWS_AS(parse_targets_json(with("method", "quant"), "x.json"), Error);
+  CHECK_THROWS_AS(parse_targets_json(with("targets", json::object()), "x.json"), Error);
+  CHECK_THROWS_WITH_AS(parse_targets_json(with("targets", {{"a", 1.5}}), "x.json"), doctest::Contains("targets.a"),
+                       Error);
+  CHECK_THROWS_AS(parse_targets_json(with("targets", {{"a", "0.5"}}), "x.json"), Error);
+  json half_bit = jb;
+  half_bit["targets"]["a"] = 2.5;
+  CHECK_THROWS_AS(parse_targets_json(half_bit, "x"), Error);
 }
 
 TEST_CASE("sensitivity: compress_tensor prunes, shares and truncates the rank of one tensor") {
