@@ -7,11 +7,14 @@
 //   default     prune:CRITERION:SPARSITY [, finetune:E] , share:FC_BITS:CONV_BITS [, finetune:E] , huffman
 //   --int8      int8
 //   --channels  channels:CRITERION:F [, finetune:E]
+// --sensitivity prune|bits|rank: per-layer accuracy on the validation split instead (compress_sensitivity.cpp); its
+// targets.json feeds prune:CRITERION:@FILE / gradual:@FILE:E / share:@FILE.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "commands.h"
+#include "compress_sensitivity.h"
 #include "io/files.h"
 #include "modelcomp/pipeline.h"
 #include "util/check.h"
@@ -61,6 +64,7 @@ struct CompressArgs {
   double channels = 0;
   std::string criterion = "magnitude";
   int saliency_batches = 20;
+  SensitivityArgs sensitivity;  ///< --sensitivity: the analysis instead of compressing
 };
 
 /// The stage list the shorthand flags describe.
@@ -165,6 +169,8 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
 }
 
 void run_compress(const CompressArgs& a) {
+  if (!a.sensitivity.method.empty())
+    return run_sensitivity(a.sensitivity, {a.model, a.out, a.dataset, a.data_dir, a.min_numel, 500});
   json recipe = recipe_defaults();
   std::string where = "compress options";
   if (!a.config.empty()) {
@@ -297,6 +303,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--saliency-batches", a->saliency_batches, "training batches of 128 for the Taylor saliency")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  add_sensitivity_options(c, a->sensitivity);
   c->callback([a]() { run_compress(*a); });
 }
 

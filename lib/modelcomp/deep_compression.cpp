@@ -111,11 +111,9 @@ void apply_constraint(const WeightConstraint& c, float* w, size_t n) {
   }
 }
 
-namespace {
 bool compressible(const Tensor& t, const DeepCompressionOptions& o) {
   return (t.dims().size() == 4 || t.dims().size() == 2) && size_t(t.size()) >= o.min_numel;
 }
-}  // namespace
 
 std::vector<std::pair<std::string, WeightConstraint>> pruning_constraints(const io::TensorFile& model,
                                                                           const DeepCompressionOptions& o) {

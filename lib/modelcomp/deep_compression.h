@@ -38,6 +38,9 @@ struct DeepCompressionResult {
   size_t fp32_bytes = 0;  ///< 4 x every tensor's numel
 };
 
+/// True for the tensors deep_compress compresses: conv (rank 4) and linear (rank 2) weights of at least min_numel.
+bool compressible(const Tensor& t, const DeepCompressionOptions& o);
+
 /// Compresses every tensor of `model` (a model file's tensors and metadata). Deterministic.
 DeepCompressionResult deep_compress(const io::TensorFile& model, const DeepCompressionOptions& o);
 

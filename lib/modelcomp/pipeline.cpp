@@ -464,7 +464,7 @@ void Pipeline::share(const Stage& s) {
     int bits = 0;
     if (!s.targets_file.empty()) {
       auto b = file_bits.find(p->name);
-      if (b == file_bits.end()) continue;
+      if (b == file_bits.end() || b->second >= 32) continue;  // 32: untouched (--sensitivity bits --budget)
       FRUGAL_CHECK(b->second == std::floor(b->second) && b->second >= 1 && b->second <= 16, "targets file '",
                    s.targets_file, "': bits of '", p->name, "' must be a whole number in [1, 16], got ", b->second);
       bits = int(b->second);

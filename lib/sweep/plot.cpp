@@ -53,6 +53,18 @@ std::vector<double> ticks(double lo, double hi, int n) {
   return t;
 }
 
+/// A dashed line from a to b: 8-pixel dashes, 6-pixel gaps.
+void dashed_line(cv::Mat& img, cv::Point a, cv::Point b, const cv::Scalar& c, int thickness) {
+  const double len = std::hypot(double(b.x - a.x), double(b.y - a.y));
+  for (double t = 0; t < len; t += 14) {
+    const double t1 = std::min(len, t + 8);
+    auto at = [&](double u) {
+      return cv::Point(a.x + int(std::lround((b.x - a.x) * u / len)), a.y + int(std::lround((b.y - a.y) * u / len)));
+    };
+    cv::line(img, at(t), at(t1), c, thickness, cv::LINE_AA);
+  }
+}
+
 void text(cv::Mat& img, const std::string& s, cv::Point at, double scale = 0.45, cv::Scalar c = {0, 0, 0}) {
   cv::putText(img, s, at, cv::FONT_HERSHEY_SIMPLEX, scale, c, 1, cv::LINE_AA);
 }
@@ -104,13 +116,17 @@ void save_chart_png(const Chart& ch, const std::string& path) {
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (ch.log_x && s.x[i] <= 0)) continue;
       const cv::Point p(px(s.x[i]), py(s.y[i]));
-      if (s.lines && prev.x >= 0) cv::line(img, prev, p, c, 2, cv::LINE_AA);
+      if (s.lines && prev.x >= 0) {
+        if (s.dashed) dashed_line(img, prev, p, c, 2);
+        else cv::line(img, prev, p, c, 2, cv::LINE_AA);
+      }
       if (s.markers) cv::circle(img, p, 4, c, cv::FILLED, cv::LINE_AA);
       if (i < s.names.size() && !s.names[i].empty()) text(img, s.names[i], {p.x + 6, p.y - 6}, 0.35, c);
       prev = p;
     }
     if (!s.label.empty() && legend_y < ch.height - kBottom) {
-      cv::line(img, {kLeft + pw + 10, legend_y - 4}, {kLeft + pw + 30, legend_y - 4}, c, 3);
+      if (s.dashed) dashed_line(img, {kLeft + pw + 10, legend_y - 4}, {kLeft + pw + 30, legend_y - 4}, c, 3);
+      else cv::line(img, {kLeft + pw + 10, legend_y - 4}, {kLeft + pw + 30, legend_y - 4}, c, 3);
       text(img, s.label.substr(0, 22), {kLeft + pw + 34, legend_y}, 0.38);
       legend_y += 16;
     }

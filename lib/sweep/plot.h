@@ -14,6 +14,7 @@ struct Series {
   bool lines = false;              ///< join the points in order
   bool markers = true;
   int color = -1;                  ///< palette index (-1: the series' position)
+  bool dashed = false;             ///< draw the joining lines dashed (reference lines: a baseline, a budget)
 };
 
 struct Chart {

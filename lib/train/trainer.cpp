@@ -49,11 +49,7 @@ std::string fmt(const char* f, ...) {
 /// Resolves val_split (-1 = auto) and moves that many training images, drawn stratified with the fixed
 /// data::kValSplitSeed, from train into val. Returns results.json's data.val_split.
 json hold_out_validation(int64_t asked, bool plateau, data::Dataset& train, data::Dataset& val) {
-  int64_t n = asked;
-  if (asked == -1) {
-    static const std::set<std::string> standard{"mnist", "fashion-mnist", "cifar10", "cifar100"};
-    n = plateau && standard.count(train.name) ? 5000 : 0;
-  }
+  const int64_t n = resolve_val_split(asked, plateau, train.name);
   const std::string how = asked == -1 ? " (val_split = -1, auto)" : "";
   FRUGAL_CHECK(!plateau || n > 0, "schedule=plateau watches the validation loss, but config key 'val_split' is 0",
                how, " for dataset '", train.name, "'; set val_split=N to hold out N training images");
@@ -859,6 +855,12 @@ json run_training(const io::Config& cfg_in, const TrainOptions& opts_in) {
   json results = t.results(!stopped_early);
   t.write_outputs(results);
   return results;
+}
+
+int64_t resolve_val_split(int64_t asked, bool plateau, const std::string& dataset_name) {
+  if (asked != -1) return asked;
+  static const std::set<std::string> standard{"mnist", "fashion-mnist", "cifar10", "cifar100"};
+  return plateau && standard.count(dataset_name) ? 5000 : 0;
 }
 
 }  // namespace frugal::train

@@ -69,6 +69,9 @@ struct TrainingData {
 /// Reads the dataset, holds out the validation split (drawn stratified with data::kValSplitSeed) and applies the
 /// JPEG input round trip.
 TrainingData load_training_data(const DataOptions& d, const std::string& schedule_kind);
+/// The number of training images config key val_split holds out: `asked` when >= 0; -1 (auto): 5000 when the
+/// schedule is plateau (it watches the validation loss) on mnist, fashion-mnist, cifar10 or cifar100, else 0.
+int64_t resolve_val_split(int64_t asked, bool plateau, const std::string& dataset_name);
 
 /// The model's JSON spec: a preset (with width, depth) or a spec file, for inputs shaped like `ds`.
 nlohmann::json model_spec_for(const ModelOptions& m, const data::Dataset& ds);
