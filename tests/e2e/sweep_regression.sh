@@ -4,12 +4,13 @@
 # metric) on a baseline the sweep cannot meet. About 20 s on 2 cores.
 #   bash tests/e2e/sweep_regression.sh build/frugal
 set -euo pipefail
-frugal=$1
+frugal=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")  # absolute: the script changes directory
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-"$frugal" sweep --config "$root/experiments/sweep_ci_mnist.json" --out "$out/s" -q \
-    --check "$root/results/baselines/ci_sweep_mnist.json" | tail -8
+cd "$root"  # the sweep file names its base config from the repository root
+"$frugal" sweep --config experiments/sweep_ci_mnist.json --out "$out/s" -q \
+    --check results/baselines/ci_sweep_mnist.json | tail -8
 python3 - "$out/s/sweep.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -20,7 +21,7 @@ cat > "$out/strict.json" <<'JSON'
 {"metrics": {"best.metrics.val_accuracy": {"value": 0.9999, "direction": "maximize", "tolerance": 0.0001}}}
 JSON
 set +e
-msg=$("$frugal" sweep --config "$root/experiments/sweep_ci_mnist.json" --out "$out/s" -q --check "$out/strict.json" 2>&1)
+msg=$("$frugal" sweep --config experiments/sweep_ci_mnist.json --out "$out/s" -q --check "$out/strict.json" 2>&1)
 rc=$?
 set -e
 [ $rc -eq 4 ] || { echo "FAIL: a regressed metric exited $rc, expected 4: $msg"; exit 1; }
