@@ -216,10 +216,10 @@ class Scheduler {
         a.state = AshaTrial::State::done;
         a.score = value_of(TrialRecord{{}, "done", s.record.value("values", json::object()), "", -1},
                            spec_.objectives[0].metric);
-      } else if (failed_in_this_run(s)) {
-        a.state = AshaTrial::State::failed;
       } else if (s.state == "running" || running_.count(id)) {
         a.state = AshaTrial::State::running;
+      } else if (failed_in_this_run(s) || failed_here_.count(id)) {  // failed here: not again, even when another
+        a.state = AshaTrial::State::failed;                           // process (another run) failed it since
       } else {
         a.state = AshaTrial::State::waiting;  // interrupted, or failed in an earlier run: run it again
       }
