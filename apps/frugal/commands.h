@@ -6,6 +6,8 @@ namespace frugal::app {
 
 struct Globals {
   std::string dist = "none";  // none | mpi
+  bool mpi = false;           // main() initialized MPI (--dist mpi, or `sweep` under mpirun)
+  int exit_code = 0;          // what main() returns after a command that ran (e.g. 4: sweep --check regressed)
 };
 
 void add_train(CLI::App& app, Globals& g);

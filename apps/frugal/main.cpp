@@ -12,13 +12,14 @@
 #include "util/omp_env.h"
 
 namespace {
-// MPI is initialized only for `--dist mpi` (or when started by mpirun with it).
+// MPI is initialized only for `--dist mpi`, and for `frugal sweep` started by mpirun (one trial per rank at a time,
+// apps/frugal/sweep_cmd.cpp).
 bool wants_mpi(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if ((std::strcmp(argv[i], "--dist") == 0 && i + 1 < argc && std::strcmp(argv[i + 1], "mpi") == 0) ||
         std::strcmp(argv[i], "--dist=mpi") == 0)
       return true;
-  return false;
+  return argc > 1 && std::strcmp(argv[1], "sweep") == 0 && frugal::comm::launched_by_mpirun();
 }
 
 // For the exception being handled: "frugal: error: ..." and 1 for a frugal::Error (bad input), 3 for anything else.
@@ -58,6 +59,7 @@ int main(int argc, char** argv) {
                                         (b.native ? "\nbuild native (-march=native: runs only on CPUs like the build machine's)"
                                                   : "\nbuild portable (baseline x86-64; the SIMD kernels are chosen at run time)"));
   frugal::app::Globals g;
+  g.mpi = mpi != nullptr;
   frugal::app::add_train(app, g);
   frugal::app::add_evaluate(app, g);
   frugal::app::add_compress(app, g);
@@ -71,5 +73,5 @@ int main(int argc, char** argv) {
   } catch (...) {
     return report_current_exception(mpi != nullptr);
   }
-  return 0;
+  return g.exit_code;
 }

@@ -111,19 +111,33 @@ bool Journal::finished(const std::string& trial) const {
   return false;
 }
 
+std::map<std::string, Journal::Status> Journal::statuses() const {
+  std::map<std::string, Status> out;
+  for (json& r : read()) {
+    Status& s = out[r.at("trial").get<std::string>()];
+    const std::string ev = r.at("event").get<std::string>();
+    if (s.state == "done") continue;
+    if (ev == "done" || ev == "failed") s = {ev, std::move(r)};
+    else if (ev == "claim") s = {alive_on_this_host(r) ? "running" : "interrupted", std::move(r)};
+  }
+  return out;
+}
+
 bool Journal::claim(const std::string& trial, const json& info) {
   LockedFile f(path_);  // held across the read and the append
   std::ifstream in(path_);
   std::stringstream ss;
   ss << in.rdbuf();
-  json latest_claim;
+  json latest_claim, latest_failure;
   for (const json& r : parse_lines(ss.str(), path_)) {
     if (r.at("trial") != trial) continue;
     if (r.at("event") == "done") return false;
-    if (r.at("event") == "claim") latest_claim = r;
-    if (r.at("event") == "failed") latest_claim = nullptr;
+    if (r.at("event") == "claim") latest_claim = r, latest_failure = nullptr;
+    if (r.at("event") == "failed") latest_claim = nullptr, latest_failure = r;
   }
   if (!latest_claim.is_null() && alive_on_this_host(latest_claim)) return false;
+  if (!latest_failure.is_null() && info.contains("run") && latest_failure.value("run", json()) == info["run"])
+    return false;  // failed in this run: final for it
   json rec = info;
   rec["trial"] = trial;
   rec["event"] = "claim";

@@ -166,6 +166,7 @@ json sweep_summary(const SweepSpec& spec, const SweepOutcome& out) {
   for (const auto& o : spec.objectives) dirs.push_back(o.direction);
   int64_t epochs_spent = 0;
   double wall_spent = 0;
+  json by_rank = json::object();  // trials (done or failed) per rank that ran them
   for (const TrialRecord& r : out.trials) {
     const int64_t epochs = r.trial.epochs > 0 ? r.trial.epochs : base_epochs;
     json t{{"id", r.trial.id},         {"point", r.trial.point},   {"rung", r.trial.rung},
@@ -173,6 +174,10 @@ json sweep_summary(const SweepSpec& spec, const SweepOutcome& out) {
            {"values", r.values.is_null() ? json::object() : r.values}, {"candidate", r.trial.rung == last_rung},
            {"pareto", false},          {"best", false}};
     if (!r.message.empty()) t["message"] = r.message;
+    if (r.rank >= 0) {
+      t["rank"] = r.rank;
+      by_rank[std::to_string(r.rank)] = by_rank.value(std::to_string(r.rank), 0) + 1;
+    }
     if (r.status == "done") {
       epochs_spent += epochs;
       wall_spent += number_at(r.values, "timing.wall_s") >= 0 ? number_at(r.values, "timing.wall_s") : 0;
@@ -221,7 +226,7 @@ json sweep_summary(const SweepSpec& spec, const SweepOutcome& out) {
     objectives.push_back({{"metric", o.metric}, {"direction", o.direction == Direction::maximize ? "maximize" : "minimize"}});
   const size_t n_points = expand_points(spec).size();
   const int64_t full = static_cast<int64_t>(n_points) *
-                       (spec.strategy == "halving" ? spec.halving.max_epochs : base_epochs);
+                       (out.budgets.size() > 1 || out.budgets[0] > 0 ? out.budgets.back() : base_epochs);
   return {{"kind", "sweep"},
           {"sweep_file", spec.file},
           {"strategy", spec.strategy},
@@ -233,6 +238,8 @@ json sweep_summary(const SweepSpec& spec, const SweepOutcome& out) {
           {"parallel", out.parallel},
           {"threads_per_trial", out.threads_per_trial},
           {"cores", out.cores},
+          {"ranks", out.ranks},
+          {"trials_by_rank", by_rank},
           {"trials", trials},
           {"best", best},
           {"pareto_front", front_ids},
@@ -269,8 +276,11 @@ std::string trials_markdown(const SweepSpec& spec, const json& summary) {
     s += " " + o.metric + " (" + (o.direction == Direction::maximize ? "max" : "min") + ")";
   s += ". Chosen on the validation split; the test accuracy is reported beside, never used to choose.\n";
   for (const auto& n : summary["notes"]) s += "Note: " + n.get<std::string>() + ".\n";
+  if (summary["ranks"].get<int>() > 1)
+    s += "Ran on " + std::to_string(summary["ranks"].get<int>()) + " MPI ranks, trials per rank " +
+         summary["trials_by_rank"].dump() + " (sweep.json: the rank of each trial).\n";
   s += "\n★ chosen by the first objective, ◆ on the Pareto front of all objectives";
-  if (spec.strategy == "halving") s += " (both among the last rung's trials)";
+  if (spec.strategy == "halving" || spec.strategy == "asha") s += " (both among the last rung's trials)";
   s += ".\n\n| | id | status | epochs |";
   for (const auto& d : spec.space) s += " " + d.key + " |";
   for (const auto& c : cols) s += " " + c + " |";

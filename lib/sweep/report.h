@@ -1,7 +1,8 @@
 // A sweep's tables and plots, from its outcome (lib/sweep/runner.h):
-//   DIR/sweep.json  kind "sweep": the fingerprint, objectives, notes, thread budget, every trial (params, epochs,
-//                   status, values: the numbers it recorded, nested by their results.json paths, pareto / best
-//                   flags), "best" (the trial chosen by the first objective on the validation split, with its
+//   DIR/sweep.json  kind "sweep": the fingerprint, objectives, notes, thread budget, "ranks" (MPI ranks of the
+//                   run, 1 without MPI) and "trials_by_rank", every trial (params, epochs, status, values: the
+//                   numbers it recorded, nested by their results.json paths, pareto / best flags, "rank": the
+//                   rank that ran it), "best" (the trial chosen by the first objective on the validation split, with its
 //                   test accuracy beside), "pareto_front" (ids), "compute" (epochs and trial seconds spent) and
 //                   "environment". `frugal sweep --check` compares a baseline with this file, e.g. the paths
 //                   best.metrics.val_accuracy, best.metrics.test_accuracy, compute.trial_epochs.
@@ -11,7 +12,7 @@
 //                   of every trial, from DIR/trials/ID/results.json), <key>.png (the first objective against each
 //                   swept key)
 // Choice and front are over the candidates: every finished trial (grid, random) or the finished trials of the last
-// rung (halving), so all are compared at the same budget.
+// rung (halving, asha), so all are compared at the same budget.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <functional>
 #include <cstdio>
 #include <limits>
 #include <map>
@@ -12,7 +13,11 @@
 #include <set>
 #include <thread>
 
+#include <unistd.h>
+
+#include "comm/communicator.h"
 #include "io/files.h"
+#include "sweep/asha.h"
 #include "sweep/halving.h"
 #include "sweep/journal.h"
 #include "sweep/trial_metrics.h"
@@ -53,6 +58,32 @@ std::string fmt_duration(double s) {
   return b;
 }
 
+/// The trial of point `point` at a rung of `epochs` (halving, ASHA): id tNNNN-eEPOCHS.
+Trial rung_trial(const std::vector<json>& points, size_t point, int rung, int64_t epochs) {
+  char id[48];
+  std::snprintf(id, sizeof id, "t%04zu-e%lld", point, static_cast<long long>(epochs));
+  Trial t;
+  t.id = id;
+  t.point = point;
+  t.params = points.at(point);
+  t.epochs = epochs;
+  t.rung = rung;
+  return t;
+}
+
+/// The point and rung of a rung trial's id (tNNNN-eEPOCHS, EPOCHS one of `budgets`); false for any other id.
+bool parse_rung_id(const std::string& id, const std::vector<int64_t>& budgets, size_t& point, int& rung) {
+  unsigned long long p = 0;
+  long long e = 0;
+  int used = 0;
+  if (std::sscanf(id.c_str(), "t%llu-e%lld%n", &p, &e, &used) != 2 || size_t(used) != id.size()) return false;
+  const auto it = std::find(budgets.begin(), budgets.end(), e);
+  if (it == budgets.end()) return false;
+  point = size_t(p);
+  rung = static_cast<int>(it - budgets.begin());
+  return true;
+}
+
 int max_workers(const SweepSpec& spec) {
   int64_t w = spec.base.at("workers").get<int64_t>();
   for (const auto& d : spec.space)
@@ -61,15 +92,22 @@ int max_workers(const SweepSpec& spec) {
   return static_cast<int>(std::max<int64_t>(1, w));
 }
 
+/// Who runs this sweep: this process's rank among the ranks of the run, and the run's id (shared by its ranks).
+struct RunIdentity {
+  int rank = 0, ranks = 1;
+  std::string run;  ///< host:pid:start of rank 0; goes into claims and failures (journal.h)
+};
+
 /// One sweep run's shared state: the journal, the progress line, the trials in flight.
 class Scheduler {
  public:
-  Scheduler(const SweepSpec& spec, const RunOptions& opts, int parallel, int threads, int64_t total_epochs)
-      : spec_(spec), opts_(opts), journal_(opts.out_dir + "/trials.jsonl"), parallel_(parallel),
-        threads_(threads), epochs_left_(total_epochs), start_(Clock::now()) {}
+  Scheduler(const SweepSpec& spec, const RunOptions& opts, RunIdentity who, int parallel, int threads,
+            int64_t total_epochs)
+      : spec_(spec), opts_(opts), who_(std::move(who)), journal_(opts.out_dir + "/trials.jsonl"),
+        parallel_(parallel), threads_(threads), epochs_left_(total_epochs), start_(Clock::now()) {}
 
-  /// Runs every trial of `batch` not yet finished, in parallel_ threads; returns when each is done or failed
-  /// (here or in another process).
+  /// Runs every trial of `batch` not yet finished, in parallel_ threads; returns when each is done or failed in
+  /// this run (here or in another process).
   void run_batch(const std::vector<Trial>& batch) {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -78,8 +116,26 @@ class Scheduler {
         if (!journal_.finished(t.id)) pending_.push_back(t);
         else epochs_left_ -= epochs_of(t);
     }
+    run_workers([this] { batch_worker(); });
+  }
+
+  /// ASHA over `points` with rung budgets `budgets`: returns when asha_next() says the sweep is finished.
+  void run_asha(const std::vector<json>& points, const std::vector<int64_t>& budgets) {
+    points_ = &points;
+    budgets_ = budgets;
+    run_workers([this] { asha_worker(); });
+  }
+
+  int ran_here() const { return ran_here_; }
+
+ private:
+  int64_t epochs_of(const Trial& t) const {
+    return t.epochs > 0 ? t.epochs : spec_.base.at("epochs").get<int64_t>();
+  }
+
+  void run_workers(const std::function<void()>& body) {
     std::vector<std::thread> pool;
-    for (int i = 0; i < parallel_; ++i) pool.emplace_back([this] { worker(); });
+    for (int i = 0; i < parallel_; ++i) pool.emplace_back(body);
     std::thread ticker([this] { tick(); });
     for (auto& t : pool) t.join();
     {
@@ -92,40 +148,49 @@ class Scheduler {
     if (!abort_message_.empty()) FRUGAL_FAIL(abort_message_);
   }
 
-  int ran_here() const { return ran_here_; }
-
- private:
-  int64_t epochs_of(const Trial& t) const {
-    return t.epochs > 0 ? t.epochs : spec_.base.at("epochs").get<int64_t>();
+  /// What a claim of `t` records besides trial, event, pid and host.
+  json claim_info(const Trial& t) const {
+    return {{"point", t.point}, {"rung", t.rung}, {"epochs", t.epochs}, {"rank", who_.rank}, {"run", who_.run}};
   }
 
-  /// Claims the next pending trial; false when none is left to claim (all finished, failed here, or running).
+  bool failed_in_this_run(const Journal::Status& s) const {
+    return s.state == "failed" && s.record.value("run", json()) == who_.run;
+  }
+
+  /// Claims the next pending trial of the batch; false when none is left to claim (all finished, failed in this
+  /// run, or running). all_settled: every pending trial is finished or failed in this run. left_ becomes the
+  /// trials not started anywhere.
   bool next(Trial& out, bool& all_settled) {
     all_settled = true;
+    const auto st = journal_.statuses();
+    std::vector<Trial> free;
     for (auto it = pending_.begin(); it != pending_.end();) {
-      if (running_.count(it->id) || failed_here_.count(it->id)) {
-        all_settled &= failed_here_.count(it->id) > 0;
-        ++it;
-        continue;
-      }
-      if (journal_.claim(it->id, {{"point", it->point}, {"epochs", it->epochs}})) {
-        out = *it;
-        running_[out.id] = "starting";
-        all_settled = false;
-        return true;
-      }
-      if (journal_.finished(it->id)) {  // finished by another process meanwhile
-        epochs_left_ -= epochs_of(*it);
+      const auto s = st.find(it->id);
+      const std::string state = s == st.end() ? "" : s->second.state;
+      if (state == "done") {  // finished by another process meanwhile
+        if (!running_.count(it->id)) epochs_left_ -= epochs_of(*it);
         it = pending_.erase(it);
         continue;
       }
-      all_settled = false;  // held by another live process: wait for it
+      if (failed_here_.count(it->id) || (s != st.end() && failed_in_this_run(s->second))) {  // stays pending:
+        ++it;                                                                                  // a rerun retries it
+        continue;
+      }
+      all_settled = false;
+      if (!running_.count(it->id) && state != "running") free.push_back(*it);  // not running here or elsewhere
       ++it;
     }
+    left_ = free.size();
+    for (const Trial& t : free)
+      if (journal_.claim(t.id, claim_info(t))) {  // false: another process claimed it since the statuses above
+        out = t;
+        --left_;
+        return true;
+      }
     return false;
   }
 
-  void worker() {
+  void batch_worker() {
     std::unique_lock<std::mutex> lk(mu_);
     while (abort_message_.empty()) {
       Trial t;
@@ -135,42 +200,94 @@ class Scheduler {
         cv_.wait_for(lk, std::chrono::milliseconds(500));  // others' trials: poll the journal
         continue;
       }
-      status_line("start " + t.id);
-      lk.unlock();
-      std::string failure;
-      json rec;
-      try {
-        rec = run_trial(t);
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-      lk.lock();
-      running_.erase(t.id);
-      ++ran_here_;
-      epochs_left_ -= epochs_of(t);
-      if (!failure.empty()) {
-        failed_here_.insert(t.id);
-        journal_.append({{"trial", t.id}, {"event", "failed"}, {"message", failure}});
-        status_line("FAILED " + t.id + ": " + failure);
-      } else {
-        done_s_ += rec["wall_s"].get<double>();
-        done_epochs_ += epochs_of(t);
-        note_best(t.id, rec["values"]);
-        for (auto it = pending_.begin(); it != pending_.end(); ++it)
-          if (it->id == t.id) {
-            pending_.erase(it);
-            break;
-          }
-        status_line("done " + t.id);
-      }
-      cv_.notify_all();
+      execute(t, lk);
     }
+  }
+
+  /// asha_next() over the journal's trials (caller holds mu_); left_ becomes the points not started yet.
+  AshaJob asha_job() {
+    std::vector<AshaTrial> trials;
+    std::set<size_t> started;
+    for (const auto& [id, s] : journal_.statuses()) {
+      AshaTrial a;
+      if (!parse_rung_id(id, budgets_, a.point, a.rung) || a.point >= points_->size()) continue;  // _sweep
+      started.insert(a.point);
+      if (s.state == "done") {
+        a.state = AshaTrial::State::done;
+        a.score = value_of(TrialRecord{{}, "done", s.record.value("values", json::object()), "", -1},
+                           spec_.objectives[0].metric);
+      } else if (s.state == "running" || running_.count(id)) {
+        a.state = AshaTrial::State::running;
+      } else if (failed_in_this_run(s) || failed_here_.count(id)) {  // failed here: not again, even when another
+        a.state = AshaTrial::State::failed;                           // process (another run) failed it since
+      } else {
+        a.state = AshaTrial::State::waiting;  // interrupted, or failed in an earlier run: run it again
+      }
+      trials.push_back(a);
+    }
+    left_ = points_->size() - started.size();
+    return asha_next(trials, points_->size(), static_cast<int>(budgets_.size()), spec_.halving.eta,
+                     spec_.objectives[0].direction == Direction::maximize);
+  }
+
+  void asha_worker() {
+    std::unique_lock<std::mutex> lk(mu_);
+    while (abort_message_.empty()) {
+      const AshaJob job = asha_job();
+      if (job.kind == AshaJob::Kind::finished) {
+        cv_.notify_all();
+        return;
+      }
+      if (job.kind == AshaJob::Kind::wait) {
+        cv_.wait_for(lk, std::chrono::milliseconds(500));  // trials in flight here or elsewhere: poll the journal
+        continue;
+      }
+      const Trial t = rung_trial(*points_, job.point, job.rung, budgets_[size_t(job.rung)]);
+      if (!journal_.claim(t.id, claim_info(t))) continue;  // another process took it meanwhile: ask again
+      execute(t, lk);
+    }
+  }
+
+  /// Runs trial t, claimed by this process, and records how it ended; lk (held on entry and on return) is released
+  /// while it trains.
+  void execute(const Trial& t, std::unique_lock<std::mutex>& lk) {
+    running_[t.id] = "starting";
+    status_line("start " + t.id);
+    lk.unlock();
+    std::string failure;
+    json rec;
+    try {
+      rec = run_trial(t);
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    lk.lock();
+    running_.erase(t.id);
+    ++ran_here_;
+    epochs_left_ -= epochs_of(t);
+    if (!failure.empty()) {
+      failed_here_.insert(t.id);
+      journal_.append({{"trial", t.id}, {"event", "failed"}, {"message", failure}, {"rank", who_.rank},
+                       {"run", who_.run}});
+      status_line("FAILED " + t.id + ": " + failure);
+    } else {
+      for (auto it = pending_.begin(); it != pending_.end(); ++it)  // run_batch: settled
+        if (it->id == t.id) {
+          pending_.erase(it);
+          break;
+        }
+      done_s_ += rec["wall_s"].get<double>();
+      done_epochs_ += epochs_of(t);
+      note_best(t.id, rec["values"]);
+      status_line("done " + t.id);
+    }
+    cv_.notify_all();
   }
 
   json run_trial(const Trial& t) {
     const io::Config cfg = trial_config(spec_, t, threads_);
     const std::string dir = opts_.out_dir + "/trials/" + t.id;
-    train::TrainOptions o;
+    train::TrainOptions o;  // no communicator: the trial trains in this process, whatever ranks the sweep has
     o.out_dir = dir;
     o.quiet = true;
     o.progress = [this, id = t.id](const std::string& line) {
@@ -192,8 +309,9 @@ class Scheduler {
                          "/results.json (trial " + t.id + "); name a numeric path of results.json "
                          "(results/SCHEMA.md) or sweep.model_file_bytes, sweep.weight_bytes, sweep.energy_uj";
       }
-    json rec{{"trial", t.id},   {"event", "done"}, {"point", t.point}, {"rung", t.rung}, {"epochs", t.epochs},
-             {"params", t.params}, {"values", values}, {"wall_s", wall}};
+    json rec{{"trial", t.id},       {"event", "done"},    {"point", t.point}, {"rung", t.rung},
+             {"epochs", t.epochs},  {"params", t.params}, {"values", values}, {"wall_s", wall},
+             {"rank", who_.rank},   {"run", who_.run}};
     journal_.append(rec);
     return rec;
   }
@@ -215,18 +333,18 @@ class Scheduler {
     if (opts_.quiet) return;
     const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
     const double per_epoch = done_epochs_ > 0 ? done_s_ / static_cast<double>(done_epochs_) : -1;
-    const double eta = per_epoch < 0 ? -1 : per_epoch * static_cast<double>(epochs_left_) / parallel_;
+    const double eta = per_epoch < 0 ? -1 : per_epoch * static_cast<double>(epochs_left_) / parallel_ / who_.ranks;
     char best[160] = "best -";
     if (!best_id_.empty())
       std::snprintf(best, sizeof best, "best %s %.6g (%s)", spec_.objectives[0].metric.c_str(), best_,
                     best_id_.c_str());
-    size_t failed_pending = 0;  // failed trials stay pending (a rerun retries them); failed_here_ spans rungs
-    for (const Trial& t : pending_) failed_pending += failed_here_.count(t.id);
+    char who[48] = "";
+    if (who_.ranks > 1) std::snprintf(who, sizeof who, " rank %d/%d", who_.rank, who_.ranks);
+    const std::string left = std::to_string(left_) + (points_ ? " points to start" : " left in rung");
     const size_t failed = failed_here_.size();
-    std::fprintf(stderr, "sweep: %zu done here, %zu failed, %zu running, %zu left in rung | %s | %s elapsed, ETA %s | %s\n",
-                 static_cast<size_t>(ran_here_) - failed, failed, running_.size(),
-                 pending_.size() - running_.size() - failed_pending, best, fmt_duration(elapsed).c_str(),
-                 fmt_duration(eta).c_str(), event.c_str());
+    std::fprintf(stderr, "sweep%s: %zu done here, %zu failed, %zu running, %s | %s | %s elapsed, ETA %s | %s\n", who,
+                 static_cast<size_t>(ran_here_) - failed, failed, running_.size(), left.c_str(), best,
+                 fmt_duration(elapsed).c_str(), fmt_duration(eta).c_str(), event.c_str());
     std::fflush(stderr);
   }
 
@@ -242,16 +360,20 @@ class Scheduler {
 
   const SweepSpec& spec_;
   const RunOptions& opts_;
+  const RunIdentity who_;
   Journal journal_;
   const int parallel_, threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<Trial> pending_;
+  std::vector<Trial> pending_;                  // run_batch: the batch's trials not finished
+  const std::vector<json>* points_ = nullptr;   // run_asha: the sweep's points
+  std::vector<int64_t> budgets_;                // run_asha: epochs per rung
   std::map<std::string, std::string> running_;  // id -> its last progress line
-  std::set<std::string> failed_here_;
+  std::set<std::string> failed_here_;           // failed in this run, here
   std::string abort_message_, best_id_;
   double best_ = 0, done_s_ = 0;
   int64_t done_epochs_ = 0, epochs_left_ = 0;
+  size_t left_ = 0;
   int ran_here_ = 0;
   bool batch_over_ = false;
   Clock::time_point start_;
@@ -268,9 +390,11 @@ std::map<std::string, TrialRecord> read_records(const std::string& journal_path)
     if (ev == "done") {
       t.status = "done";
       t.values = r.value("values", json::object());
+      t.rank = r.value("rank", -1);
     } else if (ev == "failed" && t.status != "done") {
       t.status = "failed";
       t.message = r.value("message", "");
+      t.rank = r.value("rank", -1);
     }
   }
   return out;
@@ -343,25 +467,49 @@ void check_or_start_journal(const SweepSpec& spec, const std::string& journal_pa
                "Use another --out folder for the new sweep, or undo the change to resume the old one.");
 }
 
+namespace {
+/// This process's rank and the run's id (rank 0's, broadcast: a collective every rank makes).
+RunIdentity identify(comm::Communicator* comm) {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const long long ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch()).count();
+  RunIdentity who;
+  who.run = std::string(host) + ":" + std::to_string(::getpid()) + ":" + std::to_string(ms);
+  if (comm) {
+    who.rank = comm->rank();
+    who.ranks = comm->world();
+    std::vector<uint8_t> b(who.run.begin(), who.run.end());
+    comm->broadcast(b, 0);
+    who.run.assign(b.begin(), b.end());
+  }
+  return who;
+}
+}  // namespace
+
 SweepOutcome run_sweep(const SweepSpec& spec, const RunOptions& opts) {
   const auto t0 = Clock::now();
   SweepOutcome out;
-  out.cores = util::available_cores();
+  out.cores = opts.comm ? util::cores_per_rank() : util::available_cores();
+  out.ranks = opts.comm ? opts.comm->world() : 1;
   std::tie(out.parallel, out.threads_per_trial) = thread_budget(spec, opts.parallel, out.cores);
   const std::string journal_path = opts.out_dir + "/trials.jsonl";
+  if (opts.comm)  // ranks started with different sweeps (or --set) would share one journal for different trials
+    comm::check_same_on_all_ranks(*opts.comm, "sweep (fingerprint and --out)",
+                                  fingerprint_of(spec).dump() + " " + opts.out_dir);
   if (!opts.list_only) io::make_dirs(opts.out_dir + "/trials");
   check_or_start_journal(spec, journal_path, !opts.list_only);
   const std::vector<json> points = expand_points(spec);
   std::vector<Trial> rung = first_rung(spec, points);
   for (const Trial& t : rung) io::Config probe = trial_config(spec, t, out.threads_per_trial);  // reject bad values now
-  out.budgets = spec.strategy == "halving"
-                    ? rung_budgets(spec.halving.min_epochs, spec.halving.max_epochs, spec.halving.eta)
-                    : std::vector<int64_t>{-1};
+  const bool rungs_of_budgets = spec.strategy == "halving" || spec.strategy == "asha";
+  out.budgets = rungs_of_budgets ? rung_budgets(spec.halving.min_epochs, spec.halving.max_epochs, spec.halving.eta)
+                                 : std::vector<int64_t>{-1};
   if (opts.list_only) {
-    for (Trial& t : rung) out.trials.push_back({t, "pending", json::object(), ""});
+    for (Trial& t : rung) out.trials.push_back({t, "pending", json::object(), "", -1});
     return out;
   }
-  int64_t total_epochs = 0;
+  int64_t total_epochs = 0;  // an estimate for ASHA, which may promote more
   {
     size_t alive = rung.size();
     for (int64_t b : out.budgets) {
@@ -369,13 +517,27 @@ SweepOutcome run_sweep(const SweepSpec& spec, const RunOptions& opts) {
       alive = std::max<size_t>(1, (alive + size_t(spec.halving.eta) - 1) / size_t(spec.halving.eta));
     }
   }
-  Scheduler sched(spec, opts, out.parallel, out.threads_per_trial, total_epochs);
+  Scheduler sched(spec, opts, identify(opts.comm), out.parallel, out.threads_per_trial, total_epochs);
   std::vector<std::vector<Trial>> rungs;
-  for (size_t r = 0; r < out.budgets.size(); ++r) {
-    sched.run_batch(rung);
-    rungs.push_back(rung);
-    if (r + 1 < out.budgets.size()) rung = promote_rung(spec, rung, out.budgets[r + 1], read_records(journal_path));
+  if (spec.strategy == "asha") {
+    sched.run_asha(points, out.budgets);
+    rungs.resize(out.budgets.size());
+    for (const auto& [id, rec] : read_records(journal_path)) {
+      size_t point = 0;
+      int r = 0;
+      if (parse_rung_id(id, out.budgets, point, r) && point < points.size())
+        rungs[size_t(r)].push_back(rung_trial(points, point, r, out.budgets[size_t(r)]));
+    }
+    for (auto& rg : rungs)
+      std::sort(rg.begin(), rg.end(), [](const Trial& a, const Trial& b) { return a.point < b.point; });
+  } else {
+    for (size_t r = 0; r < out.budgets.size(); ++r) {
+      sched.run_batch(rung);
+      rungs.push_back(rung);
+      if (r + 1 < out.budgets.size()) rung = promote_rung(spec, rung, out.budgets[r + 1], read_records(journal_path));
+    }
   }
+  if (opts.comm) opts.comm->barrier();  // every rank has seen the sweep finish: the records below are final
   const auto recs = read_records(journal_path);
   for (const auto& rg : rungs)
     for (const Trial& t : rg) {

@@ -135,8 +135,8 @@ std::vector<Objective> parse_objectives(const json& j, const std::string& where)
 
 Halving parse_halving(const json& j, const std::string& where) {
   Halving h;
-  FRUGAL_CHECK(j.contains("halving") && j["halving"].is_object(), where,
-               ": strategy \"halving\" needs \"halving\": {\"eta\": 3, \"min_epochs\": 1, \"max_epochs\": 9}");
+  FRUGAL_CHECK(j.contains("halving") && j["halving"].is_object(), where, ": strategy \"", j.value("strategy", ""),
+               "\" needs \"halving\": {\"eta\": 3, \"min_epochs\": 1, \"max_epochs\": 9}");
   const json& o = j["halving"];
   for (const auto& [k, v] : o.items())
     FRUGAL_CHECK(k == "eta" || k == "min_epochs" || k == "max_epochs", where, ": unknown key \"halving.", k,
@@ -238,19 +238,19 @@ SweepSpec parse_sweep(const json& j, const std::string& file, const std::vector<
       FRUGAL_CHECK(d.key != key, "--set ", setting, ": '", key, "' is swept in ", file, "; edit its \"space\" instead");
   }
   s.strategy = j.value("strategy", "grid");
-  FRUGAL_CHECK(s.strategy == "grid" || s.strategy == "random" || s.strategy == "halving", file, ": strategy '",
-               s.strategy, "' is not one of grid, random, halving");
+  FRUGAL_CHECK(s.strategy == "grid" || s.strategy == "random" || s.strategy == "halving" || s.strategy == "asha",
+               file, ": strategy '", s.strategy, "' is not one of grid, random, halving, asha");
   FRUGAL_CHECK(!j.contains("trials") || j["trials"].is_number_integer(), file, ": \"trials\" expects an integer");
   s.trials = j.value("trials", int64_t{0});
   FRUGAL_CHECK(s.trials >= 0, file, ": \"trials\" must be >= 0, got ", s.trials);
   FRUGAL_CHECK(s.strategy != "random" || s.trials > 0, file, ": strategy random needs \"trials\": N > 0");
   FRUGAL_CHECK(!j.contains("seed") || j["seed"].is_number_unsigned(), file, ": \"seed\" expects an integer >= 0");
   s.seed = j.value("seed", uint64_t{0});
-  if (s.strategy == "halving") {
+  if (s.strategy == "halving" || s.strategy == "asha") {
     s.halving = parse_halving(j, file);
     for (const auto& d : s.space)
-      FRUGAL_CHECK(d.key != "epochs" && d.key != "max_steps", file, ": halving sets the epochs budget of each rung; ",
-                   "remove '", d.key, "' from \"space\"");
+      FRUGAL_CHECK(d.key != "epochs" && d.key != "max_steps", file, ": ", s.strategy,
+                   " sets the epochs budget of each rung; remove '", d.key, "' from \"space\"");
   } else {
     FRUGAL_CHECK(!j.contains("halving"), file, ": \"halving\" is given but strategy is ", s.strategy);
   }
@@ -298,7 +298,15 @@ std::vector<json> random_points(const std::vector<Dimension>& space, int64_t n, 
 }
 
 std::vector<json> expand_points(const SweepSpec& spec) {
-  if (spec.strategy == "grid" || spec.trials == 0) return grid_points(spec.space);
+  if (spec.strategy == "grid" || spec.trials == 0) {
+    std::vector<json> g = grid_points(spec.space);
+    if (spec.strategy == "asha") {  // seeded Fisher-Yates: ASHA starts points in this order
+      std::mt19937_64 rng(spec.seed);
+      for (size_t i = g.size(); i > 1; --i)
+        std::swap(g[i - 1], g[std::min(i - 1, static_cast<size_t>(uniform01(rng) * static_cast<double>(i)))]);
+    }
+    return g;
+  }
   return random_points(spec.space, spec.trials, spec.seed);
 }
 
@@ -311,7 +319,7 @@ std::vector<Trial> first_rung(const SweepSpec& spec, const std::vector<json>& po
     t.id = id;
     t.point = i;
     t.params = points[i];
-    if (spec.strategy == "halving") {
+    if (spec.strategy == "halving" || spec.strategy == "asha") {
       t.epochs = spec.halving.min_epochs;
       t.id += "-e" + std::to_string(t.epochs);
     }
@@ -336,8 +344,8 @@ json fingerprint_of(const SweepSpec& spec) {
   for (const auto& d : spec.space) space[d.key] = d.values;
   json f{{"base", base}, {"space", space}, {"strategy", spec.strategy}};
   if (spec.strategy != "grid") f["trials"] = spec.trials;
-  if (spec.strategy != "grid" && spec.trials > 0) f["seed"] = spec.seed;
-  if (spec.strategy == "halving")
+  if (spec.strategy != "grid" && (spec.trials > 0 || spec.strategy == "asha")) f["seed"] = spec.seed;
+  if (spec.strategy == "halving" || spec.strategy == "asha")
     f["halving"] = {{"eta", spec.halving.eta},
                     {"min_epochs", spec.halving.min_epochs},
                     {"max_epochs", spec.halving.max_epochs}};

@@ -12,11 +12,16 @@
 //                                                //   (integers when lo, hi and step are all integers)
 //       "lr": {"log": [0.01, 0.1], "n": 3}       //   log [lo, hi] with n points spaced evenly in log from lo to hi
 //     },                                         //   inclusive (6 significant digits; integer keys rounded)
-//     "strategy": "grid",                        // grid (every combination) | random | halving
+//     "strategy": "grid",                        // grid (every combination) | random | halving | asha
 //     "trials": 8, "seed": 0,                    // random: this many distinct points drawn with this seed (lists
 //                                                //   and ranges uniformly over their values, log log-uniformly over
-//                                                //   [lo, hi]); halving: the starting set (absent or 0: the grid)
-//     "halving": {"eta": 3, "min_epochs": 1, "max_epochs": 9},  // successive halving on the `epochs` budget
+//                                                //   [lo, hi]); halving, asha: the starting set (absent or 0: grid;
+//                                                //   asha starts the grid's points in an order shuffled by seed)
+//     "halving": {"eta": 3, "min_epochs": 1, "max_epochs": 9},  // halving and asha: the rungs of the `epochs`
+//                                                //   budget, min_epochs, eta x that, ... up to max_epochs; the best
+//                                                //   1/eta by the first objective go up a rung: halving after the
+//                                                //   whole rung (sweep/halving.h), asha as soon as a trial is in the
+//                                                //   top 1/eta of its rung's results so far (sweep/asha.h)
 //     "objectives": [{"metric": "metrics.val_accuracy", "direction": "maximize"},   // the first one chooses
 //                    {"metric": "communication.bytes_sent_per_worker", "direction": "minimize"}],
 //     "parallel": 2                              // trials at once (default: cores / (workers x threads))
@@ -67,17 +72,17 @@ struct SweepSpec {
   nlohmann::json base;            ///< the resolved base config (every key)
   std::vector<std::string> notes; ///< what the sweep decided for the user (e.g. the val_split default)
   std::vector<Dimension> space;
-  std::string strategy = "grid";  ///< grid | random | halving
-  int64_t trials = 0;             ///< random / halving: points to draw (0: the grid)
+  std::string strategy = "grid";  ///< grid | random | halving | asha
+  int64_t trials = 0;             ///< random / halving / asha: points to draw (0: the grid)
   uint64_t seed = 0;
-  Halving halving;
+  Halving halving;                ///< halving and asha
   std::vector<Objective> objectives;
   int parallel = 0;  ///< 0: automatic
 };
 
 /// One run of the trainer: a point of the space (params, in space order) at an epochs budget (-1: the config's).
 struct Trial {
-  std::string id;          ///< t0003, or t0003-e3 under halving
+  std::string id;          ///< t0003, or t0003-e3 under halving and asha
   size_t point = 0;        ///< index of the point among the sweep's points
   nlohmann::json params;   ///< {key: value} of the swept keys
   int64_t epochs = -1;
@@ -93,7 +98,8 @@ SweepSpec load_sweep(const std::string& path, const std::vector<std::string>& se
 Dimension parse_dimension(const std::string& key, const nlohmann::json& v, const std::string& where);
 
 /// The points of the sweep: every combination (grid), or `trials` distinct points drawn with `seed` (random, and
-/// halving when trials > 0). Each point is {key: value}.
+/// halving / asha when trials > 0). asha without trials: every combination in an order shuffled with `seed`, so the
+/// first results, which decide the first promotions, are not one corner of the grid. Each point is {key: value}.
 std::vector<nlohmann::json> expand_points(const SweepSpec& spec);
 
 /// Every combination of the dimensions' values, the first dimension varying slowest.

@@ -9,11 +9,14 @@ namespace frugal::util {
 /// Cores this process may run on: its CPU affinity mask (under mpirun, the cores the rank is bound to).
 int available_cores();
 
+/// Cores one MPI rank may use: its bound cores (available_cores()), but no more than the node's cores divided by
+/// the ranks on the node (OMPI_COMM_WORLD_LOCAL_SIZE), so `--bind-to none` ranks do not oversubscribe the node.
+int cores_per_rank();
+
 /// The default threads per worker (config `threads` = 0):
 ///  - OMP_NUM_THREADS when it is set (the user's choice);
 ///  - in-process: available_cores() / local_workers (at least 1);
-///  - MPI rank: its bound cores, but no more than the node's cores divided by the ranks on the node
-///    (OMPI_COMM_WORLD_LOCAL_SIZE), so `--bind-to none` ranks do not oversubscribe the node.
+///  - MPI rank: cores_per_rank().
 int default_threads_per_worker(int local_workers, bool mpi);
 
 /// Sets the OpenMP (oneDNN) thread count of the calling thread; returns the count now in force there.

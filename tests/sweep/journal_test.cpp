@@ -78,3 +78,32 @@ TEST_CASE("sweep journal: two processes claiming the same trials never both get 
   CHECK(done.size() == size_t(trials));  // every trial ran exactly once
   for (int t = 0; t < trials; ++t) CHECK(done.count("t" + std::to_string(t)) == 1);
 }
+
+TEST_CASE("sweep journal: a failure is final for its run, retried by a later one, and statuses() tell the states") {
+  data::testing::TempDir dir;
+  Journal j(dir / "trials.jsonl");
+  const json run_a{{"run", "host:1:100"}}, run_b{{"run", "host:2:200"}};
+  REQUIRE(j.claim("t0", run_a));
+  j.append({{"trial", "t0"}, {"event", "failed"}, {"message", "diverged"}, {"run", "host:1:100"}});
+  CHECK_FALSE(j.claim("t0", run_a));  // another rank of the same run: not again
+  REQUIRE(j.claim("t1", run_a));
+  j.append({{"trial", "t1"}, {"event", "done"}});
+  // a claim by a process that no longer exists
+  pid_t child = fork();
+  if (child == 0) _exit(0);
+  int st = 0;
+  waitpid(child, &st, 0);
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  j.append({{"trial", "t2"}, {"event", "claim"}, {"pid", int(child)}, {"host", host}});
+  REQUIRE(j.claim("t3", run_a));
+  auto s = j.statuses();
+  CHECK(s["t0"].state == "failed");
+  CHECK(s["t0"].record["message"] == "diverged");
+  CHECK(s["t1"].state == "done");
+  CHECK(s["t2"].state == "interrupted");
+  CHECK(s["t3"].state == "running");
+  CHECK(s["t3"].record["run"] == "host:1:100");
+  CHECK(j.claim("t0", run_b));  // a later run retries the failure
+  CHECK(j.statuses()["t0"].state == "running");
+}

@@ -100,6 +100,36 @@ TEST_CASE("sweep space: random points are seeded, distinct and inside the space"
   CHECK(expand_points(f).size() == 3);
 }
 
+TEST_CASE("sweep space: asha takes the halving keys and starts the grid in a seeded shuffled order") {
+  const char* text = R"({"space": {"bits": [2, 4, 8], "width": [0.5, 1, 2]}, "strategy": "asha", "seed": SEED,
+                         "halving": {"eta": 3, "min_epochs": 1, "max_epochs": 9}})";
+  auto with_seed = [&](int seed) {
+    std::string t = text;
+    t.replace(t.find("SEED"), 4, std::to_string(seed));
+    return spec_of(t);
+  };
+  const SweepSpec s = with_seed(1);
+  CHECK(s.strategy == "asha");
+  CHECK(s.halving.eta == 3);
+  CHECK(s.halving.max_epochs == 9);
+  const auto pts = expand_points(s), grid = grid_points(s.space);
+  CHECK(pts == expand_points(s));  // reproducible
+  CHECK(pts != grid);              // shuffled ...
+  CHECK(std::multiset<json>(pts.begin(), pts.end()) == std::multiset<json>(grid.begin(), grid.end()));  // ... the grid
+  CHECK(expand_points(with_seed(2)) != pts);
+  CHECK(fingerprint_of(s)["seed"] == 1);  // the order is part of what the trial ids mean
+  const auto rung = first_rung(s, pts);
+  CHECK(rung[0].id == "t0000-e1");
+  CHECK(rung[0].params == pts[0]);
+  CHECK_THROWS_WITH_AS(spec_of(R"({"space": {"bits": [2]}, "strategy": "asha"})"),
+                       doctest::Contains("strategy \"asha\" needs \"halving\""), frugal::Error);
+  CHECK_THROWS_WITH_AS(spec_of(R"({"space": {"max_steps": [10, 20]}, "strategy": "asha",
+                                   "halving": {"eta": 2, "max_epochs": 4}})"),
+                       doctest::Contains("asha sets the epochs budget"), frugal::Error);
+  CHECK_THROWS_WITH_AS(spec_of(R"({"space": {"bits": [2]}, "strategy": "hyperband"})"),
+                       doctest::Contains("grid, random, halving, asha"), frugal::Error);
+}
+
 TEST_CASE("sweep space: the base config gets a validation split to score on") {
   const SweepSpec s = spec_of(R"({"space": {"bits": [2]}})");
   CHECK(s.base["val_split"] == 5000);
