@@ -20,6 +20,7 @@
 #include "modelcomp/kmeans.h"
 #include "modelcomp/packed.h"
 #include "modelcomp/prune.h"
+#include "modelcomp/sensitivity.h"
 #include "modelcomp/sparse.h"
 #include "nn/model_io.h"
 #include "train/evaluate.h"
@@ -77,21 +78,21 @@ std::vector<nn::Param*> compressible_params(nn::Model& m, size_t min_numel) {
   return out;
 }
 
-/// Per-tensor values of a targets file: {"targets": {name: value}} (compress --sensitivity) or {name: value}.
-std::map<std::string, double> read_targets(const std::string& path) {
+/// Per-tensor levels of a targets file (sensitivity.h's format, written by --sensitivity M --budget PP) for
+/// `method`; a tensor at the method's untouched level (sparsity 0, 32 bits) is left out.
+std::map<std::string, double> read_targets(const std::string& path, SensitivityMethod method) {
   json j;
   try {
     j = json::parse(io::read_file(path));
   } catch (const json::exception& e) {
     FRUGAL_FAIL("targets file '", path, "' is not JSON: ", e.what());
   }
-  const json& t = j.contains("targets") ? j["targets"] : j;
-  FRUGAL_CHECK(t.is_object(), "targets file '", path, "': expected {\"targets\": {\"tensor name\": value, ...}}");
+  const PerLayerTargets t = parse_targets_json(j, path);
+  FRUGAL_CHECK(t.method == method, "targets file '", path, "' holds ", sensitivity_method_name(t.method),
+               " targets, but this stage needs ", sensitivity_method_name(method), " targets");
   std::map<std::string, double> out;
-  for (const auto& [name, v] : t.items()) {
-    FRUGAL_CHECK(v.is_number(), "targets file '", path, "': the value of '", name, "' is not a number");
-    out[name] = v.get<double>();
-  }
+  for (const auto& [name, level] : t.levels)
+    if (level != untouched_level(method)) out[name] = level;
   return out;
 }
 
@@ -104,7 +105,7 @@ std::map<std::string, double> sparsity_targets(const Stage& s, nn::Model& m, siz
     for (nn::Param* p : params) out[p->name] = s.amount;
     return out;
   }
-  for (const auto& [name, v] : read_targets(s.targets_file)) {
+  for (const auto& [name, v] : read_targets(s.targets_file, SensitivityMethod::prune)) {
     const bool known = std::any_of(params.begin(), params.end(), [&](nn::Param* p) { return p->name == name; });
     FRUGAL_CHECK(known, "targets file '", s.targets_file, "' names '", name,
                  "', which is not a compressible weight tensor of this model (conv / linear, >= min_numel elements)");
@@ -459,12 +460,12 @@ void Pipeline::gradual(const Stage& s, size_t index) {
 
 void Pipeline::share(const Stage& s) {
   std::map<std::string, double> file_bits;
-  if (!s.targets_file.empty()) file_bits = read_targets(s.targets_file);
+  if (!s.targets_file.empty()) file_bits = read_targets(s.targets_file, SensitivityMethod::bits);
   for (nn::Param* p : compressible_params(*st_.model, o_.min_numel)) {
     int bits = 0;
     if (!s.targets_file.empty()) {
       auto b = file_bits.find(p->name);
-      if (b == file_bits.end() || b->second >= 32) continue;  // 32: untouched (--sensitivity bits --budget)
+      if (b == file_bits.end()) continue;
       FRUGAL_CHECK(b->second == std::floor(b->second) && b->second >= 1 && b->second <= 16, "targets file '",
                    s.targets_file, "': bits of '", p->name, "' must be a whole number in [1, 16], got ", b->second);
       bits = int(b->second);

@@ -42,7 +42,7 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
               " --set epochs=2 --set batch=32 --set val_split=64")
               .code == 0);
   frugal::io::write_file_atomic(dir / "targets.json",
-                                R"({"kind": "per-layer-targets", "targets": {"3.weight": 0.6, "7.weight": 0.9}})");
+                                R"({"kind": "per-layer-targets", "method": "prune", "targets": {"3.weight": 0.6, "7.weight": 0.9}})");
   frugal::io::write_file_atomic(dir / "recipe.json", R"({"_comment": "test", "stages": ["gradual:@)" + dir / "targets.json" +
                                                           R"(:2", "share:4:6", "finetune:1", "huffman"],
                                  "speed": false, "prune_every": 3, "finetune_set": ["batch=16"]})");
@@ -104,12 +104,15 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
   CHECK(sparsity_of(gj["layers"], "3.weight") != doctest::Approx(sparsity_of(gj["layers"], "7.weight")));
 
   // bad recipes fail before any work, naming what is wrong
+  frugal::io::write_file_atomic(dir / "bits.json",
+                                R"({"kind": "per-layer-targets", "method": "bits", "targets": {"3.weight": 4}})");
   for (const auto& [args, needle] : std::vector<std::pair<std::string, std::string>>{
            {"--stages share:4,prune:magnitude:0.5", "after share"},
            {"--set nonsense=1", "nonsense"},
            {"--stages finetune:1 --set finetune_set=bogus_key=3", "bogus_key"},
            {"--set stages=prune:magnitude:0.5 --set val_split=abc", "val_split"},
-           {"--stages prune:magnitude:@" + dir / "missing.json", "missing.json"}}) {
+           {"--stages prune:magnitude:@" + dir / "missing.json", "missing.json"},
+           {"--stages prune:magnitude:@" + dir / "bits.json", "holds bits targets"}}) {
     Run b = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --no-eval " + args +
                 " --out " + dir / "bad");
     INFO(args, b.out);
