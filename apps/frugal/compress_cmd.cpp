@@ -3,13 +3,15 @@
 //               fine-tuning after pruning and after sharing;
 //   --int8      batch norm folded, per-channel int8 weights, calibrated activation scales (oneDNN int8 at evaluate);
 //   --channels  structured channel pruning (smaller layers), magnitude or Taylor saliency, optional fine-tuning.
-// Low-rank layers and the sensitivity analysis are not wired in yet.
+//   --lowrank   truncated-SVD factorization of linear / conv layers (compress_lowrank.cpp), optional fine-tuning.
+// The sensitivity analysis is not wired in yet.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
 #include "commands.h"
+#include "compress_common.h"
 #include "data/dataset.h"
 #include "io/environment.h"
 #include "io/files.h"
@@ -30,35 +32,6 @@ using json = nlohmann::json;
 
 namespace {
 
-/// A tensor kept as plain fp32 in the packed file.
-modelcomp::PackedTensor dense_record(const std::string& name, const Tensor& t) {
-  modelcomp::PackedTensor p;
-  p.name = name;
-  p.dims = t.dims();
-  p.dense.assign(t.data(), t.data() + t.size());
-  return p;
-}
-struct CompressArgs {
-  std::string model, out = "runs/compress", dataset, data_dir;
-  modelcomp::DeepCompressionOptions o;
-  int batch = 500;
-  bool no_eval = false;
-  int finetune_epochs = 0;
-  double finetune_lr = 0.01;
-  bool int8 = false;
-  int calib_images = 2048;
-  double channels = 0;                ///< > 0: structured pruning, this fraction of each prunable layer's channels
-  std::string criterion = "magnitude";  ///< magnitude | taylor
-  int saliency_batches = 20;          ///< taylor: training batches of 128 the saliency is summed over
-};
-
-std::string dataset_of(const CompressArgs& a, const nlohmann::json& meta) {
-  std::string dataset = a.dataset;
-  if (dataset.empty() && meta.contains("config")) dataset = meta["config"].value("dataset", "");
-  FRUGAL_CHECK(!dataset.empty(), "--dataset is required (the model file does not name its dataset)");
-  return dataset;
-}
-
 /// The first n training images (never the test set) as normalized batches of at most 256.
 std::vector<Tensor> calibration_batches(const data::Dataset& train, const data::Normalization& norm, int n) {
   std::vector<Tensor> out;
@@ -70,24 +43,6 @@ std::vector<Tensor> calibration_batches(const data::Dataset& train, const data::
     out.push_back(std::move(x));
   }
   return out;
-}
-
-/// Median of three interleaved speed measurements of each model (other processes share the machine).
-std::pair<train::SpeedMetrics, train::SpeedMetrics> interleaved_speed(nn::Model& a, nn::Model& b) {
-  std::vector<double> la, lb, ta, tb;
-  for (int r = 0; r < 3; ++r) {
-    const train::SpeedMetrics x = train::measure_speed(a), y = train::measure_speed(b);
-    la.push_back(x.latency_b1_ms_median);
-    ta.push_back(x.throughput_img_s);
-    lb.push_back(y.latency_b1_ms_median);
-    tb.push_back(y.throughput_img_s);
-  }
-  train::SpeedMetrics sa, sb;
-  sa.latency_b1_ms_median = train::percentile(la, 0.5);
-  sa.throughput_img_s = train::percentile(ta, 0.5);
-  sb.latency_b1_ms_median = train::percentile(lb, 0.5);
-  sb.throughput_img_s = train::percentile(tb, 0.5);
-  return {sa, sb};
 }
 
 /// int8 deployment: fold batch norms, calibrate activation scales on training images, quantize weights per output
@@ -155,34 +110,6 @@ void run_int8(const CompressArgs& a) {
   j["environment"] = io::environment_info();
   io::write_file_atomic(a.out + "/compress.json", j.dump(2) + "\n");
   std::printf("wrote %s and %s/compress.json\n", packed_path.c_str(), a.out.c_str());
-}
-
-/// Fine-tunes the model in `init` for a.finetune_epochs under the constraints (pruning masks or shared weights),
-/// with the model's own training config (lr, schedule and run length replaced); returns the fine-tuned tensors.
-io::TensorFile finetune(const CompressArgs& a, const io::TensorFile& model, const std::string& init,
-                        const std::vector<std::pair<std::string, modelcomp::WeightConstraint>>& constraints,
-                        const std::string& out_dir, const std::string& spec_json = "") {
-  io::Config cfg;
-  if (model.meta.contains("config")) cfg.merge(model.meta["config"], init);
-  for (const char* kv : {"workers=1", "compressor=none", "max_steps=-1", "swa_epochs=0", "schedule=cosine",
-                         "warmup_epochs=0", "target_accuracy=-1"})
-    cfg.set(kv);
-  cfg.set("init=" + init);
-  if (!spec_json.empty()) cfg.set("model=" + spec_json);  // a structurally pruned model: its own spec
-  cfg.set("epochs=" + std::to_string(a.finetune_epochs));
-  cfg.set("lr=" + std::to_string(a.finetune_lr));
-  if (!a.data_dir.empty()) cfg.set("data_dir=" + a.data_dir);
-  if (!a.dataset.empty()) cfg.set("dataset=" + a.dataset);
-  train::TrainOptions o;
-  o.out_dir = out_dir;
-  o.progress = [](const std::string& l) { std::fprintf(stderr, "  %s\n", l.c_str()); };
-  o.after_update = [&](const std::vector<nn::Param*>& params) {
-    for (auto* p : params)
-      for (const auto& [name, c] : constraints)
-        if (name == p->name) modelcomp::apply_constraint(c, p->value.data(), size_t(p->value.size()));
-  };
-  train::run_training(cfg, o);
-  return io::load_tensor_file(out_dir + "/model.bin");
 }
 
 /// Structured pruning: remove a fraction of the channels of every prunable layer (by magnitude or Taylor
@@ -278,6 +205,7 @@ void run_channels(const CompressArgs& a) {
 void run_compress(const CompressArgs& a) {
   if (a.int8) return run_int8(a);
   if (a.channels > 0) return run_channels(a);
+  if (a.lowrank > 0) return run_lowrank(a);
   const io::TensorFile f = modelcomp::read_model_file(a.model);
   FRUGAL_CHECK(f.meta.contains("spec"), "'", a.model, "' has no model spec: give a model.bin written by frugal train");
   std::fprintf(stderr, "[compress] %s: pruning to %.1f %% zeros, sharing (conv %d / fc %d bits), Huffman coding\n",
@@ -432,6 +360,20 @@ void add_compress(CLI::App& app, Globals&) {
                 "hidden linear (with its batch norm and the next layer's inputs); the packed model runs smaller")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
+  c->add_option("--lowrank", a->lowrank,
+                "low-rank factorization instead: replace each selected linear / conv by two smaller layers from its "
+                "truncated SVD, the rank per layer keeping this fraction of the squared singular values (energy); "
+                "layers where the factors would not be smaller stay; the packed model runs at the factors' shapes")
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--lowrank-layers", a->lowrank_options.layers, "which layers --lowrank factorizes: linear, conv, all")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"linear", "conv", "all"}));
+  c->add_option("--lowrank-max-rank", a->lowrank_options.max_rank_fraction,
+                "--lowrank: cap each rank at this fraction of min(rows, cols)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--lowrank-min-numel", a->lowrank_options.min_numel, "--lowrank: layers with fewer weights stay")
+      ->capture_default_str();
   c->add_option("--criterion", a->criterion,
                 "which weights / channels to prune: magnitude, or taylor (first-order Taylor saliency |w dL/dw| "
                 "summed over --saliency-batches training batches, Molchanov et al. 2017)")
