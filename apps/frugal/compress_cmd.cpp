@@ -7,6 +7,7 @@
 //   default     prune:CRITERION:SPARSITY [, finetune:E] , share:FC_BITS:CONV_BITS [, finetune:E] , huffman
 //   --int8      int8
 //   --channels  channels:CRITERION:F [, finetune:E]
+//   --lowrank   lowrank:ENERGY [, finetune:E]
 // --sensitivity prune|bits|rank: per-layer accuracy on the validation split instead (compress_sensitivity.cpp); its
 // targets.json feeds prune:CRITERION:@FILE / gradual:@FILE:E / share:@FILE.
 #include <cstdio>
@@ -40,7 +41,9 @@ json recipe_defaults() {
               {"finetune_lr", d.finetune_lr},
               {"prune_every", d.prune_every},
               {"calib_images", d.calib_images},
-              {"lowrank_max_rank", d.lowrank_max_rank},
+              {"lowrank_max_rank_fraction", d.lowrank_max_rank_fraction},
+              {"lowrank_layers", d.lowrank_layers},
+              {"lowrank_min_numel", d.lowrank_min_numel},
               {"finetune_set", json::array()},
               {"eval", d.eval},
               {"speed", d.speed},
@@ -62,6 +65,10 @@ struct CompressArgs {
   bool int8 = false;
   int calib_images = 2048;
   double channels = 0;
+  double lowrank = 0;                  ///< > 0: shorthand for lowrank:ENERGY
+  std::string lowrank_layers = "all";
+  double lowrank_max_rank_fraction = 1.0;
+  int64_t lowrank_min_numel = 0;
   std::string criterion = "magnitude";
   int saliency_batches = 20;
   SensitivityArgs sensitivity;  ///< --sensitivity: the analysis instead of compressing
@@ -71,8 +78,9 @@ struct CompressArgs {
 std::vector<std::string> shorthand_stages(const CompressArgs& a) {
   const std::string ft = a.finetune_epochs > 0 ? "finetune:" + std::to_string(a.finetune_epochs) : "";
   if (a.int8) return {"int8"};
-  if (a.channels > 0) {
-    std::vector<std::string> s{"channels:" + a.criterion + ":" + std::to_string(a.channels)};
+  if (a.channels > 0 || a.lowrank > 0) {
+    std::vector<std::string> s{a.channels > 0 ? "channels:" + a.criterion + ":" + std::to_string(a.channels)
+                                              : "lowrank:" + std::to_string(a.lowrank)};
     if (!ft.empty()) s.push_back(ft);
     return s;
   }
@@ -154,7 +162,9 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
   FRUGAL_CHECK(o.prune_every >= 1, where, ": prune_every must be >= 1");
   o.calib_images = get("calib_images");
   FRUGAL_CHECK(o.calib_images >= 1, where, ": calib_images must be >= 1");
-  o.lowrank_max_rank = get("lowrank_max_rank");
+  o.lowrank_max_rank_fraction = get("lowrank_max_rank_fraction");
+  o.lowrank_layers = get("lowrank_layers");
+  o.lowrank_min_numel = get("lowrank_min_numel");
   for (const json& kv : get("finetune_set")) {
     FRUGAL_CHECK(kv.is_string() && kv.get<std::string>().find('=') != std::string::npos, where,
                  ": finetune_set holds training overrides \"key=value\", got ", kv.dump());
@@ -197,6 +207,9 @@ void run_compress(const CompressArgs& a) {
     recipe["finetune_lr"] = a.finetune_lr;
     recipe["calib_images"] = a.calib_images;
     recipe["saliency_batches"] = a.saliency_batches;
+    recipe["lowrank_layers"] = a.lowrank_layers;
+    recipe["lowrank_max_rank_fraction"] = a.lowrank_max_rank_fraction;
+    recipe["lowrank_min_numel"] = a.lowrank_min_numel;
   }
   if (!a.dataset.empty()) recipe["dataset"] = a.dataset;
   if (!a.data_dir.empty()) recipe["data_dir"] = a.data_dir;
@@ -255,7 +268,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
+                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");
@@ -296,6 +309,19 @@ void add_compress(CLI::App& app, Globals&) {
                 "prunable conv / hidden linear; the packed model runs smaller")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.99));
+  c->add_option("--lowrank", a->lowrank,
+                "shorthand for 'lowrank:ENERGY': truncated SVD of each conv / linear into two smaller layers, the "
+                "rank per layer the smallest keeping this fraction of sum s^2")
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--lowrank-layers", a->lowrank_layers, "which layers --lowrank factorizes: linear, conv or all")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"linear", "conv", "all"}));
+  c->add_option("--lowrank-max-rank", a->lowrank_max_rank_fraction,
+                "cap on each layer's rank as a fraction of its full rank")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--lowrank-min-numel", a->lowrank_min_numel, "layers with fewer weights are not factorized")
+      ->capture_default_str();
   c->add_option("--criterion", a->criterion,
                 "shorthand: which weights / channels to prune: magnitude, or taylor (first-order Taylor saliency)")
       ->capture_default_str()

@@ -20,6 +20,10 @@
 //                f32 input scale, f32 output scale (0 with an f32 output); varint C (= dims[0]) then C f32 per-output-
 //                channel weight scales; numel s8 weights (value = code x its channel's scale). The layer runs on
 //                oneDNN's int8 convolution / inner product (int8_net.h); the activation scales were calibrated.
+// Low-rank factors (compress --lowrank, lowrank_model.h) need no encoding of their own: the factorized model's spec
+// (in the metadata) has two layers where the source had one, and the factors are those layers' weights, stored as
+// ordinary records (dense today; any encoding above applies) at their real shapes, e.g. a linear (300, 784) at rank
+// 40 (layer 1 of mlp) as "1.weight" (40, 784), then "2.weight" (300, 40) and "2.bias" (300).
 // Every count, index and length is checked against the tensor's size; a wrong magic, version, checksum, a
 // truncation or an inconsistent field is an error naming the file and the byte offset.
 #pragma once

@@ -18,6 +18,7 @@
 #include "modelcomp/deep_compression.h"
 #include "modelcomp/int8_net.h"
 #include "modelcomp/kmeans.h"
+#include "modelcomp/lowrank_model.h"
 #include "modelcomp/packed.h"
 #include "modelcomp/prune.h"
 #include "modelcomp/sensitivity.h"
@@ -248,6 +249,7 @@ class Pipeline {
                 std::function<void(const std::vector<nn::Param*>&)> extra = nullptr);
   void share(const Stage& s);
   void channels(const Stage& s);
+  void lowrank(const Stage& s);
   void int8();
   json finish();
 
@@ -511,6 +513,31 @@ void Pipeline::channels(const Stage& s) {
   st_.layer_log[s.spec] = layers;
 }
 
+void Pipeline::lowrank(const Stage& s) {
+  LowRankOptions lo;
+  lo.energy = s.amount;
+  lo.max_rank_fraction = o_.lowrank_max_rank_fraction;
+  lo.layers = o_.lowrank_layers;
+  lo.min_numel = o_.lowrank_min_numel;
+  check_lowrank_options(lo);
+  FactorizedModel f = factorize_model(*st_.model, lo);
+  st_.model = std::move(f.model);
+  st_.structured = true;
+  json layers = json::array();
+  for (const LowRankLayer& l : f.layers) {
+    json j{{"name", l.name},         {"kind", l.kind},
+           {"dims", l.dims},         {"matrix", {l.rows, l.cols}},
+           {"factorized", l.factorized}, {"rank", l.rank},
+           {"rank_max", l.rank_max}, {"energy_kept", l.energy_kept},
+           {"params_before", l.params_before}, {"params_after", l.params_after},
+           {"macs_before", l.macs_before},     {"macs_after", l.macs_after}};
+    if (!l.factorized) j["reason"] = l.reason;
+    if (!l.factor_names.empty()) j["factors"] = l.factor_names;
+    layers.push_back(std::move(j));
+  }
+  st_.layer_log[s.spec] = layers;
+}
+
 void Pipeline::int8() {
   log("int8: fold batch norms, calibrate on " + std::to_string(o_.calib_images) + " training images, quantize");
   st_.model = fold_batchnorm(*st_.model);
@@ -533,8 +560,7 @@ void Pipeline::run_stage(const Stage& s, size_t index) {
   const std::string dir = o_.out_dir + "/stage" + std::to_string(index) + "_" + stage_kind_name(s.kind);
   switch (s.kind) {
     case StageKind::channels: return channels(s);
-    case StageKind::lowrank:
-      FRUGAL_FAIL("compress stage '", s.spec, "': the low-rank stage is not built into this frugal yet");
+    case StageKind::lowrank: return lowrank(s);
     case StageKind::prune: return prune(s);
     case StageKind::gradual: return gradual(s, index);
     case StageKind::finetune: return finetune(s.epochs, s.lr > 0 ? s.lr : o_.finetune_lr, dir);

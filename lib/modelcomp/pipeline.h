@@ -30,7 +30,9 @@ struct PipelineOptions {
   double finetune_lr = 0.01;  ///< peak learning rate of finetune / gradual stages without their own
   int prune_every = 50;       ///< gradual: optimizer steps between mask updates
   int calib_images = 2048;    ///< int8: training images for the activation ranges
-  int lowrank_max_rank = 0;   ///< lowrank: cap on each layer's rank (0: none)
+  double lowrank_max_rank_fraction = 1.0;  ///< lowrank: rank <= max(1, floor(fraction min(rows, cols)))
+  std::string lowrank_layers = "all";      ///< lowrank: which layers: linear | conv | all
+  int64_t lowrank_min_numel = 0;           ///< lowrank: layers with fewer weights stay as they are
   /// Training config overrides ("key=value", as frugal train --set) for every finetune / gradual run, applied after
   /// the model's own training config, e.g. {"weight_decay=5e-4", "batch=64", "augment=crop"}.
   std::vector<std::string> finetune_set;
