@@ -179,8 +179,13 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
 }
 
 void run_compress(const CompressArgs& a) {
-  if (!a.sensitivity.method.empty())
+  if (!a.sensitivity.method.empty()) {
+    FRUGAL_CHECK(a.config.empty() && a.stages.empty() && a.sets.empty() && !a.int8 && a.channels == 0 &&
+                     a.lowrank == 0,
+                 "--sensitivity analyses the model as it is; it does not take a recipe (--config, --stages, --set, "
+                 "--int8, --channels, --lowrank): run the analysis first, then a recipe that reads its targets.json");
     return run_sensitivity(a.sensitivity, {a.model, a.out, a.dataset, a.data_dir, a.min_numel, 500});
+  }
   json recipe = recipe_defaults();
   std::string where = "compress options";
   if (!a.config.empty()) {

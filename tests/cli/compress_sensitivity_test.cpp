@@ -109,7 +109,9 @@ TEST_CASE("cli: compress --sensitivity prune|bits writes the table, the plot and
                                          {"--sensitivity bits --levels 8,17", "1..16"},
                                          {"--sensitivity rank --levels 0", "(0, 1]"},
                                          {"--sensitivity prune --min-numel 1000000", "no compressible layers"},
-                                         {"--levels 0.5", "--sensitivity"}}) {
+                                         {"--levels 0.5", "--sensitivity"},
+                                         {"--sensitivity prune --stages prune:magnitude:0.5", "does not take a recipe"},
+                                         {"--sensitivity bits --int8", "does not take a recipe"}}) {
     Run e = run("compress " + bad.args + model + " --out " + dir / "bad");
     INFO(bad.args, ": ", e.out);
     CHECK(e.code != 0);
