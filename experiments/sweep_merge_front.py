@@ -12,6 +12,7 @@ metrics.val_accuracy (max), sweep.energy_uj (min), sweep.weight_bytes (min). Mar
 Failed trials are listed and take part in no front. The test accuracy is beside, never used to choose.
 """
 import csv
+import os
 import sys
 
 ACC, ENERGY, BYTES = "metrics.val_accuracy", "sweep.energy_uj", "sweep.weight_bytes"
@@ -42,7 +43,7 @@ def main(argv):
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
                 r.update(consts)
-                r["source"] = path
+                r["source"] = os.path.basename(os.path.dirname(os.path.abspath(path)))
                 rows.append(r)
     done = [r for r in rows if r["status"] == "done"]
     for r in done:
@@ -52,7 +53,7 @@ def main(argv):
     fe = front(done, [(ACC, 1), (ENERGY, -1)])
     fb = front(done, [(ACC, 1), (BYTES, -1)])
     best = max(done, key=lambda r: r[ACC]) if done else None
-    lines = ["| | bits | width | depth | status | val acc | energy µJ | weight bytes | test acc | trial (source) |",
+    lines = ["| | bits | width | depth | status | val acc | energy µJ | weight bytes | test acc | trial (sweep) |",
              "|---|---:|---:|---:|---|---:|---:|---:|---:|---|"]
     key = lambda r: (int(r["bits"]), int(r["depth"]), float(r["width"]))
     for r in sorted(rows, key=key):
@@ -66,7 +67,6 @@ def main(argv):
     text = "\n".join(lines) + "\n"
     with open(argv[1] + ".tmp", "w") as f:
         f.write(text)
-    import os
     os.replace(argv[1] + ".tmp", argv[1])
     sys.stdout.write(text)
 
