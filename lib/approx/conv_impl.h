@@ -61,6 +61,13 @@ struct ApproxConv2d::Impl {
   std::vector<uint16_t> lt;    // (256*256) code(b)*256 + code(a): table + lut_bias
   std::vector<uint8_t> lt8;    // (256 * 512) per code(b): 256 low bytes, then 256 high bytes of its lt row
   int32_t lut_bias = 0;
+  // AVX2 lut path: per group of 4 output channels and k, a 256-entry table of 64-bit entries, entry[code(a)] =
+  // the lt values of the 4 channels' weights at k (uint16 each, channel j in bits 16j..16j+15), so one vpgatherdq
+  // fetches 16 products (4 pixels x 4 channels); [o/4][k][256]. Built on the first forward after set_weights.
+  mutable std::vector<uint64_t> lq;
+  mutable bool lq_stale = true;
+  bool lut_quads() const;  // the AVX2 lut path uses lq (ocg % 4 == 0 and lq within its size cap)
+  void build_lq() const;
 
   // term engine: a-planes / b-maps: terms [0, nt0) -> acc0, [nt0, nt0+nt1) -> acc1, then fa, fa2, sa (min)
   std::vector<std::array<int16_t, 256>> amaps, bmaps;

@@ -114,6 +114,7 @@ void ApproxConv2d::set_weights(const float* w, const float* bias) {
   I.bias.assign(size_t(I.oc), 0.0f);
   if (bias) std::copy(bias, bias + I.oc, I.bias.begin());
   I.wpack_stale = true;
+  I.lq_stale = true;
   if (I.dn) I.dn->set_weights(I.wcodes.data());
   if (I.dn_lr) I.dn_lr->set_weights(I.wcodes.data());
   I.weights_set = true;

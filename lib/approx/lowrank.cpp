@@ -89,9 +89,14 @@ std::pair<int64_t, int64_t> ApproxConv2d::Impl::init_lowrank() {
   return {bound0, bound1};
 }
 
-// Term r: u8_r = round(alpha_r u_r) in [-127, 127], v8_r = round(gamma / alpha_r * v_r), one gamma for all terms
-// (their sum shares an accumulator) and as large as every v8_r in [-127, 127] allows.
+// Term r: u8_r = round(alpha_r u_r) in [-kLowRankUMax, kLowRankUMax], v8_r = round(gamma / alpha_r * v_r), one gamma
+// for all terms (their sum shares an accumulator) and as large as every v8_r in [-127, 127] allows.
+// kLowRankUMax = 64, not 127: on the split (pre-VNNI) layout u8_r + 64 in [0, 128] is one u8 part instead of two,
+// which halves the correction convolution's input channels there; the VNNI layout uses the same factors, so the
+// two paths still give the same result. The u factor keeps 129 levels; the error is the SVD truncation's (the
+// rounding is a small share, see the low-rank tests and the bench's emulation error).
 void ApproxConv2d::Impl::init_lowrank_int8(const LowRankError& lr) {
+  constexpr double kLowRankUMax = 64;
   std::vector<double> alpha(size_t(rank), 0.0);
   double gamma = 0;
   for (int r = 0; r < rank; ++r) {
@@ -99,7 +104,7 @@ void ApproxConv2d::Impl::init_lowrank_int8(const LowRankError& lr) {
     for (int c = 0; c < 256; ++c)
       mu = std::max(mu, std::abs(lr.u[size_t(r)][size_t(c)])), mv = std::max(mv, std::abs(lr.v[size_t(r)][size_t(c)]));
     if (mu == 0 || mv == 0) continue;  // an all-zero term (rank beyond the table's)
-    alpha[size_t(r)] = 127.0 / mu;
+    alpha[size_t(r)] = kLowRankUMax / mu;
     const double g = alpha[size_t(r)] * 127.0 / mv;
     gamma = gamma == 0 ? g : std::min(gamma, g);
   }

@@ -1,6 +1,7 @@
 // lut mode of ApproxConv2d (conv_impl.h): bit-exact for any multiplier. im2col tiles of kTile output pixels, one
 // 256x256 table row per weight value; paths avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather
-// (vpgatherdd over the uint16 table) > scalar (lut_tile_scalar, the twin every path is tested against).
+// (vpgatherdq over 4-output-channel tables, lut_tile_avx2_quad; vpgatherdd over the uint16 table where ocg % 4 != 0
+// or those tables are too large) > scalar (lut_tile_scalar, the twin every path is tested against).
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
@@ -167,6 +168,48 @@ FRUGAL_AVX2 void lut_tile_avx2(const uint16_t* col /*(K,kTile)*/, const uint16_t
   }
 }
 
+// AVX2 over 4-channel tables (Impl::lq, the path taken when ocg % 4 == 0): per k, one vpgatherdq fetches the
+// 64-bit entries of 4 pixels' codes from that k's table, each holding 4 output channels' uint16 products: 16
+// products per gather of 4 elements, where lut_tile_avx2 gets 8 per gather of 8 (the index vector serves 4
+// channels at once). The int32 sums of channels 0, 2 (entry & 0xFFFF) and 1, 3 (entry >> 16) accumulate in
+// registers over chunks of kQuadChunk k steps, whose tables (2 KiB each) stay in L1 while the whole tile passes.
+// tq: the quad's tables (K, 256); res (kTile * 4): res[p * 4 + j] = sum_k lt of pixel p, channel j.
+constexpr int kQuadChunk = 16;
+FRUGAL_AVX2 void lut_tile_avx2_quad(const uint16_t* col /*(K,kTile)*/, const uint64_t* tq, int K, int32_t* res) {
+  // per 4 pixels (one gather) 16 lanes: 8 of channels 0 / 2 (pixel i at 2i / 2i+1), 8 of channels 1 / 3
+  alignas(32) int32_t buf[kTile * 4];
+  const __m256i low16 = _mm256_set1_epi32(0xFFFF);
+  for (int k0 = 0; k0 < K; k0 += kQuadChunk) {
+    const int k1 = std::min(K, k0 + kQuadChunk);
+    for (int p0 = 0; p0 < kTile; p0 += 16) {
+      __m256i acc[8];  // [gather g][channels 0,2 | 1,3]
+      int32_t* b = buf + p0 * 4;
+      for (int i = 0; i < 8; ++i)
+        acc[i] = k0 == 0 ? _mm256_setzero_si256() : _mm256_load_si256(reinterpret_cast<const __m256i*>(b + 8 * i));
+      for (int k = k0; k < k1; ++k) {
+        const auto* t = reinterpret_cast<const long long*>(tq + size_t(k) * 256);
+        const uint16_t* c = col + size_t(k) * kTile + p0;
+        const __m256i i01 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+        const __m256i i23 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 8)));
+        const __m128i idx[4] = {_mm256_castsi256_si128(i01), _mm256_extracti128_si256(i01, 1),
+                                _mm256_castsi256_si128(i23), _mm256_extracti128_si256(i23, 1)};
+        for (int g = 0; g < 4; ++g) {
+          const __m256i v = _mm256_i32gather_epi64(t, idx[g], 8);
+          acc[2 * g] = _mm256_add_epi32(acc[2 * g], _mm256_and_si256(v, low16));
+          acc[2 * g + 1] = _mm256_add_epi32(acc[2 * g + 1], _mm256_srli_epi32(v, 16));
+        }
+      }
+      for (int i = 0; i < 8; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(b + 8 * i), acc[i]);
+    }
+  }
+  for (int p = 0; p < kTile; ++p) {
+    const int32_t* q = buf + (p / 4) * 16;
+    const int i = p % 4;
+    res[p * 4 + 0] = q[2 * i], res[p * 4 + 1] = q[8 + 2 * i];
+    res[p * 4 + 2] = q[2 * i + 1], res[p * 4 + 3] = q[8 + 2 * i + 1];
+  }
+}
+
 void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* wrow, int K, int32_t bias,
                      int32_t* res) {
   for (int p = 0; p < kTile; ++p) res[p] = 0;
@@ -177,6 +220,27 @@ void lut_tile_scalar(const uint16_t* col, const int32_t* table, const uint8_t* w
   }
 }
 }  // namespace
+
+// lq's size is OC * K * 512 bytes (9x the lt table for a 3x3 16-channel layer); past this the AVX2 path keeps to
+// the one table (lut_tile_avx2)
+constexpr size_t kLqMaxBytes = size_t(64) << 20;
+
+bool ApproxConv2d::Impl::lut_quads() const { return ocg % 4 == 0 && size_t(oc) * size_t(K) * 512 <= kLqMaxBytes; }
+
+void ApproxConv2d::Impl::build_lq() const {
+  const size_t quads = size_t(oc / 4), k_all = size_t(K);
+  lq.resize(quads * k_all * 256);
+  tbb::parallel_for(size_t(0), quads, [&](size_t q) {
+    for (size_t k = 0; k < k_all; ++k) {
+      const uint16_t* r[4];
+      for (size_t j = 0; j < 4; ++j) r[j] = lt.data() + size_t(wcodes[(4 * q + j) * k_all + k]) * 256;
+      uint64_t* e = lq.data() + (q * k_all + k) * 256;
+      for (int a = 0; a < 256; ++a)
+        e[a] = uint64_t(r[0][a]) | uint64_t(r[1][a]) << 16 | uint64_t(r[2][a]) << 32 | uint64_t(r[3][a]) << 48;
+    }
+  });
+  lq_stale = false;
+}
 
 void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const {
   const int OH = out_h(h), OW = out_w(w), Hp = h + 2 * pad, Wp = w + 2 * pad;
@@ -196,10 +260,13 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
   const LutPath path = lut_path();
   const bool bytes = path == LutPath::vbmi;  // byte codes (VBMI) or uint16 codes (the others)
   const int32_t kb = int32_t(K) * lut_bias;
+  const bool quads = path == LutPath::avx2 && lut_quads();
+  if (quads && lq_stale) build_lq();
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
     std::vector<uint16_t> col(bytes ? 0 : size_t(K) * kTile);
     std::vector<uint8_t> col8(bytes ? size_t(K) * kTile : 0);
     alignas(64) int32_t res[kTile];
+    std::vector<int32_t> res4(quads ? size_t(kTile) * 4 : 0);
     for (int64_t job = rr.begin(); job < rr.end(); ++job) {
       const int g = int(job % groups);
       const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
@@ -232,6 +299,14 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
               }
             }
         p += run;
+      }
+      if (quads) {
+        for (int o = g * ocg; o < (g + 1) * ocg; o += 4) {
+          lut_tile_avx2_quad(col.data(), lq.data() + size_t(o / 4) * K * 256, K, res4.data());
+          for (int64_t p = p0; p < pend; ++p)
+            for (int j = 0; j < 4; ++j) acc[size_t(p) * oc + o + j] = res4[size_t(p - p0) * 4 + j] - kb;
+        }
+        continue;
       }
       for (int o = g * ocg; o < (g + 1) * ocg; ++o) {
         const uint8_t* wrow = wcodes.data() + size_t(o) * K;

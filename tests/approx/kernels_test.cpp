@@ -46,6 +46,7 @@ const Shape kShapes[] = {
     {3, 16, 16, 16, 16, 3, 3, 1, 1, 1},  // resnet-like
     {1, 6, 7, 40, 8, 3, 3, 1, 1, 1},     // K = 360 > 256: LUT byte sums flushed mid-row
     {1, 4, 9, 32, 8, 3, 3, 1, 1, 1},     // 32 channels: two pixels per 64-byte source fill, one left over
+    {1, 5, 6, 8, 8, 3, 3, 1, 1, 2},      // groups of 4 output channels (the AVX2 lut's 4-channel tables)
 };
 
 void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
@@ -110,6 +111,33 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
     }
   }
   detail::set_terms_scalar_fill(false);
+}
+
+TEST_CASE("LUT kernels: new weights after a forward are used (the AVX2 path's 4-channel tables are rebuilt)") {
+  std::mt19937 rng(12);
+  std::normal_distribution<float> nd(0, 1);
+  const Shape s{1, 6, 7, 8, 8, 3, 3, 1, 1, 1};
+  ApproxSpec as;
+  as.multiplier = "mitchell";
+  for (Isa isa : kernel_isas()) {
+    const std::string isa_s = frugal::util::isa_name(isa);
+    CAPTURE(isa_s);
+    IsaScope scope(isa);
+    ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
+    std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
+    random_codes(rng, src);
+    std::vector<float> wf(size_t(s.oc) * s.ic * s.kh * s.kw);
+    std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc), ref(got.size());
+    for (int round = 0; round < 2; ++round) {
+      CAPTURE(round);
+      for (auto& v : wf) v = nd(rng);
+      conv.set_weights(wf.data(), nullptr);
+      conv.products(src.data(), s.n, s.h, s.w, 0, got.data());
+      conv2d_reference(conv.multiplier(), src.data(), s.n, s.h, s.w, s.ic, conv.weight_codes().data(), s.oc, s.kh,
+                       s.kw, s.stride, s.pad, s.groups, 0, ref.data());
+      CHECK(got == ref);
+    }
+  }
 }
 
 TEST_CASE("kernel_path names the path each kernel ISA takes") {
@@ -345,8 +373,8 @@ TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same
   std::mt19937 rng(4);
   std::normal_distribution<float> nd(0, 1);
   const Shape s{2, 7, 9, 16, 16, 3, 3, 1, 1, 1};
-  // rank 4: 2 + 8 source parts in the split layout, more than one 4-term chunk of the AVX2 source fill
-  for (const char* mode : {"lowrank:2", "lowrank:4"})
+  // rank 6: 6 source parts (one per factor) in the split layout, more than one 4-term chunk of the AVX2 source fill
+  for (const char* mode : {"lowrank:2", "lowrank:6"})
   for (const char* spec : {"mitchell", "mitchell:signed", "drum:4:signed"}) {
     CAPTURE(spec);
     CAPTURE(std::string(mode));
