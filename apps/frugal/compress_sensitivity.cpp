@@ -54,7 +54,7 @@ ValidationSplit validation_split(const data::Dataset& train, const json& meta) {
   FRUGAL_CHECK(n < static_cast<int64_t>(train.size()), "sensitivity: a validation split of ", n,
                " images needs a larger training set than dataset '", train.name, "' (", train.size(),
                " images); train the model with a smaller val_split");
-  data::HoldoutSplit s = data::split_holdout(train, static_cast<size_t>(n), data::kValSplitSeed, true);
+  data::HoldoutSplit s = data::hold_out_validation(train, static_cast<size_t>(n));
   v.val = std::move(s.val);
   v.info = {{"size", n},
             {"seed", data::kValSplitSeed},

@@ -31,4 +31,10 @@ struct HoldoutSplit {
 ///           validation set has the class proportions of ds up to one image per class.
 HoldoutSplit split_holdout(const Dataset& ds, size_t n_val, uint64_t seed, bool stratify = false);
 
+/// The validation split every frugal command holds out of a training set: n images, stratified, drawn with
+/// kValSplitSeed, so train, compress and the sensitivity analysis agree on the images for the same n.
+inline HoldoutSplit hold_out_validation(const Dataset& train, size_t n) {
+  return split_holdout(train, n, kValSplitSeed, true);
+}
+
 }  // namespace frugal::data

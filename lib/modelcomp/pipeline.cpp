@@ -287,7 +287,10 @@ void Pipeline::load() {
   data::DataSplit ds = data::load_dataset(d_.dataset, data::data_roots(o_.data_dir));
   d_.norm = data::default_normalization(ds.test.name);
   d_.test = std::move(ds.test);
-  const int64_t trained_with = std::max<int64_t>(0, cfg.value("val_split", int64_t(0)));  // -1 (auto): none here
+  // what the trainer held out: its val_split, with -1 (auto) resolved as the trainer does
+  const int64_t trained_with = std::max<int64_t>(
+      0, train::resolve_val_split(cfg.value("val_split", int64_t(0)), cfg.value("schedule", std::string()) == "plateau",
+                                  ds.train.name));
   int64_t n = o_.val_split;
   bool seen = false;
   if (n < 0) {
@@ -299,7 +302,7 @@ void Pipeline::load() {
   FRUGAL_CHECK(n < int64_t(ds.train.size()), "compress: val_split ", n, " is not smaller than the training set (",
                ds.train.size(), " images)");
   if (n > 0) {
-    data::HoldoutSplit h = data::split_holdout(ds.train, size_t(n), data::kValSplitSeed, true);
+    data::HoldoutSplit h = data::hold_out_validation(ds.train, size_t(n));
     d_.train = std::move(h.train);
     d_.val = std::move(h.val);
     d_.split = {{"size", n}, {"seed", data::kValSplitSeed}, {"stratified", true},

@@ -58,7 +58,7 @@ json hold_out_validation(int64_t asked, bool plateau, data::Dataset& train, data
                " images); set a smaller val_split");
   if (n == 0) return json{{"size", 0}};
   const size_t from = train.size();
-  data::HoldoutSplit s = data::split_holdout(train, static_cast<size_t>(n), data::kValSplitSeed, true);
+  data::HoldoutSplit s = data::hold_out_validation(train, static_cast<size_t>(n));
   train = std::move(s.train);
   val = std::move(s.val);
   return json{{"size", n},
