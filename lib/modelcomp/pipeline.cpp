@@ -67,15 +67,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-bool compressible(const nn::Param& p, size_t min_numel) {
-  const size_t rank = p.value.dims().size();
-  return (rank == 2 || rank == 4) && size_t(p.value.size()) >= min_numel;
-}
-
+/// The conv / linear weights prune and share touch (deep_compression.h's rule).
 std::vector<nn::Param*> compressible_params(nn::Model& m, size_t min_numel) {
+  DeepCompressionOptions o;
+  o.min_numel = min_numel;
   std::vector<nn::Param*> out;
   for (nn::Param* p : m.params())
-    if (compressible(*p, min_numel)) out.push_back(p);
+    if (compressible(p->value, o)) out.push_back(p);
   return out;
 }
 

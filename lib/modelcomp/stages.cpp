@@ -44,6 +44,13 @@ void arity(const util::SpecFields& f, size_t lo, size_t hi, const char* form) {
   FRUGAL_CHECK(f.fields.size() >= lo && f.fields.size() <= hi, "compress stage '", f.text, "': expected ", form);
 }
 
+/// A peak learning rate field (> 0).
+double learning_rate(const util::SpecFields& f, size_t i) {
+  const double lr = number(f, i, "learning rate");
+  FRUGAL_CHECK(lr > 0, "compress stage '", f.text, "': learning rate must be positive, got ", f.fields[i]);
+  return lr;
+}
+
 /// A sparsity (fraction in [0, 1)) or @FILE.
 void amount_or_file(const util::SpecFields& f, size_t i, Stage& s) {
   if (f.fields[i][0] == '@') {
@@ -92,18 +99,12 @@ Stage parse_stage(const std::string& spec) {
     s.criterion = "magnitude";
     amount_or_file(f, 0, s);
     s.epochs = whole(f, 1, "epochs", 1, 100000);
-    if (f.fields.size() == 3) {
-      s.lr = number(f, 2, "learning rate");
-      FRUGAL_CHECK(s.lr > 0, "compress stage '", spec, "': learning rate must be positive, got ", f.fields[2]);
-    }
+    if (f.fields.size() == 3) s.lr = learning_rate(f, 2);
   } else if (f.name == "finetune") {
     arity(f, 1, 2, "finetune:EPOCHS[:LR], e.g. finetune:3 or finetune:3:0.005");
     s.kind = StageKind::finetune;
     s.epochs = whole(f, 0, "epochs", 1, 100000);
-    if (f.fields.size() == 2) {
-      s.lr = number(f, 1, "learning rate");
-      FRUGAL_CHECK(s.lr > 0, "compress stage '", spec, "': learning rate must be positive, got ", f.fields[1]);
-    }
+    if (f.fields.size() == 2) s.lr = learning_rate(f, 1);
   } else if (f.name == "share") {
     arity(f, 1, 2, "share:BITS[:CONV_BITS], e.g. share:5:8 or share:@bits.json");
     s.kind = StageKind::share;

@@ -10,26 +10,16 @@
 #include "../data/fixtures.h"
 #include "../train/synthetic_mnist.h"
 #include "io/files.h"
+#include "run_frugal.h"
 #include "util/build_info.h"
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-namespace {
-struct Run {
-  int code;
-  std::string out;
-};
-Run run(const std::string& args, const std::string& env = "") {
-  std::string cmd = env + std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
-}  // namespace
+using frugal::testing::json_of;
+using frugal::testing::run;
+using frugal::testing::Run;
+
 
 TEST_CASE("cli: help lists subcommands and every config key") {
   Run r = run("--help");

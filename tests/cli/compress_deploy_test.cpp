@@ -11,23 +11,12 @@
 #include "../data/fixtures.h"
 #include "../train/synthetic_mnist.h"
 #include "io/files.h"
+#include "run_frugal.h"
 
-namespace {
-struct Run {
-  int code;
-  std::string out;
-};
-Run run(const std::string& args) {
-  std::string cmd = std::string(FRUGAL_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
-}
-nlohmann::json json_of(const std::string& path) { return nlohmann::json::parse(frugal::io::read_file(path)); }
-}  // namespace
+using frugal::testing::json_of;
+using frugal::testing::run;
+using frugal::testing::Run;
+
 
 TEST_CASE("cli: compress --int8 / --channels / --criterion taylor write packed models that evaluate runs") {
   frugal::data::testing::TempDir dir;
