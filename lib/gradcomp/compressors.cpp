@@ -5,6 +5,8 @@
 #include <cstring>
 #include <sstream>
 
+#include <tbb/parallel_for.h>
+
 #include "gradcomp/simd.h"
 #include "util/check.h"
 #include "util/cpu_features.h"
@@ -115,12 +117,10 @@ void scatter_into_zeros_streamed(const uint32_t* idx, const uint8_t* vals, size_
   std::fill(dst + e, dst + n, 0.0f);
   for (; i < k; ++i) std::memcpy(&dst[idx[i]], vals + 4 * i, 4);
 }
-}  // namespace
 
-void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
-  if (n >= kStreamMin && std::is_sorted(idx, idx + k)) return scatter_into_zeros_streamed(idx, vals, k, dst, n);
-  // One ascending pass: zero the gap up to each index, then write its value; an index below the filled prefix
-  // (out of order or repeated) is written over, as a zero fill followed by the writes in order would leave it.
+// One ascending pass: zero the gap up to each index, then write its value; an index below the filled prefix
+// (out of order or repeated) is written over, as a zero fill followed by the writes in order would leave it.
+void scatter_into_zeros_serial(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
   size_t pos = 0;
   for (size_t i = 0; i < k; ++i) {
     const size_t j = idx[i];
@@ -131,6 +131,34 @@ void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, floa
     std::memcpy(&dst[j], vals + 4 * i, 4);
   }
   std::fill(dst + pos, dst + n, 0.0f);
+}
+
+// One core does not reach the memory bandwidth of a large fill: outputs of at least 2 blocks with ascending
+// indices are filled block by block in parallel (TBB), each block with the indices that fall into it.
+constexpr size_t kParallelBlock = size_t(1) << 18;
+
+void scatter_into_zeros_parallel(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
+  const size_t blocks = (n + kParallelBlock - 1) / kParallelBlock;
+  const bool stream = n >= kStreamMin;
+  tbb::parallel_for(size_t(0), blocks, [&](size_t b) {
+    const size_t lo = b * kParallelBlock, len = std::min(kParallelBlock, n - lo);
+    const size_t first = size_t(std::lower_bound(idx, idx + k, uint64_t(lo)) - idx);
+    const size_t last = size_t(std::lower_bound(idx + first, idx + k, uint64_t(lo + len)) - idx);
+    std::vector<uint32_t> local(idx + first, idx + last);
+    for (uint32_t& j : local) j -= uint32_t(lo);
+    if (stream)
+      scatter_into_zeros_streamed(local.data(), vals + 4 * first, local.size(), dst + lo, len);
+    else
+      scatter_into_zeros_serial(local.data(), vals + 4 * first, local.size(), dst + lo, len);
+  });
+}
+}  // namespace
+
+void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
+  const bool sorted = std::is_sorted(idx, idx + k);
+  if (n >= 2 * kParallelBlock && sorted) return scatter_into_zeros_parallel(idx, vals, k, dst, n);
+  if (n >= kStreamMin && sorted) return scatter_into_zeros_streamed(idx, vals, k, dst, n);
+  scatter_into_zeros_serial(idx, vals, k, dst, n);
 }
 
 size_t Compressor::round_len(int) const { FRUGAL_FAIL("compressor '", name(), "' has no multi-round protocol"); }

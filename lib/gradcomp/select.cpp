@@ -6,6 +6,8 @@
 #include <cstring>
 #include <numeric>
 
+#include <tbb/parallel_for.h>
+
 #include "gradcomp/compressors.h"
 #include "gradcomp/simd.h"
 #include "util/check.h"
@@ -454,25 +456,10 @@ size_t update_collect_avx2(const DgcUpdate& d, size_t n, float thr, std::vector<
       return update_collect_avx2_t<kPlain>(d, n, thr, idx, vals);
   }
 }
-}  // namespace
 
-void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
-                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
-  FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
-  FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
-  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
-  // threshold from the values the update is about to write at the sample positions
-  const DgcUpdate d{g, scale, m, nesterov, u, v};
-  std::vector<float> sample(p.ns);
-  if (util::kernel_isa() == util::Isa::scalar)
-    dgc_sample(p, d, sample.data());
-  else
-    dgc_sample_fma(p, d, sample.data());
-  float thr = kth_largest(sample.data(), p.ns, p.ks);
-  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
-  // one pass: update u and v, collect (index, value) where |v| >= thr
-  idx.clear();
-  vals.clear();
+// update_collect_* over [0, n) plus the scalar tail: idx / vals get the ascending positions and new values.
+void update_collect_serial(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx,
+                           std::vector<float>& vals) {
   size_t i = 0;
   switch (util::kernel_isa()) {
     case util::Isa::avx512:
@@ -491,6 +478,53 @@ void dgc_update_select(const float* g, float scale, float m, bool nesterov, floa
       vals.push_back(vi);
     }
   }
+}
+
+// The fused pass is memory-bound and one core does not reach the memory bandwidth: large tensors are cut into
+// blocks updated in parallel (TBB), each collecting its own candidates, concatenated in block order, so the
+// result is the serial one, bit for bit.
+constexpr size_t kParallelBlock = size_t(1) << 18;
+
+void update_collect(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx, std::vector<float>& vals) {
+  idx.clear();
+  vals.clear();
+  if (n < 2 * kParallelBlock) return update_collect_serial(d, n, thr, idx, vals);
+  const size_t blocks = (n + kParallelBlock - 1) / kParallelBlock;
+  std::vector<std::vector<uint32_t>> bidx(blocks);
+  std::vector<std::vector<float>> bvals(blocks);
+  tbb::parallel_for(size_t(0), blocks, [&](size_t b) {
+    const size_t lo = b * kParallelBlock, len = std::min(kParallelBlock, n - lo);
+    const DgcUpdate db{d.g + lo, d.scale, d.m, d.nesterov, d.u ? d.u + lo : nullptr, d.v + lo};
+    update_collect_serial(db, len, thr, bidx[b], bvals[b]);
+    for (uint32_t& j : bidx[b]) j += uint32_t(lo);
+  });
+  size_t total = 0;
+  for (const auto& b : bidx) total += b.size();
+  idx.reserve(total);
+  vals.reserve(total);
+  for (size_t b = 0; b < blocks; ++b) {
+    idx.insert(idx.end(), bidx[b].begin(), bidx[b].end());
+    vals.insert(vals.end(), bvals[b].begin(), bvals[b].end());
+  }
+}
+}  // namespace
+
+void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
+                       float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
+  FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
+  FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
+  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
+  // threshold from the values the update is about to write at the sample positions
+  const DgcUpdate d{g, scale, m, nesterov, u, v};
+  std::vector<float> sample(p.ns);
+  if (util::kernel_isa() == util::Isa::scalar)
+    dgc_sample(p, d, sample.data());
+  else
+    dgc_sample_fma(p, d, sample.data());
+  float thr = kth_largest(sample.data(), p.ns, p.ks);
+  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
+  // one pass: update u and v, collect (index, value) where |v| >= thr
+  update_collect(d, n, thr, idx, vals);
   int r = 1;
   for (; r < 10 && double(idx.size()) < 0.8 * double(p.k) && thr > 0.0f; ++r) {  // undershoot, as dgc_select
     thr *= 0.8f;

@@ -194,11 +194,38 @@ TEST_CASE("randk indices are shared by all workers with the same seed") {
   for (size_t i = 0; i < 1000; ++i) CHECK((dx[i] != 0) == (dy[i] != 0));
 }
 
+TEST_CASE("DGC's fused update and selection on large tensors (blocks in parallel) equals the scalar reference") {
+  for_each_isa([&](Isa) {
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      const size_t n = (size_t(1) << 19) + 3 + seed * 100003;  // 2 to 3 blocks of 2^18, the last one partial
+      auto g = randn(n, seed + 500);
+      auto u0 = randn(n, seed + 600), v0 = randn(n, seed + 700);
+      for (size_t k : {n / 1000, n / 5}) {
+        INFO("n=" << n << " k=" << k << " seed=" << seed);
+        std::vector<float> u1 = u0, v1 = v0, u2 = u0, v2 = v0;
+        std::vector<uint32_t> a, b;
+        std::vector<float> va, vb;
+        Rng r1(seed), r2(seed);
+        const float m = seed ? 0.9f : 0.0f;
+        float* u1p = m != 0.0f ? u1.data() : nullptr;
+        float* u2p = m != 0.0f ? u2.data() : nullptr;
+        dgc_update_select(g.data(), 0.7f, m, seed == 2, u1p, v1.data(), n, k, 0.01f, r1, a, va);
+        dgc_update_select_ref(g.data(), 0.7f, m, seed == 2, u2p, v2.data(), n, k, 0.01f, r2, b, vb);
+        REQUIRE(u1 == u2);
+        REQUIRE(v1 == v2);
+        REQUIRE(a == b);
+        REQUIRE(va == vb);
+      }
+    }
+  });
+}
+
 TEST_CASE("scatter_into_zeros equals a zero fill followed by the writes in order") {
-  // small n: the plain pass; n >= 2^21: whole 64-byte lines streamed, plain stores at both ends (dst shifted by
-  // 0..15 floats off a line boundary); ascending with repeats, and out of order
+  // small n: the plain pass; n >= 2^19 with ascending indices: blocks of 2^18 filled in parallel; n >= 2^21:
+  // whole 64-byte lines streamed, plain stores at both ends (dst shifted by 0..15 floats off a line boundary);
+  // ascending with repeats, and out of order
   Rng rng(5);
-  for (size_t n : {size_t(1000), (size_t(1) << 21) + 37})
+  for (size_t n : {size_t(1000), (size_t(1) << 19) + 5, (size_t(1) << 21) + 37})
     for (size_t shift : {0, 1, 15})
       for (bool ascending : {true, false}) {
         INFO("n=" << n << " shift=" << shift << " ascending=" << ascending);
