@@ -24,10 +24,9 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr int64_t kDefaultValImages = 5000;  ///< when the model's training run held out no validation split
-
 /// The validation split: the images the model's training run held out (config val_split), or, for a model trained
-/// without one, the default 5000 drawn the same way (images that model has seen in training).
+/// without one, data::default_unheld_val_images (as compress's recipes hold out) drawn the same way (images that
+/// model has seen in training).
 struct ValidationSplit {
   data::Dataset val;
   json info;  ///< sensitivity.json's "validation"
@@ -44,12 +43,12 @@ ValidationSplit validation_split(const data::Dataset& train, const json& meta) {
   std::string source = "the model's config val_split = " + std::to_string(asked) +
                        (asked == -1 ? " (auto, resolved as the trainer does)" : "");
   if (n == 0) {
-    n = kDefaultValImages;
+    n = static_cast<int64_t>(data::default_unheld_val_images(train.size()));
     v.seen_in_training = true;
     source = (meta.contains("config") ? "the model was trained without a validation split (val_split = " +
                                             std::to_string(asked) + ")"
                                       : std::string("the model file records no training config")) +
-             ": the default " + std::to_string(kDefaultValImages) + " images, which that model HAS SEEN in training";
+             ": the default " + std::to_string(n) + " images (10 %, at most 5000), which that model HAS SEEN in training";
   }
   FRUGAL_CHECK(n < static_cast<int64_t>(train.size()), "sensitivity: a validation split of ", n,
                " images needs a larger training set than dataset '", train.name, "' (", train.size(),

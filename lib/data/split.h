@@ -1,6 +1,7 @@
 // Hold-out split of a dataset: a validation set drawn from the training images by a seeded permutation, so
 // schedules and sweeps can be tuned without ever looking at the test set.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -36,5 +37,9 @@ HoldoutSplit split_holdout(const Dataset& ds, size_t n_val, uint64_t seed, bool 
 inline HoldoutSplit hold_out_validation(const Dataset& train, size_t n) {
   return split_holdout(train, n, kValSplitSeed, true);
 }
+
+/// How many images compress and the sensitivity analysis hold out for a model that was trained without a
+/// validation split: 10 % of the training set, at most 5000 (images that model has seen in training).
+inline size_t default_unheld_val_images(size_t train_size) { return std::min<size_t>(5000, train_size / 10); }
 
 }  // namespace frugal::data

@@ -292,7 +292,7 @@ void Pipeline::load() {
   int64_t n = o_.val_split;
   bool seen = false;
   if (n < 0) {
-    n = trained_with > 0 ? trained_with : std::min<int64_t>(5000, int64_t(ds.train.size()) / 10);
+    n = trained_with > 0 ? trained_with : int64_t(data::default_unheld_val_images(ds.train.size()));
     seen = trained_with <= 0;
   } else {
     seen = n > 0 && n != trained_with;

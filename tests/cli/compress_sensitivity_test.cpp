@@ -121,8 +121,16 @@ TEST_CASE("cli: compress --sensitivity on a model trained without a validation s
   REQUIRE(s.code == 0);
   CHECK(s.out.find("has seen these validation images") != std::string::npos);
   const nlohmann::json j = json_of(dir / "sens/sensitivity.json");
-  CHECK(j["validation"]["size"] == 5000);
+  CHECK(j["validation"]["size"] == 510);  // 10 % of 5100, as compress's recipes hold out
   CHECK(j["validation"]["held_out_in_training"] == false);
   CHECK(j["layers"].size() == 1);  // only the 48000-weight linear
   CHECK(j["level_meaning"] == "rank fraction");
+  // a recipe on the same model holds out the very same images
+  Run c = run("compress --stages prune:magnitude:0.5 --model " + dir / "run/model.bin" + " --data-dir " + dir.str() +
+              " --out " + dir / "comp");
+  INFO(c.out);
+  REQUIRE(c.code == 0);
+  const nlohmann::json cj = json_of(dir / "comp/compress.json");
+  CHECK(cj["val_split"]["size"] == j["validation"]["size"]);
+  CHECK(cj["val_split"]["indices_sha256"] == j["validation"]["indices_sha256"]);
 }
