@@ -44,6 +44,7 @@ json recipe_defaults() {
               {"lowrank_max_rank_fraction", d.lowrank_max_rank_fraction},
               {"lowrank_layers", d.lowrank_layers},
               {"lowrank_min_numel", d.lowrank_min_numel},
+              {"lowrank_conv_split", d.lowrank_conv_split},
               {"finetune_set", json::array()},
               {"eval", d.eval},
               {"speed", d.speed},
@@ -69,6 +70,7 @@ struct CompressArgs {
   std::string lowrank_layers = "all";
   double lowrank_max_rank_fraction = 1.0;
   int64_t lowrank_min_numel = 0;
+  std::string lowrank_conv_split = "kxk_1x1";
   std::string criterion = "magnitude";
   int saliency_batches = 20;
   SensitivityArgs sensitivity;  ///< --sensitivity: the analysis instead of compressing
@@ -165,6 +167,9 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
   o.lowrank_max_rank_fraction = get("lowrank_max_rank_fraction");
   o.lowrank_layers = get("lowrank_layers");
   o.lowrank_min_numel = get("lowrank_min_numel");
+  o.lowrank_conv_split = get("lowrank_conv_split");
+  FRUGAL_CHECK(o.lowrank_conv_split == "kxk_1x1" || o.lowrank_conv_split == "kx1_1xk", where,
+               ": lowrank_conv_split must be kxk_1x1 or kx1_1xk, got '", o.lowrank_conv_split, "'");
   for (const json& kv : get("finetune_set")) {
     FRUGAL_CHECK(kv.is_string() && kv.get<std::string>().find('=') != std::string::npos, where,
                  ": finetune_set holds training overrides \"key=value\", got ", kv.dump());
@@ -215,6 +220,7 @@ void run_compress(const CompressArgs& a) {
     recipe["lowrank_layers"] = a.lowrank_layers;
     recipe["lowrank_max_rank_fraction"] = a.lowrank_max_rank_fraction;
     recipe["lowrank_min_numel"] = a.lowrank_min_numel;
+    recipe["lowrank_conv_split"] = a.lowrank_conv_split;
   }
   if (!a.dataset.empty()) recipe["dataset"] = a.dataset;
   if (!a.data_dir.empty()) recipe["data_dir"] = a.data_dir;
@@ -273,7 +279,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
+                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");
@@ -321,6 +327,11 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--lowrank-layers", a->lowrank_layers, "which layers --lowrank factorizes: linear, conv or all")
       ->capture_default_str()
       ->check(CLI::IsMember({"linear", "conv", "all"}));
+  c->add_option("--lowrank-conv-split", a->lowrank_conv_split,
+                "how --lowrank splits a k x k conv: kxk_1x1 (k x k conv to r channels, then 1 x 1) or kx1_1xk (k x 1 "
+                "conv to r channels, then 1 x k; Jaderberg et al. 2014)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"kxk_1x1", "kx1_1xk"}));
   c->add_option("--lowrank-max-rank", a->lowrank_max_rank_fraction,
                 "cap on each layer's rank as a fraction of its full rank")
       ->capture_default_str()

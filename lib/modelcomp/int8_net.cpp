@@ -346,14 +346,14 @@ struct Builder {
     memory::desc w_desc;
     if (op.kind == Int8Layer::conv) {
       const auto& o = dynamic_cast<nn::Conv2d&>(*op.fp32).options();
-      memory::dims wd = o.groups > 1 ? memory::dims{o.groups, o.out / o.groups, o.in / o.groups, o.kernel, o.kernel}
-                                     : memory::dims{o.out, o.in, o.kernel, o.kernel};
+      memory::dims wd = o.groups > 1 ? memory::dims{o.groups, o.out / o.groups, o.in / o.groups, o.kh(), o.kw()}
+                                     : memory::dims{o.out, o.in, o.kh(), o.kw()};
       user_w_md = memory::desc(wd, dt::s8, o.groups > 1 ? tag::goihw : tag::oihw);
-      const int64_t pr_h = (od[2] - 1) * o.stride + o.kernel - in.dims[2] - o.pad;
-      const int64_t pr_w = (od[3] - 1) * o.stride + o.kernel - in.dims[3] - o.pad;
+      const int64_t pr_h = (od[2] - 1) * o.sh() + o.kh() - in.dims[2] - o.ph();
+      const int64_t pr_w = (od[3] - 1) * o.sw() + o.kw() - in.dims[3] - o.pw();
       convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, in.mem.get_desc(),
-                                   memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc(), {o.stride, o.stride},
-                                   {o.pad, o.pad}, {pr_h, pr_w});
+                                   memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc(), {o.sh(), o.sw()},
+                                   {o.ph(), o.pw()}, {pr_h, pr_w});
       convolution_forward::primitive_desc pd(cd, attr, cpu_engine());
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();

@@ -19,11 +19,44 @@ int64_t numel_of(const std::vector<nn::Param*>& ps) {
   return n;
 }
 
-/// One factorized layer: its report entry and factors, by the source weight's name.
+/// The weights of a factorized layer's two new layers, in their own layouts, by the source weight's name.
+struct FactorWeights {
+  std::vector<float> first, second;
+};
+
 struct Plan {
   std::vector<LowRankLayer> layers;
-  std::map<std::string, LowRank> factors;
+  std::map<std::string, FactorWeights> factors;
 };
+
+/// The spatial split's matrix of a conv weight W (OC, IC, K, K): M (IC*K, K*OC), M[c*K + y][x*OC + o] = W[o][c][y][x],
+/// so that a rank-r M = A B is a K x 1 conv IC -> r (A) followed by a 1 x K conv r -> OC (B) (Jaderberg et al. 2014).
+std::vector<float> spatial_matrix(const Tensor& w) {
+  const int64_t oc = w.dim(0), ic = w.dim(1), kh = w.dim(2), kw = w.dim(3);
+  std::vector<float> m(size_t(oc * ic * kh * kw));
+  const float* W = w.data();
+  for (int64_t o = 0; o < oc; ++o)
+    for (int64_t c = 0; c < ic; ++c)
+      for (int64_t y = 0; y < kh; ++y)
+        for (int64_t x = 0; x < kw; ++x)
+          m[size_t((c * kh + y) * (kw * oc) + x * oc + o)] = W[((o * ic + c) * kh + y) * kw + x];
+  return m;
+}
+
+/// The spatial split's layer weights from the factors of spatial_matrix: vertical (r, IC, K, 1), horizontal (OC, r, 1, K).
+FactorWeights spatial_weights(const LowRank& f, int64_t oc, int64_t ic, int64_t k) {
+  FactorWeights w;
+  const int64_t r = f.rank, cols = k * oc;
+  w.first.resize(size_t(r * ic * k));
+  w.second.resize(size_t(oc * r * k));
+  for (int64_t q = 0; q < r; ++q)
+    for (int64_t c = 0; c < ic; ++c)
+      for (int64_t y = 0; y < k; ++y) w.first[size_t((q * ic + c) * k + y)] = f.a[size_t((c * k + y) * r + q)];
+  for (int64_t o = 0; o < oc; ++o)
+    for (int64_t q = 0; q < r; ++q)
+      for (int64_t x = 0; x < k; ++x) w.second[size_t((o * r + q) * k + x)] = f.b[size_t(q * cols + x * oc + o)];
+  return w;
+}
 
 /// Decides every conv / linear of s (recursing into residual blocks) and returns the new spec layers.
 json plan_layers(nn::Sequential& s, const json& layers, Dims cur, const LowRankOptions& o, Plan& plan) {
@@ -44,8 +77,11 @@ json plan_layers(nn::Sequential& s, const json& layers, Dims cur, const LowRankO
       rep.name = w.name;
       rep.kind = conv ? "conv" : "linear";
       rep.dims = w.value.dims();
-      rep.rows = int(w.value.dim(0));
-      rep.cols = int(w.value.size() / w.value.dim(0));
+      // the spatial split applies to square k x k convs with k > 1 (a 1 x 1 conv has nothing to split)
+      const bool spatial = conv && o.conv_split == "kx1_1xk" && conv->options().square() && conv->options().kh() > 1;
+      rep.split = !conv ? "" : spatial ? "kx1_1xk" : "kxk_1x1";
+      rep.rows = spatial ? int(w.value.dim(1) * w.value.dim(2)) : int(w.value.dim(0));
+      rep.cols = spatial ? int(w.value.dim(3) * w.value.dim(0)) : int(w.value.size() / w.value.dim(0));
       rep.rank_max = std::min(rep.rows, rep.cols);
       rep.params_before = rep.params_after = numel_of(L.params());
       rep.macs_before = rep.macs_after = L.macs(cur);
@@ -58,7 +94,8 @@ json plan_layers(nn::Sequential& s, const json& layers, Dims cur, const LowRankO
         rep.reason = "grouped conv";
       } else {
         const int cap = std::max(1, int(std::floor(o.max_rank_fraction * rep.rank_max + 1e-9)));
-        LowRank f = truncated_svd(w.value.data(), rep.rows, rep.cols, o.energy, cap);
+        const std::vector<float> m = spatial ? spatial_matrix(w.value) : std::vector<float>();
+        LowRank f = truncated_svd(spatial ? m.data() : w.value.data(), rep.rows, rep.cols, o.energy, cap);
         rep.rank = f.rank;
         rep.energy_kept = f.energy_kept;
         const int64_t r = f.rank, factor_weights = r * (int64_t(rep.rows) + rep.cols);
@@ -67,7 +104,15 @@ json plan_layers(nn::Sequential& s, const json& layers, Dims cur, const LowRankO
         } else {
           rep.factorized = true;
           json first, second;
-          if (conv) {
+          FactorWeights fw;
+          if (spatial) {
+            const nn::Conv2dOptions& c = conv->options();
+            first = {{"type", "conv"}, {"out", f.rank}, {"kh", c.kh()}, {"kw", 1}, {"sh", c.sh()}, {"sw", 1},
+                     {"ph", c.ph()},   {"pw", 0},       {"groups", 1},  {"bias", false}};
+            second = {{"type", "conv"}, {"out", c.out}, {"kh", 1}, {"kw", c.kw()}, {"sh", 1}, {"sw", c.sw()},
+                      {"ph", 0},        {"pw", c.pw()}, {"bias", c.bias}};
+            fw = spatial_weights(f, c.out, c.in, c.kh());
+          } else if (conv) {
             const nn::Conv2dOptions& c = conv->options();
             first = {{"type", "conv"}, {"out", f.rank}, {"k", c.kernel}, {"s", c.stride}, {"p", c.pad},
                      {"groups", 1},    {"bias", false}};
@@ -81,7 +126,8 @@ json plan_layers(nn::Sequential& s, const json& layers, Dims cur, const LowRankO
           second["lowrank"] = "A";
           out.push_back(first);
           out.push_back(second);
-          plan.factors.emplace(rep.name, std::move(f));
+          if (!spatial) fw = {std::move(f.b), std::move(f.a)};  // B (r, cols) first, A (rows, r) second
+          plan.factors.emplace(rep.name, std::move(fw));
           plan.layers.push_back(rep);
           cur = L.dst_dims(cur);
           continue;
@@ -125,8 +171,8 @@ void copy_layers(nn::Sequential& s, nn::Sequential& d, Dims cur, Plan& plan) {
     if (it != plan.factors.end()) {
       nn::Layer &B = d.at(j), &A = d.at(j + 1);
       auto pb = B.params(), pa = A.params();
-      set_values(it->second.b, *pb[0]);
-      set_values(it->second.a, *pa[0]);
+      set_values(it->second.first, *pb[0]);
+      set_values(it->second.second, *pa[0]);
       if (ps.size() > 1) {
         copy_values(ps[1]->value, pa[1]->value, ps[1]->name);
         ++pa[1]->version;
@@ -160,6 +206,9 @@ void check_lowrank_options(const LowRankOptions& o) {
   FRUGAL_CHECK(o.min_numel >= 0, "low-rank: min_numel must be >= 0, got ", o.min_numel);
   FRUGAL_CHECK(o.layers == "linear" || o.layers == "conv" || o.layers == "all",
                "low-rank: layers must be linear, conv or all, got '", o.layers, "'");
+  FRUGAL_CHECK(o.conv_split == "kxk_1x1" || o.conv_split == "kx1_1xk",
+               "low-rank: conv_split must be kxk_1x1 (k x k conv to r channels, then 1 x 1) or kx1_1xk (k x 1 conv to "
+               "r channels, then 1 x k), got '", o.conv_split, "'");
 }
 
 FactorizedModel factorize_model(nn::Model& m, const LowRankOptions& o) {

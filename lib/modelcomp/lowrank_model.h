@@ -10,7 +10,10 @@
 // The rank of each layer is the smallest keeping `energy` of sum s^2, capped by max_rank_fraction; a layer is left
 // as it is when the factors would not hold fewer weights: r (rows + cols) >= rows cols (the MACs shrink by the same
 // factor, since both factors run at the layer's output resolution).
-// Not done: the k x 1 / 1 x k split of a conv (Jaderberg et al. 2014) needs non-square kernels in nn::Conv2d.
+// conv_split = kx1_1xk instead splits a square K x K conv spatially (Jaderberg, Vedaldi & Zisserman, BMVC 2014,
+// scheme 2): W as the matrix (IC*K, K*OC), M[c*K + y][x*OC + o] = W[o][c][y][x]; its rank-r factors are a K x 1 conv
+// IC -> r (stride and padding along H only) followed by a 1 x K conv r -> OC (stride and padding along W), with the
+// bias and anything after the layer after the second. 1 x 1 convs keep the kxk_1x1 form.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -28,6 +31,7 @@ struct LowRankOptions {
   std::string layers = "all";      ///< which layers: linear | conv | all
   bool only_if_smaller = true;     ///< leave a layer whose factors would hold as many weights or more (tests of
                                    ///< the full-rank factorization turn this off)
+  std::string conv_split = "kxk_1x1";  ///< kxk_1x1 | kx1_1xk (see the header comment)
 };
 
 /// What happened to one conv / linear layer of the source model.
@@ -35,7 +39,8 @@ struct LowRankLayer {
   std::string name;           ///< the source weight's name, e.g. "1.weight"
   std::string kind;           ///< linear | conv
   std::vector<int64_t> dims;  ///< the source weight's dims
-  int rows = 0, cols = 0;     ///< the matrix factorized: (OUT, IN) or (OC, IC*KH*KW)
+  std::string split;          ///< conv: kxk_1x1 or kx1_1xk; linear: empty
+  int rows = 0, cols = 0;     ///< the matrix factorized: (OUT, IN), (OC, IC*KH*KW), or (IC*K, K*OC) for kx1_1xk
   int rank = 0;               ///< rank chosen (0 when not factorized for lack of selection / size)
   int rank_max = 0;           ///< min(rows, cols): the full rank
   double energy_kept = 1.0;   ///< sum of the kept s^2 / sum of all s^2 at `rank`

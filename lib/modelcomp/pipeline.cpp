@@ -520,6 +520,7 @@ void Pipeline::lowrank(const Stage& s) {
   lo.max_rank_fraction = o_.lowrank_max_rank_fraction;
   lo.layers = o_.lowrank_layers;
   lo.min_numel = o_.lowrank_min_numel;
+  lo.conv_split = o_.lowrank_conv_split;
   check_lowrank_options(lo);
   FactorizedModel f = factorize_model(*st_.model, lo);
   st_.model = std::move(f.model);
@@ -532,6 +533,7 @@ void Pipeline::lowrank(const Stage& s) {
            {"rank_max", l.rank_max}, {"energy_kept", l.energy_kept},
            {"params_before", l.params_before}, {"params_after", l.params_after},
            {"macs_before", l.macs_before},     {"macs_after", l.macs_after}};
+    if (!l.split.empty()) j["split"] = l.split;
     if (!l.factorized) j["reason"] = l.reason;
     if (!l.factor_names.empty()) j["factors"] = l.factor_names;
     layers.push_back(std::move(j));

@@ -33,6 +33,7 @@ struct PipelineOptions {
   double lowrank_max_rank_fraction = 1.0;  ///< lowrank: rank <= max(1, floor(fraction min(rows, cols)))
   std::string lowrank_layers = "all";      ///< lowrank: which layers: linear | conv | all
   int64_t lowrank_min_numel = 0;           ///< lowrank: layers with fewer weights stay as they are
+  std::string lowrank_conv_split = "kxk_1x1";  ///< lowrank: kxk_1x1 | kx1_1xk (lowrank_model.h)
   /// Training config overrides ("key=value", as frugal train --set) for every finetune / gradual run, applied after
   /// the model's own training config, e.g. {"weight_decay=5e-4", "batch=64", "augment=crop"}.
   std::vector<std::string> finetune_set;

@@ -4,7 +4,9 @@
 //   channels:CRITERION:FRACTION   structured pruning (channel_prune.h): remove FRACTION in [0, 1) of the output
 //                                 channels of every prunable conv / hidden linear; CRITERION magnitude | taylor.
 //   lowrank:ENERGY                truncated SVD of each large enough conv / linear into two smaller layers, the rank
-//                                 per layer the smallest that keeps ENERGY in (0, 1] of its squared singular values.
+//                                 per layer the smallest that keeps ENERGY in (0, 1] of its squared singular values;
+//                                 a k x k conv becomes k x k -> r then 1 x 1 (recipe key lowrank_conv_split kxk_1x1,
+//                                 the default) or k x 1 -> r then 1 x k (kx1_1xk, lowrank_model.h).
 //   prune:CRITERION:AMOUNT        unstructured pruning of every compressible weight tensor (rank 2 or 4, at least
 //                                 min_numel elements): magnitude (each tensor to AMOUNT), global (one magnitude
 //                                 threshold over all of them together), taylor (first-order Taylor saliency |w dL/dw|

@@ -25,15 +25,16 @@ struct Conv2d::Prims {
 };
 
 Conv2d::Conv2d(const Conv2dOptions& o, std::mt19937_64& rng) : o_(o) {
-  FRUGAL_CHECK(o.in > 0 && o.out > 0 && o.kernel > 0 && o.stride > 0 && o.pad >= 0 && o.groups > 0,
-               "conv2d: invalid options in=", o.in, " out=", o.out, " kernel=", o.kernel, " stride=", o.stride,
-               " pad=", o.pad, " groups=", o.groups);
+  FRUGAL_CHECK(o.in > 0 && o.out > 0 && o.kh() > 0 && o.kw() > 0 && o.sh() > 0 && o.sw() > 0 && o.ph() >= 0 &&
+                   o.pw() >= 0 && o.groups > 0,
+               "conv2d: invalid options in=", o.in, " out=", o.out, " kernel=", o.kh(), "x", o.kw(), " stride=", o.sh(),
+               "x", o.sw(), " pad=", o.ph(), "x", o.pw(), " groups=", o.groups);
   FRUGAL_CHECK(o.in % o.groups == 0 && o.out % o.groups == 0, "conv2d: channels ", o.in, "->", o.out,
                " not divisible by groups=", o.groups);
-  w_.value.resize({o.out, o.in / o.groups, o.kernel, o.kernel});
+  w_.value.resize({o.out, o.in / o.groups, o.kh(), o.kw()});
   w_.grad.resize(w_.value.dims());
   // Kaiming-normal init (He et al. 2015), fan-in, ReLU gain.
-  float fan_in = static_cast<float>(o.in / o.groups * o.kernel * o.kernel);
+  float fan_in = static_cast<float>(o.in / o.groups * o.kh() * o.kw());
   std::normal_distribution<float> nd(0.f, std::sqrt(2.f / fan_in));
   for (int64_t i = 0; i < w_.value.size(); ++i) w_.value.data()[i] = nd(rng);
   if (o.bias) {
@@ -53,8 +54,9 @@ void Conv2d::set_prefix(const std::string& p) {
 }
 
 std::string Conv2d::name() const {
-  std::string s = "conv2d(" + std::to_string(o_.in) + "->" + std::to_string(o_.out) + ",k" + std::to_string(o_.kernel) +
-                  ",s" + std::to_string(o_.stride) + ",p" + std::to_string(o_.pad);
+  auto hw = [](int h, int w) { return h == w ? std::to_string(h) : std::to_string(h) + "x" + std::to_string(w); };
+  std::string s = "conv2d(" + std::to_string(o_.in) + "->" + std::to_string(o_.out) + ",k" + hw(o_.kh(), o_.kw()) +
+                  ",s" + hw(o_.sh(), o_.sw()) + ",p" + hw(o_.ph(), o_.pw());
   if (o_.groups > 1) s += ",g" + std::to_string(o_.groups);
   if (approx_) s += "," + approx_->describe();
   return s + ")";
@@ -62,15 +64,15 @@ std::string Conv2d::name() const {
 
 Dims Conv2d::dst_dims(const Dims& s) const {
   FRUGAL_CHECK(s.size() == 4 && s[1] == o_.in, name(), ": expected input (N, ", o_.in, ", H, W), got ", dims_str(s));
-  int64_t oh = (s[2] + 2 * o_.pad - o_.kernel) / o_.stride + 1;
-  int64_t ow = (s[3] + 2 * o_.pad - o_.kernel) / o_.stride + 1;
+  int64_t oh = (s[2] + 2 * o_.ph() - o_.kh()) / o_.sh() + 1;
+  int64_t ow = (s[3] + 2 * o_.pw() - o_.kw()) / o_.sw() + 1;
   FRUGAL_CHECK(oh > 0 && ow > 0, name(), ": input ", dims_str(s), " too small for the kernel");
   return {s[0], o_.out, oh, ow};
 }
 
 int64_t Conv2d::macs(const Dims& s) const {
   Dims d = dst_dims(s);
-  return numel(d) * (o_.in / o_.groups) * o_.kernel * o_.kernel;
+  return numel(d) * (o_.in / o_.groups) * o_.kh() * o_.kw();
 }
 
 std::vector<Param*> Conv2d::params() {
@@ -79,13 +81,13 @@ std::vector<Param*> Conv2d::params() {
 }
 
 static memory::desc conv_weights_plain(const Conv2dOptions& o) {
-  if (o.groups == 1) return memory::desc({o.out, o.in, o.kernel, o.kernel}, dt::f32, tag::oihw);
-  return memory::desc({o.groups, o.out / o.groups, o.in / o.groups, o.kernel, o.kernel}, dt::f32, tag::goihw);
+  if (o.groups == 1) return memory::desc({o.out, o.in, o.kh(), o.kw()}, dt::f32, tag::oihw);
+  return memory::desc({o.groups, o.out / o.groups, o.in / o.groups, o.kh(), o.kw()}, dt::f32, tag::goihw);
 }
 
 static memory::desc conv_weights_any(const Conv2dOptions& o) {
-  if (o.groups == 1) return memory::desc({o.out, o.in, o.kernel, o.kernel}, dt::f32, tag::any);
-  return memory::desc({o.groups, o.out / o.groups, o.in / o.groups, o.kernel, o.kernel}, dt::f32, tag::any);
+  if (o.groups == 1) return memory::desc({o.out, o.in, o.kh(), o.kw()}, dt::f32, tag::any);
+  return memory::desc({o.groups, o.out / o.groups, o.in / o.groups, o.kh(), o.kw()}, dt::f32, tag::any);
 }
 
 Conv2d::Prims& Conv2d::prims(const Dims& s) {
@@ -96,7 +98,7 @@ Conv2d::Prims& Conv2d::prims(const Dims& s) {
   memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb);
   memory::desc dst_md(to_dnnl(d), dt::f32, tag::acdb);
   memory::desc bias_md = o_.bias ? memory::desc({o_.out}, dt::f32, tag::a) : memory::desc();
-  memory::dims strides{o_.stride, o_.stride}, pad{o_.pad, o_.pad};
+  memory::dims strides{o_.sh(), o_.sw()}, pad{o_.ph(), o_.pw()};
   auto desc = convolution_forward::desc(prop_kind::forward_training, algorithm::convolution_direct, src_md,
                                         conv_weights_any(o_), bias_md, dst_md, strides, pad, pad);
   p->fwd_pd = convolution_forward::primitive_desc(desc, cpu_engine());
@@ -157,7 +159,7 @@ void Conv2d::backward(const Tensor& diff_dst, Tensor& diff_src, bool need_diff_s
     memory::desc src_md(to_dnnl(s), dt::f32, tag::acdb);
     memory::desc dst_md(to_dnnl(dst_dims(s)), dt::f32, tag::acdb);
     memory::desc bias_md = o_.bias ? memory::desc({o_.out}, dt::f32, tag::a) : memory::desc();
-    memory::dims strides{o_.stride, o_.stride}, pad{o_.pad, o_.pad};
+    memory::dims strides{o_.sh(), o_.sw()}, pad{o_.ph(), o_.pw()};
     auto bd = convolution_backward_data::desc(algorithm::convolution_direct, src_md, conv_weights_any(o_), dst_md,
                                               strides, pad, pad);
     p.bd_pd = convolution_backward_data::primitive_desc(bd, cpu_engine(), p.fwd_pd);

@@ -36,6 +36,8 @@ class ApproxHost {
   struct Geometry {
     int in = 0, out = 0, kernel = 1, stride = 1, pad = 0, groups = 1;
     bool conv = false;
+    int kernel_w = -1;   ///< -1: kernel (square); the approximate kernels take KH x KW with one stride and pad
+    bool square_stride_pad = true;  ///< false: a stride or pad that differs between H and W (not supported there)
   };
   virtual ~ApproxHost() = default;
   virtual Geometry approx_geometry() const = 0;
@@ -60,9 +62,20 @@ class ApproxHost {
 /// grad[c] = sum of diff_dst over every other position.
 void bias_grad_channels_last(const Tensor& diff_dst, int channels, Tensor& grad);
 
+/// kernel / stride / pad are the vertical (H) values; kernel_w / stride_w / pad_w the horizontal ones, -1 for "the
+/// same as H" (a square conv). Non-square convs (e.g. the k x 1 and 1 x k factors of a low-rank split) run on oneDNN
+/// in fp32 and int8; the approximate arithmetic takes square strides and pads only.
 struct Conv2dOptions {
   int in = 0, out = 0, kernel = 3, stride = 1, pad = 1, groups = 1;
   bool bias = true;
+  int kernel_w = -1, stride_w = -1, pad_w = -1;  // after bias: {in, out, k, s, p, g, bias} initializers stay valid
+  int kh() const { return kernel; }
+  int kw() const { return kernel_w >= 0 ? kernel_w : kernel; }
+  int sh() const { return stride; }
+  int sw() const { return stride_w >= 0 ? stride_w : stride; }
+  int ph() const { return pad; }
+  int pw() const { return pad_w >= 0 ? pad_w : pad; }
+  bool square() const { return kw() == kh() && sw() == sh() && pw() == ph(); }
 };
 
 /// 2-D convolution (cross-correlation). weights (OC, IC/G, KH, KW), bias (OC).
@@ -79,7 +92,9 @@ class Conv2d : public Layer, public ApproxHost {
   void set_prefix(const std::string& p) override;
   const Conv2dOptions& options() const { return o_; }
   ApproxHost* approx_host() override { return this; }
-  Geometry approx_geometry() const override { return {o_.in, o_.out, o_.kernel, o_.stride, o_.pad, o_.groups, true}; }
+  Geometry approx_geometry() const override {
+    return {o_.in, o_.out, o_.kernel, o_.stride, o_.pad, o_.groups, true, o_.kw(), o_.sw() == o_.sh() && o_.pw() == o_.ph()};
+  }
   Param& approx_weight() override { return w_; }
   Param& weight() { return w_; }
 

@@ -162,9 +162,27 @@ void build(Sequential& seq, const json& layers, Dims& cur, int classes, std::mt1
       Conv2dOptions o;
       o.in = static_cast<int>(cur[1]);
       o.out = get_int(l, "out", 0, where);
-      o.kernel = get_int(l, "k", 3, where);
-      o.stride = get_int(l, "s", 1, where);
-      o.pad = get_int(l, "p", o.kernel / 2, where);
+      // square: k, s, p; non-square: kh + kw (and sh + sw, ph + pw), each pair both or neither, not with k / s / p
+      auto pair = [&](const char* one, const char* h, const char* w, int dflt_h, int dflt_w, int& vh, int& vw) {
+        const bool has_h = l.contains(h), has_w = l.contains(w);
+        FRUGAL_CHECK(has_h == has_w, where, ": give both '", h, "' and '", w, "' (or '", one, "' for both)");
+        FRUGAL_CHECK(!(has_h && l.contains(one)), where, ": '", one, "' and '", h, "' / '", w, "' together");
+        if (has_h) {
+          vh = get_int(l, h, 0, where);
+          vw = get_int(l, w, 0, where);
+        } else {
+          vh = get_int(l, one, dflt_h, where);
+          vw = l.contains(one) ? vh : dflt_w;
+        }
+      };
+      int kh = 3, kw = 3, sh = 1, sw = 1, ph = 1, pw = 1;
+      pair("k", "kh", "kw", 3, 3, kh, kw);
+      pair("s", "sh", "sw", 1, 1, sh, sw);
+      pair("p", "ph", "pw", kh / 2, kw / 2, ph, pw);
+      o.kernel = kh, o.stride = sh, o.pad = ph;
+      if (kw != kh) o.kernel_w = kw;
+      if (sw != sh) o.stride_w = sw;
+      if (pw != ph) o.pad_w = pw;
       o.groups = get_int(l, "groups", 1, where);
       o.bias = l.value("bias", true);
       layer = std::make_unique<Conv2d>(o, rng);

@@ -27,11 +27,16 @@ class ApproxAdapter : public nn::ApproxForward {
       : spec_(spec), mult_(std::move(mult)), weight_(&host.approx_weight()), table_grad_(table_grad) {
     const nn::ApproxHost::Geometry g = host.approx_geometry();
     is_conv_ = g.conv;
+    FRUGAL_CHECK(g.square_stride_pad, "approximate arithmetic (", spec.multiplier,
+                 ") takes convolutions with the same stride and padding along H and W; this model has a conv with a "
+                 "non-square stride or padding (e.g. a k x 1 / 1 x k low-rank split): compress it with "
+                 "lowrank_conv_split=kxk_1x1, or run it in fp32 / int8");
+    const int kw = g.kernel_w >= 0 ? g.kernel_w : g.kernel;
     if (fake_quant)
-      fq_ = std::make_unique<approx::FakeQuantConv2d>(spec, *mult_, g.in, g.out, g.kernel, g.kernel, g.stride, g.pad,
+      fq_ = std::make_unique<approx::FakeQuantConv2d>(spec, *mult_, g.in, g.out, g.kernel, kw, g.stride, g.pad,
                                                       g.groups);
     else
-      int_ = std::make_unique<approx::ApproxConv2d>(spec, mult_, g.in, g.out, g.kernel, g.kernel, g.stride, g.pad,
+      int_ = std::make_unique<approx::ApproxConv2d>(spec, mult_, g.in, g.out, g.kernel, kw, g.stride, g.pad,
                                                     g.groups);
   }
   std::string describe() const override {

@@ -91,11 +91,15 @@ TEST_CASE("int8: batch norm folded into its conv computes the same function") {
 TEST_CASE("int8: oneDNN int8 conv + inner product equal the fp32 layers of the dequantized weights within rounding") {
   // conv + ReLU (u8 output, rounded once) then a linear (f32 logits). Inputs lie on the s8 grid (the calibration
   // batch is the test batch, so the largest input maps to code 127 exactly): the conv's accumulation is exact and
-  // the only error is the rounding of its output to u8, at most half a code per element.
+  // the only error is the rounding of its output to u8, at most half a code per element. A square 3 x 3 conv, and
+  // a 3 x 1 one (the vertical factor of a low-rank split; same output size).
+  for (const json& conv : {json{{"type", "conv"}, {"out", 4}, {"k", 3}},
+                           json{{"type", "conv"}, {"out", 4}, {"kh", 3}, {"kw", 1}, {"ph", 1}, {"pw", 0}}}) {
+  INFO(conv.dump());
   json spec = {{"input", {2, 5, 5}},
                {"classes", 3},
                {"layers",
-                {{{"type", "conv"}, {"out", 4}, {"k", 3}},
+                {conv,
                  {{"type", "relu"}},
                  {{"type", "flatten"}},
                  {{"type", "linear"}, {"out", "classes"}}}}};
@@ -134,6 +138,7 @@ TEST_CASE("int8: oneDNN int8 conv + inner product equal the fp32 layers of the d
   bool any_int8 = false;
   for (const std::string& impl : net.implementations()) any_int8 |= impl.find("int8") != std::string::npos;
   CHECK(any_int8);
+  }
 }
 
 TEST_CASE("int8: a residual net on oneDNN int8 follows its fp32 model") {

@@ -112,6 +112,82 @@ TEST_CASE("lowrank model: at energy 1 (full rank) every layer is factorized and 
   }
 }
 
+TEST_CASE("lowrank model: the k x 1 / 1 x k split at full rank keeps the outputs, a planted spatial rank is found") {
+  nn::Model m(conv_spec(), 1);  // a strided 3 x 3 conv + BN and a 3 x 3 conv with bias
+  testing::randomize(m, 11);
+  modelcomp::LowRankOptions o;
+  o.energy = 1.0;
+  o.only_if_smaller = false;
+  o.layers = "conv";
+  o.conv_split = "kx1_1xk";
+  modelcomp::FactorizedModel f = modelcomp::factorize_model(m, o);
+  REQUIRE(f.layers.size() == 3);
+  for (int i : {0, 1}) {
+    const auto& l = f.layers[size_t(i)];
+    CHECK(l.factorized);
+    CHECK(l.split == "kx1_1xk");
+    CHECK(l.rows == l.dims[1] * 3);  // (IC*K, K*OC)
+    CHECK(l.cols == 3 * l.dims[0]);
+  }
+  CHECK(!f.layers[2].factorized);  // the linear: not selected
+  // the factor layers are K x 1 (stride and padding along H) then 1 x K (along W)
+  const json layers = f.model->spec()["layers"];
+  CHECK(layers[0]["kh"] == 3);
+  CHECK(layers[0]["kw"] == 1);
+  CHECK(layers[0]["sh"] == 2);
+  CHECK(layers[0]["sw"] == 1);
+  CHECK(layers[1]["kh"] == 1);
+  CHECK(layers[1]["kw"] == 3);
+  CHECK(layers[1]["sw"] == 2);
+  CHECK(layers[1]["pw"] == 1);
+  const Tensor x = random_input(m, 4, 5);
+  CHECK(relative_gap(m, *f.model, x) < 1e-5);
+
+  // a weight whose (IC*K, K*OC) matrix has rank 2 is split at rank 2, exactly, and a cut at rank 1 changes outputs
+  nn::Model m2(conv_spec(), 1);
+  testing::randomize(m2, 12);
+  nn::Param& w = param(m2, "3.weight");  // (10, 12, 3, 3)
+  const int64_t oc = w.value.dim(0), ic = w.value.dim(1);
+  std::mt19937_64 rng(13);
+  std::normal_distribution<float> g(0.f, 0.3f);
+  std::vector<float> vert(size_t(2 * ic * 3)), hor(size_t(2 * 3 * oc));
+  for (auto& e : vert) e = g(rng);
+  for (auto& e : hor) e = g(rng);
+  for (int64_t o2 = 0; o2 < oc; ++o2)
+    for (int64_t c = 0; c < ic; ++c)
+      for (int64_t y = 0; y < 3; ++y)
+        for (int64_t xk = 0; xk < 3; ++xk) {
+          float v = 0;
+          for (int q = 0; q < 2; ++q) v += vert[size_t((q * ic + c) * 3 + y)] * hor[size_t((q * 3 + xk) * oc + o2)];
+          w.value.data()[((o2 * ic + c) * 3 + y) * 3 + xk] = v;
+        }
+  ++w.version;
+  o.energy = 0.999999;
+  o.only_if_smaller = true;
+  modelcomp::FactorizedModel f2 = modelcomp::factorize_model(m2, o);
+  const auto& l2 = f2.layers[1];
+  REQUIRE(l2.factorized);
+  CHECK(l2.rank == 2);
+  CHECK(l2.params_after < l2.params_before);
+  CHECK(l2.macs_after < l2.macs_before);
+  const Tensor x2 = random_input(m2, 4, 6);
+  const double exact = relative_gap(m2, *f2.model, x2);
+  CHECK(exact < 1e-4);
+  o.max_rank_fraction = 1.0 / double(l2.rank_max);  // rank 1
+  modelcomp::FactorizedModel f3 = modelcomp::factorize_model(m2, o);
+  CHECK(f3.layers[1].rank == 1);
+  CHECK(relative_gap(m2, *f3.model, x2) > 100 * exact);
+
+  o.conv_split = "kx1";
+  CHECK_THROWS_WITH_AS(modelcomp::factorize_model(m, o), doctest::Contains("conv_split"), frugal::Error);
+  // a non-square conv in a spec names both sizes of each pair
+  json bad = conv_spec();
+  bad["layers"][0] = {{"type", "conv"}, {"out", 4}, {"kh", 3}};
+  CHECK_THROWS_WITH_AS(nn::Model(bad, 1), doctest::Contains("give both 'kh' and 'kw'"), frugal::Error);
+  bad["layers"][0] = {{"type", "conv"}, {"out", 4}, {"k", 3}, {"kh", 3}, {"kw", 1}};
+  CHECK_THROWS_WITH_AS(nn::Model(bad, 1), doctest::Contains("together"), frugal::Error);
+}
+
 TEST_CASE("lowrank model: a planted rank-r weight is found at rank r, reproduced, with fewer params and MACs") {
   SUBCASE("linear") {
     nn::Model m(linear_spec(), 2);

@@ -101,6 +101,20 @@ TEST_CASE("gradcheck: conv2d (stride, padding, groups, bias)") {
   check_layer(c, {2, 3, 9, 9});
 }
 
+TEST_CASE("gradcheck: non-square conv2d (k x 1 and 1 x k, per-axis stride and padding)") {
+  std::mt19937_64 rng(4);
+  Conv2dOptions v{3, 4, 3, 2, 1, 1, true};  // 3 x 1, stride 2 x 1, pad 1 x 0
+  v.kernel_w = 1, v.stride_w = 1, v.pad_w = 0;
+  Conv2d a(v, rng);
+  CHECK(a.dst_dims({2, 3, 7, 6}) == Dims{2, 4, 4, 6});
+  check_layer(a, {2, 3, 7, 6});
+  Conv2dOptions h{4, 5, 1, 1, 0, 1, false};  // 1 x 3, stride 1 x 2, pad 0 x 1
+  h.kernel_w = 3, h.stride_w = 2, h.pad_w = 1;
+  Conv2d b(h, rng);
+  CHECK(b.dst_dims({2, 4, 4, 6}) == Dims{2, 5, 4, 3});
+  check_layer(b, {2, 4, 4, 6});
+}
+
 TEST_CASE("gradcheck: linear") {
   std::mt19937_64 rng(4);
   Linear l({13, 7, true}, rng);
@@ -201,11 +215,16 @@ TEST_CASE("softmax cross-entropy with label smoothing: value and gradient") {
   }
 }
 
-TEST_CASE("oneDNN conv forward matches a naive loop (NHWC src, OIHW weights, groups)") {
+TEST_CASE("oneDNN conv forward matches a naive loop (NHWC src, OIHW weights, groups, non-square)") {
   std::mt19937_64 rng(8);
-  struct Case { int n, ic, oc, h, k, s, p, g; };
-  for (Case c : {Case{2, 3, 8, 9, 3, 1, 1, 1}, Case{1, 8, 6, 10, 3, 2, 1, 2}, Case{2, 4, 4, 7, 5, 1, 2, 4}}) {
-    Conv2d conv({c.ic, c.oc, c.k, c.s, c.p, c.g, true}, rng);
+  // kw, sw, pw: the horizontal kernel, stride and padding (-1: square)
+  struct Case { int n, ic, oc, h, k, s, p, g, kw = -1, sw = -1, pw = -1; };
+  for (Case c : {Case{2, 3, 8, 9, 3, 1, 1, 1}, Case{1, 8, 6, 10, 3, 2, 1, 2}, Case{2, 4, 4, 7, 5, 1, 2, 4},
+                 Case{2, 3, 5, 9, 3, 2, 1, 1, 1, 1, 0}, Case{1, 4, 6, 8, 1, 1, 0, 1, 5, 2, 2}}) {
+    Conv2dOptions opt{c.ic, c.oc, c.k, c.s, c.p, c.g, true};
+    opt.kernel_w = c.kw, opt.stride_w = c.sw, opt.pad_w = c.pw;
+    const int kw = opt.kw(), sw = opt.sw(), pw = opt.pw();
+    Conv2d conv(opt, rng);
     auto* w = conv.params()[0];
     auto* b = conv.params()[1];
     fill_normal(b->value, rng);
@@ -214,25 +233,26 @@ TEST_CASE("oneDNN conv forward matches a naive loop (NHWC src, OIHW weights, gro
     fill_normal(x, rng);
     Tensor y;
     conv.forward(x, y, {false, 0});
-    int oh = (c.h + 2 * c.p - c.k) / c.s + 1;
+    int oh = (c.h + 2 * c.p - c.k) / c.s + 1, ow = (c.h + 2 * pw - kw) / sw + 1;
+    REQUIRE(y.dims() == Dims{c.n, c.oc, oh, ow});
     int icg = c.ic / c.g, ocg = c.oc / c.g;
     double max_err = 0;
     for (int n = 0; n < c.n; ++n)
       for (int o = 0; o < c.oc; ++o)
         for (int yy = 0; yy < oh; ++yy)
-          for (int xx = 0; xx < oh; ++xx) {
+          for (int xx = 0; xx < ow; ++xx) {
             double acc = b->value.data()[o];
             int g = o / ocg;
             for (int i = 0; i < icg; ++i)
               for (int ky = 0; ky < c.k; ++ky)
-                for (int kx = 0; kx < c.k; ++kx) {
-                  int iy = yy * c.s - c.p + ky, ix = xx * c.s - c.p + kx;
+                for (int kx = 0; kx < kw; ++kx) {
+                  int iy = yy * c.s - c.p + ky, ix = xx * sw - pw + kx;
                   if (iy < 0 || ix < 0 || iy >= c.h || ix >= c.h) continue;
                   float xv = x.data()[((n * c.h + iy) * c.h + ix) * c.ic + g * icg + i];  // NHWC
-                  float wv = w->value.data()[((o * icg + i) * c.k + ky) * c.k + kx];     // OIHW
+                  float wv = w->value.data()[((o * icg + i) * c.k + ky) * kw + kx];      // OIHW
                   acc += double(xv) * wv;
                 }
-            float got = y.data()[((n * oh + yy) * oh + xx) * c.oc + o];
+            float got = y.data()[((n * oh + yy) * ow + xx) * c.oc + o];
             max_err = std::max(max_err, std::abs(acc - got));
           }
     CHECK(max_err < 1e-4);
