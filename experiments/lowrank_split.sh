@@ -15,7 +15,7 @@ for e in ${ENERGIES:-0.7 0.9}; do
     name=${tag}_E${e}_${split}
     echo "[lowrank_split] $name" >&2
     "$f" compress --model "$model" --lowrank "$e" --lowrank-layers conv --lowrank-conv-split "$split" \
-      --finetune-epochs 1 --no-speed --set 'finetune_set=["threads=1"]' --out "runs/compress/lowrank_split/$name" \
+      --finetune-epochs 1 --no-speed --set finetune_set=threads=1 --out "runs/compress/lowrank_split/$name" \
       > "runs/compress/lowrank_split/$name.log" 2>&1 || { cat "runs/compress/lowrank_split/$name.log"; exit 1; }
     cp "runs/compress/lowrank_split/$name/compress.json" "results/compress/lowrank_split/$name.json"
     mark_dirty "results/compress/lowrank_split/$name.json"
