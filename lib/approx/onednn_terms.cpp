@@ -589,11 +589,14 @@ bool OnednnTermConv::run_s32(const uint8_t* codes, int n, int h, int w, uint8_t 
 }
 
 bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
-                                 std::vector<int32_t>* a_sums) {
+                                 std::vector<int32_t>* a_sums, std::vector<int32_t>* chan) {
   Impl& I = *impl_;
   if (a_sums) a_sums->resize(size_t(n) * h * w * I.groups);
   if (!I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr)) return false;
-  if (!I.wcorr.empty()) {
+  if (chan) {
+    chan->assign(size_t(I.oc), 0);
+    if (!I.wcorr.empty()) *chan = I.wcorr;
+  } else if (!I.wcorr.empty()) {
     const int32_t* wc = I.wcorr.data();
     const size_t oc = size_t(I.oc);
     tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * I.out_h(h) * I.out_w(w), 512),

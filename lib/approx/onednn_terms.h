@@ -39,8 +39,10 @@ class OnednnTermConv {
   /// run_s32 without the shift correction: when shift_weights(), acc lacks 128 * (window sum of sum_t A_t), and
   /// a_sums (resized to N*H*W*groups) receives sum_t sum_c A_t per input pixel and group, for window_sums() with
   /// border value shift_border_sum(pad_code). Lets a caller fold the correction into its own output pass.
+  /// chan: when given, the split layout's per-output-channel constant (its source offsets' share) is not added
+  /// to acc either but written to chan (OC; all zeros when there is none), for the caller's output pass too.
   bool run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
-                   std::vector<int32_t>* a_sums);
+                   std::vector<int32_t>* a_sums, std::vector<int32_t>* chan = nullptr);
   bool shift_weights() const;
   /// Input channels per group of the int8 convolution (the terms' stored parts x IC/groups): its cost.
   int channels() const;

@@ -589,9 +589,17 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 bool ApproxConv2d::Impl::run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc,
                                     bool raw, int32_t* corr) const {
   if (!dn || util::kernel_isa() == Isa::scalar) return false;
-  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr)
+  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr, &s_chan)
                       : dn->run_s32(src, n, h, w, pad_code, acc);
-  if (!ok || (dn_lr && !dn_lr->run_s32(src, n, h, w, pad_code, corr))) return false;
+  if (!ok) return false;
+  if (dn_lr) {
+    // (the rank-1 factors' weights are never shifted: raw leaves out only the per-channel constant)
+    const bool lr_raw = raw && !dn_lr->shift_weights();
+    if (lr_raw ? !dn_lr->run_s32_raw(src, n, h, w, pad_code, corr, nullptr, &s_lr_chan)
+               : !dn_lr->run_s32(src, n, h, w, pad_code, corr))
+      return false;
+    if (raw && !lr_raw) s_lr_chan.assign(size_t(oc), 0);
+  }
   if (has_min) run_terms(src, n, h, w, pad_code, acc, nullptr, /*skip_sep=*/true, /*accumulate=*/true);
   return true;
 }
