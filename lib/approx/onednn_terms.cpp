@@ -223,8 +223,8 @@ struct OnednnTermConv::Impl {
 
   // fill_src's AVX2 path (icg a multiple of 8) for `count` pixels from pix0 (destination stride apart): per chunk
   // of 4 terms, one vpgatherdd fetches the bytes of 8 codes (packed: term 4q+i in byte i), vpshufb + vpermd
-  // transpose them to 8 bytes per term; a second gather over asum sums sum_t A_t for a_sums. Same bytes and sums as
-  // the scalar loop.
+  // transpose them to 8 bytes per term; for a_sums, vpsadbw sums the bytes (an unsigned source), or a second gather
+  // over asum sums sum_t A_t (a signed one). Same bytes and sums as the scalar loop.
   FRUGAL_TERMS_AVX2 void avx2_pixels(const std::vector<std::array<int32_t, 256>>& packed, const int32_t* asum,
                                      const uint8_t* codes, uint8_t* d, size_t pix0, int count, size_t stride,
                                      int32_t* a_sums) const {
@@ -248,17 +248,31 @@ struct OnednnTermConv::Impl {
             const __m256i v = _mm256_permutevar8x32_epi32(
                 _mm256_shuffle_epi8(_mm256_i32gather_epi32(packed[size_t(k)].data(), idx, 4), tr),
                 order);  // qword i: term 4k+i's bytes
-            _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
             const int nt = std::min(4, T - 4 * k);
-            for (int t = 0; t < nt; ++t) std::memcpy(dg + size_t(4 * k + t) * icg + c, &q[t], 8);
+            uint8_t* dk = dg + size_t(4 * k) * icg + c;
+            if (nt == 4) {  // the four qwords straight from the registers
+              const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(dk), lo);
+              _mm_storeh_pd(reinterpret_cast<double*>(dk + icg), _mm_castsi128_pd(lo));
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(dk + 2 * icg), hi);
+              _mm_storeh_pd(reinterpret_cast<double*>(dk + 3 * icg), _mm_castsi128_pd(hi));
+            } else {
+              _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
+              for (int t = 0; t < nt; ++t) std::memcpy(dk + size_t(t) * icg, &q[t], 8);
+            }
+            // an unsigned source: its bytes (the missing terms' are 0) sum to sum_t A_t + sum_off (vpsadbw)
+            if (a_sums && !src_signed) sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
           }
-          if (a_sums) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
+          if (a_sums && src_signed) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
         }
         if (a_sums) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sacc);
-          int32_t sum = 0;
-          for (int32_t l : lanes) sum += l;
-          a_sums[pix * groups + g] = sum;
+          int64_t sum = 0;
+          if (src_signed)
+            for (int32_t l : lanes) sum += l;
+          else
+            for (int l = 0; l < 4; ++l) sum += int64_t(uint64_t(uint32_t(lanes[2 * l])) | uint64_t(uint32_t(lanes[2 * l + 1])) << 32);
+          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 0 : sum_off);
         }
       }
     }
