@@ -85,7 +85,9 @@ struct ApproxConv2d::Impl {
   double lr_inv_gamma = 0;
   // The oneDNN path, when dn was built and SIMD is on (else false, nothing written): acc = dn's terms (functional:
   // the separable ones, plus the min() correction from the term engine where has_min; lowrank: the exact product).
-  // raw: without dn's weight-shift correction, whose A sums go to s_psum (see OnednnTermConv::run_s32_raw).
+  // raw: without dn's weight-shift correction, whose A sums go to s_psum, and without the per-output-channel
+  // constants of dn and dn_lr, which go to s_chan and s_lr_chan (see OnednnTermConv::run_s32_raw): forward()'s
+  // output pass adds them.
   // lowrank: corr = the int8 rank-1 corrections (scale lr_inv_gamma), when dn_lr exists.
   bool run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc, bool raw,
                   int32_t* corr = nullptr) const;
@@ -95,7 +97,7 @@ struct ApproxConv2d::Impl {
   mutable std::vector<uint8_t> s_codes, s_plane;
   mutable std::vector<int16_t> s_planes;
   mutable std::array<int, 3> s_planes_shape{-1, -1, -1};
-  mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum, s_ssum, s_psum;
+  mutable std::vector<int32_t> s_acci, s_a0, s_a1, s_chsum, s_asum, s_ssum, s_psum, s_chan, s_lr_chan;
   mutable std::vector<float> s_acc;
   // last forward (for backward_table): its activation codes are s_codes
   int last_n = -1, last_h = -1, last_w = -1;

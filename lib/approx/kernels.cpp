@@ -193,6 +193,8 @@ struct ApproxConv2d::Impl::OutputTerms {
   const float* accf = nullptr;    // lowrank on the term engine: products_float's sums
   const int32_t* lr_acc = nullptr;  // lowrank on oneDNN: the int8 rank-1 corrections, scaled by lr_inv_gamma
   bool shifted = false;  // oneDNN with weights shifted by -128: 128 * s_ssum joins the sum
+  const int32_t* chan = nullptr;     // oneDNN (raw): per output channel, a constant that joins acci
+  const int32_t* lr_chan = nullptr;  // and one that joins lr_acc
 };
 
 void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
@@ -209,7 +211,8 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   if (I.run_dn_s32(codes, n, h, w, code(ac.za), I.s_acci.data(), /*raw=*/true, I.s_a1.data())) {
     t.acci = I.s_acci.data();
     t.shifted = I.dn->shift_weights();
-    if (I.dn_lr) t.lr_acc = I.s_a1.data();
+    t.chan = I.s_chan.data();
+    if (I.dn_lr) t.lr_acc = I.s_a1.data(), t.lr_chan = I.s_lr_chan.data();
   } else if (I.mode == Impl::Mode::lowrank) {
     I.s_acc.resize(total);
     products_float(codes, n, h, w, code(ac.za), I.s_acc.data());
@@ -252,6 +255,8 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
   const float* so = scale_o.data();
   const int64_t *co = corr_o.data(), *zo = zw_o.data();
   std::vector<int32_t> corr32(noc), zw32(noc);
+  if (t.chan)  // (the oneDNN path's per-channel constant: an exact integer like the correction)
+    for (size_t o = 0; o < noc; ++o) corr_o[o] += t.chan[o];
   for (size_t o = 0; o < noc; ++o) corr32[o] = int32_t(uint32_t(uint64_t(corr_o[o]))), zw32[o] = int32_t(zw_o[o]);
   const int32_t *co32 = corr32.data(), *zo32 = zw32.data();
   const float lr_ig = float(lr_inv_gamma);
@@ -281,7 +286,9 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
         };
         if (lr_acc) {
           const int32_t* c = lr_acc + p * noc;
-          for (int o = 0; o < oc; ++o) d[o] = so[o] * (exact(o) + float(c[o]) * lr_ig) + bs[o];
+          const int32_t* lc = t.lr_chan;
+          for (int o = 0; o < oc; ++o)
+            d[o] = so[o] * (exact(o) + float(int32_t(uint32_t(c[o]) + uint32_t(lc[o]))) * lr_ig) + bs[o];
         } else {
           for (int o = 0; o < oc; ++o) d[o] = so[o] * exact(o) + bs[o];
         }
@@ -290,7 +297,9 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
           const size_t pg = p * size_t(G) + size_t(o / ocg);
           const int64_t as = need_asum ? asum[pg] : 0, sh = shifted ? 128 * int64_t(ssum[pg]) : 0;
           const float ex = float(int64_t(a[o]) + sh + co[o] - zo[o] * as);
-          d[o] = so[o] * (lr_acc ? ex + float(lr_acc[p * noc + size_t(o)]) * lr_ig : ex) + bs[o];
+          d[o] = so[o] * (lr_acc ? ex + float(int32_t(uint32_t(lr_acc[p * noc + size_t(o)]) + uint32_t(t.lr_chan[o]))) * lr_ig
+                                 : ex) +
+                 bs[o];
         }
       }
     }

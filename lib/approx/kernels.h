@@ -15,7 +15,8 @@
 //   lut        bit-exact for any multiplier: 256x256 table, one row per weight value held in registers,
 //              32 products per 4 vpermt2w (AVX-512BW) over im2col tiles; TBB over pixel tiles.
 //   functional bit-exact, no table: the multiplier's Decomposition (multiplier.h). Its separable terms
-//              (exact/trunc/drum: 1, bam:H,V: 1+(V-H), mitchell: the exact product) run as one int8 oneDNN
+//              (exact/trunc/drum: 1, bam:H,V: 1+(V-H) rows, or one per bit of a where that takes fewer int8
+//              channels, as on the pre-VNNI layout; mitchell: the exact product) run as one int8 oneDNN
 //              convolution over T x the input channels (onednn_terms.h); mitchell's min() correction runs on
 //              the term engine: a direct NHWC conv with 16-bit multiplies (vpmullw / vpdpwssd or vpmaddwd).
 //   lowrank:R  approximate emulation of any multiplier: exact product + R rank-1 corrections of the error

@@ -98,7 +98,7 @@ class FunctionalMultiplier final : public Multiplier {
 bool FunctionalMultiplier::decomposition(Decomposition& d) const {
   d = Decomposition{};
   // Core maps over magnitudes m in [0,255]: a list of (alpha(m), beta(m)) term pairs.
-  std::vector<std::pair<std::array<int32_t, 256>, std::array<int32_t, 256>>> terms;
+  std::vector<std::pair<std::array<int32_t, 256>, std::array<int32_t, 256>>> terms, narrow;
   auto add_term = [&](auto fa, auto fb) {
     std::array<int32_t, 256> x{}, y{};
     for (int m = 0; m < 256; ++m) x[m] = fa(uint32_t(m)), y[m] = fb(uint32_t(m));
@@ -135,21 +135,36 @@ bool FunctionalMultiplier::decomposition(Decomposition& d) const {
         add_term([amask](uint32_t m) { return int32_t(m & amask); },
                  [j](uint32_t m) { return int32_t(((m >> j) & 1u) << j); });
       }
+      // The narrow form, over the bits of a: bit i (weight 2^i) meets the rows j >= max(H, V - i), i.e. b with
+      // its low max(H, V - i) bits cleared. A = a_i 2^i <= 128: one u8 part per term on the pre-VNNI layout (the
+      // row form above has 8-bit A values: two parts each).
+      for (int i = 0; i < 8; ++i) {
+        const int cut = std::max(h, v - i);
+        if (cut >= 8) continue;
+        const uint32_t bmask = 0xFFu & ~((1u << cut) - 1u);
+        narrow.emplace_back();
+        for (int m = 0; m < 256; ++m)
+          narrow.back().first[size_t(m)] = int32_t(uint32_t(m) & (1u << i)),
+          narrow.back().second[size_t(m)] = int32_t(uint32_t(m) & bmask);
+      }
       break;
     }
   }
-  for (auto& [x, y] : terms) {
+  // sign-magnitude codes: the sign of a on the A side, the sign of b on the B side
+  auto signed_maps = [&](const std::array<int32_t, 256>& x, const std::array<int32_t, 256>& y,
+                         std::vector<std::array<int16_t, 256>>& as, std::vector<std::array<int16_t, 256>>& bs) {
     std::array<int16_t, 256> ax{}, by{};
     for (int c = 0; c < 256; ++c) {
       int32_t v = decode(uint8_t(c), is_signed);
       int32_t s = v < 0 ? -1 : 1;
       int32_t m = std::abs(v);
-      ax[c] = int16_t(s * x[m]);
-      by[c] = int16_t(s * y[m]);
+      ax[size_t(c)] = int16_t(s * x[size_t(m)]);
+      by[size_t(c)] = int16_t(s * y[size_t(m)]);
     }
-    d.a_terms.push_back(ax);
-    d.b_terms.push_back(by);
-  }
+    as.push_back(ax), bs.push_back(by);
+  };
+  for (auto& [x, y] : narrow) signed_maps(x, y, d.a_narrow, d.b_narrow);
+  for (auto& [x, y] : terms) signed_maps(x, y, d.a_terms, d.b_terms);
   if (kind_ == Kind::mitchell) {
     // Without the carry (xa+xb < 1) Mitchell's result is a*b - fa*fb; with it, a*b - (2^ka-fa)(2^kb-fb);
     // the carry happens exactly when fa*fb >= (2^ka-fa)(2^kb-fb), so the error is minus the smaller one.
@@ -191,6 +206,12 @@ int32_t Decomposition::eval(uint8_t ca, uint8_t cb) const {
     int32_t p1 = int32_t(fa[ca]) * fb[cb], p2 = int32_t(fa2[ca]) * fb2[cb];
     s -= int32_t(sa[ca]) * sb[cb] * std::min(p1, p2);
   }
+  return s;
+}
+
+int32_t Decomposition::eval_narrow(uint8_t ca, uint8_t cb) const {
+  int32_t s = 0;
+  for (size_t t = 0; t < a_narrow.size(); ++t) s += int32_t(a_narrow[t][ca]) * b_narrow[t][cb];
   return s;
 }
 

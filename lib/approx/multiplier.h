@@ -33,7 +33,13 @@ struct Decomposition {
   std::vector<std::array<int16_t, 256>> a_terms, b_terms;  // (T) x 256 each
   bool has_min = false;
   std::array<int16_t, 256> fa{}, fa2{}, sa{}, fb{}, fb2{}, sb{};
-  int32_t eval(uint8_t ca, uint8_t cb) const;  // scalar twin, for tests
+  /// Optionally (designs without the min term), a second exact form M = sum_t NA_t[a] * NB_t[b] whose A values
+  /// each span at most 128 (bam: one term per bit of a), so that the pre-VNNI int8 layout (onednn_terms.h) stores
+  /// each term as one u8 part instead of two. Empty when the design has none; the engines pick the form with the
+  /// fewer int8 channels.
+  std::vector<std::array<int16_t, 256>> a_narrow, b_narrow;
+  int32_t eval(uint8_t ca, uint8_t cb) const;         // scalar twin, for tests
+  int32_t eval_narrow(uint8_t ca, uint8_t cb) const;  // the narrow form (requires a_narrow non-empty), for tests
 };
 
 struct TableGradient;

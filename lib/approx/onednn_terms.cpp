@@ -75,12 +75,14 @@ struct OnednnTermConv::Impl {
   int b_skip_code = -1;     // a weight code whose B value the int8 layout cannot hold; set_weights checks for it
   bool weights_ok = true;   // false when the weights use b_skip_code: run_* then return false (caller falls back)
   bool shift_w = false;     // weights stored as B - 128; run_s32 adds 128 * window sum of A back
-  // Without VNNI (split): every A_t + src_off (>= 0) is stored as `parts` u8 channels of at most 128 each, so that
-  // vpmaddubsw's pair sums (2 * 128 * [-128, 127]) never saturate; the source offset's share, src_off * (sum of
-  // the stored weights), is taken off per output channel (wcorr) after the convolution.
+  // Without VNNI (split): every A_t + off_t (off_t = -min(0, min A_t) >= 0, per term) is stored as parts_t u8
+  // channels of at most 128 each, so that vpmaddubsw's pair sums (2 * 128 * [-128, 127]) never saturate; the
+  // offsets' share, sum_t off_t * (sum of term t's stored weights), is taken off per output channel (wcorr) after
+  // the convolution. part_term[p]: the term of stored part p (parts of a term are adjacent).
   bool split = false;
-  int src_off = 0, parts = 1, T_orig = 1;
-  std::vector<int32_t> wcorr;  // (OC) added to acc after the convolution (split with src_off != 0)
+  int T_orig = 1;
+  std::vector<int> term_off, part_term;
+  std::vector<int32_t> wcorr;  // (OC) added to acc after the convolution (split with an off_t != 0)
   int32_t sum_off = 0;          // the stored bytes of a pixel and group sum to sum_t sum_c A_t + sum_off
   // per term: code -> the operand byte
   std::vector<std::array<uint8_t, 256>> a8, b8;
@@ -221,8 +223,8 @@ struct OnednnTermConv::Impl {
 
   // fill_src's AVX2 path (icg a multiple of 8) for `count` pixels from pix0 (destination stride apart): per chunk
   // of 4 terms, one vpgatherdd fetches the bytes of 8 codes (packed: term 4q+i in byte i), vpshufb + vpermd
-  // transpose them to 8 bytes per term; a second gather over asum sums sum_t A_t for a_sums. Same bytes and sums as
-  // the scalar loop.
+  // transpose them to 8 bytes per term; for a_sums, vpsadbw sums the bytes (an unsigned source), or a second gather
+  // over asum sums sum_t A_t (a signed one). Same bytes and sums as the scalar loop.
   FRUGAL_TERMS_AVX2 void avx2_pixels(const std::vector<std::array<int32_t, 256>>& packed, const int32_t* asum,
                                      const uint8_t* codes, uint8_t* d, size_t pix0, int count, size_t stride,
                                      int32_t* a_sums) const {
@@ -246,17 +248,31 @@ struct OnednnTermConv::Impl {
             const __m256i v = _mm256_permutevar8x32_epi32(
                 _mm256_shuffle_epi8(_mm256_i32gather_epi32(packed[size_t(k)].data(), idx, 4), tr),
                 order);  // qword i: term 4k+i's bytes
-            _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
             const int nt = std::min(4, T - 4 * k);
-            for (int t = 0; t < nt; ++t) std::memcpy(dg + size_t(4 * k + t) * icg + c, &q[t], 8);
+            uint8_t* dk = dg + size_t(4 * k) * icg + c;
+            if (nt == 4) {  // the four qwords straight from the registers
+              const __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(dk), lo);
+              _mm_storeh_pd(reinterpret_cast<double*>(dk + icg), _mm_castsi128_pd(lo));
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(dk + 2 * icg), hi);
+              _mm_storeh_pd(reinterpret_cast<double*>(dk + 3 * icg), _mm_castsi128_pd(hi));
+            } else {
+              _mm256_store_si256(reinterpret_cast<__m256i*>(q), v);
+              for (int t = 0; t < nt; ++t) std::memcpy(dk + size_t(t) * icg, &q[t], 8);
+            }
+            // an unsigned source: its bytes (the missing terms' are 0) sum to sum_t A_t + sum_off (vpsadbw)
+            if (a_sums && !src_signed) sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
           }
-          if (a_sums) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
+          if (a_sums && src_signed) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
         }
         if (a_sums) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sacc);
-          int32_t sum = 0;
-          for (int32_t l : lanes) sum += l;
-          a_sums[pix * groups + g] = sum;
+          int64_t sum = 0;
+          if (src_signed)
+            for (int32_t l : lanes) sum += l;
+          else
+            for (int l = 0; l < 4; ++l) sum += int64_t(uint64_t(uint32_t(lanes[2 * l])) | uint64_t(uint32_t(lanes[2 * l + 1])) << 32);
+          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 0 : sum_off);
         }
       }
     }
@@ -458,22 +474,25 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   I->b_skip_code = b_skip_code;
   double abound = 255;  // the largest |stored source value| (accumulator bound below)
   if (!vnni) {
-    // u = A_t + src_off in [0, umax] as `parts` channels of min(128, max(0, u - 128 j)): u8 values <= 128 times
-    // s8 weights, so every vpmaddubsw pair sum is in [-32768, 32512] (exact)
+    // per term, u = A_t + off_t in [0, umax_t] as parts_t channels of min(128, max(0, u - 128 j)): u8 values
+    // <= 128 times s8 weights, so every vpmaddubsw pair sum is in [-32768, 32512] (exact)
     I->split = true;
-    I->src_off = int(-amin);
-    const double umax = amax - amin;
-    I->parts = std::max(1, int(std::ceil(umax / 128.0)));
-    if (I->parts > 4) return nullptr;
-    for (size_t t = 0; t < amaps.size(); ++t)
-      for (int j = 0; j < I->parts; ++j) {
+    abound = 0;
+    for (size_t t = 0; t < amaps.size(); ++t) {
+      double lo = 0, hi = 0;
+      for (double v : amaps[t]) lo = std::min(lo, v), hi = std::max(hi, v);
+      const int off = int(-lo), parts = std::max(1, int(std::ceil((hi - lo) / 128.0)));
+      if (parts > 4) return nullptr;
+      abound = std::max(abound, hi - lo);
+      I->term_off.push_back(off);
+      for (int j = 0; j < parts; ++j) {
         std::array<double, 256> part{};
         for (int c = 0; c < 256; ++c)
-          part[size_t(c)] = std::min(128.0, std::max(0.0, amaps[t][size_t(c)] + I->src_off - 128.0 * j));
-        split_a.push_back(part), split_b.push_back(bmaps[t]);
+          part[size_t(c)] = std::min(128.0, std::max(0.0, amaps[t][size_t(c)] + off - 128.0 * j));
+        split_a.push_back(part), split_b.push_back(bmaps[t]), I->part_term.push_back(int(t));
       }
+    }
     I->src_signed = false;
-    abound = umax;
   } else if (amin >= 0 && amax <= 255) {
     I->src_signed = false;
   } else if (amin >= -128 && amax <= 127) {
@@ -512,13 +531,16 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
       a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
       b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
     }
-    // the A_t values proper (split: the first part carries -src_off, so the parts of a term sum to A_t)
+    // the A_t values proper (split: the first part of a term carries -off_t, so the parts of a term sum to A_t)
     std::array<int16_t, 256> av{};
-    const bool first_part = I->split && t % size_t(I->parts) == 0;
-    for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)] - (first_part ? I->src_off : 0));
+    const bool first_part = I->split && (t == 0 || I->part_term[t - 1] != I->part_term[t]);
+    const int off = first_part ? I->term_off[size_t(I->part_term[t])] : 0;
+    for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)] - off);
     I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
   }
-  I->sum_off = (I->src_signed ? 128 * I->T * I->icg : 0) + I->src_off * I->T_orig * I->icg;
+  int off_sum = 0;
+  for (int off : I->term_off) off_sum += off;
+  I->sum_off = (I->src_signed ? 128 * I->T * I->icg : 0) + off_sum * I->icg;
   return std::unique_ptr<OnednnTermConv>(new OnednnTermConv(std::move(I)));
 }
 
@@ -539,15 +561,22 @@ void OnednnTermConv::set_weights(const uint8_t* wcodes) {
               put(idx, t, wcodes[((size_t(g * I.ocg + o) * I.icg + c) * I.kh + y) * I.kw + x]);
             }
   I.wcorr.clear();
-  if (I.src_off != 0) {
-    // the source offset's share: src_off * (sum of the stored s8 weights of the original terms; each appears
-    // `parts` times in the layout)
+  if (std::any_of(I.term_off.begin(), I.term_off.end(), [](int off) { return off != 0; })) {
+    // the source offsets' share: per term, off_t * (the sum of its stored s8 weights, taken from its first part)
     I.wcorr.resize(size_t(I.oc));
-    const size_t per = size_t(TK) * I.kh * I.kw;
+    const size_t per = size_t(TK) * I.kh * I.kw, part_len = size_t(I.icg) * I.kh * I.kw;
     for (int o = 0; o < I.oc; ++o) {
-      int64_t sum = 0;
-      for (size_t i = 0; i < per; ++i) sum += int8_t(I.wplain[size_t(o) * per + i]);
-      I.wcorr[size_t(o)] = int32_t(-int64_t(I.src_off) * (sum / I.parts));
+      int64_t corr = 0;
+      for (int t = 0; t < I.T; ++t) {
+        if (t > 0 && I.part_term[size_t(t - 1)] == I.part_term[size_t(t)]) continue;
+        const int off = I.term_off[size_t(I.part_term[size_t(t)])];
+        if (off == 0) continue;
+        int64_t sum = 0;
+        const uint8_t* wt = I.wplain.data() + size_t(o) * per + size_t(t) * part_len;
+        for (size_t i = 0; i < part_len; ++i) sum += int8_t(wt[i]);
+        corr -= int64_t(off) * sum;
+      }
+      I.wcorr[size_t(o)] = int32_t(corr);
     }
   }
   ++I.wversion;
@@ -574,11 +603,14 @@ bool OnednnTermConv::run_s32(const uint8_t* codes, int n, int h, int w, uint8_t 
 }
 
 bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
-                                 std::vector<int32_t>* a_sums) {
+                                 std::vector<int32_t>* a_sums, std::vector<int32_t>* chan) {
   Impl& I = *impl_;
   if (a_sums) a_sums->resize(size_t(n) * h * w * I.groups);
   if (!I.run(codes, n, h, w, pad_code, acc, a_sums ? a_sums->data() : nullptr)) return false;
-  if (!I.wcorr.empty()) {
+  if (chan) {
+    chan->assign(size_t(I.oc), 0);
+    if (!I.wcorr.empty()) *chan = I.wcorr;
+  } else if (!I.wcorr.empty()) {
     const int32_t* wc = I.wcorr.data();
     const size_t oc = size_t(I.oc);
     tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * I.out_h(h) * I.out_w(w), 512),
@@ -591,6 +623,8 @@ bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint
   }
   return true;
 }
+
+int OnednnTermConv::channels() const { return impl_->T * impl_->icg; }
 
 const char* OnednnTermConv::path() const { return impl_->split ? "onednn-int8-split" : "onednn-int8-vnni"; }
 

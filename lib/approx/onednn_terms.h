@@ -5,9 +5,9 @@
 // Paths, chosen at make() by util::kernel_isa() and oneDNN's ISA:
 //   vnni   (kernel ISA avx512, oneDNN with VNNI): the layout above; vpdpbusd never saturates.
 //   split  (AVX2 CPUs, or kernel ISA avx2): oneDNN's pre-VNNI int8 kernels sum u8 x s8 pairs in saturating int16
-//          (vpmaddubsw), so each A_t + off (off = -min A >= 0) is stored as u8 parts of at most 128 (twice the
-//          channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact; off * (sum of the
-//          stored weights) is taken off per output channel after the convolution.
+//          (vpmaddubsw), so each A_t + off_t (off_t = -min A_t >= 0, per term) is stored as u8 parts of at most
+//          128 (twice the channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact;
+//          sum_t off_t * (sum of term t's stored weights) is taken off per output channel after the convolution.
 //   none   on the scalar kernel path (make() returns nullptr).
 // Used by the approximate conv kernels (term_engine.cpp, lowrank.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
 // (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
@@ -39,9 +39,13 @@ class OnednnTermConv {
   /// run_s32 without the shift correction: when shift_weights(), acc lacks 128 * (window sum of sum_t A_t), and
   /// a_sums (resized to N*H*W*groups) receives sum_t sum_c A_t per input pixel and group, for window_sums() with
   /// border value shift_border_sum(pad_code). Lets a caller fold the correction into its own output pass.
+  /// chan: when given, the split layout's per-output-channel constant (its source offsets' share) is not added
+  /// to acc either but written to chan (OC; all zeros when there is none), for the caller's output pass too.
   bool run_s32_raw(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* acc,
-                   std::vector<int32_t>* a_sums);
+                   std::vector<int32_t>* a_sums, std::vector<int32_t>* chan = nullptr);
   bool shift_weights() const;
+  /// Input channels per group of the int8 convolution (the terms' stored parts x IC/groups): its cost.
+  int channels() const;
   /// "onednn-int8-vnni" or "onednn-int8-split" (see the header comment).
   const char* path() const;
   int32_t shift_border_sum(uint8_t pad_code) const;

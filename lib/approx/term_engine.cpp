@@ -55,15 +55,24 @@ std::pair<int64_t, int64_t> ApproxConv2d::Impl::init_functional() {
     bound0 += 16384;
   }
   // the separable terms (mitchell: the exact product a*b) on oneDNN int8; a min() term stays on the term
-  // engine, which then adds only that correction (run_dn_s32)
-  std::vector<std::array<double, 256>> am, bm;
-  for (size_t t = 0; t < d.a_terms.size(); ++t) {
-    std::array<double, 256> x{}, y{};
-    for (int c = 0; c < 256; ++c) x[size_t(c)] = d.a_terms[t][size_t(c)], y[size_t(c)] = d.b_terms[t][size_t(c)];
-    am.push_back(x), bm.push_back(y);
+  // engine, which then adds only that correction (run_dn_s32). Where the design has a narrow form (bam: one term
+  // per bit of a, see Decomposition), the form with the fewer int8 channels on this layout: on the pre-VNNI split
+  // layout the narrow one (8-bit A values take two u8 parts there), on VNNI mostly the row form (fewer terms).
+  auto make_dn = [&](const std::vector<std::array<int16_t, 256>>& at, const std::vector<std::array<int16_t, 256>>& bt) {
+    std::vector<std::array<double, 256>> am, bm;
+    for (size_t t = 0; t < at.size(); ++t) {
+      std::array<double, 256> x{}, y{};
+      for (int c = 0; c < 256; ++c) x[size_t(c)] = at[t][size_t(c)], y[size_t(c)] = bt[t][size_t(c)];
+      am.push_back(x), bm.push_back(y);
+    }
+    // signed multipliers take symmetric weights: code -128 (0x80) never occurs
+    return OnednnTermConv::make(am, bm, ic, oc, kh, kw, stride, pad, groups, mult->is_signed ? 0x80 : -1);
+  };
+  dn = make_dn(d.a_terms, d.b_terms);
+  if (!d.a_narrow.empty() && !d.has_min) {
+    std::unique_ptr<OnednnTermConv> nd = make_dn(d.a_narrow, d.b_narrow);
+    if (nd && (!dn || nd->channels() < dn->channels())) dn = std::move(nd);
   }
-  // signed multipliers take symmetric weights: code -128 (0x80) never occurs
-  dn = OnednnTermConv::make(am, bm, ic, oc, kh, kw, stride, pad, groups, mult->is_signed ? 0x80 : -1);
   return {bound0, 0};
 }
 
@@ -580,9 +589,17 @@ void ApproxConv2d::Impl::run_terms(const uint8_t* src, int n, int h, int w, uint
 bool ApproxConv2d::Impl::run_dn_s32(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc,
                                     bool raw, int32_t* corr) const {
   if (!dn || util::kernel_isa() == Isa::scalar) return false;
-  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr)
+  const bool ok = raw ? dn->run_s32_raw(src, n, h, w, pad_code, acc, dn->shift_weights() ? &s_psum : nullptr, &s_chan)
                       : dn->run_s32(src, n, h, w, pad_code, acc);
-  if (!ok || (dn_lr && !dn_lr->run_s32(src, n, h, w, pad_code, corr))) return false;
+  if (!ok) return false;
+  if (dn_lr) {
+    // (the rank-1 factors' weights are never shifted: raw leaves out only the per-channel constant)
+    const bool lr_raw = raw && !dn_lr->shift_weights();
+    if (lr_raw ? !dn_lr->run_s32_raw(src, n, h, w, pad_code, corr, nullptr, &s_lr_chan)
+               : !dn_lr->run_s32(src, n, h, w, pad_code, corr))
+      return false;
+    if (raw && !lr_raw) s_lr_chan.assign(size_t(oc), 0);
+  }
   if (has_min) run_terms(src, n, h, w, pad_code, acc, nullptr, /*skip_sep=*/true, /*accumulate=*/true);
   return true;
 }

@@ -1,4 +1,5 @@
 #include "approx/kernels.h"
+#include "approx/onednn_terms.h"
 
 #include <doctest/doctest.h>
 
@@ -403,6 +404,54 @@ TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same
     CHECK(path[1] == "onednn-int8-split");
     CHECK(got[0] == got[1]);
     CHECK(fwd[0] == fwd[1]);
+  }
+}
+
+TEST_CASE("oneDNN term conv: per-term source offsets on the split layout (one u8 part per narrow term)") {
+  // terms whose A values span <= 128 but sit at different offsets ([-128, 0], [0, 128], [-64, 64]): one u8 part
+  // each on the pre-VNNI layout (with a common offset they would need two), and the same sums as a direct loop
+  std::mt19937 rng(21);
+  const Shape s{2, 7, 9, 16, 8, 3, 3, 1, 1, 1};
+  std::vector<std::array<double, 256>> am(3), bm(3);
+  for (int c = 0; c < 256; ++c) {
+    am[0][size_t(c)] = -(c & 0x80), bm[0][size_t(c)] = c;             // B in [0, 255]: weights stored as B - 128
+    am[1][size_t(c)] = (c * 37) % 129, bm[1][size_t(c)] = c % 7;
+    am[2][size_t(c)] = int8_t(uint8_t(c)) / 2, bm[2][size_t(c)] = 255 - c;
+  }
+  std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * 9), src(size_t(s.n) * s.h * s.w * s.ic);
+  random_codes(rng, wcodes);
+  random_codes(rng, src);
+  for (Isa isa : kernel_isas()) {
+    if (isa == Isa::scalar) continue;
+    const std::string isa_s = frugal::util::isa_name(isa);
+    CAPTURE(isa_s);
+    IsaScope scope(isa);
+    auto dn = OnednnTermConv::make(am, bm, s.ic, s.oc, 3, 3, 1, 1, 1);
+    REQUIRE(dn);
+    if (std::string(dn->path()) == "onednn-int8-split") CHECK(dn->channels() == 3 * s.ic);
+    dn->set_weights(wcodes.data());
+    for (uint8_t pad_code : {uint8_t(0), uint8_t(0x93)}) {
+      CAPTURE(int(pad_code));
+      std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc, -7), ref(got.size(), 0);
+      REQUIRE(dn->run_s32(src.data(), s.n, s.h, s.w, pad_code, got.data()));
+      for (int b = 0; b < s.n; ++b)
+        for (int y = 0; y < s.h; ++y)
+          for (int x = 0; x < s.w; ++x)
+            for (int o = 0; o < s.oc; ++o) {
+              int64_t sum = 0;
+              for (int ky = 0; ky < 3; ++ky)
+                for (int kx = 0; kx < 3; ++kx)
+                  for (int c = 0; c < s.ic; ++c) {
+                    const int yy = y + ky - 1, xx = x + kx - 1;
+                    const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
+                    const uint8_t a = in ? src[((size_t(b) * s.h + yy) * s.w + xx) * s.ic + c] : pad_code;
+                    const uint8_t wc = wcodes[((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx];
+                    for (int t = 0; t < 3; ++t) sum += int64_t(am[size_t(t)][a]) * int64_t(bm[size_t(t)][wc]);
+                  }
+              ref[((size_t(b) * s.h + y) * s.w + x) * s.oc + o] = int32_t(sum);
+            }
+      CHECK(got == ref);
+    }
   }
 }
 

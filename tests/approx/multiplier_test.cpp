@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -50,6 +51,32 @@ TEST_CASE("decomposition and table reproduce mul() on all 65,536 pairs") {
       CHECK(bad == 0);
     }
   }
+}
+
+TEST_CASE("bam's narrow form (one term per bit of a) reproduces mul(), each A term spanning at most 128") {
+  for (const char* base : {"bam:0,6", "bam:2,5", "bam:3,0", "bam:0,12", "bam:1,4", "bam:0,0"}) {
+    for (const char* sfx : {"", ":signed"}) {
+      std::string spec = std::string(base) + sfx;
+      CAPTURE(spec);
+      auto m = make_multiplier(spec);
+      Decomposition d;
+      REQUIRE(m->decomposition(d));
+      REQUIRE(!d.a_narrow.empty());
+      CHECK(d.a_narrow.size() == d.b_narrow.size());
+      CHECK(d.a_narrow.size() <= 8);
+      for (const auto& a : d.a_narrow) {
+        const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
+        CHECK(std::max<int>(0, *hi) - std::min<int>(0, *lo) <= 128);  // one u8 part on the pre-VNNI layout
+      }
+      int bad = 0;
+      for (int a = m->lo(); a <= m->hi(); ++a)
+        for (int b = m->lo(); b <= m->hi(); ++b) bad += d.eval_narrow(code(a), code(b)) != m->mul(a, b);
+      CHECK(bad == 0);
+    }
+  }
+  Decomposition d;
+  REQUIRE(make_multiplier("mitchell")->decomposition(d));
+  CHECK(d.a_narrow.empty());
 }
 
 TEST_CASE("known products") {
