@@ -322,7 +322,7 @@ std::string RandK::name() const { return "randk:" + fmt(ratio_); }
 void RandK::encode(const float* grad, size_t n, Message& out) {
   const size_t k = k_of(ratio_, n);
   const uint64_t nonce = nonce_++;
-  randk_indices(seed_, nonce, n, k, idx_);
+  indices_for(nonce, n, k);
   out.bytes.clear();
   ByteWriter w(out.bytes);
   write_header(w, Kind::randk, n);
@@ -347,8 +347,14 @@ void RandK::decode(const Message& in, float* dst, size_t n) const {
   if (k != k_of(ratio_, n)) r.fail("randk count " + std::to_string(k) + " does not match the ratio");
   const uint8_t* v = r.take(4 * k);
   r.expect_end();
-  randk_indices(seed_, nonce, n, k, idx_);
+  indices_for(nonce, n, k);
   scatter_into_zeros(idx_.data(), v, k, dst, n);
+}
+
+void RandK::indices_for(uint64_t nonce, size_t n, size_t k) const {
+  if (idx_valid_ && idx_nonce_ == nonce && idx_n_ == n && idx_.size() == k) return;  // encode's draw, decoded
+  randk_indices(seed_, nonce, n, k, idx_);
+  idx_valid_ = true, idx_nonce_ = nonce, idx_n_ = n;
 }
 
 // --------------------------------------------------------------------------------------- DGC

@@ -147,7 +147,13 @@ class RandK final : public Compressor {
   bool scaled_;
   uint64_t seed_;
   uint64_t nonce_ = 0;
+  /// idx_ <- the indices of (seed, nonce) for n and k; the last draw is kept, so decoding the message this
+  /// compressor just encoded (every in-process step) does not draw and sort the same indices again.
+  void indices_for(uint64_t nonce, size_t n, size_t k) const;
   mutable std::vector<uint32_t> idx_;
+  mutable bool idx_valid_ = false;
+  mutable uint64_t idx_nonce_ = 0;
+  mutable size_t idx_n_ = 0;
 };
 
 /// Threshold sparsification: every |g| >= V (Strom, Interspeech 2015; GRACE's ThresholdCompressor sends

@@ -194,6 +194,23 @@ TEST_CASE("randk indices are shared by all workers with the same seed") {
   for (size_t i = 0; i < 1000; ++i) CHECK((dx[i] != 0) == (dy[i] != 0));
 }
 
+TEST_CASE("randk decodes an older step's message with that step's indices (the kept draw is only reused for its own)") {
+  auto a = make_compressor("randk:0.1", ctx_for({1000}, 42, 0, 4));
+  auto fresh = make_compressor("randk:0.1", ctx_for({1000}, 42, 1, 4));
+  auto x = randn(1000, 3);
+  Message m0, m1;
+  a->encode(x.data(), x.size(), m0);  // step 0
+  a->encode(x.data(), x.size(), m1);  // step 1: a now holds step 1's indices
+  std::vector<float> got(1000), want(1000), got1(1000), want1(1000);
+  a->decode(m0, got.data(), got.size());
+  fresh->decode(m0, want.data(), want.size());
+  CHECK(got == want);
+  a->decode(m1, got1.data(), got1.size());
+  fresh->decode(m1, want1.data(), want1.size());
+  CHECK(got1 == want1);
+  CHECK(got != got1);  // different steps, different indices
+}
+
 TEST_CASE("DGC's fused update and selection on large tensors (blocks in parallel) equals the scalar reference") {
   for_each_isa([&](Isa) {
     for (uint64_t seed = 0; seed < 3; ++seed) {

@@ -109,6 +109,23 @@ TEST_CASE("fp16 conversion: every SIMD path equals the scalar round-to-nearest-e
         REQUIRE_MESSAGE(fast[i] == f32_to_f16_ref(v), "x=" << v << " bits=" << to_bits(v));
       }
     }
+    {  // a large tensor converts in parallel blocks: the same bits at every position (blocks of 2^17)
+      const size_t big = (size_t(1) << 18) + 77;
+      std::vector<float> xb(big);
+      for (size_t i = 0; i < big; ++i) xb[i] = x[(i * 7919) % x.size()];
+      std::vector<uint16_t> hb(big);
+      f32_to_f16(xb.data(), big, hb.data());
+      std::vector<float> back(big);
+      f16_to_f32(hb.data(), big, back.data());
+      std::vector<uint16_t> bb(big);
+      f32_to_bf16(xb.data(), big, bb.data());
+      for (size_t i = 0; i < big; ++i) {
+        REQUIRE_MESSAGE(hb[i] == f32_to_f16_ref(xb[i]), "i=" << i);
+        const float r = f16_to_f32_ref(hb[i]);
+        REQUIRE((std::isnan(r) ? std::isnan(back[i]) : std::memcmp(&r, &back[i], 4) == 0));
+        REQUIRE(bb[i] == f32_to_bf16(xb[i]));
+      }
+    }
     std::vector<uint16_t> all(65536);
     for (uint32_t h = 0; h < 65536; ++h) all[h] = uint16_t(h);
     std::vector<float> back(65536);
