@@ -249,14 +249,13 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
     const int64_t zw = wq.zero_point[c];
     scale_o[size_t(o)] = float(double(sa) * wq.scale[c]);
     corr_o[size_t(o)] = -int64_t(za) * wsum[size_t(o)] + int64_t(K) * za * zw;
+    if (t.chan) corr_o[size_t(o)] += t.chan[o];  // the oneDNN path's per-channel constant: an exact integer too
     zw_o[size_t(o)] = zw;
   }
   const float* bs = bias.data();
   const float* so = scale_o.data();
   const int64_t *co = corr_o.data(), *zo = zw_o.data();
   std::vector<int32_t> corr32(noc), zw32(noc);
-  if (t.chan)  // (the oneDNN path's per-channel constant: an exact integer like the correction)
-    for (size_t o = 0; o < noc; ++o) corr_o[o] += t.chan[o];
   for (size_t o = 0; o < noc; ++o) corr32[o] = int32_t(uint32_t(uint64_t(corr_o[o]))), zw32[o] = int32_t(zw_o[o]);
   const int32_t *co32 = corr32.data(), *zo32 = zw32.data();
   const float lr_ig = float(lr_inv_gamma);

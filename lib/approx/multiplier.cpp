@@ -99,11 +99,12 @@ bool FunctionalMultiplier::decomposition(Decomposition& d) const {
   d = Decomposition{};
   // Core maps over magnitudes m in [0,255]: a list of (alpha(m), beta(m)) term pairs.
   std::vector<std::pair<std::array<int32_t, 256>, std::array<int32_t, 256>>> terms, narrow;
-  auto add_term = [&](auto fa, auto fb) {
+  auto add_to = [](auto& list, auto fa, auto fb) {
     std::array<int32_t, 256> x{}, y{};
     for (int m = 0; m < 256; ++m) x[m] = fa(uint32_t(m)), y[m] = fb(uint32_t(m));
-    terms.emplace_back(x, y);
+    list.emplace_back(x, y);
   };
+  auto add_term = [&](auto fa, auto fb) { add_to(terms, fa, fb); };
   auto ident = [](uint32_t m) { return int32_t(m); };
   switch (kind_) {
     case Kind::exact:
@@ -142,10 +143,8 @@ bool FunctionalMultiplier::decomposition(Decomposition& d) const {
         const int cut = std::max(h, v - i);
         if (cut >= 8) continue;
         const uint32_t bmask = 0xFFu & ~((1u << cut) - 1u);
-        narrow.emplace_back();
-        for (int m = 0; m < 256; ++m)
-          narrow.back().first[size_t(m)] = int32_t(uint32_t(m) & (1u << i)),
-          narrow.back().second[size_t(m)] = int32_t(uint32_t(m) & bmask);
+        add_to(narrow, [i](uint32_t m) { return int32_t(m & (1u << i)); },
+               [bmask](uint32_t m) { return int32_t(m & bmask); });
       }
       break;
     }
@@ -199,9 +198,17 @@ class LutMultiplier final : public Multiplier {
 
 }  // namespace
 
-int32_t Decomposition::eval(uint8_t ca, uint8_t cb) const {
+namespace {
+int32_t sum_of_terms(const std::vector<std::array<int16_t, 256>>& a, const std::vector<std::array<int16_t, 256>>& b,
+                     uint8_t ca, uint8_t cb) {
   int32_t s = 0;
-  for (size_t t = 0; t < a_terms.size(); ++t) s += int32_t(a_terms[t][ca]) * b_terms[t][cb];
+  for (size_t t = 0; t < a.size(); ++t) s += int32_t(a[t][ca]) * b[t][cb];
+  return s;
+}
+}  // namespace
+
+int32_t Decomposition::eval(uint8_t ca, uint8_t cb) const {
+  int32_t s = sum_of_terms(a_terms, b_terms, ca, cb);
   if (has_min) {
     int32_t p1 = int32_t(fa[ca]) * fb[cb], p2 = int32_t(fa2[ca]) * fb2[cb];
     s -= int32_t(sa[ca]) * sb[cb] * std::min(p1, p2);
@@ -210,9 +217,7 @@ int32_t Decomposition::eval(uint8_t ca, uint8_t cb) const {
 }
 
 int32_t Decomposition::eval_narrow(uint8_t ca, uint8_t cb) const {
-  int32_t s = 0;
-  for (size_t t = 0; t < a_narrow.size(); ++t) s += int32_t(a_narrow[t][ca]) * b_narrow[t][cb];
-  return s;
+  return sum_of_terms(a_narrow, b_narrow, ca, cb);
 }
 
 std::unique_ptr<Multiplier> make_multiplier(const std::string& spec) {

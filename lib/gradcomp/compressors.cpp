@@ -5,8 +5,7 @@
 #include <cstring>
 #include <sstream>
 
-#include <tbb/parallel_for.h>
-
+#include "gradcomp/blocks.h"
 #include "gradcomp/simd.h"
 #include "util/check.h"
 #include "util/cpu_features.h"
@@ -133,15 +132,13 @@ void scatter_into_zeros_serial(const uint32_t* idx, const uint8_t* vals, size_t 
   std::fill(dst + pos, dst + n, 0.0f);
 }
 
-// One core does not reach the memory bandwidth of a large fill: outputs of at least 2 blocks with ascending
-// indices are filled block by block in parallel (TBB), each block with the indices that fall into it.
+// Outputs of at least 2 blocks with ascending indices are filled block by block in parallel (blocks.h), each block
+// with the indices that fall into it.
 constexpr size_t kParallelBlock = size_t(1) << 18;
 
 void scatter_into_zeros_parallel(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
-  const size_t blocks = (n + kParallelBlock - 1) / kParallelBlock;
   const bool stream = n >= kStreamMin;
-  tbb::parallel_for(size_t(0), blocks, [&](size_t b) {
-    const size_t lo = b * kParallelBlock, len = std::min(kParallelBlock, n - lo);
+  for_each_block(n, kParallelBlock, [&](size_t, size_t lo, size_t len) {
     const size_t first = size_t(std::lower_bound(idx, idx + k, uint64_t(lo)) - idx);
     const size_t last = size_t(std::lower_bound(idx + first, idx + k, uint64_t(lo + len)) - idx);
     std::vector<uint32_t> local(idx + first, idx + last);
@@ -156,7 +153,7 @@ void scatter_into_zeros_parallel(const uint32_t* idx, const uint8_t* vals, size_
 
 void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, float* dst, size_t n) {
   const bool sorted = std::is_sorted(idx, idx + k);
-  if (n >= 2 * kParallelBlock && sorted) return scatter_into_zeros_parallel(idx, vals, k, dst, n);
+  if (block_count(n, kParallelBlock) > 1 && sorted) return scatter_into_zeros_parallel(idx, vals, k, dst, n);
   if (n >= kStreamMin && sorted) return scatter_into_zeros_streamed(idx, vals, k, dst, n);
   scatter_into_zeros_serial(idx, vals, k, dst, n);
 }

@@ -6,8 +6,7 @@
 #include <cstring>
 #include <numeric>
 
-#include <tbb/parallel_for.h>
-
+#include "gradcomp/blocks.h"
 #include "gradcomp/compressors.h"
 #include "gradcomp/simd.h"
 #include "util/check.h"
@@ -488,12 +487,11 @@ constexpr size_t kParallelBlock = size_t(1) << 18;
 void update_collect(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx, std::vector<float>& vals) {
   idx.clear();
   vals.clear();
-  if (n < 2 * kParallelBlock) return update_collect_serial(d, n, thr, idx, vals);
-  const size_t blocks = (n + kParallelBlock - 1) / kParallelBlock;
+  const size_t blocks = block_count(n, kParallelBlock);
+  if (blocks == 1) return update_collect_serial(d, n, thr, idx, vals);
   std::vector<std::vector<uint32_t>> bidx(blocks);
   std::vector<std::vector<float>> bvals(blocks);
-  tbb::parallel_for(size_t(0), blocks, [&](size_t b) {
-    const size_t lo = b * kParallelBlock, len = std::min(kParallelBlock, n - lo);
+  for_each_block(n, kParallelBlock, [&](size_t b, size_t lo, size_t len) {
     const DgcUpdate db{d.g + lo, d.scale, d.m, d.nesterov, d.u ? d.u + lo : nullptr, d.v + lo};
     update_collect_serial(db, len, thr, bidx[b], bvals[b]);
     for (uint32_t& j : bidx[b]) j += uint32_t(lo);

@@ -2,8 +2,7 @@
 
 #include <cmath>
 
-#include <tbb/parallel_for.h>
-
+#include "gradcomp/blocks.h"
 #include "gradcomp/simd.h"
 #include "util/check.h"
 #include "util/cpu_features.h"
@@ -476,25 +475,19 @@ void half_to_f32_serial(bool bf16, const uint8_t* src, size_t n, float* dst) {
     dst[i] = bf16 ? bf16_to_f32(h) : f16_to_f32_ref(h);
   }
 }
-// The conversions run at memory speed, which one core does not reach: from 2 blocks on, blocks convert in parallel
-// (TBB); each element is converted on its own, so the bytes are those of the serial pass.
+// Large tensors convert in parallel blocks (blocks.h); each element is converted on its own, so the bytes are those
+// of the serial pass.
 constexpr size_t kHalfBlock = size_t(1) << 17;
-template <class F>
-void over_blocks(size_t n, F&& f) {
-  if (n < 2 * kHalfBlock) return f(size_t(0), n);
-  tbb::parallel_for(size_t(0), (n + kHalfBlock - 1) / kHalfBlock, [&](size_t b) {
-    const size_t lo = b * kHalfBlock;
-    f(lo, std::min(kHalfBlock, n - lo));
-  });
-}
 }  // namespace
 
 void f32_to_half_bytes(bool bf16, const float* src, size_t n, uint8_t* dst) {
-  over_blocks(n, [&](size_t lo, size_t len) { f32_to_half_serial(bf16, src + lo, len, dst + 2 * lo); });
+  for_each_block(n, kHalfBlock,
+                 [&](size_t, size_t lo, size_t len) { f32_to_half_serial(bf16, src + lo, len, dst + 2 * lo); });
 }
 
 void half_bytes_to_f32(bool bf16, const uint8_t* src, size_t n, float* dst) {
-  over_blocks(n, [&](size_t lo, size_t len) { half_to_f32_serial(bf16, src + 2 * lo, len, dst + lo); });
+  for_each_block(n, kHalfBlock,
+                 [&](size_t, size_t lo, size_t len) { half_to_f32_serial(bf16, src + 2 * lo, len, dst + lo); });
 }
 
 void f32_to_f16(const float* src, size_t n, uint16_t* dst) {

@@ -22,6 +22,13 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream f(path, std::ios::binary);
   f.write(bytes.data(), std::streamsize(bytes.size()));
 }
+/// f(spec) for each base spec, unsigned and with ":signed".
+template <class List, class F>
+void for_each_signedness(const List& bases, F&& f) {
+  for (const char* base : bases)
+    for (const char* sfx : {"", ":signed"}) f(std::string(base) + sfx);
+}
+
 std::string error_of(const std::string& spec) {
   try {
     make_multiplier(spec);
@@ -33,47 +40,42 @@ std::string error_of(const std::string& spec) {
 }  // namespace
 
 TEST_CASE("decomposition and table reproduce mul() on all 65,536 pairs") {
-  for (const char* base : kFunctional) {
-    for (const char* sfx : {"", ":signed"}) {
-      std::string spec = std::string(base) + sfx;
-      CAPTURE(spec);
-      auto m = make_multiplier(spec);
-      Decomposition d;
-      REQUIRE(m->decomposition(d));
-      std::vector<int32_t> t = build_table(*m);
-      int bad = 0;
-      for (int a = m->lo(); a <= m->hi(); ++a)
-        for (int b = m->lo(); b <= m->hi(); ++b) {
-          int32_t ref = m->mul(a, b);
-          bad += d.eval(code(a), code(b)) != ref;
-          bad += t[size_t(code(a)) * 256 + code(b)] != ref;
-        }
-      CHECK(bad == 0);
-    }
-  }
+  for_each_signedness(kFunctional, [](const std::string& spec) {
+    CAPTURE(spec);
+    auto m = make_multiplier(spec);
+    Decomposition d;
+    REQUIRE(m->decomposition(d));
+    std::vector<int32_t> t = build_table(*m);
+    int bad = 0;
+    for (int a = m->lo(); a <= m->hi(); ++a)
+      for (int b = m->lo(); b <= m->hi(); ++b) {
+        int32_t ref = m->mul(a, b);
+        bad += d.eval(code(a), code(b)) != ref;
+        bad += t[size_t(code(a)) * 256 + code(b)] != ref;
+      }
+    CHECK(bad == 0);
+  });
 }
 
 TEST_CASE("bam's narrow form (one term per bit of a) reproduces mul(), each A term spanning at most 128") {
-  for (const char* base : {"bam:0,6", "bam:2,5", "bam:3,0", "bam:0,12", "bam:1,4", "bam:0,0"}) {
-    for (const char* sfx : {"", ":signed"}) {
-      std::string spec = std::string(base) + sfx;
-      CAPTURE(spec);
-      auto m = make_multiplier(spec);
-      Decomposition d;
-      REQUIRE(m->decomposition(d));
-      REQUIRE(!d.a_narrow.empty());
-      CHECK(d.a_narrow.size() == d.b_narrow.size());
-      CHECK(d.a_narrow.size() <= 8);
-      for (const auto& a : d.a_narrow) {
-        const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
-        CHECK(std::max<int>(0, *hi) - std::min<int>(0, *lo) <= 128);  // one u8 part on the pre-VNNI layout
-      }
-      int bad = 0;
-      for (int a = m->lo(); a <= m->hi(); ++a)
-        for (int b = m->lo(); b <= m->hi(); ++b) bad += d.eval_narrow(code(a), code(b)) != m->mul(a, b);
-      CHECK(bad == 0);
+  const char* bams[] = {"bam:0,6", "bam:2,5", "bam:3,0", "bam:0,12", "bam:1,4", "bam:0,0"};
+  for_each_signedness(bams, [](const std::string& spec) {
+    CAPTURE(spec);
+    auto m = make_multiplier(spec);
+    Decomposition d;
+    REQUIRE(m->decomposition(d));
+    REQUIRE(!d.a_narrow.empty());
+    CHECK(d.a_narrow.size() == d.b_narrow.size());
+    CHECK(d.a_narrow.size() <= 8);
+    for (const auto& a : d.a_narrow) {
+      const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
+      CHECK(std::max<int>(0, *hi) - std::min<int>(0, *lo) <= 128);  // one u8 part on the pre-VNNI layout
     }
-  }
+    int bad = 0;
+    for (int a = m->lo(); a <= m->hi(); ++a)
+      for (int b = m->lo(); b <= m->hi(); ++b) bad += d.eval_narrow(code(a), code(b)) != m->mul(a, b);
+    CHECK(bad == 0);
+  });
   Decomposition d;
   REQUIRE(make_multiplier("mitchell")->decomposition(d));
   CHECK(d.a_narrow.empty());
