@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -210,7 +211,20 @@ void MpiCommunicator::broadcast(std::vector<uint8_t>& bytes, int root) {
   count(rank_ == root ? double(sz) : 0.0, rank_ == root ? 8.0 : 0.0);
 }
 
-void MpiCommunicator::barrier() { check_mpi(MPI_Barrier(as_comm(comm_)), "MPI_Barrier"); }
+// MPI_Ibarrier polled with growing sleeps (up to 5 ms), not MPI_Barrier: Open MPI's blocking barrier spins, so a rank
+// that finished its share (the end of a sweep) would take a core from the ranks still training on it.
+void MpiCommunicator::barrier() {
+  MPI_Request request;
+  check_mpi(MPI_Ibarrier(as_comm(comm_), &request), "MPI_Ibarrier");
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    int done = 0;
+    check_mpi(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test (barrier)");
+    if (done) return;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(5000));
+  }
+}
 
 void MpiCommunicator::abort_all(const std::string& msg) { mpi_abort_job(msg); }
 

@@ -41,6 +41,7 @@ class MpiSession {
 /// Communicator over a duplicate of MPI_COMM_WORLD with MPI_ERRORS_RETURN: every MPI error becomes a
 /// frugal::Error naming the call. allreduce_sum is MPI_Allreduce(MPI_SUM) on the floats; allreduce_sum_u16
 /// is MPI_Allreduce on MPI_UINT16_T with a commutative user operation that applies the given U16SumFn.
+/// barrier is MPI_Ibarrier polled with short sleeps, so a rank waiting for the others leaves its core to them.
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator();  // requires MPI to be initialized

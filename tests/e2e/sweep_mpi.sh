@@ -101,24 +101,38 @@ PY
 
 # 3. kill -9 a rank in the middle of the sweep: the job ends, and the same command then finishes it
 sed 's/"epochs": 1/"epochs": 3/' "$tmp/grid.json" > "$tmp/long.json"
-timeout 120 "$mpirun" --allow-run-as-root --oversubscribe -np 2 -x FRUGAL_DATA "$frugal" sweep -q \
+timeout 300 "$mpirun" --allow-run-as-root --oversubscribe -np 2 -x FRUGAL_DATA "$frugal" sweep -q \
     --config "$tmp/long.json" --out "$tmp/k" > "$tmp/k.txt" 2>&1 &
 job=$!
-victim=
-for _ in $(seq 1200); do
-  victim=$(python3 - "$tmp/k/trials.jsonl" <<'PY' 2>/dev/null || true
-import json, sys
-recs = [json.loads(l) for l in open(sys.argv[1]) if l.endswith("\n")]
-done = {r["trial"] for r in recs if r["event"] == "done"}
-live = [r for r in recs if r["event"] == "claim" and r.get("rank") == 1 and r["trial"] not in done]
-if done and live:
-    print(live[-1]["pid"])
+# One poller (not a python start every few ms, which slows a loaded machine): waits while the job runs for a
+# finished trial and a trial of rank 1 still running, and prints that trial's pid.
+victim=$(python3 - "$tmp/k/trials.jsonl" "$job" <<'PY'
+import json, os, sys, time
+path, job = sys.argv[1], int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+deadline = time.monotonic() + 280
+while time.monotonic() < deadline and alive(job):
+    try:
+        recs = [json.loads(l) for l in open(path) if l.endswith("\n")]
+    except (FileNotFoundError, json.JSONDecodeError):
+        recs = []
+    done = {r["trial"] for r in recs if r["event"] == "done"}
+    live = [r for r in recs if r["event"] == "claim" and r.get("rank") == 1 and r["trial"] not in done]
+    if done and live:
+        print(live[-1]["pid"])
+        break
+    time.sleep(0.05)
 PY
 )
-  [ -n "$victim" ] && break
-  sleep 0.05
-done
-[ -n "$victim" ] || fail "no running trial of rank 1 to kill"
+if [ -z "$victim" ]; then
+  echo "journal: $(cat "$tmp/k/trials.jsonl" 2>/dev/null)"
+  fail "no running trial of rank 1 to kill while the job ran; its output: $(cat "$tmp/k.txt")"
+fi
 kill -9 "$victim"
 set +e
 wait $job
