@@ -11,7 +11,7 @@
 #include "data/split.h"
 #include "io/environment.h"
 #include "io/files.h"
-#include "modelcomp/int8_net.h"
+#include "modelcomp/deploy_net.h"
 #include "modelcomp/sensitivity.h"
 #include "sweep/plot.h"
 #include "train/evaluate.h"

@@ -15,7 +15,7 @@
 #include "train/evaluate.h"
 #include "io/environment.h"
 #include "modelcomp/deep_compression.h"
-#include "modelcomp/int8_net.h"
+#include "modelcomp/deploy_net.h"
 #include "sweep/compare.h"
 #include "nn/model_io.h"
 #include "util/check.h"
@@ -29,7 +29,7 @@ struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
                                                          calibration = "batch", tta = "none", act_quant, compare;
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8, jpeg_quality = 0;
-  bool no_speed = false, per_tensor = false;
+  bool no_speed = false, per_tensor = false, unfused = false;
 };
 
 /// Multiplier characterization over all 65,536 operand pairs (EvoApproxLib metrics) + heat-map PNG.
@@ -56,7 +56,7 @@ void characterize_multiplier(const EvalArgs& a) {
 void evaluate_model(const EvalArgs& a) {
   auto lm = modelcomp::load_model_file(a.model);  // frugal's model file or a packed one (int8: on oneDNN int8)
   nn::Model& model = *lm.model;
-  auto* int8 = dynamic_cast<modelcomp::Int8Net*>(model.inference_net());
+  auto* int8 = dynamic_cast<modelcomp::DeployNet*>(model.inference_net());
   FRUGAL_CHECK(!int8 || a.multiplier.empty(), "'", a.model,
                "' is an int8 deployment (runs on oneDNN int8); --multiplier applies to fp32 models");
   std::string dataset = a.dataset;
@@ -86,6 +86,10 @@ void evaluate_model(const EvalArgs& a) {
   }
   if (json cal = train::calibrate_approx(model, ao, ds.train, norm, a.batch); !cal.is_null())
     approx_info["calibration"] = cal;
+  // an exact fp32 model runs as one fused oneDNN graph (batch norms folded; ReLUs and residual adds as post-ops),
+  // as it would be deployed; --unfused, approximate arithmetic or an unsupported layer keep the layer path
+  std::string layers_why = a.unfused ? "--unfused" : "";
+  if (!int8 && !a.unfused) layers_why = modelcomp::install_fused_f32(model);
   auto t0 = std::chrono::steady_clock::now();
   train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch, 0.f, a.tta == "flip");
   double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -121,6 +125,11 @@ void evaluate_model(const EvalArgs& a) {
   if (!approx_info.is_null()) j["approx"] = approx_info;
   if (!a.no_speed) j["speed"] = train::measure_speed(model, a.latency_iters).to_json();
   if (int8) j["int8"] = {{"implementations", int8->implementations()}};  // what oneDNN dispatched
+  j["inference"] = {{"path", modelcomp::inference_path(model)}};
+  if (auto* net = dynamic_cast<modelcomp::DeployNet*>(model.inference_net()))
+    j["inference"]["implementations"] = net->implementations();
+  else
+    j["inference"]["why_layers"] = layers_why;
   j["environment"] = io::environment_info();
 
   std::printf("%-26s %s on %s (%lld images)\n", "model", a.model.c_str(), dataset.c_str(), (long long)em.count);
@@ -130,6 +139,8 @@ void evaluate_model(const EvalArgs& a) {
     std::printf("%-26s quality %d, %.3f bits/pixel\n", "JPEG inputs", a.jpeg_quality,
                 input_jpeg["bits_per_pixel"].get<double>());
   std::printf("%-26s %.4f\n", "loss", em.loss);
+  std::printf("%-26s %s%s\n", "inference path", modelcomp::inference_path(model).c_str(),
+              layers_why.empty() || int8 ? "" : (" (" + layers_why.substr(0, 100) + ")").c_str());
   std::printf("%-26s %lld\n", "parameters", (long long)model.num_params());
   std::printf("%-26s %lld\n", "MACs / image", (long long)model.macs_per_image());
   std::printf("%-26s %lld\n", "model file bytes", (long long)j["metrics"]["model_file_bytes"].get<int64_t>());
@@ -208,6 +219,9 @@ void add_evaluate(CLI::App& app, Globals&) {
       ->capture_default_str();
   c->add_flag("--per-tensor", a->per_tensor, "one weight scale per tensor (default: per output channel)");
   c->add_flag("--no-speed", a->no_speed, "skip latency and throughput measurement");
+  c->add_flag("--unfused", a->unfused,
+              "run an fp32 model layer by layer (batch norms, ReLUs and residual adds as their own steps) instead of "
+              "the fused oneDNN graph (modelcomp/deploy_net.h)");
   c->add_option("--jpeg-quality", a->jpeg_quality,
                 "pass the test images through JPEG at this quality (1-100) first; bits per pixel reported (0: off)")
       ->check(CLI::Range(0, 100))

@@ -19,7 +19,7 @@
 //   int8    (3)  u8 activation flags (bit 0: input codes unsigned, bit 1: output codes unsigned, bit 2: output f32);
 //                f32 input scale, f32 output scale (0 with an f32 output); varint C (= dims[0]) then C f32 per-output-
 //                channel weight scales; numel s8 weights (value = code x its channel's scale). The layer runs on
-//                oneDNN's int8 convolution / inner product (int8_net.h); the activation scales were calibrated.
+//                oneDNN's int8 convolution / inner product (deploy_net.h); the activation scales were calibrated.
 // Low-rank factors (compress --lowrank, lowrank_model.h) need no encoding of their own: the factorized model's spec
 // (in the metadata) has two layers where the source had one, and the factors are those layers' weights, stored as
 // ordinary records (dense today; any encoding above applies) at their real shapes, e.g. a linear (300, 784) at rank

@@ -16,7 +16,7 @@
 #include "io/tensor_file.h"
 #include "modelcomp/channel_prune.h"
 #include "modelcomp/deep_compression.h"
-#include "modelcomp/int8_net.h"
+#include "modelcomp/deploy_net.h"
 #include "modelcomp/kmeans.h"
 #include "modelcomp/lowrank_model.h"
 #include "modelcomp/packed.h"
@@ -555,7 +555,7 @@ void Pipeline::int8() {
   st_.int8_records = quantize_int8(*st_.model, calib);
   std::vector<std::pair<std::string, Int8Weights>> w;
   for (const PackedTensor& r : st_.int8_records) w.emplace_back(r.name, r.int8);
-  auto net = std::make_shared<Int8Net>(*st_.model, w, o_.out_dir + "/model.packed");
+  auto net = std::make_shared<DeployNet>(*st_.model, w, o_.out_dir + "/model.packed");
   st_.model->set_inference_net(net);
 }
 
@@ -653,6 +653,14 @@ json Pipeline::finish() {
     }
     j["packed_max_abs_diff"] = diff;
   }
+  // both as `frugal evaluate` runs them: an fp32 model as one fused oneDNN graph where it can (deploy_net.h)
+  json inference;
+  for (auto [key, model] : {std::pair<const char*, nn::Model*>{"before", source_.get()}, {"after", after.model.get()}}) {
+    const std::string why = inference_path(*model) == "int8" ? "" : install_fused_f32(*model);
+    inference[key] = {{"path", inference_path(*model)}};
+    if (!why.empty()) inference[key]["why_layers"] = why;
+  }
+  j["inference"] = inference;
   if (o_.eval) {  // the packed file as evaluate reads it, against the untouched source, same data, same code
     const train::EvalMetrics tb = train::evaluate(*source_, d_.test, d_.norm, o_.eval_batch, 0.f);
     const train::EvalMetrics ta = train::evaluate(*after.model, d_.test, d_.norm, o_.eval_batch, 0.f);
@@ -669,9 +677,13 @@ json Pipeline::finish() {
     j["speed_before"] = sb.to_json();
     j["speed_after"] = sa.to_json();
   }
-  if (auto* n = dynamic_cast<Int8Net*>(after.model->inference_net())) {
-    if (!o_.eval && !o_.speed) train::evaluate(*after.model, d_.test, d_.norm, o_.eval_batch, 0.f);
-    j["int8_implementations"] = n->implementations();
+  for (auto [key, model] : {std::pair<const char*, nn::Model*>{"before", source_.get()}, {"after", after.model.get()}}) {
+    auto* n = dynamic_cast<DeployNet*>(model->inference_net());
+    if (!n) continue;
+    if (!o_.eval && !o_.speed) train::evaluate(*model, d_.test, d_.norm, o_.eval_batch, 0.f);
+    j["inference"][key]["implementations"] = n->implementations();  // what oneDNN dispatched
+    if (key == std::string("after") && n->precision() == DeployNet::Precision::int8)
+      j["int8_implementations"] = n->implementations();
   }
   j["environment"] = io::environment_info();
   io::write_file_atomic(o_.out_dir + "/compress.json", j.dump(2) + "\n");

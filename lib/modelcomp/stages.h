@@ -27,7 +27,7 @@
 //                                 BITS may be @FILE: per-tensor bits from a targets file (tensors it omits unshared).
 //   huffman                       the final encoding: relative sparse indices and shared-value indices coded with
 //                                 canonical Huffman codes (packed.h). Implicit at the end of a recipe without int8.
-//   int8                          int8 deployment (int8_net.h): batch norm folded, per-channel int8 weights,
+//   int8                          int8 deployment (deploy_net.h): batch norm folded, per-channel int8 weights,
 //                                 calibrated activation scales; the last stage, not after prune / gradual / share.
 //
 // Order: structural stages (channels, lowrank) come before prune / gradual / share (their masks name the final

@@ -40,7 +40,7 @@ class Model {
   std::string summary();
   Sequential& net() { return net_; }
   /// Inference forwards (ctx.train false) run `net` instead of the layers (an int8 deployment of this model,
-  /// modelcomp/int8_net.h); training forwards are refused while it is set. nullptr restores the layers.
+  /// modelcomp/deploy_net.h); training forwards are refused while it is set. nullptr restores the layers.
   void set_inference_net(std::shared_ptr<Layer> net) { inference_net_ = std::move(net); }
   Layer* inference_net() const { return inference_net_.get(); }
 

@@ -26,7 +26,18 @@ TEST_CASE("cli: compress --int8 / --channels / --criterion taylor write packed m
   const std::string data = " --data-dir " + dir.str();
   Run fp = run("evaluate --model " + dir / "run/model.bin" + data + " --no-speed --out " + dir / "ev_fp32");
   REQUIRE(fp.code == 0);
-  const double acc_fp32 = json_of(dir / "ev_fp32/evaluate.json")["metrics"]["test_accuracy"];
+  const nlohmann::json ev_fp32 = json_of(dir / "ev_fp32/evaluate.json");
+  const double acc_fp32 = ev_fp32["metrics"]["test_accuracy"];
+  // an exact fp32 model runs fused by default, layer by layer with --unfused, with the same accuracy
+  CHECK(ev_fp32["inference"]["path"] == "fused-f32");
+  CHECK(!ev_fp32["inference"]["implementations"].empty());
+  Run lay = run("evaluate --model " + dir / "run/model.bin" + data + " --no-speed --unfused --out " + dir / "ev_layers");
+  REQUIRE(lay.code == 0);
+  const nlohmann::json ev_layers = json_of(dir / "ev_layers/evaluate.json");
+  CHECK(ev_layers["inference"]["path"] == "layers");
+  CHECK(ev_layers["inference"]["why_layers"] == "--unfused");
+  CHECK(ev_layers["metrics"]["test_accuracy"] == ev_fp32["metrics"]["test_accuracy"]);
+  CHECK(std::abs(ev_layers["metrics"]["test_loss"].get<double>() - ev_fp32["metrics"]["test_loss"].get<double>()) < 1e-4);
 
   Run q = run("compress --int8 --no-eval --calib-images 128 --model " + dir / "run/model.bin" + data + " --out " +
               dir / "int8");
@@ -38,6 +49,7 @@ TEST_CASE("cli: compress --int8 / --channels / --criterion taylor write packed m
   nlohmann::json ev = json_of(dir / "ev_int8/evaluate.json");
   CHECK(std::abs(ev["metrics"]["test_accuracy"].get<double>() - acc_fp32) <= 2.0 / 64 + 1e-9);  // 2 images of 64
   CHECK(!ev.at("int8").at("implementations").empty());
+  CHECK(ev["inference"]["path"] == "int8");
   CHECK(ev["energy"]["layers"][0]["arithmetic"] == "int8");
   CHECK(json_of(dir / "int8/compress.json")["ratio_vs_fp32"].get<double>() > 3);
 
@@ -52,6 +64,8 @@ TEST_CASE("cli: compress --int8 / --channels / --criterion taylor write packed m
   INFO(ce.out);
   REQUIRE(ce.code == 0);
   CHECK(json_of(dir / "ev_ch/evaluate.json")["metrics"]["macs_per_image"] == cj["macs_after"]);
+  CHECK(cj["inference"]["before"]["path"] == "fused-f32");  // compress --no-eval still names the paths
+  CHECK(cj["inference"]["after"]["path"] == "fused-f32");
 
   Run s = run("compress --sparsity 0.6 --criterion taylor --saliency-batches 2 --no-eval --model " +
               dir / "run/model.bin" + data + " --out " + dir / "taylor");

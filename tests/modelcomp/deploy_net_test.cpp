@@ -1,4 +1,5 @@
-// int8 deployment: batch-norm folding, oneDNN int8 conv / inner product against the fp32 path, int8 records.
+// Deployment nets (deploy_net.h): batch-norm folding; the fused f32 net and the oneDNN int8 conv / inner product
+// against the layer-by-layer fp32 model; int8 records.
 #include <doctest/doctest.h>
 
 #include <zlib.h>
@@ -7,8 +8,10 @@
 #include <cstring>
 #include <random>
 
-#include "modelcomp/int8_net.h"
+#include "modelcomp/deploy_net.h"
+#include "io/config.h"
 #include "random_model.h"
+#include "train/approx_attach.h"
 #include "nn/model_io.h"
 #include "util/check.h"
 
@@ -120,7 +123,7 @@ TEST_CASE("int8: oneDNN int8 conv + inner product equal the fp32 layers of the d
   CHECK(recs[1].int8.dst_scale == 0.f);
   auto ref = dequantized(*folded, recs);
   const Tensor want = logits(*ref, x);
-  Int8Net net(*ref, as_records(recs), "mem");
+  DeployNet net(*ref, as_records(recs), "mem");
   Tensor got;
   net.forward(x, got, nn::ForwardContext{});
   REQUIRE(got.dims() == want.dims());
@@ -153,7 +156,7 @@ TEST_CASE("int8: a residual net on oneDNN int8 follows its fp32 model") {
   CHECK(recs.size() == 6);  // 5 convs + the linear
   auto ref = dequantized(*folded, recs);
   const Tensor want = logits(m, x);
-  ref->set_inference_net(std::make_shared<Int8Net>(*ref, as_records(recs), "mem"));
+  ref->set_inference_net(std::make_shared<DeployNet>(*ref, as_records(recs), "mem"));
   const Tensor got = logits(*ref, x);
   double err = 0, norm = 0;
   for (int64_t i = 0; i < got.size(); ++i) {
@@ -235,12 +238,71 @@ TEST_CASE("int8: records inconsistent with the model are refused, naming the ten
   auto records = as_records(recs);
   records[1].second.src_scale *= 2;  // the second conv reads the first's output at another scale
   records[1].second.offset = 1234;
-  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("record at byte offset 1234"),
+  CHECK_THROWS_WITH_AS(DeployNet(*folded, records, "x.packed"), doctest::Contains("record at byte offset 1234"),
                        frugal::Error);
   records = as_records(recs);
   records[0].second.dst_unsigned = false;
-  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("x.packed"), frugal::Error);
+  CHECK_THROWS_WITH_AS(DeployNet(*folded, records, "x.packed"), doctest::Contains("x.packed"), frugal::Error);
   records = as_records(recs);
   records.pop_back();
-  CHECK_THROWS_WITH_AS(Int8Net(*folded, records, "x.packed"), doctest::Contains("no int8 record"), frugal::Error);
+  CHECK_THROWS_WITH_AS(DeployNet(*folded, records, "x.packed"), doctest::Contains("no int8 record"), frugal::Error);
+}
+
+TEST_CASE("fused f32: the fused oneDNN graph computes the layer-by-layer model's logits") {
+  // every preset the net supports, a residual net with both shortcut kinds, two batch sizes (two plans)
+  struct Case {
+    std::string what;
+    json spec;
+  };
+  std::vector<Case> cases{{"small_resnet", small_resnet()}};
+  for (const char* preset : {"lenet5", "cnn", "resnet20", "mlp"}) {
+    const Dims chw = std::string(preset) == "resnet20" ? Dims{3, 32, 32} : Dims{1, 28, 28};
+    cases.push_back({preset, nn::preset_spec(preset, 0.5, -1, chw, 10)});
+  }
+  for (const Case& c : cases) {
+    CAPTURE(c.what);
+    nn::Model m(c.spec, 1);
+    randomize(m, 7);
+    nn::Model fused(c.spec, 1);
+    io::TensorFile f;
+    nn::add_model_tensors(m, f);
+    nn::load_model_tensors(fused, f, "mem");
+    REQUIRE(install_fused_f32(fused) == "");
+    CHECK(inference_path(fused) == "fused-f32");
+    CHECK(inference_path(m) == "layers");
+    const Dims& chw = m.input_chw();
+    for (int64_t batch : {5, 1}) {
+      CAPTURE(batch);
+      std::mt19937_64 rng(8 + batch);
+      Tensor x({batch, chw[0], chw[1], chw[2]});
+      fill(x, rng, -1.f, 1.f);
+      const Tensor a = logits(m, x), b = logits(fused, x);
+      REQUIRE(a.dims() == b.dims());
+      float diff = 0;
+      for (int64_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a.data()[i] - b.data()[i]));
+      CHECK(max_abs(a) > 0.f);
+      CHECK(diff <= 1e-4f * std::max(1.f, max_abs(a)));
+    }
+    auto* net = dynamic_cast<DeployNet*>(fused.inference_net());
+    REQUIRE(net);
+    CHECK(net->precision() == DeployNet::Precision::f32);
+    CHECK(!net->implementations().empty());
+  }
+}
+
+TEST_CASE("fused f32: not installed where it would change the arithmetic or cannot run the model") {
+  nn::Model m(nn::preset_spec("lenet5", 0.5, -1, {1, 28, 28}, 10), 3);
+  io::Config c;
+  c.set("multiplier=drum:4");
+  c.set("approx_mode=functional");
+  train::attach_approx(m, c);
+  CHECK(install_fused_f32(m).find("approximate") != std::string::npos);
+  CHECK(m.inference_net() == nullptr);
+
+  json spec = {{"input", {1, 6, 6}},
+               {"classes", 3},
+               {"layers", {{{"type", "flatten"}}, {{"type", "relu"}}, {{"type", "linear"}, {"out", "classes"}}}}};
+  nn::Model bare(spec, 1);
+  CHECK(install_fused_f32(bare).find("ReLU on signed activations") != std::string::npos);
+  CHECK(bare.inference_net() == nullptr);
 }

@@ -1,4 +1,4 @@
-#include "modelcomp/int8_net.h"
+#include "modelcomp/deploy_net.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,6 +7,7 @@
 
 #include "io/files.h"
 #include "nn/containers.h"
+#include "nn/layers.h"
 #include "util/check.h"
 
 namespace frugal::modelcomp {
@@ -101,16 +102,16 @@ std::unique_ptr<nn::Model> fold_batchnorm(nn::Model& m) {
 
 /// One step of the int8 net (shape independent): a conv / linear with its fused ReLU, a pooling, a flatten or a
 /// residual block. Activation "points" number the tensors the net materializes (0: the input image).
-struct Int8Layer {
+struct DeployOp {
   enum Kind { conv, linear, pool, flatten, residual } kind = conv;
   nn::Layer* fp32 = nullptr;  ///< the folded model's layer (shapes, calibration)
   std::string weight;         ///< conv / linear: the weight tensor's name
   std::string bias;           ///< its bias tensor's name ("" without)
-  bool relu = false;
+  bool relu = false;  ///< conv / linear: a ReLU fused after it; residual: true (nn::Residual ends in a ReLU)
   int src_point = 0, dst_point = 0;  ///< dst -1: f32 logits
   algorithm pool_alg = algorithm::pooling_max;
   int k = 0, s = 1, p = 0;  ///< pool kernel (0: global), stride, padding
-  std::vector<std::unique_ptr<Int8Layer>> main;  ///< residual: main path (its last conv adds the shortcut)
+  std::vector<std::unique_ptr<DeployOp>> main;  ///< residual: main path (its last conv adds the shortcut)
   nn::Layer* shortcut = nullptr;                 ///< residual: option-A shortcut, nullptr for the identity
   Int8Weights w;                                 ///< conv / linear, once loaded
   std::vector<float> bias_values;
@@ -118,7 +119,7 @@ struct Int8Layer {
 };
 
 namespace {
-using Ops = std::vector<std::unique_ptr<Int8Layer>>;
+using Ops = std::vector<std::unique_ptr<DeployOp>>;
 
 struct Graph {
   Ops ops;
@@ -136,11 +137,11 @@ void compile(nn::Sequential& seq, const json& layers, int& cur, Ops& out, Graph&
     const std::string t = layers[i].value("type", "");
     const std::string at = where + "[" + std::to_string(i) + "] (" + l.name() + ")";
     const bool next_relu = i + 1 < seq.size() && dynamic_cast<nn::ReLU*>(&seq.at(i + 1));
-    auto op = std::make_unique<Int8Layer>();
+    auto op = std::make_unique<DeployOp>();
     op->fp32 = &l;
     op->src_point = cur;
     if (t == "conv" || t == "linear") {
-      op->kind = t == "conv" ? Int8Layer::conv : Int8Layer::linear;
+      op->kind = t == "conv" ? DeployOp::conv : DeployOp::linear;
       auto ps = l.params();
       op->weight = ps[0]->name;
       op->bias = ps.size() > 1 ? ps[1]->name : "";
@@ -148,40 +149,41 @@ void compile(nn::Sequential& seq, const json& layers, int& cur, Ops& out, Graph&
       if (next_relu) ++i;
       op->dst_point = cur = g.new_point(op->relu);
     } else if (t == "maxpool" || t == "avgpool" || t == "gap") {
-      op->kind = Int8Layer::pool;
+      op->kind = DeployOp::pool;
       op->pool_alg = t == "maxpool" ? algorithm::pooling_max : algorithm::pooling_avg_exclude_padding;
       op->k = t == "gap" ? 0 : layers[i].value("k", 2);
       op->s = t == "gap" ? 1 : layers[i].value("s", op->k);
       op->p = t == "gap" ? 0 : layers[i].value("p", 0);
       op->dst_point = cur;
     } else if (t == "flatten") {
-      op->kind = Int8Layer::flatten;
+      op->kind = DeployOp::flatten;
       op->dst_point = cur;
     } else if (t == "dropout") {
       continue;  // identity at inference
     } else if (t == "relu") {
       FRUGAL_CHECK(g.point_unsigned[size_t(cur)], at,
-                   ": a ReLU on signed activations that no conv / linear precedes; int8 deployment fuses ReLUs into "
+                   ": a ReLU on signed activations that no conv / linear precedes; the fused net fuses ReLUs into "
                    "the conv or linear before them");
       continue;  // its input is already non-negative
     } else if (t == "residual") {
       auto& r = dynamic_cast<nn::Residual&>(l);
-      FRUGAL_CHECK(g.point_unsigned[size_t(cur)], at, ": int8 residual blocks need a non-negative (post-ReLU) input");
-      op->kind = Int8Layer::residual;
+      FRUGAL_CHECK(g.point_unsigned[size_t(cur)], at, ": fused residual blocks need a non-negative (post-ReLU) input");
+      op->kind = DeployOp::residual;
       int m = cur;
       compile(r.main(), layers[i]["main"], m, op->main, g, at + ".main");
-      FRUGAL_CHECK(!op->main.empty() && op->main.back()->kind == Int8Layer::conv && !op->main.back()->relu, at,
-                   ": int8 residual blocks need a main path ending in a conv (+ batch norm), without a ReLU");
+      FRUGAL_CHECK(!op->main.empty() && op->main.back()->kind == DeployOp::conv && !op->main.back()->relu, at,
+                   ": fused residual blocks need a main path ending in a conv (+ batch norm), without a ReLU");
       const json& sc = layers[i]["shortcut"];
       if (r.shortcut().size() == 1 && is_type(sc[0], "shortcut_a"))
         op->shortcut = &r.shortcut().at(0);
       else
-        FRUGAL_CHECK(r.shortcut().size() == 0, at, ": int8 residual blocks need an identity or option-A shortcut");
+        FRUGAL_CHECK(r.shortcut().size() == 0, at, ": fused residual blocks need an identity or option-A shortcut");
+      op->relu = true;  // nn::Residual's ReLU after the add
       op->dst_point = cur = g.new_point(true);
-      op->main.back()->dst_point = cur;  // the add + ReLU is the last conv's sum post-op
+      op->main.back()->dst_point = cur;  // the add and the ReLU are the last conv's post-ops
     } else {
-      FRUGAL_FAIL(at, ": layer type '", t, "' has no int8 deployment (a batch norm not directly after a conv, or ",
-                  "a layer int8_net.h does not list)");
+      FRUGAL_FAIL(at, ": layer type '", t, "' has no fused deployment (a batch norm not directly after a conv, or ",
+                  "a layer deploy_net.h does not list)");
     }
     out.push_back(std::move(op));
   }
@@ -192,10 +194,10 @@ Graph compile_model(nn::Model& m) {
   int cur = 0;
   compile(m.net(), m.spec()["layers"], cur, g.ops, g, "layers");
   size_t last = g.ops.size();
-  while (last > 0 && g.ops[last - 1]->kind == Int8Layer::flatten) --last;
-  FRUGAL_CHECK(last > 0 && (g.ops[last - 1]->kind == Int8Layer::linear || g.ops[last - 1]->kind == Int8Layer::conv) &&
+  while (last > 0 && g.ops[last - 1]->kind == DeployOp::flatten) --last;
+  FRUGAL_CHECK(last > 0 && (g.ops[last - 1]->kind == DeployOp::linear || g.ops[last - 1]->kind == DeployOp::conv) &&
                    !g.ops[last - 1]->relu,
-               "int8 deployment: the model must end in a linear (or conv) layer without a ReLU (the logits)");
+               "fused deployment: the model must end in a linear (or conv) layer without a ReLU (the logits)");
   g.ops[last - 1]->dst_point = -1;
   return g;
 }
@@ -203,8 +205,8 @@ Graph compile_model(nn::Model& m) {
 template <typename F>
 void each_weighted(Ops& ops, F&& f) {
   for (auto& op : ops) {
-    if (op->kind == Int8Layer::conv || op->kind == Int8Layer::linear) f(*op);
-    if (op->kind == Int8Layer::residual) each_weighted(op->main, f);
+    if (op->kind == DeployOp::conv || op->kind == DeployOp::linear) f(*op);
+    if (op->kind == DeployOp::residual) each_weighted(op->main, f);
   }
 }
 
@@ -220,9 +222,9 @@ Tensor observe(Ops& ops, const Tensor& x, std::vector<float>& pmax, bool record_
   nn::ForwardContext ctx;
   Tensor cur = x;
   for (size_t i = 0; i < ops.size(); ++i) {
-    Int8Layer& op = *ops[i];
+    DeployOp& op = *ops[i];
     Tensor y;
-    if (op.kind == Int8Layer::residual) {
+    if (op.kind == DeployOp::residual) {
       Tensor a = observe(op.main, cur, pmax, false), b = cur;
       if (op.shortcut) {
         b = Tensor();
@@ -235,7 +237,7 @@ Tensor observe(Ops& ops, const Tensor& x, std::vector<float>& pmax, bool record_
         for (int64_t k = 0; k < y.size(); ++k) y.data()[k] = std::max(y.data()[k], 0.f);
     }
     const bool skip = !record_last && i + 1 == ops.size();
-    if (!skip && op.dst_point >= 0 && op.kind != Int8Layer::pool && op.kind != Int8Layer::flatten)
+    if (!skip && op.dst_point >= 0 && op.kind != DeployOp::pool && op.kind != DeployOp::flatten)
       pmax[size_t(op.dst_point)] = std::max(pmax[size_t(op.dst_point)], max_abs(y));
     cur = y;
   }
@@ -261,7 +263,7 @@ std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Ten
   for (size_t p = 0; p < pmax.size(); ++p)
     scale[p] = pmax[p] > 0.f ? pmax[p] / (g.point_unsigned[p] ? 255.f : 127.f) : 1.f;
   std::vector<PackedTensor> out;
-  each_weighted(g.ops, [&](Int8Layer& op) {
+  each_weighted(g.ops, [&](DeployOp& op) {
     nn::Param* w = find_param(folded, op.weight);
     FRUGAL_CHECK(w, "int8: weight '", op.weight, "' not found");
     PackedTensor t;
@@ -293,7 +295,7 @@ std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Ten
 
 // ---------------------------------------------------------------- execution
 
-struct Int8Net::Plan {
+struct DeployNet::Plan {
   memory in_f32, out_f32;
   Dims out_dims;
   std::vector<std::function<void()>> steps;
@@ -310,74 +312,82 @@ struct Act {
 
 memory::desc act_md(const Dims& d, dt type) { return memory::desc(to_dnnl(d), type, d.size() == 4 ? tag::nhwc : tag::nc); }
 
-std::string err_at(const std::string& path, const Int8Layer& op) {
+std::string err_at(const std::string& path, const DeployOp& op) {
   return "packed model '" + path + "', int8 tensor '" + op.weight + "' (record at byte offset " +
          std::to_string(op.w.offset) + ")";
 }
 
 struct Builder {
-  Int8Net::Plan& plan;
+  DeployNet::Plan& plan;
+  bool f32 = false;  ///< f32 activations and the folded f32 weights; else int8 codes
   void run(primitive prim, std::unordered_map<int, memory> args) {
     plan.steps.push_back([prim, args]() { prim.execute(cpu_stream(), args); });
   }
 
-  Act conv_or_linear(Int8Layer& op, const Act& in, const memory* into) {
-    const Int8Weights& w = op.w;
-    const bool f32_out = op.dst_point < 0;
-    const dt out_t = f32_out ? dt::f32 : (w.dst_unsigned ? dt::u8 : dt::s8);
+  /// into: the residual block's output, which holds the shortcut: added (sum post-op), then a ReLU.
+  Act conv_or_linear(DeployOp& op, const Act& in, const memory* into) {
     const Dims od = op.fp32->dst_dims(in.dims);
     const int64_t oc = od[1];
-    std::vector<float> os(static_cast<size_t>(oc));
-    for (int64_t c = 0; c < oc; ++c) os[size_t(c)] = w.src_scale * w.scales[size_t(c)] / (f32_out ? 1.f : w.dst_scale);
+    const bool f32_out = f32 || op.dst_point < 0;
+    const dt out_t = f32_out ? dt::f32 : (op.w.dst_unsigned ? dt::u8 : dt::s8);
+    const dt w_t = f32 ? dt::f32 : dt::s8;
     primitive_attr attr;
-    attr.set_output_scales(1 << 1, os);
+    if (!f32) {  // codes: accumulator * src scale * weight scale (/ dst scale) is the output
+      std::vector<float> os(static_cast<size_t>(oc));
+      for (int64_t c = 0; c < oc; ++c)
+        os[size_t(c)] = op.w.src_scale * op.w.scales[size_t(c)] / (f32_out ? 1.f : op.w.dst_scale);
+      attr.set_output_scales(1 << 1, os);
+    }
     post_ops po;
-    if (into) po.append_sum(op.sum_scale);
-    if (op.relu) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+    if (into) po.append_sum(f32 ? 1.f : op.sum_scale);
+    if (op.relu || into) po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
     attr.set_post_ops(po);
     memory::desc b_md({oc}, dt::f32, tag::x);
-    memory bias(b_md, cpu_engine());  // in accumulator units: oneDNN 2.x adds the bias before the output scale
-    for (int64_t c = 0; c < oc; ++c)
-      static_cast<float*>(bias.get_data_handle())[c] =
-          (op.bias_values.empty() ? 0.f : op.bias_values[size_t(c)]) / (w.src_scale * w.scales[size_t(c)]);
+    memory bias(b_md, cpu_engine());  // int8: in accumulator units (oneDNN 2.x adds the bias before the output scale)
+    for (int64_t c = 0; c < oc; ++c) {
+      const float b = op.bias_values.empty() ? 0.f : op.bias_values[size_t(c)];
+      static_cast<float*>(bias.get_data_handle())[c] = f32 ? b : b / (op.w.src_scale * op.w.scales[size_t(c)]);
+    }
     memory dst = into ? *into : memory(act_md(od, out_t), cpu_engine());
     memory::desc user_w_md;
     primitive prim;
     memory::desc w_desc;
-    if (op.kind == Int8Layer::conv) {
+    if (op.kind == DeployOp::conv) {
       const auto& o = dynamic_cast<nn::Conv2d&>(*op.fp32).options();
       memory::dims wd = o.groups > 1 ? memory::dims{o.groups, o.out / o.groups, o.in / o.groups, o.kh(), o.kw()}
                                      : memory::dims{o.out, o.in, o.kh(), o.kw()};
-      user_w_md = memory::desc(wd, dt::s8, o.groups > 1 ? tag::goihw : tag::oihw);
+      user_w_md = memory::desc(wd, w_t, o.groups > 1 ? tag::goihw : tag::oihw);
       const int64_t pr_h = (od[2] - 1) * o.sh() + o.kh() - in.dims[2] - o.ph();
       const int64_t pr_w = (od[3] - 1) * o.sw() + o.kw() - in.dims[3] - o.pw();
       convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, in.mem.get_desc(),
-                                   memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc(), {o.sh(), o.sw()},
+                                   memory::desc(wd, w_t, tag::any), b_md, dst.get_desc(), {o.sh(), o.sw()},
                                    {o.ph(), o.pw()}, {pr_h, pr_w});
       convolution_forward::primitive_desc pd(cd, attr, cpu_engine());
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
     } else {
-      FRUGAL_CHECK(in.dims.size() == 2, op.fp32->name(), ": int8 inner product needs a (N, F) input");
+      FRUGAL_CHECK(in.dims.size() == 2, op.fp32->name(), ": the fused inner product needs a (N, F) input");
       memory::dims wd{oc, in.dims[1]};
-      user_w_md = memory::desc(wd, dt::s8, tag::oi);
+      user_w_md = memory::desc(wd, w_t, tag::oi);
       inner_product_forward::desc id(prop_kind::forward_inference, in.mem.get_desc(),
-                                     memory::desc(wd, dt::s8, tag::any), b_md, dst.get_desc());
+                                     memory::desc(wd, w_t, tag::any), b_md, dst.get_desc());
       inner_product_forward::primitive_desc pd(id, attr, cpu_engine());
       prim = inner_product_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
     }
-    memory user_w(user_w_md, cpu_engine(), const_cast<int8_t*>(w.codes.data()));
+    void* user_w_data = f32 ? static_cast<void*>(op.fp32->params()[0]->value.data())
+                            : static_cast<void*>(const_cast<int8_t*>(op.w.codes.data()));
+    memory user_w(user_w_md, cpu_engine(), user_w_data);
     memory wq(w_desc, cpu_engine());
-    frugal::reorder(user_w, wq);  // computes the s8-input compensation where the primitive's layout asks for it
+    frugal::reorder(user_w, wq);  // int8: computes the s8-input compensation where the primitive's layout asks for it
     plan.keep.insert(plan.keep.end(), {wq, bias, dst});
     run(prim, {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
     return {dst, od, out_t};
   }
 
-  Act pool(Int8Layer& op, const Act& in) {
+  Act pool(DeployOp& op, const Act& in) {
     const Dims od = op.fp32->dst_dims(in.dims);
     const int64_t kh = op.k ? op.k : in.dims[2], kw = op.k ? op.k : in.dims[3];
     const int64_t pr_h = (od[2] - 1) * op.s + kh - in.dims[2] - op.p, pr_w = (od[3] - 1) * op.s + kw - in.dims[3] - op.p;
@@ -391,15 +401,17 @@ struct Builder {
     return {dst, od, in.type};
   }
 
-  Act residual(Int8Layer& op, const Act& in) {
+  Act residual(DeployOp& op, const Act& in) {
     const Dims od = op.fp32->dst_dims(in.dims);
-    memory out(act_md(od, dt::u8), cpu_engine());
+    const dt out_t = f32 ? dt::f32 : dt::u8;
+    const int64_t es = f32 ? int64_t(sizeof(float)) : 1;  // bytes per element
+    memory out(act_md(od, out_t), cpu_engine());
     plan.keep.push_back(out);
     const auto* src = static_cast<const uint8_t*>(in.mem.get_data_handle());
     auto* dst = static_cast<uint8_t*>(out.get_data_handle());
-    if (!op.shortcut) {  // identity: the sum post-op reads the block input's codes from dst
+    if (!op.shortcut) {  // identity: the sum post-op reads the block input from dst
       FRUGAL_CHECK(od == in.dims, op.fp32->name(), ": identity shortcut with a shape change");
-      const size_t bytes = size_t(numel(od));
+      const size_t bytes = size_t(numel(od) * es);
       plan.steps.push_back([src, dst, bytes]() { std::memcpy(dst, src, bytes); });
     } else {  // option A: subsample by the stride, zero channels split before and after
       const int64_t N = od[0], C = in.dims[1], H = in.dims[2], W = in.dims[3], OC = od[1], OH = od[2], OW = od[3];
@@ -408,10 +420,10 @@ struct Builder {
         for (int64_t nh = 0; nh < N * OH; ++nh) {
           const int64_t n = nh / OH, h = nh % OH;
           for (int64_t w = 0; w < OW; ++w) {
-            uint8_t* o = dst + ((n * OH + h) * OW + w) * OC;
-            const uint8_t* s = src + ((n * H + h * stride) * W + w * stride) * C;
-            std::memset(o, 0, size_t(OC));
-            std::memcpy(o + lo, s, size_t(C));
+            uint8_t* o = dst + ((n * OH + h) * OW + w) * OC * es;
+            const uint8_t* s = src + ((n * H + h * stride) * W + w * stride) * C * es;
+            std::memset(o, 0, size_t(OC * es));  // all-zero bytes are 0.f as well
+            std::memcpy(o + lo * es, s, size_t(C * es));
           }
         }
       });
@@ -419,32 +431,32 @@ struct Builder {
     Act cur = in;
     for (size_t i = 0; i + 1 < op.main.size(); ++i) cur = layer(*op.main[i], cur);
     conv_or_linear(*op.main.back(), cur, &out);
-    return {out, od, dt::u8};
+    return {out, od, out_t};
   }
 
-  Act layer(Int8Layer& op, const Act& in) {
+  Act layer(DeployOp& op, const Act& in) {
     switch (op.kind) {
-      case Int8Layer::conv:
-      case Int8Layer::linear: return conv_or_linear(op, in, nullptr);
-      case Int8Layer::pool: return pool(op, in);
-      case Int8Layer::flatten: {
+      case DeployOp::conv:
+      case DeployOp::linear: return conv_or_linear(op, in, nullptr);
+      case DeployOp::pool: return pool(op, in);
+      case DeployOp::flatten: {
         const Dims od{in.dims[0], numel(in.dims) / in.dims[0]};  // NHWC storage order is the feature order
         return {memory(act_md(od, in.type), cpu_engine(), in.mem.get_data_handle()), od, in.type};
       }
-      case Int8Layer::residual: return residual(op, in);
+      case DeployOp::residual: return residual(op, in);
     }
     FRUGAL_FAIL("int8: unknown layer kind");
   }
 };
 }  // namespace
 
-Int8Net::Int8Net(nn::Model& folded, const std::vector<std::pair<std::string, Int8Weights>>& int8,
+DeployNet::DeployNet(nn::Model& folded, const std::vector<std::pair<std::string, Int8Weights>>& int8,
                  const std::string& path)
     : classes_(folded.classes()) {
   Graph g = compile_model(folded);
   std::vector<float> scale(g.point_unsigned.size(), 0.f);
   std::vector<std::string> set_by(scale.size());
-  auto agree = [&](const Int8Layer& op, int point, float s, bool u, const char* which) {
+  auto agree = [&](const DeployOp& op, int point, float s, bool u, const char* which) {
     const std::string at = err_at(path, op);
     FRUGAL_CHECK(u == g.point_unsigned[size_t(point)], at, ": its ", which, " codes are marked ",
                  u ? "unsigned" : "signed", " but the model's activation there is ",
@@ -458,7 +470,7 @@ Int8Net::Int8Net(nn::Model& folded, const std::vector<std::pair<std::string, Int
   };
   std::map<std::string, const Int8Weights*> by_name;
   for (const auto& [name, w] : int8) by_name[name] = &w;
-  each_weighted(g.ops, [&](Int8Layer& op) {
+  each_weighted(g.ops, [&](DeployOp& op) {
     auto it = by_name.find(op.weight);
     FRUGAL_CHECK(it != by_name.end(), "packed model '", path, "': no int8 record for '", op.weight,
                  "' (every conv / linear weight of an int8 model is one)");
@@ -473,45 +485,60 @@ Int8Net::Int8Net(nn::Model& folded, const std::vector<std::pair<std::string, Int
     if (op.dst_point >= 0) agree(op, op.dst_point, op.w.dst_scale, op.w.dst_unsigned, "output");
   });
   for (auto& op : g.ops)  // the block input's codes, added by the last conv of each residual main path
-    if (op->kind == Int8Layer::residual) op->main.back()->sum_scale = scale[size_t(op->src_point)] / op->main.back()->w.dst_scale;
+    if (op->kind == DeployOp::residual) op->main.back()->sum_scale = scale[size_t(op->src_point)] / op->main.back()->w.dst_scale;
   input_scale_ = scale[0];
   FRUGAL_CHECK(input_scale_ > 0.f, "packed model '", path, "': no int8 layer reads the input image");
   ops_ = std::move(g.ops);
 }
 
-Int8Net::~Int8Net() = default;
-
-Dims Int8Net::dst_dims(const Dims& src) const { return {src.at(0), classes_}; }
-
-void Int8Net::backward(const Tensor&, Tensor&, bool) {
-  FRUGAL_FAIL("int8-net: inference only (train the fp32 model)");
+DeployNet::DeployNet(std::unique_ptr<nn::Model> folded)
+    : precision_(Precision::f32), folded_(std::move(folded)), classes_(folded_->classes()) {
+  Graph g = compile_model(*folded_);
+  each_weighted(g.ops, [&](DeployOp& op) {
+    if (nn::Param* b = op.bias.empty() ? nullptr : find_param(*folded_, op.bias))
+      op.bias_values.assign(b->value.data(), b->value.data() + b->value.size());
+  });
+  ops_ = std::move(g.ops);
 }
 
-Int8Net::Plan& Int8Net::plan(const Dims& src) {
+std::shared_ptr<DeployNet> DeployNet::fused_f32(nn::Model& m) {
+  return std::shared_ptr<DeployNet>(new DeployNet(fold_batchnorm(m)));
+}
+
+DeployNet::~DeployNet() = default;
+
+Dims DeployNet::dst_dims(const Dims& src) const { return {src.at(0), classes_}; }
+
+void DeployNet::backward(const Tensor&, Tensor&, bool) {
+  FRUGAL_FAIL(name(), ": inference only (train the fp32 model)");
+}
+
+DeployNet::Plan& DeployNet::plan(const Dims& src) {
   auto it = plans_.find(src);
   if (it != plans_.end()) return *it->second;
   auto p = std::make_unique<Plan>();
-  const dt in_t = dt::s8;
+  const bool f32 = precision_ == Precision::f32;
+  const dt in_t = f32 ? dt::f32 : dt::s8;
   memory::desc f32_md(to_dnnl(src), dt::f32, layout_tag(int(src.size())));
   p->in_f32 = memory(f32_md, cpu_engine(), DNNL_MEMORY_NONE);
-  memory q(act_md(src, in_t), cpu_engine());
+  memory q(act_md(src, in_t), cpu_engine());  // the net's own copy (f32) or codes (int8) of the input
   primitive_attr qa;
-  qa.set_output_scales(0, {1.f / input_scale_});
+  if (!f32) qa.set_output_scales(0, {1.f / input_scale_});
   dnnl::reorder::primitive_desc rpd(cpu_engine(), f32_md, cpu_engine(), q.get_desc(), qa);
   p->keep.push_back(q);
-  Builder b{*p};
+  Builder b{*p, f32};
   memory in = p->in_f32;
   b.run(dnnl::reorder(rpd), {{DNNL_ARG_FROM, in}, {DNNL_ARG_TO, q}});
   Act cur{q, src, in_t};
   for (auto& op : ops_) cur = b.layer(*op, cur);
-  FRUGAL_CHECK(cur.type == dt::f32, "int8-net: the last layer must give f32 logits");
+  FRUGAL_CHECK(cur.type == dt::f32, name(), ": the last layer must give f32 logits");
   p->out_f32 = cur.mem;
   p->out_dims = cur.dims;
   return *plans_.emplace(src, std::move(p)).first->second;
 }
 
-void Int8Net::forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& ctx) {
-  FRUGAL_CHECK(!ctx.train, "int8-net: inference only");
+void DeployNet::forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& ctx) {
+  FRUGAL_CHECK(!ctx.train, name(), ": inference only");
   Plan& p = plan(src.dims());
   last_ = &p;
   p.in_f32.set_data_handle(const_cast<float*>(src.data()));
@@ -523,7 +550,7 @@ void Int8Net::forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& 
   std::memcpy(dst.data(), p.out_f32.get_data_handle(), sizeof(float) * size_t(dst.size()));
 }
 
-std::vector<std::string> Int8Net::implementations() const {
+std::vector<std::string> DeployNet::implementations() const {
   std::vector<std::pair<std::string, int>> seen;  // first-use order, with counts
   for (const std::string& impl : last_ ? last_->impls : std::vector<std::string>{}) {
     auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == impl; });
@@ -537,6 +564,28 @@ std::vector<std::string> Int8Net::implementations() const {
   return out;
 }
 
+std::string install_fused_f32(nn::Model& m) {
+  if (m.inference_net()) return "the model already runs " + m.inference_net()->name();
+  std::string approx;
+  const Dims& chw = m.input_chw();
+  m.net().visit({1, chw[0], chw[1], chw[2]}, [&](nn::Layer& l, const Dims&) {
+    if (const nn::ApproxHost* h = l.approx_host(); h && h->approx() && approx.empty()) approx = l.name();
+  });
+  if (!approx.empty()) return "approximate / quantized arithmetic is attached to " + approx;
+  try {
+    m.set_inference_net(DeployNet::fused_f32(m));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string inference_path(const nn::Model& m) {
+  auto* d = dynamic_cast<const DeployNet*>(m.inference_net());
+  if (!d) return "layers";
+  return d->precision() == DeployNet::Precision::int8 ? "int8" : "fused-f32";
+}
+
 nn::LoadedModel load_model_file(const std::string& path) {
   const std::string bytes = io::read_file(path);
   if (!is_packed(bytes)) return nn::load_model(path);
@@ -545,7 +594,7 @@ nn::LoadedModel load_model_file(const std::string& path) {
   f.meta = u.meta;
   f.tensors = std::move(u.tensors);
   nn::LoadedModel lm = nn::load_model(f, path);
-  if (!u.int8.empty()) lm.model->set_inference_net(std::make_shared<Int8Net>(*lm.model, u.int8, path));
+  if (!u.int8.empty()) lm.model->set_inference_net(std::make_shared<DeployNet>(*lm.model, u.int8, path));
   return lm;
 }
 

@@ -1,0 +1,84 @@
+// Deployment nets: a trained model compiled into one fused oneDNN inference graph, in f32 or int8.
+//
+//   1. fold_batchnorm: every batch norm directly after a conv is folded into that conv (per-output-channel weight
+//      scale gamma / sqrt(var + eps) and a bias), giving a model without those batch norms.
+//   2. f32 (DeployNet::fused_f32, install_fused_f32): the folded model's weights as they are, each ReLU fused into
+//      the conv / inner product before it, and a residual block's add + ReLU fused into its last conv as a sum
+//      post-op. The same function as the layer-by-layer model up to float rounding; what `frugal evaluate` and the
+//      speed measurements of `frugal compress` run for an fp32 model (the batch norms, ReLUs and adds of the layer
+//      path take about 40 % of resnet20's inference time).
+//   3. int8: quantize_int8 calibrates activation ranges by fp32 forwards of the folded model on calibration images
+//      (the maximum at every activation the net materializes) and quantizes the weights symmetric per output
+//      channel; DeployNet runs u8 activations after ReLUs, s8 elsewhere (the input image), s8 weights, with the
+//      same fusions as f32, max / average pooling on the codes, and logits in f32. oneDNN's int8 convolution and
+//      inner product run it (VNNI's vpdpbusd where the CPU has it; DeployNet::implementations() names the kernels).
+// Supported layers: conv (+bn) (+relu), linear (+relu), max / avg pool, gap, flatten, dropout (identity),
+// residual blocks whose main path ends in a conv and whose shortcut is the identity or option A.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "modelcomp/packed.h"
+#include "nn/model.h"
+#include "nn/model_io.h"
+
+namespace frugal::modelcomp {
+
+/// A copy of `m` (spec and tensors) with every batch norm that directly follows a conv folded into it (the conv
+/// gains a bias); the folded model computes the same function in inference mode.
+std::unique_ptr<nn::Model> fold_batchnorm(nn::Model& m);
+
+/// Calibrates the activation scales of the folded model `folded` on `calib` (normalized NHWC batches, at least
+/// one) and quantizes every conv / linear weight to s8 per output channel: one int8 record per weight tensor, in
+/// the model's layer order.
+std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Tensor>& calib);
+
+struct DeployOp;
+
+/// The fused inference net of a folded model: forward only (takes normalized f32 images, gives f32 logits).
+/// Primitives are created once per input shape. Install it with Model::set_inference_net.
+class DeployNet : public nn::Layer {
+ public:
+  enum class Precision { f32, int8 };
+  /// int8: the records of every conv / linear weight of `folded` (by name); path names the file in errors.
+  DeployNet(nn::Model& folded, const std::vector<std::pair<std::string, Int8Weights>>& int8, const std::string& path);
+  /// f32: folds `m`'s batch norms into a copy it keeps (later changes to m's weights are not seen). Throws
+  /// frugal::Error naming the layer when m has one this net does not support.
+  static std::shared_ptr<DeployNet> fused_f32(nn::Model& m);
+  ~DeployNet() override;
+  Precision precision() const { return precision_; }
+  std::string name() const override { return precision_ == Precision::int8 ? "int8-net" : "fused-f32-net"; }
+  Dims dst_dims(const Dims& src) const override;
+  void forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& ctx) override;
+  void backward(const Tensor&, Tensor&, bool) override;
+  /// oneDNN's implementations of the primitives of the last input shape run, each once with its count
+  /// (e.g. "jit_int8:avx512_core_vnni x3").
+  std::vector<std::string> implementations() const;
+  struct Plan;  ///< the primitives and buffers of one input shape
+
+ private:
+  explicit DeployNet(std::unique_ptr<nn::Model> folded);
+  Plan& plan(const Dims& src);
+  Precision precision_ = Precision::int8;
+  std::unique_ptr<nn::Model> folded_;  ///< f32: the folded copy the ops point into
+  std::vector<std::unique_ptr<DeployOp>> ops_;
+  float input_scale_ = 0.f;
+  int classes_ = 0;
+  std::map<Dims, std::unique_ptr<Plan>> plans_;
+  Plan* last_ = nullptr;
+};
+
+/// Installs DeployNet::fused_f32(m) as m's inference net and returns ""; or, when m already has an inference net,
+/// has approximate / quantized arithmetic attached, or has a layer the fused net does not support, leaves m
+/// running layer by layer and returns why.
+std::string install_fused_f32(nn::Model& m);
+
+/// Which path `m`'s forward runs: "int8", "fused-f32" or "layers".
+std::string inference_path(const nn::Model& m);
+
+/// Reads any model file (frugal's model.bin, a checkpoint's model, a packed model); a packed model with int8
+/// records comes back with its DeployNet installed (Model::inference_net).
+nn::LoadedModel load_model_file(const std::string& path);
+
+}  // namespace frugal::modelcomp
