@@ -5,6 +5,8 @@
 #include <cstring>
 #include <functional>
 
+#include <tbb/parallel_for.h>
+
 #include "io/files.h"
 #include "nn/containers.h"
 #include "nn/layers.h"
@@ -405,19 +407,20 @@ struct Builder {
     const Dims od = op.fp32->dst_dims(in.dims);
     const dt out_t = f32 ? dt::f32 : dt::u8;
     const int64_t es = f32 ? int64_t(sizeof(float)) : 1;  // bytes per element
-    memory out(act_md(od, out_t), cpu_engine());
-    plan.keep.push_back(out);
-    const auto* src = static_cast<const uint8_t*>(in.mem.get_data_handle());
-    auto* dst = static_cast<uint8_t*>(out.get_data_handle());
-    if (!op.shortcut) {  // identity: the sum post-op reads the block input from dst
-      FRUGAL_CHECK(od == in.dims, op.fp32->name(), ": identity shortcut with a shape change");
-      const size_t bytes = size_t(numel(od) * es);
-      plan.steps.push_back([src, dst, bytes]() { std::memcpy(dst, src, bytes); });
+    memory out;
+    if (!op.shortcut) {  // identity: the last conv adds into the block input's own buffer (in place, no copy;
+      // the main path's first op has read it by then, and nothing after the block reads the input)
+      FRUGAL_CHECK(od == in.dims && in.type == out_t, op.fp32->name(), ": identity shortcut with a shape change");
+      out = in.mem;
     } else {  // option A: subsample by the stride, zero channels split before and after
+      out = memory(act_md(od, out_t), cpu_engine());
+      plan.keep.push_back(out);
+      const auto* src = static_cast<const uint8_t*>(in.mem.get_data_handle());
+      auto* dst = static_cast<uint8_t*>(out.get_data_handle());
       const int64_t N = od[0], C = in.dims[1], H = in.dims[2], W = in.dims[3], OC = od[1], OH = od[2], OW = od[3];
       const int64_t stride = (H + OH - 1) / OH, lo = (OC - C) / 2;
       plan.steps.push_back([=]() {
-        for (int64_t nh = 0; nh < N * OH; ++nh) {
+        tbb::parallel_for(int64_t(0), N * OH, [&](int64_t nh) {  // one output row per task
           const int64_t n = nh / OH, h = nh % OH;
           for (int64_t w = 0; w < OW; ++w) {
             uint8_t* o = dst + ((n * OH + h) * OW + w) * OC * es;
@@ -425,7 +428,7 @@ struct Builder {
             std::memset(o, 0, size_t(OC * es));  // all-zero bytes are 0.f as well
             std::memcpy(o + lo * es, s, size_t(C * es));
           }
-        }
+        });
       });
     }
     Act cur = in;
