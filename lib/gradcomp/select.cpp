@@ -192,8 +192,13 @@ FRUGAL_TARGET_AVX2 size_t select_at_least_avx2(const float* x, size_t n, float t
 }
 }  // namespace
 
-void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
-  idx.clear();
+namespace {
+// The memory-bound scans (the candidate scan here, DGC's fused update below) run large tensors in blocks of this
+// many elements in parallel (TBB), each collecting its own indices, concatenated in block order: the serial
+// result, bit for bit.
+constexpr size_t kParallelBlock = size_t(1) << 18;
+
+void select_at_least_serial(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
   size_t i = 0;
   switch (util::kernel_isa()) {
     case util::Isa::avx512:
@@ -207,6 +212,22 @@ void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>&
   }
   for (; i < n; ++i)
     if (std::fabs(x[i]) >= thr) idx.push_back(uint32_t(i));
+}
+}  // namespace
+
+void select_at_least(const float* x, size_t n, float thr, std::vector<uint32_t>& idx) {
+  idx.clear();
+  const size_t blocks = block_count(n, kParallelBlock);
+  if (blocks == 1) return select_at_least_serial(x, n, thr, idx);
+  std::vector<std::vector<uint32_t>> bidx(blocks);
+  for_each_block(n, kParallelBlock, [&](size_t b, size_t lo, size_t len) {
+    select_at_least_serial(x + lo, len, thr, bidx[b]);
+    for (uint32_t& j : bidx[b]) j += uint32_t(lo);
+  });
+  size_t total = 0;
+  for (const auto& b : bidx) total += b.size();
+  idx.reserve(total);
+  for (const auto& b : bidx) idx.insert(idx.end(), b.begin(), b.end());
 }
 
 void topk_select_ref(const float* x, size_t n, size_t k, std::vector<uint32_t>& idx) {
@@ -479,10 +500,8 @@ void update_collect_serial(const DgcUpdate& d, size_t n, float thr, std::vector<
   }
 }
 
-// The fused pass is memory-bound and one core does not reach the memory bandwidth: large tensors are cut into
-// blocks updated in parallel (TBB), each collecting its own candidates, concatenated in block order, so the
-// result is the serial one, bit for bit.
-constexpr size_t kParallelBlock = size_t(1) << 18;
+// The fused pass is memory-bound and one core does not reach the memory bandwidth: blocks of kParallelBlock in
+// parallel, as select_at_least.
 
 void update_collect(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_t>& idx, std::vector<float>& vals) {
   idx.clear();
