@@ -419,16 +419,23 @@ struct Builder {
       auto* dst = static_cast<uint8_t*>(out.get_data_handle());
       const int64_t N = od[0], C = in.dims[1], H = in.dims[2], W = in.dims[3], OC = od[1], OH = od[2], OW = od[3];
       const int64_t stride = (H + OH - 1) / OH, lo = (OC - C) / 2;
+      auto fill_row = [=](int64_t nh) {
+        const int64_t n = nh / OH, h = nh % OH;
+        for (int64_t w = 0; w < OW; ++w) {
+          uint8_t* o = dst + ((n * OH + h) * OW + w) * OC * es;
+          const uint8_t* s = src + ((n * H + h * stride) * W + w * stride) * C * es;
+          std::memset(o, 0, size_t(OC * es));  // all-zero bytes are 0.f as well
+          std::memcpy(o + lo * es, s, size_t(C * es));
+        }
+      };
+      // rows in parallel (TBB) only for large outputs: for a small batch the TBB workers would still be spinning
+      // when the next oneDNN primitive wants the cores
+      const bool parallel = N * OH * OW * OC * es >= (int64_t(1) << 20);
       plan.steps.push_back([=]() {
-        tbb::parallel_for(int64_t(0), N * OH, [&](int64_t nh) {  // one output row per task
-          const int64_t n = nh / OH, h = nh % OH;
-          for (int64_t w = 0; w < OW; ++w) {
-            uint8_t* o = dst + ((n * OH + h) * OW + w) * OC * es;
-            const uint8_t* s = src + ((n * H + h * stride) * W + w * stride) * C * es;
-            std::memset(o, 0, size_t(OC * es));  // all-zero bytes are 0.f as well
-            std::memcpy(o + lo * es, s, size_t(C * es));
-          }
-        });
+        if (parallel)
+          tbb::parallel_for(int64_t(0), N * OH, fill_row);
+        else
+          for (int64_t nh = 0; nh < N * OH; ++nh) fill_row(nh);
       });
     }
     Act cur = in;
