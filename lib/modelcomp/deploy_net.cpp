@@ -100,9 +100,9 @@ std::unique_ptr<nn::Model> fold_batchnorm(nn::Model& m) {
   return out;
 }
 
-// ---------------------------------------------------------------- the int8 layer graph
+// ---------------------------------------------------------------- the layer graph (f32 and int8)
 
-/// One step of the int8 net (shape independent): a conv / linear with its fused ReLU, a pooling, a flatten or a
+/// One step of the fused net (shape independent): a conv / linear with its fused ReLU, a pooling, a flatten or a
 /// residual block. Activation "points" number the tensors the net materializes (0: the input image).
 struct DeployOp {
   enum Kind { conv, linear, pool, flatten, residual } kind = conv;
@@ -115,7 +115,7 @@ struct DeployOp {
   int k = 0, s = 1, p = 0;  ///< pool kernel (0: global), stride, padding
   std::vector<std::unique_ptr<DeployOp>> main;  ///< residual: main path (its last conv adds the shortcut)
   nn::Layer* shortcut = nullptr;                 ///< residual: option-A shortcut, nullptr for the identity
-  Int8Weights w;                                 ///< conv / linear, once loaded
+  Int8Weights w;                                 ///< int8 conv / linear, once loaded (f32: its folded weights)
   std::vector<float> bias_values;
   float sum_scale = 0.f;  ///< the last conv of a residual main path: shortcut codes -> output codes
 };
@@ -455,7 +455,7 @@ struct Builder {
       }
       case DeployOp::residual: return residual(op, in);
     }
-    FRUGAL_FAIL("int8: unknown layer kind");
+    FRUGAL_FAIL("deploy net: unknown layer kind");
   }
 };
 }  // namespace
