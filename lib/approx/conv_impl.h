@@ -32,6 +32,9 @@ LutPath lut_path();
 TermPath term_path();  // the AVX-512 term engine uses vpdpwssd (VNNI); without it, the AVX2 one
 const char* lut_path_name(LutPath p);
 const char* term_path_name(TermPath p);
+/// NHWC codes (n, h, w, ic) -> padded planes (n, ic, h + 2 pad, w + 2 pad), the border set to pad_code (the LUT
+/// engine's im2col source). 16 x 16 byte transposes where ic % 16 == 0, else byte by byte.
+void code_planes(const uint8_t* src, int n, int h, int w, int ic, int pad, uint8_t pad_code, uint8_t* plane);
 
 /// max |v| over a 256-entry operand map (the accumulator bounds of the term engines).
 inline int64_t max_abs(const std::array<int16_t, 256>& map) {

@@ -92,19 +92,21 @@ FRUGAL_AVX512 void lut_tile_avx512(const uint16_t* col /*(K,kTile)*/, const uint
     }
 }
 
-// Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; two vpermt2b + a blend
-// on the index's top bit look up 64 operands per plane, and the bytes are summed in 16-bit lanes (flushed to
-// 32 bits every 256 k, before they can overflow): 15 instructions per 64 products instead of 28.
+// Byte-plane variant (AVX-512 VBMI): a table row is split into its low and high bytes; per plane, one vpermi2b
+// looks up the codes >= 128 (merging into the index register: the others keep their index) and a second, masked
+// to the codes < 128, looks those up in the low half. The bytes are summed in 16-bit lanes, even and odd pixels
+// apart (& 0xFF, >> 8; flushed to 32 bits every 256 k, before they can overflow): 13 instructions per 64 products,
+// 4 of them on the shuffle port.
 // col8: (K, kTile) activation codes; lt8: per weight code 256 low then 256 high bytes; res (kTile) = sum_k lt.
 FRUGAL_AVX512_VBMI void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, const uint8_t* wrow, int K,
                                       int32_t* res) {
   alignas(64) int32_t sum[kTile];
   for (int p = 0; p < kTile; ++p) sum[p] = 0;
-  const __m512i zero = _mm512_setzero_si512();
+  const __m512i low_byte = _mm512_set1_epi16(0x00FF);
   for (int k0 = 0; k0 < K; k0 += 256) {
     const int k1 = std::min(K, k0 + 256);
     constexpr int V = kTile / 64;
-    __m512i lo[2 * V], hi[2 * V];  // [v*2 + half]: 16-bit sums of pixels (v*64 + lane*16 + half*8 + 0..7)
+    __m512i lo[2 * V], hi[2 * V];  // [v*2 + odd]: 16-bit sums of pixels v*64 + 2j + odd (word j)
     for (int i = 0; i < 2 * V; ++i) lo[i] = _mm512_setzero_si512(), hi[i] = _mm512_setzero_si512();
     for (int k = k0; k < k1; ++k) {
       const uint8_t* row = lt8 + size_t(wrow[k]) * 512;
@@ -116,25 +118,22 @@ FRUGAL_AVX512_VBMI void lut_tile_vbmi(const uint8_t* col8, const uint8_t* lt8, c
       for (int v = 0; v < V; ++v) {
         const __m512i idx = _mm512_loadu_si512(c + v * 64);
         const __mmask64 top = _mm512_movepi8_mask(idx);  // code >= 128
-        const __m512i bl =
-            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(l0, idx, l1), _mm512_permutex2var_epi8(l2, idx, l3));
-        const __m512i bh =
-            _mm512_mask_blend_epi8(top, _mm512_permutex2var_epi8(h0, idx, h1), _mm512_permutex2var_epi8(h2, idx, h3));
-        lo[2 * v] = _mm512_add_epi16(lo[2 * v], _mm512_unpacklo_epi8(bl, zero));
-        lo[2 * v + 1] = _mm512_add_epi16(lo[2 * v + 1], _mm512_unpackhi_epi8(bl, zero));
-        hi[2 * v] = _mm512_add_epi16(hi[2 * v], _mm512_unpacklo_epi8(bh, zero));
-        hi[2 * v + 1] = _mm512_add_epi16(hi[2 * v + 1], _mm512_unpackhi_epi8(bh, zero));
+        const __m512i bl = _mm512_mask2_permutex2var_epi8(l0, _mm512_mask2_permutex2var_epi8(l2, idx, top, l3),
+                                                          ~top, l1);
+        const __m512i bh = _mm512_mask2_permutex2var_epi8(h0, _mm512_mask2_permutex2var_epi8(h2, idx, top, h3),
+                                                          ~top, h1);
+        lo[2 * v] = _mm512_add_epi16(lo[2 * v], _mm512_and_si512(bl, low_byte));
+        lo[2 * v + 1] = _mm512_add_epi16(lo[2 * v + 1], _mm512_srli_epi16(bl, 8));
+        hi[2 * v] = _mm512_add_epi16(hi[2 * v], _mm512_and_si512(bh, low_byte));
+        hi[2 * v + 1] = _mm512_add_epi16(hi[2 * v + 1], _mm512_srli_epi16(bh, 8));
       }
     }
     alignas(64) uint16_t tl[32], th[32];
     for (int v = 0; v < V; ++v)
-      for (int half = 0; half < 2; ++half) {
-        _mm512_store_si512(tl, lo[2 * v + half]);
-        _mm512_store_si512(th, hi[2 * v + half]);
-        for (int j = 0; j < 32; ++j) {  // word j: lane j/8, element j%8 -> pixel lane*16 + half*8 + j%8
-          const int p = v * 64 + (j / 8) * 16 + half * 8 + j % 8;
-          sum[p] += int32_t(tl[j]) + 256 * int32_t(th[j]);
-        }
+      for (int odd = 0; odd < 2; ++odd) {
+        _mm512_store_si512(tl, lo[2 * v + odd]);
+        _mm512_store_si512(th, hi[2 * v + odd]);
+        for (int j = 0; j < 32; ++j) sum[v * 64 + 2 * j + odd] += int32_t(tl[j]) + 256 * int32_t(th[j]);
       }
   }
   for (int p = 0; p < kTile; ++p) res[p] = sum[p];
@@ -242,19 +241,90 @@ void ApproxConv2d::Impl::build_lq() const {
   lq_stale = false;
 }
 
+namespace {
+// 16 x 16 bytes transposed in registers: four rounds of interleaving row i with row i + 8 each rotate the 8-bit
+// address (row << 4 | byte) left by one bit, so four of them swap row and byte. SSE2 (baseline x86-64).
+inline void transpose16x16(__m128i r[16]) {
+  for (int round = 0; round < 4; ++round) {
+    __m128i t[16];
+    for (int i = 0; i < 8; ++i) {
+      t[2 * i] = _mm_unpacklo_epi8(r[i], r[i + 8]);
+      t[2 * i + 1] = _mm_unpackhi_epi8(r[i], r[i + 8]);
+    }
+    for (int i = 0; i < 16; ++i) r[i] = t[i];
+  }
+}
+}  // namespace
+
+namespace {
+// The im2col copies of run_lut: one output row's run of codes (at most OW), 16 at a time (SSE2) where a library
+// memcpy call would cost more than the copy.
+inline void copy_run(const uint8_t* s, int run, uint8_t* d) {
+  int i = 0;
+  for (; i + 16 <= run; i += 16)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  for (; i < run; ++i) d[i] = s[i];
+}
+inline void widen_run(const uint8_t* s, int run, uint16_t* d) {
+  const __m128i zero = _mm_setzero_si128();
+  int i = 0;
+  for (; i + 16 <= run; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_unpacklo_epi8(v, zero));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 8), _mm_unpackhi_epi8(v, zero));
+  }
+  for (; i < run; ++i) d[i] = s[i];
+}
+}  // namespace
+
+void code_planes(const uint8_t* src, int n, int h, int w, int ic, int pad, uint8_t pad_code, uint8_t* plane) {
+  const int Hp = h + 2 * pad, Wp = w + 2 * pad;
+  tbb::parallel_for(0, n, [&](int b) {
+    // the border only: the body is overwritten below
+    for (int c = 0; c < ic; ++c) {
+      uint8_t* p = plane + (size_t(b) * ic + c) * Hp * Wp;
+      std::memset(p, pad_code, size_t(pad) * Wp);
+      std::memset(p + size_t(pad + h) * Wp, pad_code, size_t(pad) * Wp);
+      for (int y = pad; y < pad + h && pad > 0; ++y) {
+        std::memset(p + size_t(y) * Wp, pad_code, size_t(pad));
+        std::memset(p + size_t(y) * Wp + pad + w, pad_code, size_t(pad));
+      }
+    }
+    for (int y = 0; y < h; ++y) {
+      const uint8_t* row = src + (size_t(b) * h + y) * w * ic;
+      uint8_t* out = plane + (size_t(b) * ic * Hp + y + pad) * Wp + pad;  // channel c at out + c * Hp * Wp
+      int c = 0;
+      for (; c + 16 <= ic; c += 16)
+        for (int x = 0; x < w; x += 16) {
+          const int m = std::min(16, w - x);
+          __m128i r[16];
+          for (int i = 0; i < 16; ++i)
+            r[i] = i < m ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + size_t(x + i) * ic + c))
+                         : _mm_setzero_si128();
+          transpose16x16(r);
+          for (int j = 0; j < 16; ++j) {
+            uint8_t* d = out + size_t(c + j) * Hp * Wp + x;
+            if (m == 16) {
+              _mm_storeu_si128(reinterpret_cast<__m128i*>(d), r[j]);
+            } else {
+              alignas(16) uint8_t tmp[16];
+              _mm_store_si128(reinterpret_cast<__m128i*>(tmp), r[j]);
+              std::memcpy(d, tmp, size_t(m));
+            }
+          }
+        }
+      for (; c < ic; ++c)
+        for (int x = 0; x < w; ++x) out[size_t(c) * Hp * Wp + x] = row[size_t(x) * ic + c];
+    }
+  });
+}
+
 void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_t pad_code, int32_t* acc) const {
   const int OH = out_h(h), OW = out_w(w), Hp = h + 2 * pad, Wp = w + 2 * pad;
   // padded code planes [n][IC][Hp][Wp]
   std::vector<uint8_t>& plane = s_plane;
   plane.resize(size_t(n) * ic * Hp * Wp);
-  std::fill(plane.begin(), plane.end(), pad_code);
-  tbb::parallel_for(0, n, [&](int b) {
-    for (int y = 0; y < h; ++y)
-      for (int x = 0; x < w; ++x) {
-        const uint8_t* s = src + ((size_t(b) * h + y) * w + x) * ic;
-        for (int c = 0; c < ic; ++c) plane[((size_t(b) * ic + c) * Hp + y + pad) * Wp + x + pad] = s[c];
-      }
-  });
+  code_planes(src, n, h, w, ic, pad, pad_code, plane.data());
   const int64_t P = int64_t(n) * OH * OW;
   const int64_t tiles = (P + kTile - 1) / kTile;
   const LutPath path = lut_path();
@@ -270,10 +340,12 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
     for (int64_t job = rr.begin(); job < rr.end(); ++job) {
       const int g = int(job % groups);
       const int64_t p0 = (job / groups) * kTile, pend = std::min(P, p0 + kTile);
-      if (bytes)
-        std::fill(col8.begin(), col8.end(), uint8_t(0));
-      else
-        std::fill(col.begin(), col.end(), uint16_t(0));
+      if (pend - p0 < kTile) {  // a partial tile: its unused columns are summed too, as zeros
+        if (bytes)
+          std::fill(col8.begin(), col8.end(), uint8_t(0));
+        else
+          std::fill(col.begin(), col.end(), uint16_t(0));
+      }
       for (int64_t p = p0; p < pend;) {
         int64_t b = p / (OH * OW), rem = p % (OH * OW);
         int oy = int(rem / OW), ox = int(rem % OW);
@@ -287,13 +359,13 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
               if (bytes) {
                 uint8_t* d = col8.data() + at;
                 if (stride == 1)
-                  std::memcpy(d, s, size_t(run));
+                  copy_run(s, run, d);
                 else
                   for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
               } else {
                 uint16_t* d = col.data() + at;
                 if (stride == 1)
-                  for (int i = 0; i < run; ++i) d[i] = s[i];
+                  widen_run(s, run, d);
                 else
                   for (int i = 0; i < run; ++i) d[i] = s[size_t(i) * stride];
               }
