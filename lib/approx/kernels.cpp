@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <immintrin.h>
+
 #include "approx/conv_impl.h"
 #include "util/check.h"
 
@@ -234,6 +236,110 @@ void ApproxConv2d::forward(const float* src, int n, int h, int w, float* dst) {
   I.write_output(ac, t, out_pixels, dst);
 }
 
+namespace {
+// write_output's integer path for one group (the common case), per pixel p:
+//   d[o] = so[o] * (exact(o) [+ float(int32(lr[o] + lc[o])) * lr_ig]) + bs[o],
+//   exact(o) = float(int32(a[o] + sh + co[o] - zo[o] * as)) in wrapping int32 arithmetic,
+// sh = 128 * ssum[p] (shifted weights) and as = asum[p] (weight zero points) where given, else 0. The AVX-512 and
+// AVX2 loops do the same operations in the same order as the scalar loop (the build has -ffp-contract=off), so all
+// three give the same floats.
+struct OutputPixels {
+  const int32_t* acc;   // (P, OC)
+  const int32_t* ssum;  // (P) or nullptr
+  const int32_t* asum;  // (P) or nullptr
+  const int32_t *co, *zo;
+  const float *so, *bs;
+  const int32_t* lr;    // (P, OC) or nullptr
+  const int32_t* lc;    // (OC), with lr
+  float lr_ig;
+  int oc;
+  int32_t sh(size_t p) const { return ssum ? int32_t(128u * uint32_t(ssum[p])) : 0; }
+  int32_t as(size_t p) const { return asum ? asum[p] : 0; }
+};
+
+void output_pixels_scalar(const OutputPixels& q, size_t p0, size_t p1, float* dst) {
+  const int oc = q.oc;
+  for (size_t p = p0; p < p1; ++p) {
+    const int32_t* a = q.acc + p * size_t(oc);
+    float* d = dst + p * size_t(oc);
+    const uint32_t sh = uint32_t(q.sh(p)), as = uint32_t(q.as(p));
+    for (int o = 0; o < oc; ++o) {
+      const float ex = float(int32_t(uint32_t(a[o]) + sh + uint32_t(q.co[o]) - uint32_t(q.zo[o]) * as));
+      if (q.lr) {
+        const float c = float(int32_t(uint32_t(q.lr[p * size_t(oc) + size_t(o)]) + uint32_t(q.lc[o])));
+        d[o] = q.so[o] * (ex + c * q.lr_ig) + q.bs[o];
+      } else {
+        d[o] = q.so[o] * ex + q.bs[o];
+      }
+    }
+  }
+}
+
+// (GCC 12 warns of the _mm512_undefined_* operand inside the masked loads: GCC PR 105593, a false positive)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+FRUGAL_AVX512 void output_pixels_avx512(const OutputPixels& q, size_t p0, size_t p1, float* dst) {
+  const int oc = q.oc;
+  const __m512 ig = _mm512_set1_ps(q.lr_ig);
+  for (size_t p = p0; p < p1; ++p) {
+    const int32_t* a = q.acc + p * size_t(oc);
+    float* d = dst + p * size_t(oc);
+    const __m512i sh = _mm512_set1_epi32(q.sh(p)), as = _mm512_set1_epi32(q.as(p));
+    for (int o = 0; o < oc; o += 16) {
+      const __mmask16 m = oc - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (oc - o)) - 1);
+      __m512i v = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, a + o), sh);
+      v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(m, q.co + o));
+      v = _mm512_sub_epi32(v, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(m, q.zo + o), as));
+      __m512 f = _mm512_cvtepi32_ps(v);
+      if (q.lr) {
+        const __m512i c = _mm512_add_epi32(_mm512_maskz_loadu_epi32(m, q.lr + p * size_t(oc) + size_t(o)),
+                                           _mm512_maskz_loadu_epi32(m, q.lc + o));
+        f = _mm512_add_ps(f, _mm512_mul_ps(_mm512_cvtepi32_ps(c), ig));
+      }
+      const __m512 r = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, q.so + o), f),
+                                     _mm512_maskz_loadu_ps(m, q.bs + o));
+      _mm512_mask_storeu_ps(d + o, m, r);
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+
+FRUGAL_AVX2 inline __m256i ld(const int32_t* x) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)); }
+
+FRUGAL_AVX2 void output_pixels_avx2(const OutputPixels& q, size_t p0, size_t p1, float* dst) {
+  const int oc = q.oc, body = oc / 8 * 8;
+  const __m256 ig = _mm256_set1_ps(q.lr_ig);
+  for (size_t p = p0; p < p1; ++p) {
+    const int32_t* a = q.acc + p * size_t(oc);
+    float* d = dst + p * size_t(oc);
+    const __m256i sh = _mm256_set1_epi32(q.sh(p)), as = _mm256_set1_epi32(q.as(p));
+    for (int o = 0; o < body; o += 8) {
+      __m256i v = _mm256_add_epi32(_mm256_add_epi32(ld(a + o), sh), ld(q.co + o));
+      v = _mm256_sub_epi32(v, _mm256_mullo_epi32(ld(q.zo + o), as));
+      __m256 f = _mm256_cvtepi32_ps(v);
+      if (q.lr) {
+        const __m256i c = _mm256_add_epi32(ld(q.lr + p * size_t(oc) + size_t(o)), ld(q.lc + o));
+        f = _mm256_add_ps(f, _mm256_mul_ps(_mm256_cvtepi32_ps(c), ig));
+      }
+      _mm256_storeu_ps(d + o, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(q.so + o), f), _mm256_loadu_ps(q.bs + o)));
+    }
+    for (int o = body; o < oc; ++o) {  // the last oc % 8 channels, as the scalar loop
+      {
+        const float ex = float(int32_t(uint32_t(a[o]) + uint32_t(q.sh(p)) + uint32_t(q.co[o]) -
+                                       uint32_t(q.zo[o]) * uint32_t(q.as(p))));
+        if (q.lr) {
+          const float c = float(int32_t(uint32_t(q.lr[p * size_t(oc) + size_t(o)]) + uint32_t(q.lc[o])));
+          d[o] = q.so[o] * (ex + c * q.lr_ig) + q.bs[o];
+        } else {
+          d[o] = q.so[o] * ex + q.bs[o];
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
 void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, size_t pixels, float* dst) const {
   // per output channel: dequantization scale, the exact zero-point correction (an integer), weight zero point;
   // dst = scale * (products + corr - z_w * asum) + bias, in integers up to the final scaling
@@ -262,6 +368,21 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
   const int32_t* lr_acc = t.lr_acc;
   const int32_t* asum = s_asum.data();
   const int32_t* ssum = s_ssum.data();
+  if (G == 1 && !t.accf) {
+    // int32 arithmetic (wrapping): the result, sum_k (M(a,w) - z_w a - z_a w + z_a z_w), fits int32 (the
+    // constructor's accumulator bound), so the low 32 bits are exact
+    const OutputPixels q{t.acci, shifted ? ssum : nullptr, need_asum ? asum : nullptr, co32, zo32, so, bs,
+                         lr_acc, t.lr_chan, lr_ig, oc};
+    const Isa isa = util::kernel_isa();
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
+      switch (isa) {
+        case Isa::avx512: output_pixels_avx512(q, r.begin(), r.end(), dst); break;
+        case Isa::avx2: output_pixels_avx2(q, r.begin(), r.end(), dst); break;
+        default: output_pixels_scalar(q, r.begin(), r.end(), dst); break;
+      }
+    });
+    return;
+  }
   tbb::parallel_for(tbb::blocked_range<size_t>(0, pixels, 256), [&](const tbb::blocked_range<size_t>& r) {
     for (size_t p = r.begin(); p < r.end(); ++p) {
       float* d = dst + p * noc;
@@ -276,30 +397,13 @@ void ApproxConv2d::Impl::write_output(const ActCodes& ac, const OutputTerms& t, 
         continue;
       }
       const int32_t* a = t.acci + p * noc;
-      if (G == 1) {
-        // int32 arithmetic (wrapping): the result, sum_k (M(a,w) - z_w a - z_a w + z_a z_w), fits int32 (the
-        // constructor's accumulator bound), so the low 32 bits are exact; 16 channels per vector
-        const int32_t as = need_asum ? asum[p] : 0, sh = shifted ? int32_t(128u * uint32_t(ssum[p])) : 0;
-        auto exact = [&](int o) {
-          return float(int32_t(uint32_t(a[o]) + uint32_t(sh) + uint32_t(co32[o]) - uint32_t(zo32[o]) * uint32_t(as)));
-        };
-        if (lr_acc) {
-          const int32_t* c = lr_acc + p * noc;
-          const int32_t* lc = t.lr_chan;
-          for (int o = 0; o < oc; ++o)
-            d[o] = so[o] * (exact(o) + float(int32_t(uint32_t(c[o]) + uint32_t(lc[o]))) * lr_ig) + bs[o];
-        } else {
-          for (int o = 0; o < oc; ++o) d[o] = so[o] * exact(o) + bs[o];
-        }
-      } else {
-        for (int o = 0; o < oc; ++o) {
-          const size_t pg = p * size_t(G) + size_t(o / ocg);
-          const int64_t as = need_asum ? asum[pg] : 0, sh = shifted ? 128 * int64_t(ssum[pg]) : 0;
-          const float ex = float(int64_t(a[o]) + sh + co[o] - zo[o] * as);
-          d[o] = so[o] * (lr_acc ? ex + float(int32_t(uint32_t(lr_acc[p * noc + size_t(o)]) + uint32_t(t.lr_chan[o]))) * lr_ig
-                                 : ex) +
-                 bs[o];
-        }
+      for (int o = 0; o < oc; ++o) {  // groups > 1
+        const size_t pg = p * size_t(G) + size_t(o / ocg);
+        const int64_t as = need_asum ? asum[pg] : 0, sh = shifted ? 128 * int64_t(ssum[pg]) : 0;
+        const float ex = float(int64_t(a[o]) + sh + co[o] - zo[o] * as);
+        d[o] = so[o] * (lr_acc ? ex + float(int32_t(uint32_t(lr_acc[p * noc + size_t(o)]) + uint32_t(t.lr_chan[o]))) * lr_ig
+                               : ex) +
+               bs[o];
       }
     }
   });
