@@ -46,6 +46,7 @@ json recipe_defaults() {
               {"lowrank_min_numel", d.lowrank_min_numel},
               {"lowrank_conv_split", d.lowrank_conv_split},
               {"finetune_set", json::array()},
+              {"distill", d.distill},
               {"eval", d.eval},
               {"speed", d.speed},
               {"eval_batch", d.eval_batch}};
@@ -175,6 +176,7 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
                  ": finetune_set holds training overrides \"key=value\", got ", kv.dump());
     o.finetune_set.push_back(kv);
   }
+  o.distill = get("distill");
   o.eval = get("eval");
   o.speed = get("speed");
   o.eval_batch = get("eval_batch");
@@ -279,7 +281,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], eval, speed, eval_batch}")
+                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], distill [fine-tune on the source model's softened outputs too], eval, speed, eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");

@@ -41,6 +41,13 @@ const std::vector<KeyInfo>& config_keys() {
        "The schedule runs over the epochs before and is rescaled to end at swa_lr. 0 = off"},
       {"swa_lr", 0.01, "learning rate of the SWA epochs"},
       {"label_smoothing", 0.0, "label smoothing epsilon of the cross-entropy"},
+      {"distill_from", "",
+       "knowledge distillation (Hinton et al. 2015): a model file whose outputs, softened by distill_temperature, the "
+       "trained model learns besides the labels (same input and classes); empty = off"},
+      {"distill_temperature", 4.0, "distillation: softmax temperature T of both models' outputs (> 0)"},
+      {"distill_weight", 0.5,
+       "distillation: weight w in [0, 1] of the soft loss T^2 KL(teacher || student); the labels' cross-entropy "
+       "gets 1 - w"},
       {"augment", "none", "none | flip | crop | crop+flip (crop pads by crop_pad and crops back)"},
       {"input_jpeg_quality", 0,
        "compressed inputs: pass the test images through JPEG at this quality (1-100) before the network, bits per "

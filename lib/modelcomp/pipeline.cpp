@@ -402,6 +402,7 @@ void Pipeline::finetune(int epochs, double lr, const std::string& dir,
   cfg.set("dataset=" + d_.dataset);
   cfg.set("val_split=" + std::to_string(d_.split.value("size", int64_t(0))));
   if (!o_.data_dir.empty()) cfg.set("data_dir=" + o_.data_dir);
+  if (o_.distill) cfg.set("distill_from=" + o_.model_path);
   for (const std::string& kv : o_.finetune_set) cfg.set(kv);
   train::TrainOptions to;
   to.out_dir = dir;

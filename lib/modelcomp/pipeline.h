@@ -37,6 +37,9 @@ struct PipelineOptions {
   /// Training config overrides ("key=value", as frugal train --set) for every finetune / gradual run, applied after
   /// the model's own training config, e.g. {"weight_decay=5e-4", "batch=64", "augment=crop"}.
   std::vector<std::string> finetune_set;
+  /// finetune / gradual stages also learn the source model's softened outputs (knowledge distillation: the training
+  /// key distill_from set to model_path; distill_temperature and distill_weight through finetune_set).
+  bool distill = false;
   bool eval = true;           ///< accuracy after every stage (else only bytes)
   bool speed = true;          ///< batch-1 latency and batch-256 throughput of the source and the packed model
   int eval_batch = 500;

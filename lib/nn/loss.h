@@ -20,4 +20,26 @@ class SoftmaxCrossEntropy {
   std::vector<int32_t> labels_;
 };
 
+/// log_probs (N, K) = log softmax of logits (N, K) along K, by oneDNN's logsoftmax primitive.
+void log_softmax(const Tensor& logits, Tensor& log_probs);
+
+/// Knowledge distillation (Hinton, Vinyals & Dean, 2015): the student's logits s learn the labels and the
+/// teacher's softened outputs t together,
+///   loss = (1 - w) CE(s, labels) + w T^2 KL(softmax(t / T) || softmax(s / T)),
+/// averaged over the batch (T: temperature > 0; w: weight in [0, 1]; CE with the label smoothing given). The T^2
+/// keeps the soft part's gradient, w T (softmax(s / T) - softmax(t / T)) / N, on the scale of the hard part's.
+class DistillationLoss {
+ public:
+  DistillationLoss(float temperature, float weight, float smoothing = 0.f);
+  /// student, teacher (N, K); labels (N) in [0, K). Returns the mean loss.
+  float forward(const Tensor& student, const Tensor& teacher, const int32_t* labels);
+  /// diff_student (N, K) for the last forward.
+  void backward(Tensor& diff_student) const;
+
+ private:
+  float T_, w_;
+  SoftmaxCrossEntropy hard_;
+  Tensor scaled_, log_ps_, log_pt_;  // logits / T, and the log-softmax of the student's and the teacher's
+};
+
 }  // namespace frugal::nn

@@ -55,6 +55,12 @@ LoopOptions parse_loop(const io::Config& cfg) {
   FRUGAL_CHECK(l.threads >= 0, "config key 'threads' must be >= 0 (0: automatic), got ", l.threads);
   l.seed = static_cast<uint64_t>(cfg.i("seed"));
   l.label_smoothing = static_cast<float>(cfg.f("label_smoothing"));
+  l.distill_from = cfg.s("distill_from");
+  l.distill_temperature = static_cast<float>(cfg.f("distill_temperature"));
+  FRUGAL_CHECK(l.distill_temperature > 0, "config key 'distill_temperature' must be > 0, got ", l.distill_temperature);
+  l.distill_weight = static_cast<float>(cfg.f("distill_weight"));
+  FRUGAL_CHECK(l.distill_weight >= 0 && l.distill_weight <= 1, "config key 'distill_weight' must be in [0, 1], got ",
+               l.distill_weight);
   l.swa_epochs = static_cast<int>(cfg.i("swa_epochs"));
   FRUGAL_CHECK(l.swa_epochs >= 0 && l.swa_epochs < l.epochs, "config key 'swa_epochs' = ", l.swa_epochs,
                " must be in [0, epochs = ", l.epochs, "): the schedule needs at least one epoch before averaging");

@@ -43,6 +43,9 @@ struct LoopOptions {
   int threads = 0;                 ///< compute threads per worker; 0: automatic (util/threads.h)
   uint64_t seed = 0;
   float label_smoothing = 0.f;
+  std::string distill_from;        ///< teacher model file for knowledge distillation (empty: off)
+  float distill_temperature = 4.f;
+  float distill_weight = 0.5f;
   int swa_epochs = 0;              ///< average the weights of the last swa_epochs epochs (0: off)
   double progress_s = 3;           ///< seconds between progress lines
   double target_accuracy = 0;      ///< time_to_accuracy's target (<= 0: not reported)

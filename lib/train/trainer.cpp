@@ -226,6 +226,9 @@ struct Trainer::WorkerState {
   Tensor x, diff;
   std::vector<int32_t> y;
   nn::SoftmaxCrossEntropy ce;
+  std::unique_ptr<nn::Model> teacher;       // distillation (distill_from): this worker's copy of the teacher
+  std::unique_ptr<nn::DistillationLoss> kd;  // and the combined loss
+  Tensor teacher_logits;
   double loss = 0, compute_s = 0;
   int64_t correct = 0;
   int threads_seen = 0;  // the OpenMP thread count in force on the thread that ran it
@@ -287,7 +290,10 @@ Trainer::Trainer(TrainSpec spec, TrainOptions opts) : spec_(std::move(spec)), op
         worker_grad_ptrs_[w].push_back(worker_grads_[w].back().data());
       }
   }
-  for (int lw = 0; lw < local_workers_; ++lw) workers_.push_back(std::make_unique<WorkerState>(L.label_smoothing));
+  for (int lw = 0; lw < local_workers_; ++lw) {
+    workers_.push_back(std::make_unique<WorkerState>(L.label_smoothing));
+    if (!L.distill_from.empty()) attach_teacher(*workers_.back());
+  }
   // Workers run concurrently, each with `threads` oneDNN threads, as many at once as the cores allow.
   concurrent_workers_ = std::max(1, std::min(local_workers_, util::available_cores() / threads_));
   worker_arena_ = std::make_unique<tbb::task_arena>(concurrent_workers_);
@@ -296,6 +302,19 @@ Trainer::Trainer(TrainSpec spec, TrainOptions opts) : spec_(std::move(spec)), op
 }
 
 Trainer::~Trainer() = default;
+
+// Distillation: the worker's own copy of the teacher (workers run concurrently), in inference mode.
+void Trainer::attach_teacher(WorkerState& w) const {
+  const LoopOptions& L = spec_.loop;
+  nn::LoadedModel t = nn::load_model(L.distill_from);
+  const nn::Model& student = *models_.front();
+  FRUGAL_CHECK(t.model->classes() == student.classes() && t.model->input_chw() == student.input_chw(),
+               "config key 'distill_from': the teacher '", L.distill_from, "' takes ", dims_str(t.model->input_chw()),
+               " to ", t.model->classes(), " classes, but the trained model takes ", dims_str(student.input_chw()),
+               " to ", student.classes(), "; distil from a model of the same dataset");
+  w.teacher = std::move(t.model);
+  w.kd = std::make_unique<nn::DistillationLoss>(L.distill_temperature, L.distill_weight, L.label_smoothing);
+}
 
 void Trainer::log(const std::string& line) { log_->line(line); }
 
@@ -444,15 +463,23 @@ void Trainer::run_worker(int lw) {
   const uint64_t seed = spec_.loop.seed;
   nn::ForwardContext ctx{
       true, splitmix64(seed ^ splitmix64(static_cast<uint64_t>(step_) * 1024 + static_cast<uint64_t>(gw)))};
+  if (w.teacher) w.teacher_logits = w.teacher->forward(w.x, nn::ForwardContext{false, 0});  // (before the
+  // student's forward: nothing of the teacher's can then touch what the student's backward reads)
   const Tensor& logits = m.forward(w.x, ctx);
-  w.loss = w.ce.forward(logits, w.y.data());
+  if (w.teacher)
+    w.loss = w.kd->forward(logits, w.teacher_logits, w.y.data());
+  else
+    w.loss = w.ce.forward(logits, w.y.data());
   const int K = m.classes();
   w.correct = 0;
   for (int i = 0; i < shard_b_; ++i) {
     const float* l = logits.data() + i * K;
     w.correct += (std::max_element(l, l + K) - l) == w.y[static_cast<size_t>(i)];
   }
-  w.ce.backward(w.diff);
+  if (w.teacher)
+    w.kd->backward(w.diff);
+  else
+    w.ce.backward(w.diff);
   m.backward(w.diff);
   if (exchange_) {
     const auto& mp = model_params_[static_cast<size_t>(lw)];

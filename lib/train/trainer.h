@@ -120,6 +120,7 @@ class Trainer {
  private:
   struct WorkerState;
   class Log;
+  void attach_teacher(WorkerState& w) const;
   void build_models();
   void build_exchange();
   void sync_replicas(bool with_buffers);

@@ -36,7 +36,8 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
                                 R"({"kind": "per-layer-targets", "method": "prune", "targets": {"3.weight": 0.6, "7.weight": 0.9}})");
   frugal::io::write_file_atomic(dir / "recipe.json", R"({"_comment": "test", "stages": ["gradual:@)" + dir / "targets.json" +
                                                           R"(:2", "share:4:6", "finetune:1", "huffman"],
-                                 "speed": false, "prune_every": 3, "finetune_set": ["batch=16"]})");
+                                 "speed": false, "prune_every": 3, "finetune_set": ["batch=16", "distill_temperature=2"],
+                                 "distill": true})");
   Run c = run("compress --model " + dir / "run/model.bin" + " --data-dir " + dir.str() + " --config " +
               dir / "recipe.json" + " --out " + dir / "cmp");
   INFO(c.out);
@@ -75,6 +76,12 @@ TEST_CASE("cli: compress --config runs a recipe: gradual pruning to per-layer ta
   // finetune_set reached the fine-tuning runs
   CHECK(json_of(dir / "cmp/stage3_finetune/results.json")["config"]["batch"] == 16);
   CHECK(json_of(dir / "cmp/stage1_gradual/results.json")["config"]["batch"] == 16);
+  // distill: the fine-tuning runs learn from the source model's outputs too
+  for (const char* stage : {"stage1_gradual", "stage3_finetune"}) {
+    const nlohmann::json cfg = json_of(dir / (std::string("cmp/") + stage + "/results.json"))["config"];
+    CHECK(cfg["distill_from"] == dir / "run/model.bin");
+    CHECK(cfg["distill_temperature"] == 2.0);
+  }
   // fine-tuning moved the shared values: the file stores them as they are now, not the k-means centroids
   CHECK(j["packed_max_abs_diff"].get<double>() == 0.0);
 

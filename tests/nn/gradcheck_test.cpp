@@ -4,6 +4,7 @@
 #include <cmath>
 #include <random>
 
+#include "util/check.h"
 #include "nn/containers.h"
 #include "nn/loss.h"
 #include "nn/model.h"
@@ -213,6 +214,56 @@ TEST_CASE("softmax cross-entropy with label smoothing: value and gradient") {
       CHECK(d.data()[idx] == doctest::Approx((lp - lm) / 2e-3).epsilon(2e-2).scale(1));
     }
   }
+}
+
+TEST_CASE("distillation loss: value against explicit softmaxes, gradient by central differences") {
+  std::mt19937_64 rng(6);
+  Tensor student({4, 5}), teacher({4, 5});
+  fill_normal(student, rng);
+  fill_normal(teacher, rng);
+  for (int64_t i = 0; i < teacher.size(); ++i) teacher.data()[i] *= 3;  // a confident teacher
+  int32_t labels[4] = {2, 0, 4, 1};
+  auto softmax = [](const float* z, double t, double* p) {
+    double mx = -1e30, se = 0;
+    for (int j = 0; j < 5; ++j) mx = std::max(mx, z[j] / t);
+    for (int j = 0; j < 5; ++j) se += std::exp(z[j] / t - mx);
+    for (int j = 0; j < 5; ++j) p[j] = std::exp(z[j] / t - mx) / se;
+  };
+  for (float T : {1.f, 4.f})
+    for (float w : {0.f, 0.5f, 1.f}) {
+      CAPTURE(T);
+      CAPTURE(w);
+      DistillationLoss kd(T, w, 0.1f);
+      const float loss = kd.forward(student, teacher, labels);
+      double ref = 0;
+      for (int i = 0; i < 4; ++i) {
+        double ps[5], pt[5], p1[5];
+        softmax(student.data() + i * 5, T, ps);
+        softmax(teacher.data() + i * 5, T, pt);
+        softmax(student.data() + i * 5, 1, p1);
+        for (int j = 0; j < 5; ++j) {
+          const double target = 0.1 / 5 + (j == labels[i] ? 0.9 : 0);
+          ref += -(1 - w) * target * std::log(p1[j]) + w * T * T * pt[j] * (std::log(pt[j]) - std::log(ps[j]));
+        }
+      }
+      CHECK(loss == doctest::Approx(ref / 4).epsilon(1e-5));
+      if (w == 0.f) CHECK(loss == doctest::Approx(SoftmaxCrossEntropy(0.1f).forward(student, labels)).epsilon(1e-6));
+      Tensor d;
+      kd.backward(d);
+      for (int idx = 0; idx < 20; ++idx) {
+        const float o = student.data()[idx];
+        student.data()[idx] = o + 1e-3f;
+        const double lp = DistillationLoss(T, w, 0.1f).forward(student, teacher, labels);
+        student.data()[idx] = o - 1e-3f;
+        const double lm = DistillationLoss(T, w, 0.1f).forward(student, teacher, labels);
+        student.data()[idx] = o;
+        CHECK(d.data()[idx] == doctest::Approx((lp - lm) / 2e-3).epsilon(2e-2).scale(1));
+      }
+    }
+  // a student equal to its teacher has no soft loss
+  DistillationLoss same(4.f, 1.f);
+  CHECK(same.forward(teacher, teacher, labels) == doctest::Approx(0).scale(1e-6));
+  CHECK_THROWS_WITH_AS(DistillationLoss(0.f, 0.5f), doctest::Contains("temperature"), frugal::Error);
 }
 
 TEST_CASE("oneDNN conv forward matches a naive loop (NHWC src, OIHW weights, groups, non-square)") {

@@ -13,6 +13,7 @@
 #include "io/config.h"
 #include "io/files.h"
 #include "io/tensor_file.h"
+#include "nn/model_io.h"
 #include "optim/optimizer.h"
 #include "synthetic_mnist.h"
 #include "train/trainer.h"
@@ -500,4 +501,58 @@ TEST_CASE("train: progress lines go to the caller's sink (and train.log), nothin
   std::ifstream log(dir / "run/train.log");
   std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
   for (auto& l : lines) CHECK(text.find(l) != std::string::npos);
+}
+
+TEST_CASE("train: distillation from a teacher model (distill_from): weight 0 is plain training, weight 1 follows "
+          "the teacher, a mismatched teacher is refused") {
+  data::testing::TempDir dir;
+  testing::write_synthetic_mnist(dir.str());
+  io::Config c = tiny_config(dir.str());
+  c.set("epochs=2");
+  json teacher = train::run_training(c, run_into(dir / "teacher"));
+  const std::string tfile = dir / "teacher/model.bin";
+
+  // a student half the teacher's width
+  io::Config s = c;
+  s.set("width=0.25");
+  s.set("epochs=1");
+  json plain = train::run_training(s, run_into(dir / "plain"));
+  io::Config s0 = s;
+  s0.set("distill_from=" + tfile);
+  s0.set("distill_weight=0");
+  json w0 = train::run_training(s0, run_into(dir / "w0"));
+  CHECK(w0["epochs"][0]["train_loss"] == plain["epochs"][0]["train_loss"]);
+  CHECK(w0["metrics"]["test_accuracy"] == plain["metrics"]["test_accuracy"]);
+
+  // soft targets only (weight 1): the loss is T^2 KL(teacher || student), which falls as the student learns to
+  // answer as the teacher does, and the student still learns the task from them
+  io::Config s1 = s;
+  s1.set("distill_from=" + tfile);
+  s1.set("distill_weight=1");
+  s1.set("distill_temperature=2");
+  s1.set("epochs=2");
+  json w1 = train::run_training(s1, run_into(dir / "w1"));
+  CHECK(w1["epochs"][1]["train_loss"].get<double>() < w1["epochs"][0]["train_loss"].get<double>());
+  CHECK(w1["epochs"][1]["train_loss"] != plain["epochs"][0]["train_loss"]);
+  CHECK(w1["metrics"]["test_accuracy"].get<double>() > 0.8);
+  CHECK(w1["config"]["distill_from"] == tfile);
+
+  // another architecture on the same data is fine; a teacher of other classes is refused, naming the key
+  io::Config mlp = s;
+  mlp.set("distill_from=" + tfile);
+  mlp.set("model=mlp");
+  CHECK_NOTHROW(train::run_training(mlp, run_into(dir / "mlp_student")));
+  nn::Model five(nn::preset_spec("mlp", 0.25, -1, {1, 28, 28}, 5), 1);
+  nn::save_model(dir / "five.bin", five, json::object());
+  io::Config bad = s;
+  bad.set("distill_from=" + (dir / "five.bin"));
+  CHECK_THROWS_WITH_AS(train::run_training(bad, run_into(dir / "bad")), doctest::Contains("distill_from"),
+                       frugal::Error);
+  io::Config missing = s;
+  missing.set("distill_from=" + (dir / "nope.bin"));
+  CHECK_THROWS_AS(train::run_training(missing, run_into(dir / "missing")), frugal::Error);
+  io::Config wrong_w = s1;
+  wrong_w.set("distill_weight=1.5");
+  CHECK_THROWS_WITH_AS(train::run_training(wrong_w, run_into(dir / "wrong_w")),
+                       doctest::Contains("distill_weight"), frugal::Error);
 }
