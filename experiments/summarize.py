@@ -36,9 +36,28 @@ def chosen_on(name, r):
     return "config file" if os.path.exists(os.path.join(ROOT, "experiments", name + ".json")) else "**test set**"
 
 
+def held_out_rerun():
+    """The chosen 160-epoch recipe rerun with a fresh seed and a validation split (experiments/cifar10_resnet20_e160_val.json)."""
+    p = os.path.join(R, "foundation", "cifar10_resnet20_e160_val.json")
+    if not os.path.exists(p):
+        return ("Its held-out rerun (seed 1, 5000 training images held out: `bash experiments/run.sh foundation "
+                "cifar10_resnet20_e160_val`) has not finished.")
+    r = json.load(open(p))
+    m = r["metrics"]
+    test, val = 100 * m["test_accuracy"], 100 * m["val_accuracy"]
+    last = [100 * e["test_accuracy"] for e in r["epochs"][-10:]]
+    verdict = "at or above the 90 % target" if test >= 90 else "**below the 90 % target**"
+    return (f"The chosen 160-epoch recipe rerun held out (`cifar10_resnet20_e160_val`: seed 1 instead of 0, 5000 training "
+            f"images held out as a validation split, experiments/cifar10_resnet20_e160_val.json) reaches **{test:.2f} % test** "
+            f"({verdict}; {min(last):.2f}-{max(last):.2f} % over the last 10 epochs) and {val:.2f} % on its validation "
+            f"split, where the search's run of the same recipe scored 90.14 % test (one seed each; the rerun trains on 5000 "
+            f"fewer images). It ran in pieces across sessions, resumed from its per-epoch checkpoint, so its wall time is "
+            f"that of the last piece; train_compute_s ({r['timing']['train_compute_s']:.0f} s) covers all 160 epochs.")
+
+
 def foundation():
-    rows = ["| experiment | model | dataset | epochs | test acc | with flip TTA | train img/s | oneDNN ISA | wall s | recipe chosen on | commit |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| experiment | model | dataset | epochs | test acc | val acc | with flip TTA | train img/s | oneDNN ISA | wall s | recipe chosen on | commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runs, evals = load("foundation/*.json"), load("foundation/eval/*.json")
     for name, r in runs:
         c = r["config"]
@@ -54,7 +73,8 @@ def foundation():
         acc = f"{100 * r['metrics']['test_accuracy']:.2f} %"
         if "swa" in r:  # stochastic weight averaging: the averaged model, and the last epoch's weights alone
             acc += f" (SWA of {r['swa']['epochs_averaged']} epochs at lr {r['swa']['swa_lr']:g}; last epoch alone {100 * r['swa']['last_epoch_test_accuracy']:.2f} %)"
-        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {acc} | "
+        val = f"{100 * r['metrics']['val_accuracy']:.2f} %" if "val_accuracy" in r.get("metrics", {}) else ""
+        rows.append(f"| {name} | {c['model']} | {c['dataset']} | {epochs} | {acc} | {val} | "
                     f"{tta} | {r['metrics']['train_images_per_second']:.0f} | {r['environment'].get('onednn_cpu_isa', '')} | {wall} | "
                     f"{chosen_on(name, r)} | {commit(r)} |")
     # the PyTorch harness with the same recipe on the same data (experiments/peer_cifar.sh), next to frugal's run
@@ -83,9 +103,8 @@ def foundation():
             f"**Recipes chosen on the test set.** The {len(search)} rows marked *test set* are the {datasets} recipe search: "
             "each ran its experiments/*.json with overrides (epochs, schedule, cutout, SWA, label smoothing, weight decay, a "
             "warm restart), every one was scored on the test images, and the best was kept. Their test accuracies, the best "
-            "one included, are therefore optimistic, not held-out estimates. frugal has no validation split yet: a rerun "
-            "that picks the recipe on a part of the training set held out for validation, then reports the test set once, "
-            "is pending. Rows marked *config file* ran their experiments/*.json unchanged.\n\n"
+            "one included, are therefore optimistic, not held-out estimates. " + held_out_rerun() +
+            " Rows marked *config file* ran their experiments/*.json unchanged.\n\n"
             + "\n".join(rows) + "\n\n" + commits([r for _, r in runs]) + " " + commits([r for _, r in evals], "Flip TTA evaluations")
             + "\n\n### CIFAR-10 resnet20: PyTorch with the same recipe on the same data (`bash experiments/peer_cifar.sh EPOCHS`)\n\n"
             "Final-epoch accuracies; train accuracy is on augmented batches. The frugal run is the one with the same recipe "
