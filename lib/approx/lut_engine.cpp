@@ -263,6 +263,10 @@ inline void copy_run(const uint8_t* s, int run, uint8_t* d) {
   int i = 0;
   for (; i + 16 <= run; i += 16)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  if (i + 8 <= run) {  // (8 x 8 feature maps: every run)
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(d + i), _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i)));
+    i += 8;
+  }
   for (; i < run; ++i) d[i] = s[i];
 }
 inline void widen_run(const uint8_t* s, int run, uint16_t* d) {
@@ -272,6 +276,11 @@ inline void widen_run(const uint8_t* s, int run, uint16_t* d) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_unpacklo_epi8(v, zero));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i + 8), _mm_unpackhi_epi8(v, zero));
+  }
+  if (i + 8 <= run) {
+    const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), _mm_unpacklo_epi8(v, zero));
+    i += 8;
   }
   for (; i < run; ++i) d[i] = s[i];
 }
