@@ -257,22 +257,25 @@ struct OutputPixels {
   int32_t as(size_t p) const { return asum ? asum[p] : 0; }
 };
 
-void output_pixels_scalar(const OutputPixels& q, size_t p0, size_t p1, float* dst) {
+// Channels [o0, oc) of pixel p: the scalar loop, and the AVX2 loop's last oc % 8 channels.
+void output_channels_scalar(const OutputPixels& q, size_t p, int o0, float* dst) {
   const int oc = q.oc;
-  for (size_t p = p0; p < p1; ++p) {
-    const int32_t* a = q.acc + p * size_t(oc);
-    float* d = dst + p * size_t(oc);
-    const uint32_t sh = uint32_t(q.sh(p)), as = uint32_t(q.as(p));
-    for (int o = 0; o < oc; ++o) {
-      const float ex = float(int32_t(uint32_t(a[o]) + sh + uint32_t(q.co[o]) - uint32_t(q.zo[o]) * as));
-      if (q.lr) {
-        const float c = float(int32_t(uint32_t(q.lr[p * size_t(oc) + size_t(o)]) + uint32_t(q.lc[o])));
-        d[o] = q.so[o] * (ex + c * q.lr_ig) + q.bs[o];
-      } else {
-        d[o] = q.so[o] * ex + q.bs[o];
-      }
+  const int32_t* a = q.acc + p * size_t(oc);
+  float* d = dst + p * size_t(oc);
+  const uint32_t sh = uint32_t(q.sh(p)), as = uint32_t(q.as(p));
+  for (int o = o0; o < oc; ++o) {
+    const float ex = float(int32_t(uint32_t(a[o]) + sh + uint32_t(q.co[o]) - uint32_t(q.zo[o]) * as));
+    if (q.lr) {
+      const float c = float(int32_t(uint32_t(q.lr[p * size_t(oc) + size_t(o)]) + uint32_t(q.lc[o])));
+      d[o] = q.so[o] * (ex + c * q.lr_ig) + q.bs[o];
+    } else {
+      d[o] = q.so[o] * ex + q.bs[o];
     }
   }
+}
+
+void output_pixels_scalar(const OutputPixels& q, size_t p0, size_t p1, float* dst) {
+  for (size_t p = p0; p < p1; ++p) output_channels_scalar(q, p, 0, dst);
 }
 
 // (GCC 12 warns of the _mm512_undefined_* operand inside the masked loads: GCC PR 105593, a false positive)
@@ -324,18 +327,7 @@ FRUGAL_AVX2 void output_pixels_avx2(const OutputPixels& q, size_t p0, size_t p1,
       }
       _mm256_storeu_ps(d + o, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(q.so + o), f), _mm256_loadu_ps(q.bs + o)));
     }
-    for (int o = body; o < oc; ++o) {  // the last oc % 8 channels, as the scalar loop
-      {
-        const float ex = float(int32_t(uint32_t(a[o]) + uint32_t(q.sh(p)) + uint32_t(q.co[o]) -
-                                       uint32_t(q.zo[o]) * uint32_t(q.as(p))));
-        if (q.lr) {
-          const float c = float(int32_t(uint32_t(q.lr[p * size_t(oc) + size_t(o)]) + uint32_t(q.lc[o])));
-          d[o] = q.so[o] * (ex + c * q.lr_ig) + q.bs[o];
-        } else {
-          d[o] = q.so[o] * ex + q.bs[o];
-        }
-      }
-    }
+    output_channels_scalar(q, p, body, dst);  // the last oc % 8 channels
   }
 }
 }  // namespace

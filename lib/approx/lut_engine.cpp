@@ -294,10 +294,11 @@ void code_planes(const uint8_t* src, int n, int h, int w, int ic, int pad, uint8
       uint8_t* p = plane + (size_t(b) * ic + c) * Hp * Wp;
       std::memset(p, pad_code, size_t(pad) * Wp);
       std::memset(p + size_t(pad + h) * Wp, pad_code, size_t(pad) * Wp);
-      for (int y = pad; y < pad + h && pad > 0; ++y) {
-        std::memset(p + size_t(y) * Wp, pad_code, size_t(pad));
-        std::memset(p + size_t(y) * Wp + pad + w, pad_code, size_t(pad));
-      }
+      if (pad > 0)
+        for (int y = pad; y < pad + h; ++y) {
+          std::memset(p + size_t(y) * Wp, pad_code, size_t(pad));
+          std::memset(p + size_t(y) * Wp + pad + w, pad_code, size_t(pad));
+        }
     }
     for (int y = 0; y < h; ++y) {
       const uint8_t* row = src + (size_t(b) * h + y) * w * ic;
