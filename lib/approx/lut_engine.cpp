@@ -182,12 +182,14 @@ FRUGAL_AVX2 void lut_tile_avx2_quad(const uint16_t* col /*(K,kTile)*/, const uin
     const int k1 = std::min(K, k0 + kQuadChunk);
     // The next chunk's tables (kQuadChunk x 2 KiB), fetched while this chunk's gathers run: a layer's quads
     // together outgrow L2 (64 channels 3x3: 19 MB), and gathers miss the hardware prefetcher's patterns.
+    // Spread over the tile's kSteps steps of 16 pixels.
+    constexpr int kLineBytes = 64, kTableLines = 256 * int(sizeof(uint64_t)) / kLineBytes, kSteps = kTile / 16;
     const char* next = reinterpret_cast<const char*>(tq + size_t(k1) * 256);
-    const int next_lines = std::min(K - k1, kQuadChunk) * 256 * 8 / 64;
-    const int lines_per_step = (next_lines + kTile / 16 - 1) / (kTile / 16);
+    const int next_lines = std::min(K - k1, kQuadChunk) * kTableLines;
+    const int lines_per_step = (next_lines + kSteps - 1) / kSteps;
     for (int p0 = 0; p0 < kTile; p0 += 16) {
       for (int l = (p0 / 16) * lines_per_step, le = std::min(next_lines, l + lines_per_step); l < le; ++l)
-        _mm_prefetch(next + size_t(l) * 64, _MM_HINT_T0);
+        _mm_prefetch(next + size_t(l) * kLineBytes, _MM_HINT_T0);
       __m256i acc[8];  // [gather g][channels 0,2 | 1,3]
       int32_t* b = buf + p0 * 4;
       for (int i = 0; i < 8; ++i)
