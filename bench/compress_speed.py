@@ -9,9 +9,10 @@ import argparse, json, os, statistics, subprocess, sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def evaluate(frugal, model, latency_iters):
+def evaluate(frugal, model, latency_iters, conv_impl):
     out = os.path.join("/tmp", "compress_speed_eval_%d" % os.getpid())
-    subprocess.run([frugal, "evaluate", "--model", model, "--latency-iters", str(latency_iters), "--out", out],
+    subprocess.run([frugal, "evaluate", "--model", model, "--latency-iters", str(latency_iters), "--out", out,
+                    "--conv-impl", conv_impl],
                    check=True, capture_output=True, text=True)
     with open(os.path.join(out, "evaluate.json")) as f:
         return json.load(f)
@@ -28,17 +29,21 @@ def main():
     ap.add_argument("--pairs", nargs="+", required=True, help="name:fp32_model:packed_model")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--latency-iters", type=int, default=200)
+    ap.add_argument("--conv-impl", default="first", choices=["first", "fastest"],
+                    help="the fused nets' conv kernels, as frugal evaluate --conv-impl (both models of a pair alike)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     pairs = [p.split(":") for p in a.pairs]
-    runs = {"load_before": load1(), "runs": []}
+    runs = {"load_before": load1(), "conv_impl": a.conv_impl, "runs": []}
     for r in range(a.repeats):
         for name, fp32, packed in pairs:
             for kind, path in (("fp32", fp32), ("packed", packed)):
-                j = evaluate(a.frugal, path, a.latency_iters)
+                j = evaluate(a.frugal, path, a.latency_iters, a.conv_impl)
                 runs["runs"].append({"name": name, "kind": kind, "model": path, "repeat": r,
                                      "speed": j["speed"], "accuracy": j["metrics"]["test_accuracy"],
-                                     "int8": j.get("int8"), "commit": j["environment"].get("git_commit"),
+                                     "int8": j.get("int8"),
+                                     "implementations": j.get("inference", {}).get("implementations"),
+                                     "commit": j["environment"].get("git_commit"),
                                      "dirty": j["environment"].get("git_dirty")})
                 print("[bench] %s %s round %d: %.3f ms, %.0f img/s" % (name, kind, r, j["speed"]["latency_b1_ms_median"],
                       j["speed"]["throughput_img_per_s"]), file=sys.stderr, flush=True)
@@ -58,8 +63,8 @@ def main():
         lines.append("| %s | %.3f | %.3f | %.2fx | %.0f | %.0f | %.2fx | %.2f %% -> %.2f %% |" %
                      (name, lf, lp, lf / lp, tf, tp, tp / tf, 100 * acc["fp32"], 100 * acc["packed"]))
     lines.append("")
-    lines.append("Medians of %d interleaved rounds; load average %.1f before, %.1f after." %
-                 (a.repeats, runs["load_before"], runs["load_after"]))
+    lines.append("Medians of %d interleaved rounds; load average %.1f before, %.1f after; conv kernels: %s." %
+                 (a.repeats, runs["load_before"], runs["load_after"], a.conv_impl))
     with open(os.path.join(a.out, "compress_speed.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "compress_sensitivity.h"
 #include "io/files.h"
+#include "modelcomp/deploy_net.h"
 #include "modelcomp/pipeline.h"
 #include "util/check.h"
 #include "util/spec_string.h"
@@ -49,6 +50,7 @@ json recipe_defaults() {
               {"distill", d.distill},
               {"eval", d.eval},
               {"speed", d.speed},
+              {"conv_impl", d.conv_impl},
               {"eval_batch", d.eval_batch}};
 }
 
@@ -179,6 +181,8 @@ modelcomp::PipelineOptions options_from(const json& r, const std::string& where)
   o.distill = get("distill");
   o.eval = get("eval");
   o.speed = get("speed");
+  o.conv_impl = get("conv_impl");
+  modelcomp::parse_conv_choice(o.conv_impl, where + ": conv_impl");  // refuses anything but first / fastest
   o.eval_batch = get("eval_batch");
   FRUGAL_CHECK(o.eval_batch >= 1, where, ": eval_batch must be >= 1");
   o.recipe = r;
@@ -281,7 +285,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], distill [fine-tune on the source model's softened outputs too], eval, speed, eval_batch}")
+                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], distill [fine-tune on the source model's softened outputs too], eval, speed, conv_impl [first | fastest: the fused nets' conv kernels, as evaluate --conv-impl], eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");

@@ -27,7 +27,8 @@ using json = nlohmann::json;
 namespace {
 struct EvalArgs {
   std::string model, dataset, data_dir, out, multiplier, mode = "lut", layers = "all", layer_bits,
-                                                         calibration = "batch", tta = "none", act_quant, compare;
+                                                         calibration = "batch", tta = "none", act_quant, compare,
+                                                         conv_impl = "first";
   int batch = 500, latency_iters = 200, bits = 8, act_bits = 8, jpeg_quality = 0;
   bool no_speed = false, per_tensor = false, unfused = false;
 };
@@ -90,6 +91,11 @@ void evaluate_model(const EvalArgs& a) {
   // as it would be deployed; --unfused, approximate arithmetic or an unsupported layer keep the layer path
   std::string layers_why = a.unfused ? "--unfused" : "";
   if (!int8 && !a.unfused) layers_why = modelcomp::install_fused_f32(model);
+  auto* deploy = dynamic_cast<modelcomp::DeployNet*>(model.inference_net());
+  const modelcomp::ConvChoice conv_choice = modelcomp::parse_conv_choice(a.conv_impl, "--conv-impl");
+  FRUGAL_CHECK(deploy || conv_choice == modelcomp::ConvChoice::first, "--conv-impl ", a.conv_impl,
+               ": applies to the fused fp32 or int8 net only, and this model runs layer by layer (", layers_why, ")");
+  if (deploy) deploy->set_conv_choice(conv_choice);
   auto t0 = std::chrono::steady_clock::now();
   train::EvalMetrics em = train::evaluate(model, ds.test, norm, a.batch, 0.f, a.tta == "flip");
   double eval_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -126,9 +132,10 @@ void evaluate_model(const EvalArgs& a) {
   if (!a.no_speed) j["speed"] = train::measure_speed(model, a.latency_iters).to_json();
   if (int8) j["int8"] = {{"implementations", int8->implementations()}};  // what oneDNN dispatched
   j["inference"] = {{"path", modelcomp::inference_path(model)}};
-  if (auto* net = dynamic_cast<modelcomp::DeployNet*>(model.inference_net()))
-    j["inference"]["implementations"] = net->implementations();
-  else
+  if (deploy) {
+    j["inference"]["implementations"] = deploy->implementations();
+    j["inference"]["conv_impl"] = a.conv_impl;
+  } else
     j["inference"]["why_layers"] = layers_why;
   j["environment"] = io::environment_info();
 
@@ -222,6 +229,12 @@ void add_evaluate(CLI::App& app, Globals&) {
   c->add_flag("--unfused", a->unfused,
               "run an fp32 model layer by layer (batch norms, ReLUs and residual adds as their own steps) instead of "
               "the fused oneDNN graph (modelcomp/deploy_net.h)");
+  c->add_option("--conv-impl", a->conv_impl,
+                "fused net's convolutions: first (oneDNN's first choice, the same in every run) | fastest (time "
+                "oneDNN's implementations once per conv shape and take the quickest; outputs may differ in the last "
+                "bits between runs)")
+      ->check(CLI::IsMember({"first", "fastest"}))
+      ->capture_default_str();
   c->add_option("--jpeg-quality", a->jpeg_quality,
                 "pass the test images through JPEG at this quality (1-100) first; bits per pixel reported (0: off)")
       ->check(CLI::Range(0, 100))

@@ -4,11 +4,13 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <sstream>
 
 #include <tbb/parallel_for.h>
 
 #include "io/files.h"
 #include "nn/containers.h"
+#include "nn/impl_select.h"
 #include "nn/layers.h"
 #include "util/check.h"
 
@@ -319,9 +321,30 @@ std::string err_at(const std::string& path, const DeployOp& op) {
          std::to_string(op.w.offset) + ")";
 }
 
+// ConvChoice::fastest takes another implementation only when it beats oneDNN's first choice by this factor: best
+// of 7 runs each is repeatable to a few percent on a quiet machine, and a smaller gain is not worth the
+// process-to-process variation in kernels.
+constexpr double kConvMargin = 0.9;
+
+/// Names a conv's geometry, types and fusions: the per-process key of its implementation choice.
+std::string conv_key(const Act& in, const memory::desc& dst, const memory::dims& wd, const nn::Conv2dOptions& o,
+                     bool sum, bool relu, dt w_t) {
+  std::ostringstream k;
+  k << "deploy conv src";
+  for (int64_t d : in.dims) k << ' ' << d;
+  k << " t" << int(in.type) << " w";
+  for (int64_t d : wd) k << ' ' << d;
+  k << " t" << int(w_t) << " dst";
+  for (int64_t d : dst.dims()) k << ' ' << d;
+  k << " t" << int(dst.data_type()) << " s" << o.sh() << 'x' << o.sw() << " p" << o.ph() << 'x' << o.pw()
+    << (sum ? " sum" : "") << (relu ? " relu" : "");
+  return k.str();
+}
+
 struct Builder {
   DeployNet::Plan& plan;
   bool f32 = false;  ///< f32 activations and the folded f32 weights; else int8 codes
+  ConvChoice conv_choice = ConvChoice::first;
   void run(primitive prim, std::unordered_map<int, memory> args) {
     plan.steps.push_back([prim, args]() { prim.execute(cpu_stream(), args); });
   }
@@ -364,7 +387,14 @@ struct Builder {
       convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, in.mem.get_desc(),
                                    memory::desc(wd, w_t, tag::any), b_md, dst.get_desc(), {o.sh(), o.sw()},
                                    {o.ph(), o.pw()}, {pr_h, pr_w});
-      convolution_forward::primitive_desc pd(cd, attr, cpu_engine());
+      std::function<convolution_forward::primitive_desc()> make = [&] {
+        return convolution_forward::primitive_desc(cd, attr, cpu_engine());
+      };
+      convolution_forward::primitive_desc pd =
+          conv_choice == ConvChoice::fastest
+              ? nn::fastest_impl(conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), make,
+                                 {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST}, kConvMargin)
+              : make();
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
@@ -536,7 +566,7 @@ DeployNet::Plan& DeployNet::plan(const Dims& src) {
   if (!f32) qa.set_output_scales(0, {1.f / input_scale_});
   dnnl::reorder::primitive_desc rpd(cpu_engine(), f32_md, cpu_engine(), q.get_desc(), qa);
   p->keep.push_back(q);
-  Builder b{*p, f32};
+  Builder b{*p, f32, conv_choice_};
   memory in = p->in_f32;
   b.run(dnnl::reorder(rpd), {{DNNL_ARG_FROM, in}, {DNNL_ARG_TO, q}});
   Act cur{q, src, in_t};
@@ -572,6 +602,13 @@ std::vector<std::string> DeployNet::implementations() const {
   std::vector<std::string> out;
   for (const auto& [impl, n] : seen) out.push_back(impl + (n > 1 ? " x" + std::to_string(n) : ""));
   return out;
+}
+
+ConvChoice parse_conv_choice(const std::string& s, const std::string& where) {
+  if (s == "first") return ConvChoice::first;
+  if (s == "fastest") return ConvChoice::fastest;
+  FRUGAL_FAIL(where, ": unknown conv implementation choice '", s, "': use first (oneDNN's first choice) or fastest ",
+              "(time oneDNN's implementations once per conv shape)");
 }
 
 std::string install_fused_f32(nn::Model& m) {

@@ -36,6 +36,17 @@ std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Ten
 
 struct DeployOp;
 
+/// How a DeployNet picks oneDNN's implementation of each convolution.
+///   first:   oneDNN's first choice for the descriptor, the same in every process (the default).
+///   fastest: every non-reference implementation is timed on scratch buffers, once per conv geometry and process
+///            (nn::fastest_impl), and the quickest replaces the first when it is at least 10 % faster. On AMD Zen 5
+///            at batch 256, jit:avx512_core runs resnet20's pruned and 8x8 convs 15-25 % faster than brgconv, the
+///            first choice. Implementations sum in different orders, so outputs can differ in their last bits
+///            between processes, and a rare argmax with them; accuracy runs that must repeat exactly use first.
+enum class ConvChoice { first, fastest };
+/// "first" | "fastest"; throws frugal::Error naming `where` (e.g. "--conv-impl") otherwise.
+ConvChoice parse_conv_choice(const std::string& s, const std::string& where);
+
 /// The fused inference net of a folded model: forward only (takes normalized f32 images, gives f32 logits).
 /// Primitives are created once per input shape. Install it with Model::set_inference_net.
 class DeployNet : public nn::Layer {
@@ -55,12 +66,16 @@ class DeployNet : public nn::Layer {
   /// oneDNN's implementations of the primitives of the last input shape run, each once with its count
   /// (e.g. "jit_int8:avx512_core_vnni x3").
   std::vector<std::string> implementations() const;
+  /// Takes effect for input shapes not run yet (set it before the first forward).
+  void set_conv_choice(ConvChoice c) { conv_choice_ = c; }
+  ConvChoice conv_choice() const { return conv_choice_; }
   struct Plan;  ///< the primitives and buffers of one input shape
 
  private:
   explicit DeployNet(std::unique_ptr<nn::Model> folded);
   Plan& plan(const Dims& src);
   Precision precision_ = Precision::int8;
+  ConvChoice conv_choice_ = ConvChoice::first;
   std::unique_ptr<nn::Model> folded_;  ///< f32: the folded copy the ops point into
   std::vector<std::unique_ptr<DeployOp>> ops_;
   float input_scale_ = 0.f;

@@ -658,7 +658,9 @@ json Pipeline::finish() {
   json inference;
   for (auto [key, model] : {std::pair<const char*, nn::Model*>{"before", source_.get()}, {"after", after.model.get()}}) {
     const std::string why = inference_path(*model) == "int8" ? "" : install_fused_f32(*model);
-    inference[key] = {{"path", inference_path(*model)}};
+    if (auto* n = dynamic_cast<DeployNet*>(model->inference_net()))
+      n->set_conv_choice(parse_conv_choice(o_.conv_impl, "compress: conv_impl"));
+    inference[key] = {{"path", inference_path(*model)}, {"conv_impl", o_.conv_impl}};
     if (!why.empty()) inference[key]["why_layers"] = why;
   }
   j["inference"] = inference;

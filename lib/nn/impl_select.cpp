@@ -59,10 +59,18 @@ Candidate make_candidate(int index, const dnnl::primitive_desc& pd, const std::v
 
 // Rounds of timing; in each, every candidate runs once, so a burst of other work on the machine hits all of them.
 constexpr int kRounds = 7;
-// Another implementation replaces oneDNN's first choice only when its best run is this much faster. On a loaded
-// machine (another process on the cores) every run waits for descheduled threads and the times say nothing;
-// then the first choice, the same in every process, stays.
-constexpr double kMargin = 0.8;
+// A candidate whose first timed run is this many times the quickest first run is not timed further: it cannot
+// win, and on a large layer a slow implementation (jit:sse41, gemm) would take seconds over all rounds.
+constexpr double kDropSlower = 2.0;
+
+double run_once(Candidate& c) {
+  auto t0 = std::chrono::steady_clock::now();
+  c.prim.execute(cpu_stream(), c.mems);
+  cpu_stream().wait();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  c.best_s = std::min(c.best_s, s);
+  return s;
+}
 
 }  // namespace
 
@@ -93,12 +101,13 @@ dnnl::primitive_desc nth_impl(const std::function<dnnl::primitive_desc()>& make,
   PrimitiveCacheOff off;
   dnnl::primitive_desc pd = make();
   for (int k = 0; k < n; ++k)
-    if (!pd.next_impl()) throw std::out_of_range("nth_impl: oneDNN offers fewer than " + std::to_string(n + 1) + " implementations");
+    if (!pd.next_impl())
+      throw std::out_of_range("nth_impl: oneDNN offers fewer than " + std::to_string(n + 1) + " implementations");
   return pd;
 }
 
 dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
-                                  const std::vector<int>& args) {
+                                  const std::vector<int>& args, double margin) {
   static std::mutex mu;
   static std::map<std::string, int> chosen;
   std::lock_guard<std::mutex> lock(mu);  // one measurement at a time: concurrent timing would be noise
@@ -113,19 +122,20 @@ dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dn
       for (int i = 0; i < static_cast<int>(names.size()); ++i)
         if (names[static_cast<size_t>(i)].rfind("ref", 0) != 0)  // reference loops: never the fastest
           cands.push_back(make_candidate(i, nth_impl(make, i), args, buffers));
-      for (int r = 0; r < kRounds; ++r)
-        for (Candidate& c : cands) {
-          auto t0 = std::chrono::steady_clock::now();
-          c.prim.execute(cpu_stream(), c.mems);
-          cpu_stream().wait();
-          c.best_s = std::min(c.best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
+      std::vector<bool> timed(cands.size(), true);
+      double quickest_first = 1e30;
+      for (Candidate& c : cands) quickest_first = std::min(quickest_first, run_once(c));
+      for (size_t i = 1; i < cands.size(); ++i)  // oneDNN's first choice stays: pick_by_time compares with it
+        timed[i] = cands[i].best_s <= kDropSlower * quickest_first;
+      for (int r = 1; r < kRounds; ++r)
+        for (size_t i = 0; i < cands.size(); ++i)
+          if (timed[i]) run_once(cands[i]);
     }
     int best = 0;
     if (!cands.empty()) {
       std::vector<double> times;
       for (const Candidate& c : cands) times.push_back(c.best_s);
-      best = cands[static_cast<size_t>(pick_by_time(times, kMargin))].index;
+      best = cands[static_cast<size_t>(pick_by_time(times, margin))].index;
     }
     it = chosen.emplace(key, best).first;
   }

@@ -13,10 +13,9 @@
 // never changes a number and resumed or repeated runs stay exact. FRUGAL_IMPL_SELECT=0 keeps oneDNN's first choice.
 #pragma once
 #include <functional>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <vector>
-
-#include <oneapi/dnnl/dnnl.hpp>
 
 namespace frugal::nn {
 
@@ -48,15 +47,18 @@ dnnl::primitive_desc nth_impl(const std::function<dnnl::primitive_desc()>& make,
 int pick_by_time(const std::vector<double>& seconds, double margin);
 
 /// The fastest non-reference implementation of `make()`'s descriptor, timed on scratch buffers for the execution
-/// arguments `args` (7 round-robin rounds, best run each, pick_by_time with margin 0.8); the measurement is done
-/// once per `key` in the process (thread-safe).
+/// arguments `args` (7 round-robin rounds, best run each, pick_by_time with `margin`); a candidate whose first
+/// timed run takes over twice the quickest first run is dropped after it. The measurement is done once per `key`
+/// in the process (thread-safe).
 dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
-                                  const std::vector<int>& args);
+                                  const std::vector<int>& args, double margin = 0.8);
 
 /// Same, as the primitive's own descriptor type (e.g. pooling_forward::primitive_desc).
 template <class PD>
-PD fastest_impl(const std::string& key, const std::function<PD()>& make, const std::vector<int>& args) {
-  dnnl::primitive_desc pd = fastest_impl(key, [&] { return dnnl::primitive_desc(make()); }, args);
+PD fastest_impl(const std::string& key, const std::function<PD()>& make, const std::vector<int>& args,
+                double margin = 0.8) {
+  dnnl::primitive_desc pd = fastest_impl(
+      key, [&] { return dnnl::primitive_desc(make()); }, args, margin);
   return PD(pd.get());  // clones the C descriptor
 }
 

@@ -38,6 +38,17 @@ TEST_CASE("cli: compress --int8 / --channels / --criterion taylor write packed m
   CHECK(ev_layers["inference"]["why_layers"] == "--unfused");
   CHECK(ev_layers["metrics"]["test_accuracy"] == ev_fp32["metrics"]["test_accuracy"]);
   CHECK(std::abs(ev_layers["metrics"]["test_loss"].get<double>() - ev_fp32["metrics"]["test_loss"].get<double>()) < 1e-4);
+  // --conv-impl fastest: oneDNN's conv implementations timed and the quickest taken; the same model to rounding
+  CHECK(ev_fp32["inference"]["conv_impl"] == "first");
+  Run fast = run("evaluate --model " + dir / "run/model.bin" + data + " --no-speed --conv-impl fastest --out " +
+                 dir / "ev_fastest");
+  REQUIRE(fast.code == 0);
+  const nlohmann::json ev_fast = json_of(dir / "ev_fastest/evaluate.json");
+  CHECK(ev_fast["inference"]["conv_impl"] == "fastest");
+  CHECK(std::abs(ev_fast["metrics"]["test_loss"].get<double>() - ev_fp32["metrics"]["test_loss"].get<double>()) < 1e-4);
+  Run lay_fast = run("evaluate --model " + dir / "run/model.bin" + data + " --no-speed --unfused --conv-impl fastest");
+  CHECK(lay_fast.code != 0);  // nothing to choose for: the layer path
+  CHECK(lay_fast.out.find("--conv-impl") != std::string::npos);
 
   Run q = run("compress --int8 --no-eval --calib-images 128 --model " + dir / "run/model.bin" + data + " --out " +
               dir / "int8");

@@ -259,34 +259,52 @@ TEST_CASE("fused f32: the fused oneDNN graph computes the layer-by-layer model's
     const Dims chw = std::string(preset) == "resnet20" ? Dims{3, 32, 32} : Dims{1, 28, 28};
     cases.push_back({preset, nn::preset_spec(preset, 0.5, -1, chw, 10)});
   }
-  for (const Case& c : cases) {
-    CAPTURE(c.what);
-    nn::Model m(c.spec, 1);
-    randomize(m, 7);
-    nn::Model fused(c.spec, 1);
-    io::TensorFile f;
-    nn::add_model_tensors(m, f);
-    nn::load_model_tensors(fused, f, "mem");
-    REQUIRE(install_fused_f32(fused) == "");
-    CHECK(inference_path(fused) == "fused-f32");
-    CHECK(inference_path(m) == "layers");
-    const Dims& chw = m.input_chw();
-    for (int64_t batch : {5, 1}) {
-      CAPTURE(batch);
-      std::mt19937_64 rng(8 + batch);
-      Tensor x({batch, chw[0], chw[1], chw[2]});
-      fill(x, rng, -1.f, 1.f);
-      const Tensor a = logits(m, x), b = logits(fused, x);
-      REQUIRE(a.dims() == b.dims());
-      float diff = 0;
-      for (int64_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a.data()[i] - b.data()[i]));
-      CHECK(max_abs(a) > 0.f);
-      CHECK(diff <= 1e-4f * std::max(1.f, max_abs(a)));
+  // both ways of picking oneDNN's conv implementations: its first choice, and the fastest by timing
+  for (const Case& c : cases)
+    for (ConvChoice choice : {ConvChoice::first, ConvChoice::fastest}) {
+      CAPTURE(c.what);
+      CAPTURE(int(choice));
+      nn::Model m(c.spec, 1);
+      randomize(m, 7);
+      nn::Model fused(c.spec, 1);
+      io::TensorFile f;
+      nn::add_model_tensors(m, f);
+      nn::load_model_tensors(fused, f, "mem");
+      REQUIRE(install_fused_f32(fused) == "");
+      dynamic_cast<DeployNet&>(*fused.inference_net()).set_conv_choice(choice);
+      CHECK(inference_path(fused) == "fused-f32");
+      CHECK(inference_path(m) == "layers");
+      const Dims& chw = m.input_chw();
+      for (int64_t batch : {5, 1}) {
+        CAPTURE(batch);
+        std::mt19937_64 rng(8 + batch);
+        Tensor x({batch, chw[0], chw[1], chw[2]});
+        fill(x, rng, -1.f, 1.f);
+        const Tensor a = logits(m, x), b = logits(fused, x);
+        REQUIRE(a.dims() == b.dims());
+        float diff = 0;
+        for (int64_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a.data()[i] - b.data()[i]));
+        CHECK(max_abs(a) > 0.f);
+        CHECK(diff <= 1e-4f * std::max(1.f, max_abs(a)));
+      }
+      auto* net = dynamic_cast<DeployNet*>(fused.inference_net());
+      REQUIRE(net);
+      CHECK(net->precision() == DeployNet::Precision::f32);
+      CHECK(net->conv_choice() == choice);
+      CHECK(!net->implementations().empty());
+      for (const std::string& impl : net->implementations()) CHECK(impl.rfind("ref", 0) != 0);
     }
-    auto* net = dynamic_cast<DeployNet*>(fused.inference_net());
-    REQUIRE(net);
-    CHECK(net->precision() == DeployNet::Precision::f32);
-    CHECK(!net->implementations().empty());
+}
+
+TEST_CASE("parse_conv_choice: first, fastest, and an error naming the option otherwise") {
+  CHECK(parse_conv_choice("first", "--conv-impl") == ConvChoice::first);
+  CHECK(parse_conv_choice("fastest", "--conv-impl") == ConvChoice::fastest);
+  try {
+    parse_conv_choice("quickest", "--conv-impl");
+    FAIL("accepted 'quickest'");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("--conv-impl") != std::string::npos);
+    CHECK(std::string(e.what()).find("quickest") != std::string::npos);
   }
 }
 
