@@ -285,7 +285,7 @@ void add_compress(CLI::App& app, Globals&) {
   c->add_option("--config", a->config,
                 "recipe file (JSON): {\"stages\": [...], keys: dataset, data_dir, val_split, min_numel, "
                 "conv_index_bits, fc_index_bits, saliency_batches, finetune_lr, prune_every, calib_images, "
-                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], distill [fine-tune on the source model's softened outputs too], eval, speed, conv_impl [first | fastest: the fused nets' conv kernels, as evaluate --conv-impl], eval_batch}")
+                "lowrank_max_rank_fraction, lowrank_layers, lowrank_min_numel, lowrank_conv_split, finetune_set [\"key=value\" training overrides], distill [fine-tune on the source model's softened outputs too], eval, speed, conv_impl [first | pairs | fastest: the fused nets' conv kernels, as evaluate --conv-impl], eval_batch}")
       ->check(CLI::ExistingFile);
   c->add_option("--set", a->sets, "override a recipe key: key=value (stages=A,B,C); repeatable");
   c->add_option("--stages", a->stages, "the recipe's stages as a comma list, e.g. prune:magnitude:0.9,finetune:2,share:5:8");

@@ -230,10 +230,11 @@ void add_evaluate(CLI::App& app, Globals&) {
               "run an fp32 model layer by layer (batch norms, ReLUs and residual adds as their own steps) instead of "
               "the fused oneDNN graph (modelcomp/deploy_net.h)");
   c->add_option("--conv-impl", a->conv_impl,
-                "fused net's convolutions: first (oneDNN's first choice, the same in every run) | fastest (time "
-                "oneDNN's implementations once per conv shape and take the quickest; outputs may differ in the last "
-                "bits between runs)")
-      ->check(CLI::IsMember({"first", "fastest"}))
+                "fused net's convolutions: first (oneDNN's first choice, the same in every run) | pairs (first, "
+                "and convs of at most 8 output channels over pairs of output columns, which AVX-512 kernels run "
+                "faster) | fastest (time oneDNN's implementations and the pair form once per conv shape and take the "
+                "quickest; outputs may differ in the last bits between runs)")
+      ->check(CLI::IsMember({"first", "pairs", "fastest"}))
       ->capture_default_str();
   c->add_option("--jpeg-quality", a->jpeg_quality,
                 "pass the test images through JPEG at this quality (1-100) first; bits per pixel reported (0: off)")

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include <tbb/parallel_for.h>
@@ -341,6 +343,41 @@ std::string conv_key(const Act& in, const memory::desc& dst, const memory::dims&
   return k.str();
 }
 
+/// Column pairing, for a stride-1 f32 conv with at most 8 output channels: AVX-512 kernels block output channels
+/// by 16 and pad 8 to 16, so such a conv costs what one with 16 outputs does (resnet20's 16 -> 8 convs after
+/// channel pruning). The same conv written with 2 x OC outputs over pairs of output columns,
+///   out'[n, h, w2, p * OC + o] = out[n, h, 2 w2 + p, o]   (p = 0, 1),
+/// is a conv of kernel KH x (KW + 1) and horizontal stride 2 whose weights are the original's, shifted one column
+/// for p = 1, with zeros in the column each half does not use. In NHWC its output is the original's bytes, so the
+/// next layer reads it unchanged; it does 2 (KW + 1) / (2 KW) of the useful MACs (4/3 for 3 x 3) against 2x.
+bool can_pair_columns(const nn::Conv2dOptions& o, const Dims& in, const Dims& od) {
+  return o.groups == 1 && o.sh() == 1 && o.sw() == 1 && od[1] <= 8 && od[3] % 2 == 0 && od[3] >= 2 &&
+         od[3] == in[3] + 2 * o.pw() - o.kw() + 1;
+}
+
+/// The paired form's weights (2 OC, IC, KH, KW + 1), OIHW, from the conv's (OC, IC, KH, KW).
+std::vector<float> paired_weights(const float* w, int64_t oc, int64_t ic, int64_t kh, int64_t kw) {
+  std::vector<float> out(size_t(2 * oc * ic * kh * (kw + 1)), 0.f);
+  for (int64_t p = 0; p < 2; ++p)
+    for (int64_t o = 0; o < oc; ++o)
+      for (int64_t i = 0; i < ic; ++i)
+        for (int64_t y = 0; y < kh; ++y)
+          for (int64_t x = 0; x < kw; ++x)
+            out[size_t((((p * oc + o) * ic + i) * kh + y) * (kw + 1) + x + p)] = w[((o * ic + i) * kh + y) * kw + x];
+  return out;
+}
+
+/// Per process and conv key: whether the paired form was the faster (ConvChoice::fastest).
+bool paired_is_faster(const std::string& key, const std::function<double()>& plain_s,
+                      const std::function<double()>& paired_s) {
+  static std::mutex mu;
+  static std::map<std::string, bool> chosen;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = chosen.find(key);
+  if (it == chosen.end()) it = chosen.emplace(key, paired_s() < kConvMargin * plain_s()).first;
+  return it->second;
+}
+
 struct Builder {
   DeployNet::Plan& plan;
   bool f32 = false;  ///< f32 activations and the folded f32 weights; else int8 codes
@@ -395,6 +432,40 @@ struct Builder {
               ? nn::fastest_impl(conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), make,
                                  {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST}, kConvMargin)
               : make();
+      if (conv_choice != ConvChoice::first && f32 && !into && can_pair_columns(o, in.dims, od)) {
+        const memory::dims pwd{2 * o.out, o.in, o.kh(), o.kw() + 1};
+        const memory::desc pb_md({2 * oc}, dt::f32, tag::x);
+        const memory::desc pdst_md(memory::dims{od[0], 2 * oc, od[2], od[3] / 2}, dt::f32, tag::nhwc);
+        convolution_forward::desc pcd(prop_kind::forward_inference, algorithm::convolution_direct,
+                                      in.mem.get_desc(), memory::desc(pwd, dt::f32, tag::any), pb_md, pdst_md,
+                                      {1, 2}, {o.ph(), o.pw()}, {pr_h, o.pw()});
+        std::function<convolution_forward::primitive_desc()> make_paired = [&] {
+          return convolution_forward::primitive_desc(pcd, attr, cpu_engine());
+        };
+        const std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+        const std::string key = conv_key(in, dst.get_desc(), wd, o, false, op.relu, w_t);
+        const bool timed = conv_choice == ConvChoice::fastest;
+        convolution_forward::primitive_desc ppd =
+            timed ? nn::fastest_impl(key + " paired", make_paired, args, kConvMargin) : make_paired();
+        if (!timed || paired_is_faster(
+                          key, [&] { return nn::best_run_seconds(pd, args); },
+                          [&] { return nn::best_run_seconds(ppd, args); })) {
+          const std::vector<float> pw =
+              paired_weights(op.fp32->params()[0]->value.data(), o.out, o.in, o.kh(), o.kw());
+          memory wq(ppd.weights_desc(), cpu_engine());
+          frugal::reorder(memory(memory::desc(pwd, dt::f32, tag::oihw), cpu_engine(), const_cast<float*>(pw.data())),
+                          wq);
+          memory pbias(pb_md, cpu_engine());
+          for (int64_t c = 0; c < 2 * oc; ++c)
+            static_cast<float*>(pbias.get_data_handle())[c] = static_cast<float*>(bias.get_data_handle())[c % oc];
+          memory pdst(pdst_md, cpu_engine(), dst.get_data_handle());  // the same bytes as dst (NHWC)
+          plan.impls.push_back(ppd.impl_info_str() + std::string(" (column pairs)"));
+          plan.keep.insert(plan.keep.end(), {wq, pbias, dst, pdst});
+          run(convolution_forward(ppd),
+              {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, pbias}, {DNNL_ARG_DST, pdst}});
+          return {dst, od, out_t};
+        }
+      }
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
@@ -606,9 +677,11 @@ std::vector<std::string> DeployNet::implementations() const {
 
 ConvChoice parse_conv_choice(const std::string& s, const std::string& where) {
   if (s == "first") return ConvChoice::first;
+  if (s == "pairs") return ConvChoice::pairs;
   if (s == "fastest") return ConvChoice::fastest;
-  FRUGAL_FAIL(where, ": unknown conv implementation choice '", s, "': use first (oneDNN's first choice) or fastest ",
-              "(time oneDNN's implementations once per conv shape)");
+  FRUGAL_FAIL(where, ": unknown conv implementation choice '", s, "': use first (oneDNN's first choice), pairs ",
+              "(first, with column pairs for convs of at most 8 output channels) or fastest (time the candidates ",
+              "once per conv shape)");
 }
 
 std::string install_fused_f32(nn::Model& m) {

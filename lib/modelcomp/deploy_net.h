@@ -38,13 +38,17 @@ struct DeployOp;
 
 /// How a DeployNet picks oneDNN's implementation of each convolution.
 ///   first:   oneDNN's first choice for the descriptor, the same in every process (the default).
-///   fastest: every non-reference implementation is timed on scratch buffers, once per conv geometry and process
-///            (nn::fastest_impl), and the quickest replaces the first when it is at least 10 % faster. On AMD Zen 5
-///            at batch 256, jit:avx512_core runs resnet20's pruned and 8x8 convs 15-25 % faster than brgconv, the
-///            first choice. Implementations sum in different orders, so outputs can differ in their last bits
-///            between processes, and a rare argmax with them; accuracy runs that must repeat exactly use first.
-enum class ConvChoice { first, fastest };
-/// "first" | "fastest"; throws frugal::Error naming `where` (e.g. "--conv-impl") otherwise.
+///   pairs:   as first, and every stride-1 f32 conv with at most 8 output channels runs in its column-pair form
+///            (deploy_net.cpp can_pair_columns), which AVX-512 kernels run faster than the 8-channel conv they
+///            pad to 16 (resnet20's pruned 16 -> 8 convs; results/compress/r20_speed). Deterministic.
+///   fastest: every non-reference implementation, and the column-pair form where it applies, is timed on scratch
+///            buffers once per conv geometry and process (nn::fastest_impl), and the quickest replaces the first
+///            when it is at least 10 % faster (on AMD Zen 5 at batch 256, jit:avx512_core often beats brgconv, the
+///            first choice, on resnet20's pruned and 8x8 convs). Implementations sum in different orders, so
+///            outputs can differ in their last bits between processes, and a rare argmax with them; accuracy runs
+///            that must repeat exactly use first or pairs.
+enum class ConvChoice { first, pairs, fastest };
+/// "first" | "pairs" | "fastest"; throws frugal::Error naming `where` (e.g. "--conv-impl") otherwise.
 ConvChoice parse_conv_choice(const std::string& s, const std::string& where);
 
 /// The fused inference net of a folded model: forward only (takes normalized f32 images, gives f32 logits).

@@ -42,7 +42,7 @@ struct PipelineOptions {
   bool distill = false;
   bool eval = true;           ///< accuracy after every stage (else only bytes)
   bool speed = true;          ///< batch-1 latency and batch-256 throughput of the source and the packed model
-  std::string conv_impl = "first";  ///< fused nets' conv implementations: first | fastest (deploy_net.h ConvChoice)
+  std::string conv_impl = "first";  ///< fused nets' conv implementations: first | pairs | fastest (deploy_net.h ConvChoice)
   int eval_batch = 500;
   nlohmann::json recipe;      ///< the recipe as given (config file and overrides), recorded in compress.json
   std::function<void(const std::string&)> progress;  ///< progress lines (default: stderr)

@@ -106,6 +106,13 @@ dnnl::primitive_desc nth_impl(const std::function<dnnl::primitive_desc()>& make,
   return pd;
 }
 
+double best_run_seconds(const dnnl::primitive_desc& pd, const std::vector<int>& args) {
+  std::unordered_map<int, dnnl::memory> buffers;
+  Candidate c = make_candidate(0, pd, args, buffers);
+  for (int r = 0; r < kRounds; ++r) run_once(c);
+  return c.best_s;
+}
+
 dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
                                   const std::vector<int>& args, double margin) {
   static std::mutex mu;

@@ -53,6 +53,10 @@ int pick_by_time(const std::vector<double>& seconds, double margin);
 dnnl::primitive_desc fastest_impl(const std::string& key, const std::function<dnnl::primitive_desc()>& make,
                                   const std::vector<int>& args, double margin = 0.8);
 
+/// The best of 7 runs of `pd`'s primitive in seconds, on scratch buffers for the execution arguments `args`: for
+/// choosing between two descriptors of the same computation.
+double best_run_seconds(const dnnl::primitive_desc& pd, const std::vector<int>& args);
+
 /// Same, as the primitive's own descriptor type (e.g. pooling_forward::primitive_desc).
 template <class PD>
 PD fastest_impl(const std::string& key, const std::function<PD()>& make, const std::vector<int>& args,
