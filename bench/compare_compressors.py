@@ -15,7 +15,8 @@ def load(p):
         if r.get("kind") != "compressor":
             continue
         param = ",".join(f"{k}={r[k]}" for k in ("k_frac", "frac", "rank", "s") if k in r)
-        out.setdefault((r["tensor"], r["method"], param), []).append(r)
+        # the size belongs to the key: SIZES=1e5,1e6,1e7 gives one "flat" tensor per size
+        out.setdefault((r["tensor"], r["n"], r["method"], param), []).append(r)
     return out
 
 def env(p):
@@ -40,12 +41,12 @@ if fe.get("commit"):
     print(f"frugal: kernels {fe.get('kernel_isa')}, {'native' if fe.get('native') else 'portable'} build at "
           f"{fe['commit'][:7]}{' (DIRTY tree)' if fe.get('dirty') else ' (clean tree)'}; PyTorch {te.get('torch', '?')}: "
           f"ATen CPU capability {te.get('aten_cpu_capability', '?')}, {te.get('threads', '?')} thread(s).\n")
-print("| tensor | method | param | frugal ms | torch ms | speed-up | rounds | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| tensor | floats | method | param | frugal ms | torch ms | speed-up | rounds | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for key in sorted(set(f) & set(t)):
     a, b = f[key], t[key]
     fa, tb = med(a, "ms_median"), med(b, "ms_median")
-    print(f"| {key[0]} | {key[1]} | {key[2]} | {fa:.3f} | {tb:.3f} | {tb / fa:.1f}x | {min(len(a), len(b))} | "
+    print(f"| {key[0]} | {key[1]:,} | {key[2]} | {key[3]} | {fa:.3f} | {tb:.3f} | {tb / fa:.1f}x | {min(len(a), len(b))} | "
           f"{a[0]['ratio']:.1f} | {b[0]['ratio']:.1f} | {a[0]['rel_err']:.3f} | {b[0]['rel_err']:.3f} |")
 missing = sorted(set(t) - set(f))
 if missing:
