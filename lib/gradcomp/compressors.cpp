@@ -49,11 +49,6 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
-double mean_abs(const float* x, size_t n) {
-  double s = 0;
-  for (size_t i = 0; i < n; ++i) s += std::fabs(x[i]);
-  return n ? s / double(n) : 0.0;
-}
 }  // namespace
 
 const char* collective_name(Collective c) { return c == Collective::allreduce ? "allreduce" : "allgather"; }
@@ -734,7 +729,16 @@ const uint8_t* read_signs(ByteReader& r, Kind kind, size_t n, float* scalars, in
 }  // namespace
 
 void SignCompressor::encode(const float* grad, size_t n, Message& out) {
-  write_signs(out, Kind::sign, n, {float(mean_abs(grad, n))}, grad);
+  // as write_signs with the scale mean |g|, which the same pass over the gradient computes (pack_signs_sum_abs)
+  out.bytes.clear();
+  ByteWriter w(out.bytes);
+  write_header(w, Kind::sign, n);
+  const size_t scale_at = w.size();
+  w.f32(0.0f);
+  const double sum = pack_signs_sum_abs(grad, n, w.grow((n + 7) / 8));
+  const float scale = n ? float(sum / double(n)) : 0.0f;
+  std::memcpy(out.bytes.data() + scale_at, &scale, sizeof scale);  // f32 as ByteWriter writes it
+  out.wire_bits = 8 * uint64_t(out.bytes.size());
 }
 
 void SignCompressor::decode(const Message& in, float* dst, size_t n) const {

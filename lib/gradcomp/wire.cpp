@@ -161,7 +161,60 @@ void pack_signs_ref(const float* x, size_t n, uint8_t* out) {
 }
 
 namespace {
+constexpr size_t kAbsLanes = 16;  // pack_signs_sum_abs's partial sums
+
+double add_lanes(const double* s) {  // the fixed tree: ((0+1)+(2+3))+((4+5)+(6+7)), then the two halves of 16
+  double h[2];
+  for (int k = 0; k < 2; ++k) {
+    const double* q = s + 8 * k;
+    h[k] = ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]));
+  }
+  return h[0] + h[1];
+}
+}  // namespace
+
+double pack_signs_sum_abs_ref(const float* x, size_t n, uint8_t* out) {
+  pack_signs_ref(x, n, out);
+  double s[kAbsLanes] = {};
+  for (size_t i = 0; i < n; ++i) s[i % kAbsLanes] += double(std::fabs(x[i]));
+  return add_lanes(s);
+}
+
+namespace {
 // The SIMD bodies cover whole vectors from 0 and return where they stopped; the scalar code does the tail.
+FRUGAL_TARGET_AVX512 size_t pack_signs_sum_abs_avx512(const float* x, size_t n, uint8_t* out, double* lanes) {
+  const __m512 zero = _mm512_setzero_ps();
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();  // lanes 0-7 and 8-15
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const uint16_t m = uint16_t(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ));
+    std::memcpy(out + i / 8, &m, 2);
+    const __m512 a = _mm512_abs_ps(v);
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(a)));
+    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1))));
+  }
+  _mm512_storeu_pd(lanes, lo);
+  _mm512_storeu_pd(lanes + 8, hi);
+  return i;
+}
+FRUGAL_TARGET_AVX2 size_t pack_signs_sum_abs_avx2(const float* x, size_t n, uint8_t* out, double* lanes) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256d s[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd()};
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int h = 0; h < 2; ++h) {  // two vectors of 8: lanes 8h .. 8h + 7
+      const __m256 v = _mm256_loadu_ps(x + i + 8 * h);
+      out[(i + 8 * h) / 8] = uint8_t(_mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_LT_OQ)));
+      const __m256 a = _mm256_andnot_ps(sign, v);
+      s[2 * h] = _mm256_add_pd(s[2 * h], _mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+      s[2 * h + 1] = _mm256_add_pd(s[2 * h + 1], _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    }
+  for (int k = 0; k < 4; ++k) _mm256_storeu_pd(lanes + 4 * k, s[k]);
+  return i;
+}
+
 FRUGAL_TARGET_AVX512 size_t pack_signs_avx512(const float* x, size_t n, uint8_t* out) {
   const __m512 zero = _mm512_setzero_ps();
   size_t i = 0;
@@ -217,6 +270,29 @@ void pack_signs(const float* x, size_t n, uint8_t* out) {
     for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
     out[i / 8] = b;
   }
+}
+
+double pack_signs_sum_abs(const float* x, size_t n, uint8_t* out) {
+  double lanes[kAbsLanes] = {};
+  size_t i = 0;
+  switch (util::kernel_isa()) {
+    case util::Isa::avx512:
+      i = pack_signs_sum_abs_avx512(x, n, out, lanes);
+      break;
+    case util::Isa::avx2:
+      i = pack_signs_sum_abs_avx2(x, n, out, lanes);
+      break;
+    case util::Isa::scalar:
+      break;
+  }
+  // i is a multiple of 16: the tail continues every lane where the vectors stopped
+  for (size_t j = i; j < n; ++j) lanes[j % kAbsLanes] += double(std::fabs(x[j]));
+  for (; i < n; i += 8) {
+    uint8_t b = 0;
+    for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
+    out[i / 8] = b;
+  }
+  return add_lanes(lanes);
 }
 
 void unpack_signs_ref(const uint8_t* in, size_t n, float pos, float neg, float* dst) {

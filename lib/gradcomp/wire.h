@@ -87,6 +87,11 @@ void unpack_codes_ref(const uint8_t* in, size_t n, int width, uint32_t* codes);
 /// out (ceil(n/8) bytes) <- bit i set iff x[i] < 0 (so -0.0 and +0.0 count as non-negative).
 void pack_signs(const float* x, size_t n, uint8_t* out);
 void pack_signs_ref(const float* x, size_t n, uint8_t* out);
+/// pack_signs, and in the same pass the sum of |x[i]|: 16 double partial sums (x[i] goes to sum i % 16, in index
+/// order), added pairwise in a fixed tree, so every ISA gives the same bits. signsgd's scale (mean |g|) in one read
+/// of the gradient.
+double pack_signs_sum_abs(const float* x, size_t n, uint8_t* out);
+double pack_signs_sum_abs_ref(const float* x, size_t n, uint8_t* out);
 /// dst[i] = bit i ? neg : pos.
 void unpack_signs(const uint8_t* in, size_t n, float pos, float neg, float* dst);
 void unpack_signs_ref(const uint8_t* in, size_t n, float pos, float neg, float* dst);

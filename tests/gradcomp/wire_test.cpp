@@ -89,6 +89,27 @@ TEST_CASE("sign packing: every SIMD path equals the scalar twin, -0.0 counts as 
   });
 }
 
+TEST_CASE("sign packing with sum |x|: every SIMD path gives the scalar twin's bits and sum, exactly") {
+  for_each_isa([](Isa) {
+    Rng rng(5);
+    for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(31), size_t(33), size_t(1000),
+                     size_t(4099)}) {
+      std::vector<float> x(n);
+      // magnitudes over 30 decades, so that double sums of them are inexact and depend on the order of the adds
+      for (auto& v : x) v = rng.normal() * std::pow(10.0f, float(int(rng.below(31)) - 15));
+      if (n > 0) x[0] = -0.0f;
+      std::vector<uint8_t> a((n + 7) / 8 + 1, 0xCD), b((n + 7) / 8 + 1, 0xCD);
+      const double sa = pack_signs_sum_abs(x.data(), n, a.data());
+      const double sb = pack_signs_sum_abs_ref(x.data(), n, b.data());
+      REQUIRE(a == b);  // including the untouched guard byte
+      CHECK(sa == sb);
+      double plain = 0;
+      for (float v : x) plain += std::fabs(v);
+      CHECK(sa == doctest::Approx(plain).epsilon(1e-12));
+    }
+  });
+}
+
 TEST_CASE("fp16 conversion: every SIMD path equals the scalar round-to-nearest-even twin") {
   Rng rng(11);
   std::vector<float> x;
