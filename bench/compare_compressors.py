@@ -35,7 +35,8 @@ if len(sys.argv) > 3:
     loads = [json.loads(l) for l in open(sys.argv[3]) if l.startswith("{")]
     print("Run side by side, interleaved (frugal, torch, frugal, torch, ...); 1-minute load average "
           + ", ".join(f"{l['when']} {l['load1']:.2f}" for l in loads)
-          + (f"; CPU: {loads[0].get('cpu', '?')}" if loads else "") + ".\n")
+          + (f"; CPU: {loads[0].get('cpu', '?')}" if loads else "")
+          + (f"; both run with {loads[0]['malloc']}" if loads and loads[0].get("malloc") else "") + ".\n")
 fe, te = env(sys.argv[1]), env(sys.argv[2])
 if fe.get("commit"):
     print(f"frugal: kernels {fe.get('kernel_isa')}, {'native' if fe.get('native') else 'portable'} build at "
