@@ -386,6 +386,44 @@ struct Builder {
     plan.steps.push_back([prim, args]() { prim.execute(cpu_stream(), args); });
   }
 
+  /// Runs `op`'s f32 conv in its column-pair form (can_pair_columns) writing into `dst`, and returns true; under
+  /// ConvChoice::fastest only if that form times faster than `plain` (the conv as it is), else returns false.
+  bool column_pairs(DeployOp& op, const Act& in, const Dims& od, const convolution_forward::primitive_desc& plain,
+                    const primitive_attr& attr, const memory& bias, const memory& dst, int64_t pr_h) {
+    const auto& o = dynamic_cast<nn::Conv2d&>(*op.fp32).options();
+    const int64_t oc = od[1];
+    const memory::dims pwd{2 * o.out, o.in, o.kh(), o.kw() + 1};
+    const memory::desc pb_md({2 * oc}, dt::f32, tag::x);
+    const memory::desc pdst_md(memory::dims{od[0], 2 * oc, od[2], od[3] / 2}, dt::f32, tag::nhwc);
+    convolution_forward::desc pcd(prop_kind::forward_inference, algorithm::convolution_direct, in.mem.get_desc(),
+                                  memory::desc(pwd, dt::f32, tag::any), pb_md, pdst_md, {1, 2}, {o.ph(), o.pw()},
+                                  {pr_h, o.pw()});
+    std::function<convolution_forward::primitive_desc()> make = [&] {
+      return convolution_forward::primitive_desc(pcd, attr, cpu_engine());
+    };
+    const std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
+    const memory::dims wd{o.out, o.in, o.kh(), o.kw()};
+    const std::string key = conv_key(in, dst.get_desc(), wd, o, false, op.relu, dt::f32);
+    const bool timed = conv_choice == ConvChoice::fastest;
+    convolution_forward::primitive_desc pd = timed ? nn::fastest_impl(key + " paired", make, args, kConvMargin) : make();
+    if (timed && !paired_is_faster(
+                     key, [&] { return nn::best_run_seconds(plain, args); },
+                     [&] { return nn::best_run_seconds(pd, args); }))
+      return false;
+    const std::vector<float> pw = paired_weights(op.fp32->params()[0]->value.data(), o.out, o.in, o.kh(), o.kw());
+    memory wq(pd.weights_desc(), cpu_engine());
+    frugal::reorder(memory(memory::desc(pwd, dt::f32, tag::oihw), cpu_engine(), const_cast<float*>(pw.data())), wq);
+    memory pbias(pb_md, cpu_engine());
+    for (int64_t c = 0; c < 2 * oc; ++c)
+      static_cast<float*>(pbias.get_data_handle())[c] = static_cast<const float*>(bias.get_data_handle())[c % oc];
+    memory pdst(pdst_md, cpu_engine(), dst.get_data_handle());  // the same bytes as dst (NHWC)
+    plan.impls.push_back(pd.impl_info_str() + std::string(" (column pairs)"));
+    plan.keep.insert(plan.keep.end(), {wq, pbias, dst, pdst});
+    run(convolution_forward(pd),
+        {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, pbias}, {DNNL_ARG_DST, pdst}});
+    return true;
+  }
+
   /// into: the residual block's output, which holds the shortcut: added (sum post-op), then a ReLU.
   Act conv_or_linear(DeployOp& op, const Act& in, const memory* into) {
     const Dims od = op.fp32->dst_dims(in.dims);
@@ -432,40 +470,9 @@ struct Builder {
               ? nn::fastest_impl(conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), make,
                                  {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST}, kConvMargin)
               : make();
-      if (conv_choice != ConvChoice::first && f32 && !into && can_pair_columns(o, in.dims, od)) {
-        const memory::dims pwd{2 * o.out, o.in, o.kh(), o.kw() + 1};
-        const memory::desc pb_md({2 * oc}, dt::f32, tag::x);
-        const memory::desc pdst_md(memory::dims{od[0], 2 * oc, od[2], od[3] / 2}, dt::f32, tag::nhwc);
-        convolution_forward::desc pcd(prop_kind::forward_inference, algorithm::convolution_direct,
-                                      in.mem.get_desc(), memory::desc(pwd, dt::f32, tag::any), pb_md, pdst_md,
-                                      {1, 2}, {o.ph(), o.pw()}, {pr_h, o.pw()});
-        std::function<convolution_forward::primitive_desc()> make_paired = [&] {
-          return convolution_forward::primitive_desc(pcd, attr, cpu_engine());
-        };
-        const std::vector<int> args{DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST};
-        const std::string key = conv_key(in, dst.get_desc(), wd, o, false, op.relu, w_t);
-        const bool timed = conv_choice == ConvChoice::fastest;
-        convolution_forward::primitive_desc ppd =
-            timed ? nn::fastest_impl(key + " paired", make_paired, args, kConvMargin) : make_paired();
-        if (!timed || paired_is_faster(
-                          key, [&] { return nn::best_run_seconds(pd, args); },
-                          [&] { return nn::best_run_seconds(ppd, args); })) {
-          const std::vector<float> pw =
-              paired_weights(op.fp32->params()[0]->value.data(), o.out, o.in, o.kh(), o.kw());
-          memory wq(ppd.weights_desc(), cpu_engine());
-          frugal::reorder(memory(memory::desc(pwd, dt::f32, tag::oihw), cpu_engine(), const_cast<float*>(pw.data())),
-                          wq);
-          memory pbias(pb_md, cpu_engine());
-          for (int64_t c = 0; c < 2 * oc; ++c)
-            static_cast<float*>(pbias.get_data_handle())[c] = static_cast<float*>(bias.get_data_handle())[c % oc];
-          memory pdst(pdst_md, cpu_engine(), dst.get_data_handle());  // the same bytes as dst (NHWC)
-          plan.impls.push_back(ppd.impl_info_str() + std::string(" (column pairs)"));
-          plan.keep.insert(plan.keep.end(), {wq, pbias, dst, pdst});
-          run(convolution_forward(ppd),
-              {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, pbias}, {DNNL_ARG_DST, pdst}});
-          return {dst, od, out_t};
-        }
-      }
+      if (conv_choice != ConvChoice::first && f32 && !into && can_pair_columns(o, in.dims, od) &&
+          column_pairs(op, in, od, pd, attr, bias, dst, pr_h))
+        return {dst, od, out_t};
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
