@@ -39,7 +39,9 @@ if len(sys.argv) > 3:
           + (f"; both run with {loads[0]['malloc']}" if loads and loads[0].get("malloc") else "") + ".\n")
 fe, te = env(sys.argv[1]), env(sys.argv[2])
 if fe.get("commit"):
-    print(f"frugal: kernels {fe.get('kernel_isa')}, {'native' if fe.get('native') else 'portable'} build at "
+    print(f"frugal: kernels {fe.get('kernel_isa')}, up to {fe.get('threads', '?')} TBB thread(s) in the large passes "
+          f"(gradcomp/blocks.h; env lines before this bench's fix said 1 regardless), "
+          f"{'native' if fe.get('native') else 'portable'} build at "
           f"{fe['commit'][:7]}{' (DIRTY tree)' if fe.get('dirty') else ' (clean tree)'}; PyTorch {te.get('torch', '?')}: "
           f"ATen CPU capability {te.get('aten_cpu_capability', '?')}, {te.get('threads', '?')} thread(s).\n")
 print("| tensor | floats | method | param | frugal ms | torch ms | speed-up | rounds | frugal ratio | torch ratio | frugal rel_err | torch rel_err |")

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include <tbb/task_arena.h>
+
 #include "gradcomp/compressors.h"
 #include "util/build_info.h"
 #include "util/cpu_features.h"
@@ -50,10 +52,12 @@ int main(int argc, char** argv) {
     }
   }
   const frugal::util::BuildInfo& b = frugal::util::build_info();
+  // the compressors' large passes run in TBB blocks (gradcomp/blocks.h) on every core TBB has
+  const int threads = tbb::this_task_arena::max_concurrency();
   std::printf(
-      "{\"kind\": \"env\", \"impl\": \"frugal\", \"threads\": 1, \"kernel_isa\": \"%s\", \"commit\": \"%s\", "
+      "{\"kind\": \"env\", \"impl\": \"frugal\", \"threads\": %d, \"kernel_isa\": \"%s\", \"commit\": \"%s\", "
       "\"dirty\": %s, \"native\": %s}\n",
-      frugal::util::isa_name(frugal::util::kernel_isa()), b.git_commit, b.git_dirty ? "true" : "false",
+      threads, frugal::util::isa_name(frugal::util::kernel_isa()), b.git_commit, b.git_dirty ? "true" : "false",
       b.native ? "true" : "false");
   std::vector<std::pair<std::string, std::vector<int64_t>>> tensors;
   for (auto& s : split(sizes)) tensors.push_back({"flat", {int64_t(std::stod(s))}});
@@ -139,11 +143,11 @@ int main(int argc, char** argv) {
           "{\"kind\": \"compressor\", \"impl\": \"frugal\", \"tensor\": \"%s\", \"shape\": [%s], \"n\": %zu, "
           "\"method\": \"%s\", %s%s\"spec\": \"%s\", \"ms_median\": %.4f, \"ms_min\": %.4f, \"ms_max\": %.4f, "
           "\"compress_ms_median\": %.4f, \"decompress_ms_median\": %.4f, \"reps\": %d, \"bits_sent\": %llu, "
-          "\"ratio\": %.3f, \"rel_err\": %.5f, \"threads\": 1}\n",
+          "\"ratio\": %.3f, \"rel_err\": %.5f, \"threads\": %d}\n",
           tname.c_str(), shp.c_str(), n, c.method.c_str(), c.param.c_str(), c.param.empty() ? "" : ", ",
           comp->name().c_str(), med(tm), *std::min_element(tm.begin(), tm.end()),
           *std::max_element(tm.begin(), tm.end()), med(cm), med(dm), reps, (unsigned long long)msg.wire_bits,
-          32.0 * double(n) / double(msg.wire_bits), std::sqrt(e / nn));
+          32.0 * double(n) / double(msg.wire_bits), std::sqrt(e / nn), threads);
       std::fflush(stdout);
     }
   }
