@@ -163,6 +163,15 @@ void pack_signs_ref(const float* x, size_t n, uint8_t* out) {
 namespace {
 constexpr size_t kAbsLanes = 16;  // pack_signs_sum_abs's partial sums
 
+/// The sign bytes from element i (a multiple of 8, where a SIMD body stopped) to n, the last one partial.
+void pack_signs_tail(const float* x, size_t n, size_t i, uint8_t* out) {
+  for (; i < n; i += 8) {
+    uint8_t b = 0;
+    for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
+    out[i / 8] = b;
+  }
+}
+
 double add_lanes(const double* s) {  // the fixed tree: ((0+1)+(2+3))+((4+5)+(6+7)), then the two halves of 16
   double h[2];
   for (int k = 0; k < 2; ++k) {
@@ -265,11 +274,7 @@ void pack_signs(const float* x, size_t n, uint8_t* out) {
     case util::Isa::scalar:
       break;
   }
-  for (; i < n; i += 8) {  // i is a multiple of 8 here
-    uint8_t b = 0;
-    for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
-    out[i / 8] = b;
-  }
+  pack_signs_tail(x, n, i, out);
 }
 
 double pack_signs_sum_abs(const float* x, size_t n, uint8_t* out) {
@@ -287,11 +292,7 @@ double pack_signs_sum_abs(const float* x, size_t n, uint8_t* out) {
   }
   // i is a multiple of 16: the tail continues every lane where the vectors stopped
   for (size_t j = i; j < n; ++j) lanes[j % kAbsLanes] += double(std::fabs(x[j]));
-  for (; i < n; i += 8) {
-    uint8_t b = 0;
-    for (size_t j = 0; j < 8 && i + j < n; ++j) b |= uint8_t(x[i + j] < 0.0f) << j;
-    out[i / 8] = b;
-  }
+  pack_signs_tail(x, n, i, out);
   return add_lanes(lanes);
 }
 
