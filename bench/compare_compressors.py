@@ -19,6 +19,15 @@ def load(p):
         out.setdefault((r["tensor"], r["n"], r["method"], param), []).append(r)
     return out
 
+def floors(p):
+    out = {}
+    for line in open(p):
+        if line.startswith("{"):
+            r = json.loads(line)
+            if r.get("kind") == "memory_floor":
+                out.setdefault((r["tensor"], r["n"], r["method"]), []).append(r["ms_median"])
+    return out
+
 def env(p):
     for line in open(p):
         if line.startswith("{"):
@@ -54,3 +63,15 @@ for key in sorted(set(f) & set(t)):
 missing = sorted(set(t) - set(f))
 if missing:
     print(f"\nPeer cases without a frugal twin: {missing}")
+fl = floors(sys.argv[1])
+if fl:
+    print("\nMemory floor of DGC with a residual (compressors_bench, frugal's process): the residual update v += s g "
+          "(read g and v, write v) and the dense decode's zero fill, nothing else. No DGC that keeps a residual runs "
+          "faster; the peer's DGC is stateless and skips the update.\n")
+    print("| tensor | floats | floor ms | param | frugal ms | frugal / floor | torch ms | torch / floor (the most a DGC with a residual can gain) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (tensor, n, method), ms in sorted(fl.items()):
+        floor = statistics.median(ms)
+        for key in sorted(k for k in set(f) & set(t) if k[:3] == (tensor, n, method)):
+            fa, tb = med(f[key], "ms_median"), med(t[key], "ms_median")
+            print(f"| {tensor} | {n:,} | {floor:.3f} | {key[3]} | {fa:.3f} | {fa / floor:.2f} | {tb:.3f} | {tb / floor:.1f}x |")

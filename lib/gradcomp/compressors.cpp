@@ -393,11 +393,16 @@ void Dgc::encode(const float* grad, size_t n, Message& out) {
                     o_.sample_frac, rng_, idx_, vals_);
   if (capture_)  // the increment this step added to v, before the sent entries are cleared
     for (size_t i = 0; i < n; ++i) ref_[i] = v_[i] - ref_[i];
-  for (size_t i = 0; i < idx_.size(); ++i) {
-    uint32_t j = idx_[i];
-    v_[j] = 0.0f;
-    if (o_.masking && use_u) u_[j] = 0.0f;  // momentum factor masking
-  }
+  // Clear the sent entries (and their momentum: momentum factor masking). Each is a cache miss in a large
+  // tensor: many of them are cleared in parallel blocks of the index list.
+  const bool mask_u = o_.masking && use_u;
+  for_each_block(idx_.size(), size_t(1) << 14, [&](size_t, size_t lo, size_t len) {
+    for (size_t i = lo; i < lo + len; ++i) {
+      const uint32_t j = idx_[i];
+      v_[j] = 0.0f;
+      if (mask_u) u_[j] = 0.0f;
+    }
+  });
   encode_sparse(idx_, vals_, n, out);
 }
 

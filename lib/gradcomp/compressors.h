@@ -33,6 +33,12 @@ void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, floa
 
 // ---- selection kernels
 
+/// The k-th largest (1-based, k clamped to [1, n]) of magnitudes m: non-negative floats, or -1 for NaN (sorted
+/// below every number). Radix select on the float bits (ordered like the values for non-negative floats).
+float kth_largest(const float* m, size_t n, size_t k);
+/// Scalar twin: nth_element over a copy.
+float kth_largest_ref(const float* m, size_t n, size_t k);
+
 /// Exact top-k by |x| (ties: lower index wins), NaNs never selected. idx <- ascending indices.
 /// Fast path: sampled threshold, AVX-512 compress-store candidate scan, nth_element on the candidates.
 void topk_select(const float* x, size_t n, size_t k, std::vector<uint32_t>& idx);

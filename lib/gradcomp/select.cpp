@@ -33,37 +33,56 @@ inline float bitsf(uint32_t u) {
   return f;
 }
 
-// The k-th largest (1-based) of magnitudes m (non-negative, or -1 for NaN). Large inputs: radix select on
-// the float bits (ordered like the values for non-negative floats) in three histogram passes of 11, 11 and
-// 10 bits; small ones: nth_element. Both return the same value.
+inline uint32_t magnitude_key(float m) { return m < 0.0f ? 0u : fbits(m) + 1u; }  // order-preserving, NaN: 0
+
+}  // namespace
+
+float kth_largest_ref(const float* m, size_t n, size_t k) {
+  k = std::clamp<size_t>(k, 1, n);
+  std::vector<float> t(m, m + n);
+  std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(k) - 1, t.end(), std::greater<float>());
+  return t[k - 1];
+}
+
+// Radix select on the keys' bits in three digits of 11, 11 and 10 bits. The first histogram runs over the whole
+// input (four interleaved counters per digit, so that runs of equal digits do not chain through one counter);
+// then only the keys whose first digit is the k-th's are kept, and the last two digits are found among them.
 float kth_largest(const float* m, size_t n, size_t k) {
   k = std::clamp<size_t>(k, 1, n);
-  if (n < 4096) {
-    std::vector<float> t(m, m + n);
-    std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(k) - 1, t.end(), std::greater<float>());
-    return t[k - 1];
-  }
-  std::vector<uint32_t> key(n);  // 0 for the NaN marker, bits + 1 otherwise: order-preserving
-  for (size_t i = 0; i < n; ++i) key[i] = m[i] < 0.0f ? 0u : fbits(m[i]) + 1u;
-  uint32_t prefix = 0, mask = 0;
-  size_t left = k;
-  const int shifts[3] = {21, 10, 0}, widths[3] = {11, 11, 10};
+  if (n < 4096) return kth_largest_ref(m, n, k);
+  constexpr int kShift[3] = {21, 10, 0}, kWidth[3] = {11, 11, 10};
+  std::vector<uint32_t> hist4(4 * 2048, 0u);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (size_t l = 0; l < 4; ++l) ++hist4[l * 2048 + (magnitude_key(m[i + l]) >> kShift[0])];
+  for (; i < n; ++i) ++hist4[magnitude_key(m[i]) >> kShift[0]];
   std::vector<uint32_t> hist(2048);
-  for (int p = 0; p < 3; ++p) {
-    const uint32_t wmask = (1u << widths[p]) - 1u;
+  for (size_t bin = 0; bin < 2048; ++bin)
+    hist[bin] = hist4[bin] + hist4[2048 + bin] + hist4[4096 + bin] + hist4[6144 + bin];
+  size_t left = k;
+  uint32_t top = 2047;
+  for (; left > hist[top]; --top) left -= hist[top];
+  std::vector<uint32_t> key;
+  key.reserve(hist[top]);
+  for (i = 0; i < n; ++i) {
+    const uint32_t kv = magnitude_key(m[i]);
+    if ((kv >> kShift[0]) == top) key.push_back(kv);
+  }
+  uint32_t prefix = top << kShift[0], mask = 2047u << kShift[0];
+  for (int p = 1; p < 3; ++p) {
+    const uint32_t wmask = (1u << kWidth[p]) - 1u;
     std::fill(hist.begin(), hist.end(), 0u);
     for (uint32_t kv : key)
-      if ((kv & mask) == prefix) ++hist[(kv >> shifts[p]) & wmask];
-    uint32_t b = wmask;
-    for (;; --b) {
-      if (left <= hist[b]) break;
-      left -= hist[b];
-    }
-    prefix |= b << shifts[p];
-    mask |= wmask << shifts[p];
+      if ((kv & mask) == prefix) ++hist[(kv >> kShift[p]) & wmask];
+    uint32_t digit = wmask;
+    for (; left > hist[digit]; --digit) left -= hist[digit];
+    prefix |= digit << kShift[p];
+    mask |= wmask << kShift[p];
   }
   return prefix == 0 ? -1.0f : bitsf(prefix - 1u);
 }
+
+namespace {
 
 // Keeps the k best of cand by (|x| desc, index asc). cand is ascending and stays ascending: the k-th best
 // magnitude t comes from kth_largest, then one ordered pass keeps everything above t and, among those equal
@@ -332,14 +351,15 @@ inline float dgc_update_one(const DgcUpdate& d, size_t i) {
   return d.v[i];
 }
 
-// |v'| (NaN -> -1) at the sample positions, v' the value the update is about to write there (u, v unchanged).
-// Runs of 16 are one cache line of g, v (and u) each: the lines a few runs ahead are prefetched, since the
-// hardware prefetcher does not follow a stride of thousands of elements.
-[[gnu::always_inline]] inline void dgc_sample_body(const DgcPlan& p, const DgcUpdate& d, float* out) {
-  constexpr size_t kAhead = 8;
-  for (size_t b = 0, s = 0; s < p.ns; ++b) {
+// |v'| (NaN -> -1) at the sample positions of runs [b0, b1), v' the value the update is about to write there (u,
+// v unchanged). Runs of 16 are one cache line of g, v (and u) each: the lines a few runs ahead are prefetched,
+// since the hardware prefetcher does not follow a stride of thousands of elements.
+[[gnu::always_inline]] inline void dgc_sample_body(const DgcPlan& p, const DgcUpdate& d, float* out, size_t b0,
+                                                   size_t b1) {
+  constexpr size_t kAhead = 24;
+  for (size_t b = b0, s = b0 * p.run; b < b1 && s < p.ns; ++b) {
     const size_t base = p.start + b * p.stride;
-    if (s + kAhead * p.run < p.ns) {
+    if (b + kAhead < b1) {
       const size_t ahead = base + kAhead * p.stride;
       __builtin_prefetch(d.g + ahead);
       __builtin_prefetch(d.v + ahead);
@@ -358,9 +378,23 @@ inline float dgc_update_one(const DgcUpdate& d, size_t i) {
 }
 // The same code twice: for baseline x86-64, where std::fma is a libm call, and with FMA, where it is one
 // instruction (the AVX2 and AVX-512 paths). Both round identically.
-void dgc_sample(const DgcPlan& p, const DgcUpdate& d, float* out) { dgc_sample_body(p, d, out); }
-FRUGAL_TARGET_AVX2 void dgc_sample_fma(const DgcPlan& p, const DgcUpdate& d, float* out) {
-  dgc_sample_body(p, d, out);
+void dgc_sample_runs(const DgcPlan& p, const DgcUpdate& d, float* out, size_t b0, size_t b1) {
+  dgc_sample_body(p, d, out, b0, b1);
+}
+FRUGAL_TARGET_AVX2 void dgc_sample_runs_fma(const DgcPlan& p, const DgcUpdate& d, float* out, size_t b0, size_t b1) {
+  dgc_sample_body(p, d, out, b0, b1);
+}
+// The sample of a large tensor is thousands of cache misses, one or two per run: blocks of runs in parallel (each
+// run's values land at the same place in out whichever thread reads them).
+void dgc_sample(const DgcPlan& p, const DgcUpdate& d, float* out) {
+  const size_t runs = (p.ns + p.run - 1) / p.run;
+  const bool fma = util::kernel_isa() != util::Isa::scalar;
+  for_each_block(runs, 512, [&](size_t, size_t b0, size_t len) {
+    if (fma)
+      dgc_sample_runs_fma(p, d, out, b0, b0 + len);
+    else
+      dgc_sample_runs(p, d, out, b0, b0 + len);
+  });
 }
 
 // The vector bodies compute exactly mc_step's operations (explicit fma where it has std::fma, plain mul/add
@@ -534,10 +568,7 @@ void dgc_update_select(const float* g, float scale, float m, bool nesterov, floa
   // threshold from the values the update is about to write at the sample positions
   const DgcUpdate d{g, scale, m, nesterov, u, v};
   std::vector<float> sample(p.ns);
-  if (util::kernel_isa() == util::Isa::scalar)
-    dgc_sample(p, d, sample.data());
-  else
-    dgc_sample_fma(p, d, sample.data());
+  dgc_sample(p, d, sample.data());
   float thr = kth_largest(sample.data(), p.ns, p.ks);
   if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
   // one pass: update u and v, collect (index, value) where |v| >= thr

@@ -167,6 +167,25 @@ TEST_CASE("top-k on large tensors with ties equals a full sort (radix k-th large
   });
 }
 
+TEST_CASE("kth_largest (radix select) equals nth_element on spread, tied and NaN-marked magnitudes") {
+  for (uint64_t seed = 0; seed < 4; ++seed) {
+    for (size_t n : {size_t(100), size_t(4096), size_t(100003)}) {
+      auto x = randn(n, seed + 900);
+      std::vector<float> m(n);
+      for (size_t i = 0; i < n; ++i) {
+        m[i] = std::fabs(x[i]);
+        if (seed == 1) m[i] = std::round(m[i] * 4.0f) / 4.0f;  // a handful of distinct values, long ties
+        if (seed == 2 && i % 7 == 0) m[i] = -1.0f;              // NaN markers sort below every number
+        if (seed == 3) m[i] = m[i] * 1e-30f + (i % 3 == 0 ? 1e20f : 0.0f);  // 50 decades apart
+      }
+      for (size_t k : {size_t(1), size_t(2), n / 1000 + 1, n / 3, n - 1, n}) {
+        INFO("seed=" << seed << " n=" << n << " k=" << k);
+        CHECK(kth_largest(m.data(), n, k) == kth_largest_ref(m.data(), n, k));
+      }
+    }
+  }
+}
+
 TEST_CASE("randk and qsgd are unbiased over seeds") {
   const size_t n = 64;
   auto x = randn(n, 9);
@@ -219,8 +238,10 @@ TEST_CASE("DGC's fused update and selection on large tensors (blocks in parallel
       const size_t n = (size_t(1) << 19) + 3 + seed * 100003;  // 2 to 3 blocks of 2^18, the last one partial
       auto g = randn(n, seed + 500);
       auto u0 = randn(n, seed + 600), v0 = randn(n, seed + 700);
-      for (size_t k : {n / 1000, n / 5}) {
-        INFO("n=" << n << " k=" << k << " seed=" << seed);
+      for (auto [k, frac] : {std::pair{n / 1000, 0.01f}, std::pair{n / 5, 0.01f}, std::pair{n / 1000, 0.1f},
+                             std::pair{n / 5, 0.1f}}) {
+        // sample 0.1: 3000+ runs of 16, read in parallel blocks of runs
+        INFO("n=" << n << " k=" << k << " sample=" << frac << " seed=" << seed);
         std::vector<float> u1 = u0, v1 = v0, u2 = u0, v2 = v0;
         std::vector<uint32_t> a, b;
         std::vector<float> va, vb;
@@ -228,8 +249,8 @@ TEST_CASE("DGC's fused update and selection on large tensors (blocks in parallel
         const float m = seed ? 0.9f : 0.0f;
         float* u1p = m != 0.0f ? u1.data() : nullptr;
         float* u2p = m != 0.0f ? u2.data() : nullptr;
-        dgc_update_select(g.data(), 0.7f, m, seed == 2, u1p, v1.data(), n, k, 0.01f, r1, a, va);
-        dgc_update_select_ref(g.data(), 0.7f, m, seed == 2, u2p, v2.data(), n, k, 0.01f, r2, b, vb);
+        dgc_update_select(g.data(), 0.7f, m, seed == 2, u1p, v1.data(), n, k, frac, r1, a, va);
+        dgc_update_select_ref(g.data(), 0.7f, m, seed == 2, u2p, v2.data(), n, k, frac, r2, b, vb);
         REQUIRE(u1 == u2);
         REQUIRE(v1 == v2);
         REQUIRE(a == b);
