@@ -1,14 +1,17 @@
 #include <algorithm>
 #include <cmath>
 
+#include "gradcomp/blocks.h"
 #include "gradcomp/compressors.h"
+#include "gradcomp/simd.h"
 #include "util/check.h"
+#include "util/cpu_features.h"
 
 namespace frugal::gradcomp {
 
 namespace {
 // 16 independent partial sums so the compiler vectorizes without -ffast-math; fixed order -> deterministic.
-float dot(const float* a, const float* b, size_t n) {
+[[gnu::always_inline]] inline float dot(const float* a, const float* b, size_t n) {
   float acc[16] = {};
   size_t j = 0;
   for (; j + 16 <= n; j += 16)
@@ -17,6 +20,110 @@ float dot(const float* a, const float* b, size_t n) {
   for (int l = 0; l < 16; ++l) s += acc[l];
   for (; j < n; ++j) s += a[j] * b[j];
   return s;
+}
+
+// The passes over the tensor, each over a range of rows (or, for Q, of columns) with every element's arithmetic
+// in the same order whatever the range: run in parallel blocks (blocks.h) they give the serial result, bit for
+// bit. The bodies are compiled three times (baseline, AVX2, AVX-512: wider vectors of the same per-lane
+// operations, no FMA contraction anywhere in the build), so every ISA gives the same bits as well.
+struct Dims2 {
+  size_t rows, cols;
+  int r;
+};
+
+// M = grad + e and p = M Q for rows [a0, a1), row by row so each row of M is still in L1 for its r dot products.
+[[gnu::always_inline]] inline void p_rows_body(const Dims2& d, const float* grad, const float* mem, const float* q,
+                                               float* m, float* p, size_t a0, size_t a1) {
+  for (size_t a = a0; a < a1; ++a) {
+    const size_t at = a * d.cols;
+    float* row = m + at;
+    for (size_t j = 0; j < d.cols; ++j) row[j] = grad[at + j] + mem[at + j];
+    for (int c = 0; c < d.r; ++c) p[a * size_t(d.r) + size_t(c)] = dot(row, q + size_t(c) * d.cols, d.cols);
+  }
+}
+// q (r, cols) = (M^T P)^T for columns [j0, j1): each q[c, j] accumulates p[a, c] M[a, j] over the rows in order.
+[[gnu::always_inline]] inline void q_cols_body(const Dims2& d, const float* m, const float* p, float* q, size_t j0,
+                                               size_t j1) {
+  for (int c = 0; c < d.r; ++c) std::fill(q + size_t(c) * d.cols + j0, q + size_t(c) * d.cols + j1, 0.0f);
+  for (size_t a = 0; a < d.rows; ++a) {
+    const float* row = m + a * d.cols;
+    for (int c = 0; c < d.r; ++c) {
+      const float pa = p[a * size_t(d.r) + size_t(c)];
+      float* qc = q + size_t(c) * d.cols;
+      for (size_t j = j0; j < j1; ++j) qc[j] += pa * row[j];
+    }
+  }
+}
+// out = P Q^T for rows [a0, a1); with m and e: e = M - out as well, while the row is in L1. out: the rows of dst,
+// or (dst null) one row of scratch per row.
+[[gnu::always_inline]] inline void reconstruct_rows_body(const Dims2& d, const float* p, const float* q,
+                                                         const float* m, float* e, float* dst, float* scratch,
+                                                         size_t a0, size_t a1) {
+  for (size_t a = a0; a < a1; ++a) {
+    float* out = dst ? dst + a * d.cols : scratch;
+    std::fill(out, out + d.cols, 0.0f);
+    for (int c = 0; c < d.r; ++c) {
+      const float pa = p[a * size_t(d.r) + size_t(c)];
+      const float* qc = q + size_t(c) * d.cols;
+      for (size_t j = 0; j < d.cols; ++j) out[j] += pa * qc[j];
+    }
+    if (!m) continue;
+    const float* row = m + a * d.cols;
+    float* ea = e + a * d.cols;
+    for (size_t j = 0; j < d.cols; ++j) ea[j] = row[j] - out[j];
+  }
+}
+
+#define FRUGAL_POWERSGD_KERNELS(SUFFIX, TARGET)                                                                     \
+  TARGET void p_rows##SUFFIX(const Dims2& d, const float* grad, const float* mem, const float* q, float* m,      \
+                             float* p, size_t a0, size_t a1) {                                                  \
+    p_rows_body(d, grad, mem, q, m, p, a0, a1);                                                                  \
+  }                                                                                                              \
+  TARGET void q_cols##SUFFIX(const Dims2& d, const float* m, const float* p, float* q, size_t j0, size_t j1) {   \
+    q_cols_body(d, m, p, q, j0, j1);                                                                             \
+  }                                                                                                              \
+  TARGET void reconstruct_rows##SUFFIX(const Dims2& d, const float* p, const float* q, const float* m, float* e, \
+                                       float* dst, float* scratch, size_t a0, size_t a1) {                     \
+    reconstruct_rows_body(d, p, q, m, e, dst, scratch, a0, a1);                                                  \
+  }
+FRUGAL_POWERSGD_KERNELS(_base, )
+FRUGAL_POWERSGD_KERNELS(_avx2, FRUGAL_TARGET_AVX2)
+FRUGAL_POWERSGD_KERNELS(_avx512, FRUGAL_TARGET_AVX512)
+#undef FRUGAL_POWERSGD_KERNELS
+
+// Row (column) blocks of about kParallelBlock elements each: one serial call below two blocks (blocks.h).
+constexpr size_t kParallelBlock = size_t(1) << 18;
+size_t rows_per_block(const Dims2& d) { return std::max<size_t>(1, kParallelBlock / std::max<size_t>(1, d.cols)); }
+
+void p_rows(const Dims2& d, const float* grad, const float* mem, const float* q, float* m, float* p) {
+  for_each_block(d.rows, rows_per_block(d), [&](size_t, size_t a0, size_t len) {
+    switch (util::kernel_isa()) {
+      case util::Isa::avx512: return p_rows_avx512(d, grad, mem, q, m, p, a0, a0 + len);
+      case util::Isa::avx2: return p_rows_avx2(d, grad, mem, q, m, p, a0, a0 + len);
+      case util::Isa::scalar: return p_rows_base(d, grad, mem, q, m, p, a0, a0 + len);
+    }
+  });
+}
+void q_cols(const Dims2& d, const float* m, const float* p, float* q) {
+  // column blocks: every block reads a stripe of each row; at least 256 columns (1 KB of a row) per block
+  const size_t cols_per_block = std::max<size_t>(256, kParallelBlock / std::max<size_t>(1, d.rows));
+  for_each_block(d.cols, cols_per_block, [&](size_t, size_t j0, size_t len) {
+    switch (util::kernel_isa()) {
+      case util::Isa::avx512: return q_cols_avx512(d, m, p, q, j0, j0 + len);
+      case util::Isa::avx2: return q_cols_avx2(d, m, p, q, j0, j0 + len);
+      case util::Isa::scalar: return q_cols_base(d, m, p, q, j0, j0 + len);
+    }
+  });
+}
+void reconstruct_rows(const Dims2& d, const float* p, const float* q, const float* m, float* e, float* dst) {
+  for_each_block(d.rows, rows_per_block(d), [&](size_t, size_t a0, size_t len) {
+    std::vector<float> scratch(dst ? 0 : d.cols);
+    switch (util::kernel_isa()) {
+      case util::Isa::avx512: return reconstruct_rows_avx512(d, p, q, m, e, dst, scratch.data(), a0, a0 + len);
+      case util::Isa::avx2: return reconstruct_rows_avx2(d, p, q, m, e, dst, scratch.data(), a0, a0 + len);
+      case util::Isa::scalar: return reconstruct_rows_base(d, p, q, m, e, dst, scratch.data(), a0, a0 + len);
+    }
+  });
 }
 }  // namespace
 
@@ -67,46 +174,16 @@ void PowerSgd::load_state(ByteReader& r) {
 }
 
 void PowerSgd::compute_p(const float* grad, float* p) {
-  // row by row, so each row of M is still in L1 for its r dot products (one pass over the tensor, not two)
-  for (size_t a = 0; a < rows_; ++a) {
-    const size_t at = a * cols_;
-    float* row = &m_[at];
-    for (size_t j = 0; j < cols_; ++j) row[j] = grad[at + j] + mem_[at + j];
-    for (int c = 0; c < r_; ++c) p[a * r_ + c] = dot(row, &q_[c * cols_], cols_);
-  }
+  p_rows({rows_, cols_, r_}, grad, mem_.data(), q_.data(), m_.data(), p);
 }
 
-void PowerSgd::compute_q(const float* p, float* q) {
-  // q (r, cols) = (M^T P)^T: row c accumulates p[a, c] * M[a, :] over rows a in order.
-  std::fill(q, q + size_t(r_) * cols_, 0.0f);
-  for (size_t a = 0; a < rows_; ++a) {
-    const float* row = &m_[a * cols_];
-    for (int c = 0; c < r_; ++c) {
-      const float pa = p[a * r_ + c];
-      float* qc = q + size_t(c) * cols_;
-      for (size_t j = 0; j < cols_; ++j) qc[j] += pa * row[j];
-    }
-  }
-}
+void PowerSgd::compute_q(const float* p, float* q) { q_cols({rows_, cols_, r_}, m_.data(), p, q); }
 
 void PowerSgd::finish(const float* p_orth, const float* q_sum, int world, float* dst) {
   const float w = float(world);
   for (size_t i = 0; i < q_.size(); ++i) q_[i] = q_sum[i] / w;  // warm start for the next step
-  // row by row: the reconstruction's row (into dst, or a row buffer when dst is null), then e = M - row, while
-  // both are in L1
-  std::vector<float> buf(dst ? 0 : cols_);
-  for (size_t a = 0; a < rows_; ++a) {
-    float* out = dst ? dst + a * cols_ : buf.data();
-    std::fill(out, out + cols_, 0.0f);
-    for (int c = 0; c < r_; ++c) {
-      const float pa = p_orth[a * r_ + c];
-      const float* qc = &q_[size_t(c) * cols_];
-      for (size_t j = 0; j < cols_; ++j) out[j] += pa * qc[j];
-    }
-    const float* row = &m_[a * cols_];
-    float* e = &mem_[a * cols_];
-    for (size_t j = 0; j < cols_; ++j) e[j] = row[j] - out[j];
-  }
+  // the reconstruction's rows (into dst, or scratch when dst is null), then e = M - row, while both are in L1
+  reconstruct_rows({rows_, cols_, r_}, p_orth, q_.data(), m_.data(), mem_.data(), dst);
 }
 
 void PowerSgd::encode(const float* grad, size_t n, Message& out) {
@@ -134,14 +211,7 @@ void PowerSgd::decode(const Message& in, float* dst, size_t n) const {
   std::memcpy(p.data(), r.take(4 * p.size()), 4 * p.size());
   std::memcpy(q.data(), r.take(4 * q.size()), 4 * q.size());
   r.expect_end();
-  for (size_t a = 0; a < rows_; ++a) {
-    float* o = dst + a * cols_;
-    std::fill(o, o + cols_, 0.0f);
-    for (int c = 0; c < r_; ++c) {
-      const float pa = p[a * r_ + c];
-      for (size_t j = 0; j < cols_; ++j) o[j] += pa * q[c * cols_ + j];
-    }
-  }
+  reconstruct_rows({rows_, cols_, r_}, p.data(), q.data(), nullptr, nullptr, dst);
 }
 
 }  // namespace frugal::gradcomp

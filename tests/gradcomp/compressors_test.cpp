@@ -336,6 +336,52 @@ TEST_CASE("powersgd is exact on rank-r input and keeps its residual") {
   CHECK_THROWS_AS(make_compressor("powersgd:2", ctx_for({64})), frugal::Error);
 }
 
+TEST_CASE("powersgd over several row and column blocks (in parallel) equals a serial reference on every path") {
+  // 700 x 900: 3 blocks of rows for P and the reconstruction, 2 blocks of columns for Q (powersgd.cpp)
+  const size_t rows = 700, cols = 900;
+  const uint64_t seed = 99;
+  const auto g = randn(rows * cols, 5);
+  for (int r : {1, 3}) {
+    // the reference: the same operations in the plain serial order (16-lane partial sums in the dots, as there)
+    std::vector<float> q(size_t(r) * cols), p(rows * size_t(r)), qn(size_t(r) * cols, 0.0f), out(rows * cols, 0.0f);
+    Rng rng(seed);
+    for (auto& v : q) v = rng.normal();
+    for (size_t a = 0; a < rows; ++a)
+      for (int c = 0; c < r; ++c) {
+        float acc[16] = {}, sum = 0.0f;
+        size_t j = 0;
+        for (; j + 16 <= cols; j += 16)
+          for (size_t l = 0; l < 16; ++l) acc[l] += g[a * cols + j + l] * q[size_t(c) * cols + j + l];
+        for (float x : acc) sum += x;
+        for (; j < cols; ++j) sum += g[a * cols + j] * q[size_t(c) * cols + j];
+        p[a * size_t(r) + size_t(c)] = sum;
+      }
+    orthogonalize(p.data(), rows, r);
+    for (size_t a = 0; a < rows; ++a)
+      for (int c = 0; c < r; ++c)
+        for (size_t j = 0; j < cols; ++j) qn[size_t(c) * cols + j] += p[a * size_t(r) + size_t(c)] * g[a * cols + j];
+    for (size_t a = 0; a < rows; ++a)
+      for (int c = 0; c < r; ++c)
+        for (size_t j = 0; j < cols; ++j) out[a * cols + j] += p[a * size_t(r) + size_t(c)] * qn[size_t(c) * cols + j];
+    for_each_isa([&](Isa isa) {
+      INFO("rank " << r << " path " << frugal::util::isa_name(isa));
+      PowerSgd c(r, {int64_t(rows), int64_t(cols)}, seed, 0);
+      Message m;
+      c.encode(g.data(), g.size(), m);
+      const size_t tail = 4 * (p.size() + qn.size());
+      REQUIRE(m.bytes.size() > tail);
+      CHECK(std::memcmp(m.bytes.data() + m.bytes.size() - tail, p.data(), 4 * p.size()) == 0);
+      CHECK(std::memcmp(m.bytes.data() + m.bytes.size() - 4 * qn.size(), qn.data(), 4 * qn.size()) == 0);
+      std::vector<float> d(rows * cols);
+      c.decode(m, d.data(), d.size());
+      CHECK(d == out);
+      bool residual_exact = true;
+      for (size_t i = 0; i < g.size(); ++i) residual_exact &= (*c.residual())[i] == g[i] - out[i];
+      CHECK(residual_exact);
+    });
+  }
+}
+
 TEST_CASE("with error feedback, residual + decoded == input (first step) for every EF compressor") {
   auto x = randn(5000, 77);
   for (std::string spec : {"topk:0.01", "threshold:1.5", "efsign", "onebit", "adaptive:0.01", "ef:qsgd:4",
