@@ -277,7 +277,12 @@ static void encode_sparse(const std::vector<uint32_t>& idx, const std::vector<fl
 static void encode_gathered(const float* src, size_t n, const std::vector<uint32_t>& idx, std::vector<float>& vals,
                             Message& out) {
   vals.resize(idx.size());
-  for (size_t i = 0; i < idx.size(); ++i) vals[i] = src[idx[i]];
+  for_each_block(idx.size(), size_t(1) << 14, [&](size_t, size_t lo, size_t len) {  // cache misses: in parallel
+    for (size_t i = lo; i < lo + len; ++i) {
+      if (i + 32 < lo + len) __builtin_prefetch(src + idx[i + 32]);  // misses overlap
+      vals[i] = src[idx[i]];
+    }
+  });
   encode_sparse(idx, vals, n, out);
 }
 
@@ -322,10 +327,14 @@ void RandK::encode(const float* grad, size_t n, Message& out) {
   w.varint(k);
   uint8_t* v = w.grow(4 * k);
   const float scale = scaled_ ? float(double(n) / double(k)) : 1.0f;
-  for (size_t i = 0; i < k; ++i) {
-    float val = grad[idx_[i]] * scale;
-    std::memcpy(v + 4 * i, &val, 4);
-  }
+  // a cache miss per index in a large tensor: many indices are gathered in parallel blocks
+  for_each_block(k, size_t(1) << 14, [&](size_t, size_t lo, size_t len) {
+    for (size_t i = lo; i < lo + len; ++i) {
+      if (i + 32 < lo + len) __builtin_prefetch(grad + idx_[i + 32]);  // misses overlap
+      const float val = grad[idx_[i]] * scale;
+      std::memcpy(v + 4 * i, &val, 4);
+    }
+  });
   seal(out);
 }
 
