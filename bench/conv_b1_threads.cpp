@@ -13,6 +13,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -106,11 +107,11 @@ int main(int argc, char** argv) {
   const int threads = omp_get_max_threads();
   engine eng(engine::kind::cpu, 0);
   stream s0(eng), s1(eng);  // one stream per OpenMP thread of the row halves
-  volatile int sink = 0;
+  std::atomic<int> sink{0};
   const double fork_join =
       interleaved_us({[&] {
 #pragma omp parallel num_threads(threads)
-                       sink = omp_get_thread_num();
+                       sink.store(omp_get_thread_num(), std::memory_order_relaxed);
                      }},
                      runs)[0];
   const auto env = frugal::io::environment_info();  // commit, oneDNN's ISA, CPU
@@ -128,14 +129,26 @@ int main(int argc, char** argv) {
     RowsConv top = make_rows_conv(eng, s, 0, s.hw / 2, 1, in, out, bias);
     RowsConv bottom = make_rows_conv(eng, s, s.hw / 2, s.hw, 1, in, out, bias);
     const std::vector<double> us = interleaved_us(
-        {[&] { one.prim.execute(s0, one.args); }, [&] { all.prim.execute(s0, all.args); },
+        {[&] {  // one thread at execution too: an implementation that reads the count when it runs stays on one
+           omp_set_num_threads(1);
+           one.prim.execute(s0, one.args);
+           omp_set_num_threads(threads);
+         },
+         [&] { all.prim.execute(s0, all.args); },
          [&] {
+           int team = 0;
 #pragma omp parallel num_threads(2)
            {
-             if (omp_get_thread_num() == 0)
+             if (omp_get_thread_num() == 0) {
+               team = omp_get_num_threads();
                top.prim.execute(s0, top.args);
-             else
+             } else {
                bottom.prim.execute(s1, bottom.args);
+             }
+           }
+           if (team != 2) {
+             std::fprintf(stderr, "conv_b1_threads: OpenMP gave the row halves %d thread(s), not 2\n", team);
+             std::exit(1);
            }
          }},
         runs);

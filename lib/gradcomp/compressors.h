@@ -33,8 +33,9 @@ void scatter_into_zeros(const uint32_t* idx, const uint8_t* vals, size_t k, floa
 
 // ---- selection kernels
 
-/// The k-th largest (1-based, k clamped to [1, n]) of magnitudes m: non-negative floats, or -1 for NaN (sorted
-/// below every number). Radix select on the float bits (ordered like the values for non-negative floats).
+/// The k-th largest (1-based, k clamped to [1, n], n >= 1) of magnitudes m: each +0 or above (not -0), or exactly
+/// -1 for NaN (sorted below every number), as |x| with NaN -> -1 gives them. Radix select on the float bits
+/// (ordered like the values for such floats).
 float kth_largest(const float* m, size_t n, size_t k);
 /// Scalar twin: nth_element over a copy.
 float kth_largest_ref(const float* m, size_t n, size_t k);
@@ -65,6 +66,13 @@ void dgc_select_ref(const float* x, size_t n, size_t k, float sample_frac, Rng& 
 void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
                        float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals,
                        int* rounds = nullptr);
+/// The threshold dgc_update_select starts from (drawing the same sample positions from rng): the k-th largest of
+/// the sample's updated |v| (in parallel blocks of the sample's runs), 0 where every element is sent.
+float dgc_update_threshold(const float* g, float scale, float m, bool nesterov, const float* u, const float* v,
+                           size_t n, size_t k, float sample_frac, Rng& rng);
+/// Scalar twin: the sample positions one by one, kth_largest_ref.
+float dgc_update_threshold_ref(const float* g, float scale, float m, bool nesterov, const float* u, const float* v,
+                               size_t n, size_t k, float sample_frac, Rng& rng);
 /// Scalar twin: the update loop, then dgc_select_ref. vals <- v at idx (after the update).
 void dgc_update_select_ref(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n,
                            size_t k, float sample_frac, Rng& rng, std::vector<uint32_t>& idx,

@@ -106,7 +106,8 @@ void p_rows(const Dims2& d, const float* grad, const float* mem, const float* q,
 }
 void q_cols(const Dims2& d, const float* m, const float* p, float* q) {
   // column blocks: every block reads a stripe of each row; at least 256 columns (1 KB of a row) per block
-  const size_t cols_per_block = std::max<size_t>(256, kParallelBlock / std::max<size_t>(1, d.rows));
+  // (whole 64-byte lines of each q row, so that two blocks never write the same line)
+  const size_t cols_per_block = (std::max<size_t>(256, kParallelBlock / std::max<size_t>(1, d.rows)) + 15) / 16 * 16;
   for_each_block(d.cols, cols_per_block, [&](size_t, size_t j0, size_t len) {
     switch (util::kernel_isa()) {
       case util::Isa::avx512: return q_cols_avx512(d, m, p, q, j0, j0 + len);

@@ -38,6 +38,7 @@ inline uint32_t magnitude_key(float m) { return m < 0.0f ? 0u : fbits(m) + 1u; }
 }  // namespace
 
 float kth_largest_ref(const float* m, size_t n, size_t k) {
+  FRUGAL_CHECK(n >= 1, "kth_largest of an empty set");
   k = std::clamp<size_t>(k, 1, n);
   std::vector<float> t(m, m + n);
   std::nth_element(t.begin(), t.begin() + std::ptrdiff_t(k) - 1, t.end(), std::greater<float>());
@@ -48,6 +49,7 @@ float kth_largest_ref(const float* m, size_t n, size_t k) {
 // input (four interleaved counters per digit, so that runs of equal digits do not chain through one counter);
 // then only the keys whose first digit is the k-th's are kept, and the last two digits are found among them.
 float kth_largest(const float* m, size_t n, size_t k) {
+  FRUGAL_CHECK(n >= 1, "kth_largest of an empty set");
   k = std::clamp<size_t>(k, 1, n);
   if (n < 4096) return kth_largest_ref(m, n, k);
   constexpr int kShift[3] = {21, 10, 0}, kWidth[3] = {11, 11, 10};
@@ -560,17 +562,43 @@ void update_collect(const DgcUpdate& d, size_t n, float thr, std::vector<uint32_
 }
 }  // namespace
 
+namespace {
+// DGC's threshold: the k-th largest |v'| of the sample, from the values the update is about to write at the sample
+// positions (u, v unchanged); 0 where every element is sent.
+float sampled_threshold(const DgcPlan& p, const DgcUpdate& d, size_t n) {
+  std::vector<float> sample(p.ns);
+  dgc_sample(p, d, sample.data());
+  const float thr = kth_largest(sample.data(), p.ns, p.ks);
+  return !(thr >= 0.0f) || p.k >= n ? 0.0f : thr;  // density 1 sends every element
+}
+}  // namespace
+
+float dgc_update_threshold(const float* g, float scale, float m, bool nesterov, const float* u, const float* v,
+                           size_t n, size_t k, float sample_frac, Rng& rng) {
+  FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
+  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
+  return sampled_threshold(p, {g, scale, m, nesterov, const_cast<float*>(u), const_cast<float*>(v)}, n);
+}
+
+float dgc_update_threshold_ref(const float* g, float scale, float m, bool nesterov, const float* u, const float* v,
+                               size_t n, size_t k, float sample_frac, Rng& rng) {
+  const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
+  std::vector<float> sample(p.ns);
+  p.for_each_sample([&](size_t s, size_t j) {
+    float uj = u ? u[j] : 0.0f;
+    sample[s] = mag(u ? mc_step(m, nesterov, uj, scale, g[j], v[j]) : std::fma(scale, g[j], v[j]));
+  });
+  const float thr = kth_largest_ref(sample.data(), p.ns, p.ks);
+  return !(thr >= 0.0f) || p.k >= n ? 0.0f : thr;
+}
+
 void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
                        float sample_frac, Rng& rng, std::vector<uint32_t>& idx, std::vector<float>& vals, int* rounds) {
   FRUGAL_CHECK(n < (size_t(1) << 32), "dgc supports tensors below 2^32 elements, got ", n);
   FRUGAL_CHECK(u || m == 0.0f, "dgc: momentum ", m, " needs the momentum buffer");
   const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
-  // threshold from the values the update is about to write at the sample positions
   const DgcUpdate d{g, scale, m, nesterov, u, v};
-  std::vector<float> sample(p.ns);
-  dgc_sample(p, d, sample.data());
-  float thr = kth_largest(sample.data(), p.ns, p.ks);
-  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
+  float thr = sampled_threshold(p, d, n);
   // one pass: update u and v, collect (index, value) where |v| >= thr
   update_collect(d, n, thr, idx, vals);
   int r = 1;

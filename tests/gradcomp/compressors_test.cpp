@@ -232,6 +232,25 @@ TEST_CASE("randk decodes an older step's message with that step's indices (the k
   CHECK(got != got1);  // different steps, different indices
 }
 
+TEST_CASE("DGC's sampled threshold (runs read in parallel blocks) equals the one-by-one sample on every path") {
+  for_each_isa([&](Isa) {
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      const size_t n = 2000003 + seed * 7;  // 1 % sample: 20000 values, 1250 runs of 16 in 3 blocks, one partial
+      auto g = randn(n, seed + 800), u = randn(n, seed + 810), v = randn(n, seed + 820);
+      for (float frac : {0.01f, 0.1f}) {
+        INFO("seed=" << seed << " sample=" << frac);
+        const float m = seed ? 0.9f : 0.0f;
+        const float* up = m != 0.0f ? u.data() : nullptr;
+        Rng r1(seed), r2(seed);
+        const float a = dgc_update_threshold(g.data(), 0.7f, m, seed == 2, up, v.data(), n, n / 1000, frac, r1);
+        const float b = dgc_update_threshold_ref(g.data(), 0.7f, m, seed == 2, up, v.data(), n, n / 1000, frac, r2);
+        CHECK(a > 0.0f);
+        CHECK(a == b);
+      }
+    }
+  });
+}
+
 TEST_CASE("DGC's fused update and selection on large tensors (blocks in parallel) equals the scalar reference") {
   for_each_isa([&](Isa) {
     for (uint64_t seed = 0; seed < 3; ++seed) {
@@ -337,7 +356,7 @@ TEST_CASE("powersgd is exact on rank-r input and keeps its residual") {
 }
 
 TEST_CASE("powersgd over several row and column blocks (in parallel) equals a serial reference on every path") {
-  // 700 x 900: 3 blocks of rows for P and the reconstruction, 2 blocks of columns for Q (powersgd.cpp)
+  // 700 x 900: 3 blocks of rows for P and the reconstruction, 3 blocks of columns for Q (powersgd.cpp)
   const size_t rows = 700, cols = 900;
   const uint64_t seed = 99;
   const auto g = randn(rows * cols, 5);
