@@ -26,7 +26,7 @@
 namespace frugal::approx {
 
 // The paths each engine takes now: the kernel ISA, then the feature bits a path needs beyond it.
-enum class LutPath { scalar, avx2, avx512, vbmi };
+enum class LutPath { scalar, avx2, avx2_loads, avx512, vbmi };
 enum class TermPath { scalar, avx2, avx512 };
 LutPath lut_path();
 TermPath term_path();  // the AVX-512 term engine uses vpdpwssd (VNNI); without it, the AVX2 one

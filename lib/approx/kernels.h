@@ -157,6 +157,9 @@ namespace detail {
 /// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512 VBMI /
 /// AVX2 table lookups where the kernel path and CPU allow (false). (The kernel path itself: util::set_kernel_isa.)
 void set_terms_scalar_fill(bool on);
+/// Tests: how the AVX2 LUT path reads its 4-channel tables: -1 by CPU (scalar loads on AMD, vpgatherdq elsewhere;
+/// the default), 0 vpgatherdq, 1 scalar loads. Takes effect for the next forward.
+void set_lut_avx2_loads(int mode);
 }  // namespace detail
 
 }  // namespace frugal::approx

@@ -2,10 +2,14 @@
 // 256x256 table row per weight value; paths avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather
 // (vpgatherdq over 4-output-channel tables, lut_tile_avx2_quad; vpgatherdd over the uint16 table where ocg % 4 != 0
 // or those tables are too large) > scalar (lut_tile_scalar, the twin every path is tested against).
+// avx2-loads: avx2-gather with the 4-channel tables read by scalar loads put together into vectors, which AMD CPUs
+// run faster than their microcoded vpgatherdq (Zen 5, AVX2 paths forced, resnet20 shapes: 33-35 -> 19-22 ms a call,
+// results/bench/zen5_forced_avx2); taken on AMD, vpgatherdq elsewhere (detail::set_lut_avx2_loads for tests).
 #include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include <immintrin.h>
@@ -15,10 +19,20 @@
 
 namespace frugal::approx {
 
+namespace detail {
+namespace {
+std::atomic<int> g_lut_avx2_loads{-1};
+}
+void set_lut_avx2_loads(int mode) { g_lut_avx2_loads = mode; }
+}  // namespace detail
+
 LutPath lut_path() {
   switch (util::kernel_isa()) {
     case util::Isa::avx512: return util::cpu_features().avx512vbmi ? LutPath::vbmi : LutPath::avx512;
-    case util::Isa::avx2: return LutPath::avx2;
+    case util::Isa::avx2: {
+      const int loads = detail::g_lut_avx2_loads.load();
+      return (loads < 0 ? util::cpu_features().amd : loads > 0) ? LutPath::avx2_loads : LutPath::avx2;
+    }
     default: return LutPath::scalar;
   }
 }
@@ -28,6 +42,7 @@ const char* lut_path_name(LutPath p) {
     case LutPath::vbmi: return "avx512-vbmi";
     case LutPath::avx512: return "avx512";
     case LutPath::avx2: return "avx2-gather";
+    case LutPath::avx2_loads: return "avx2-loads";
     default: return "scalar";
   }
 }
@@ -173,7 +188,10 @@ FRUGAL_AVX2 void lut_tile_avx2(const uint16_t* col /*(K,kTile)*/, const uint16_t
 // channels at once). The int32 sums of channels 0, 2 (entry & 0xFFFF) and 1, 3 (entry >> 16) accumulate in
 // registers over chunks of kQuadChunk k steps, whose tables (2 KiB each) stay in L1 while the whole tile passes.
 // tq: the quad's tables (K, 256); res (kTile * 4): res[p * 4 + j] = sum_k lt of pixel p, channel j.
+// kLoads: each 4-pixel vector of entries is put together from scalar loads (vmovq, vpinsrq, vinserti128) instead of
+// one vpgatherdq: the same 64-bit entries in the same lanes, so the same sums.
 constexpr int kQuadChunk = 16;
+template <bool kLoads>
 FRUGAL_AVX2 void lut_tile_avx2_quad(const uint16_t* col /*(K,kTile)*/, const uint64_t* tq, int K, int32_t* res) {
   // per 4 pixels (one gather) 16 lanes: 8 of channels 0 / 2 (pixel i at 2i / 2i+1), 8 of channels 1 / 3
   alignas(32) int32_t buf[kTile * 4];
@@ -202,7 +220,15 @@ FRUGAL_AVX2 void lut_tile_avx2_quad(const uint16_t* col /*(K,kTile)*/, const uin
         const __m128i idx[4] = {_mm256_castsi256_si128(i01), _mm256_extracti128_si256(i01, 1),
                                 _mm256_castsi256_si128(i23), _mm256_extracti128_si256(i23, 1)};
         for (int g = 0; g < 4; ++g) {
-          const __m256i v = _mm256_i32gather_epi64(t, idx[g], 8);
+          __m256i v;
+          if constexpr (kLoads) {
+            const uint16_t* cg = c + 4 * g;
+            const __m128i lo = _mm_insert_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(t + cg[0])), t[cg[1]], 1);
+            const __m128i hi = _mm_insert_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(t + cg[2])), t[cg[3]], 1);
+            v = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+          } else {
+            v = _mm256_i32gather_epi64(t, idx[g], 8);
+          }
           acc[2 * g] = _mm256_add_epi32(acc[2 * g], _mm256_and_si256(v, low16));
           acc[2 * g + 1] = _mm256_add_epi32(acc[2 * g + 1], _mm256_srli_epi32(v, 16));
         }
@@ -349,7 +375,8 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
   const LutPath path = lut_path();
   const bool bytes = path == LutPath::vbmi;  // byte codes (VBMI) or uint16 codes (the others)
   const int32_t kb = int32_t(K) * lut_bias;
-  const bool quads = path == LutPath::avx2 && lut_quads();
+  const bool avx2 = path == LutPath::avx2 || path == LutPath::avx2_loads;
+  const bool quads = avx2 && lut_quads();
   if (quads && lq_stale) build_lq();
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, tiles * groups), [&](const tbb::blocked_range<int64_t>& rr) {
     std::vector<uint16_t> col(bytes ? 0 : size_t(K) * kTile);
@@ -393,7 +420,11 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
       }
       if (quads) {
         for (int o = g * ocg; o < (g + 1) * ocg; o += 4) {
-          lut_tile_avx2_quad(col.data(), lq.data() + size_t(o / 4) * K * 256, K, res4.data());
+          const uint64_t* tq = lq.data() + size_t(o / 4) * K * 256;
+          if (path == LutPath::avx2_loads)
+            lut_tile_avx2_quad<true>(col.data(), tq, K, res4.data());
+          else
+            lut_tile_avx2_quad<false>(col.data(), tq, K, res4.data());
           for (int64_t p = p0; p < pend; ++p)
             for (int j = 0; j < 4; ++j) acc[size_t(p) * oc + o + j] = res4[size_t(p - p0) * 4 + j] - kb;
         }
@@ -404,7 +435,8 @@ void ApproxConv2d::Impl::run_lut(const uint8_t* src, int n, int h, int w, uint8_
         switch (path) {
           case LutPath::vbmi: lut_tile_vbmi(col8.data(), lt8.data(), wrow, K, res); break;
           case LutPath::avx512: lut_tile_avx512(col.data(), lt.data(), wrow, K, res); break;
-          case LutPath::avx2: lut_tile_avx2(col.data(), lt.data(), wrow, K, res); break;
+          case LutPath::avx2:
+          case LutPath::avx2_loads: lut_tile_avx2(col.data(), lt.data(), wrow, K, res); break;
           case LutPath::scalar:
             lut_tile_scalar(col.data(), table().data(), wrow, K, 0, res);
             for (int64_t p = p0; p < pend; ++p) acc[size_t(p) * oc + o] = res[p - p0];

@@ -24,6 +24,7 @@ const CpuFeatures& cpu_features() {
     c.avx512vbmi = __builtin_cpu_supports("avx512vbmi");
     c.avx512bf16 = __builtin_cpu_supports("avx512bf16");
     c.avxvnni = __builtin_cpu_supports("avxvnni");
+    c.amd = __builtin_cpu_is("amd");
     return c;
   }();
   return f;

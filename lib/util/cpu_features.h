@@ -17,6 +17,7 @@ struct CpuFeatures {
   bool avx2 = false, fma = false, f16c = false, bmi2 = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
   bool avx512vnni = false, avx512vbmi = false, avx512bf16 = false, avxvnni = false;
+  bool amd = false;  ///< an AMD CPU: its vector gathers are microcoded (slow; see approx/lut_engine.cpp)
 };
 
 /// What this CPU supports (cpuid, read once).

@@ -68,10 +68,13 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
   const char* specs[] = {"exact",  "trunc:2",      "bam:0,6",         "bam:2,5",       "mitchell",      "drum:4",
                          "drum:6", "exact:signed", "mitchell:signed", "drum:4:signed", "bam:1,4:signed"};
   for (Isa isa : kernel_isas())
-  for (bool portable_fill : {false, true}) {  // the oneDNN engine's VBMI / AVX2 or portable source fill
+  for (int variant : {0, 1}) {  // the oneDNN engine's VBMI / AVX2 source fill, and the AVX2 LUT's vpgatherdq; or
+    // the portable fill and the AVX2 LUT's scalar table loads
+    const bool portable_fill = variant == 1;
     if (portable_fill && isa == Isa::scalar) continue;  // (no oneDNN engine on the scalar path)
     IsaScope scope(isa);
     detail::set_terms_scalar_fill(portable_fill);
+    detail::set_lut_avx2_loads(variant);
     for (const Shape& s : kShapes) {
       std::vector<std::string> all(std::begin(specs), std::end(specs));
       all.push_back(lut);
@@ -112,6 +115,7 @@ TEST_CASE("LUT and functional kernels are bit-exact against the naive mul() loop
     }
   }
   detail::set_terms_scalar_fill(false);
+  detail::set_lut_avx2_loads(-1);
 }
 
 TEST_CASE("LUT kernels: new weights after a forward are used (the AVX2 path's 4-channel tables are rebuilt)") {
@@ -120,10 +124,13 @@ TEST_CASE("LUT kernels: new weights after a forward are used (the AVX2 path's 4-
   const Shape s{1, 6, 7, 8, 8, 3, 3, 1, 1, 1};
   ApproxSpec as;
   as.multiplier = "mitchell";
-  for (Isa isa : kernel_isas()) {
+  for (Isa isa : kernel_isas())
+  for (int loads : {0, 1}) {  // the AVX2 path's tables read by vpgatherdq, then by scalar loads
     const std::string isa_s = frugal::util::isa_name(isa);
     CAPTURE(isa_s);
+    CAPTURE(loads);
     IsaScope scope(isa);
+    detail::set_lut_avx2_loads(loads);
     ApproxConv2d conv(as, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, s.groups);
     std::vector<uint8_t> src(size_t(s.n) * s.h * s.w * s.ic);
     random_codes(rng, src);
@@ -139,6 +146,7 @@ TEST_CASE("LUT kernels: new weights after a forward are used (the AVX2 path's 4-
       CHECK(got == ref);
     }
   }
+  detail::set_lut_avx2_loads(-1);
 }
 
 TEST_CASE("kernel_path names the path each kernel ISA takes") {
@@ -163,7 +171,12 @@ TEST_CASE("kernel_path names the path each kernel ISA takes") {
       CHECK(p_mit == "terms-scalar");
       CHECK(p_lr == "terms-scalar");
     } else if (isa == Isa::avx2) {
-      CHECK(p_lut == "lut-avx2-gather");
+      CHECK(p_lut == (f.amd ? "lut-avx2-loads" : "lut-avx2-gather"));  // AMD's gathers are microcoded
+      for (int loads : {0, 1}) {
+        detail::set_lut_avx2_loads(loads);
+        CHECK(ApproxConv2d(lut, 16, 16, 3, 3, 1, 1, 1).kernel_path() == (loads ? "lut-avx2-loads" : "lut-avx2-gather"));
+      }
+      detail::set_lut_avx2_loads(-1);
       CHECK(p_fn == "onednn-int8-split");
       CHECK(p_mit == "onednn-int8-split+terms-avx2");
       CHECK(p_lr == "onednn-int8-split");
