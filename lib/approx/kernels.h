@@ -26,7 +26,8 @@
 // CPU paths (runtime dispatch: util::kernel_isa(), capped by FRUGAL_ISA, and the CPU's feature bits; the SIMD code
 // is compiled with target attributes, so a baseline x86-64 build has every path; kernel_path() names the one taken):
 //   lut        avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather (vpgatherdq over tables of 4
-//              output channels' products, 16 per gather; vpgatherdd over the uint16 table where ocg % 4 != 0) > scalar
+//              output channels' products, 16 per gather; vpgatherdd over the uint16 table where ocg % 4 != 0), or on
+//              AMD avx2-loads (the same with scalar loads instead of the microcoded vpgatherdq) > scalar
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
 //              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
