@@ -453,11 +453,13 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   I->ic = ic, I->oc = oc, I->kh = kh, I->kw = kw, I->stride = stride, I->pad = pad, I->groups = groups;
   I->icg = ic / groups, I->ocg = oc / groups;
   const double K = double(I->icg) * kh * kw * I->T;
-  // The path by ISA: VNNI where oneDNN has it and kernels may use AVX-512; else (AVX2 CPUs, or FRUGAL_ISA=avx2)
-  // the split u8 layout that oneDNN's pre-VNNI int8 convolution computes exactly; none on the scalar path.
+  // The path by ISA: VNNI where oneDNN has it and kernels may use AVX-512, or where oneDNN runs AVX2-VNNI (vpdpbusd
+  // on ymm: Intel client CPUs since Alder Lake have it without AVX-512); else (AVX2 CPUs, or FRUGAL_ISA=avx2 under
+  // an AVX-512 oneDNN) the split u8 layout that oneDNN's pre-VNNI int8 convolution computes exactly; none on the
+  // scalar path.
   const util::Isa isa = util::kernel_isa();
   if (isa == util::Isa::scalar || !has_int8_jit()) return nullptr;
-  const bool vnni = has_vnni() && isa == util::Isa::avx512;
+  const bool vnni = has_vnni() && (isa == util::Isa::avx512 || dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2_vnni);
   double amin = 0, amax = 0, bmin = 0, bmax = 0;
   for (const auto& m : amaps)
     for (double v : m) {

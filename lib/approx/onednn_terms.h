@@ -3,8 +3,10 @@
 // weights hold B_t of the weight codes in the same order: A_t as u8 or s8, B_t as s8 (or B_t - 128, with 128 *
 // (window sum of A_t) added back after the convolution), s32 accumulation, bit-exact.
 // Paths, chosen at make() by util::kernel_isa() and oneDNN's ISA:
-//   vnni   (kernel ISA avx512, oneDNN with VNNI): the layout above; vpdpbusd never saturates.
-//   split  (AVX2 CPUs, or kernel ISA avx2): oneDNN's pre-VNNI int8 kernels sum u8 x s8 pairs in saturating int16
+//   vnni   (kernel ISA avx512 and oneDNN with VNNI, or oneDNN on AVX2-VNNI): the layout above; vpdpbusd never
+//          saturates.
+//   split  (AVX2 CPUs without AVX-VNNI, or kernel ISA avx2 under an AVX-512 oneDNN): oneDNN's pre-VNNI int8 kernels
+//          sum u8 x s8 pairs in saturating int16
 //          (vpmaddubsw), so each A_t + off_t (off_t = -min A_t >= 0, per term) is stored as u8 parts of at most
 //          128 (twice the channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact;
 //          sum_t off_t * (sum of term t's stored weights) is taken off per output channel after the convolution.
