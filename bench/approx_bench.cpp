@@ -22,30 +22,8 @@
 #include "util/omp_env.h"
 
 using namespace frugal::approx;
+using frugal::bench::interleaved_median_ms;
 using frugal::bench::median_ms;
-
-// Medians of each function timed in alternating blocks of 5 calls (f0 x5, f1 x5, ..., f0 x5, ...): machine noise
-// hits all alike, and within a block each runs warm, as when timed alone (call by call alternation would let one's
-// memory traffic evict the other's data).
-static std::vector<double> interleaved_median_ms(const std::vector<std::function<void()>>& fs, int runs) {
-  for (const auto& f : fs) f();  // warm-up
-  std::vector<std::vector<double>> t(fs.size());
-  auto time = [](const std::function<void()>& h) {
-    auto a = std::chrono::steady_clock::now();
-    h();
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a).count();
-  };
-  while (int(t[0].size()) < runs)
-    for (size_t i = 0; i < fs.size(); ++i)
-      for (int k = 0; k < 5; ++k) t[i].push_back(time(fs[i]));
-  std::vector<double> med;
-  for (auto& v : t) {
-    std::sort(v.begin(), v.end());
-    med.push_back(v[v.size() / 2]);
-  }
-  return med;
-}
-
 
 int main(int argc, char** argv) {
   frugal::util::remember_argv(argv);

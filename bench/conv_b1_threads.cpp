@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "io/environment.h"
+#include "timing.h"
 
 using namespace dnnl;
 using tag = memory::format_tag;
@@ -78,26 +79,11 @@ RowsConv make_rows_conv(const engine& eng, const Shape& s, int o0, int o1, int t
   return c;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Medians (microseconds) of each function, timed in alternating blocks of 10 calls after a warm-up.
+// Medians (microseconds) of each function, timed in alternating blocks of 10 calls after 20 warm-up calls each.
 std::vector<double> interleaved_us(const std::vector<std::function<void()>>& fs, int runs) {
-  for (const auto& f : fs)
-    for (int k = 0; k < 20; ++k) f();
-  std::vector<std::vector<double>> t(fs.size());
-  while (int(t[0].size()) < runs)
-    for (size_t i = 0; i < fs.size(); ++i)
-      for (int k = 0; k < 10; ++k) {
-        const auto t0 = std::chrono::steady_clock::now();
-        fs[i]();
-        t[i].push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
-      }
-  std::vector<double> out;
-  for (auto& v : t) out.push_back(median(v));
-  return out;
+  std::vector<double> us = frugal::bench::interleaved_median_ms(fs, runs, 10, 20);
+  for (double& v : us) v *= 1000.0;
+  return us;
 }
 
 }  // namespace

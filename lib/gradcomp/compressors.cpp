@@ -274,15 +274,22 @@ static void encode_sparse(const std::vector<uint32_t>& idx, const std::vector<fl
 }
 
 /// vals <- src[idx]; out <- their sparse message.
+// store(i, src[idx[i]]) for i < k. In a large tensor each read is a cache miss: many indices are read in parallel
+// blocks, each block prefetching 32 indices ahead so that the misses overlap.
+template <class Store>
+static void gather_values(const float* src, const uint32_t* idx, size_t k, Store&& store) {
+  for_each_block(k, size_t(1) << 14, [&](size_t, size_t lo, size_t len) {
+    for (size_t i = lo; i < lo + len; ++i) {
+      if (i + 32 < lo + len) __builtin_prefetch(src + idx[i + 32]);
+      store(i, src[idx[i]]);
+    }
+  });
+}
+
 static void encode_gathered(const float* src, size_t n, const std::vector<uint32_t>& idx, std::vector<float>& vals,
                             Message& out) {
   vals.resize(idx.size());
-  for_each_block(idx.size(), size_t(1) << 14, [&](size_t, size_t lo, size_t len) {  // cache misses: in parallel
-    for (size_t i = lo; i < lo + len; ++i) {
-      if (i + 32 < lo + len) __builtin_prefetch(src + idx[i + 32]);  // misses overlap
-      vals[i] = src[idx[i]];
-    }
-  });
+  gather_values(src, idx.data(), idx.size(), [&](size_t i, float v) { vals[i] = v; });
   encode_sparse(idx, vals, n, out);
 }
 
@@ -327,13 +334,9 @@ void RandK::encode(const float* grad, size_t n, Message& out) {
   w.varint(k);
   uint8_t* v = w.grow(4 * k);
   const float scale = scaled_ ? float(double(n) / double(k)) : 1.0f;
-  // a cache miss per index in a large tensor: many indices are gathered in parallel blocks
-  for_each_block(k, size_t(1) << 14, [&](size_t, size_t lo, size_t len) {
-    for (size_t i = lo; i < lo + len; ++i) {
-      if (i + 32 < lo + len) __builtin_prefetch(grad + idx_[i + 32]);  // misses overlap
-      const float val = grad[idx_[i]] * scale;
-      std::memcpy(v + 4 * i, &val, 4);
-    }
+  gather_values(grad, idx_.data(), k, [&](size_t i, float g) {
+    const float val = g * scale;
+    std::memcpy(v + 4 * i, &val, 4);
   });
   seal(out);
 }

@@ -137,6 +137,10 @@ DgcPlan dgc_plan(size_t n, size_t k, float sample_frac, Rng& rng) {
   return p;
 }
 
+// The sample's k-th largest magnitude as DGC's threshold: 0 (send every element) where it is the NaN marker or
+// the density is 1.
+float usable_threshold(float kth, const DgcPlan& p, size_t n) { return !(kth >= 0.0f) || p.k >= n ? 0.0f : kth; }
+
 // DGC momentum correction of one element; returns the new accumulated velocity v'. Explicit fma so the SIMD
 // loop and this scalar form round identically.
 //   heavy ball: u' = m u + s g;           v' = v + u'
@@ -292,8 +296,7 @@ void dgc_select_impl(const float* x, size_t n, size_t k, float sample_frac, Rng&
   const DgcPlan p = dgc_plan(n, k, sample_frac, rng);
   std::vector<float> sample(p.ns);
   p.for_each_sample([&](size_t s, size_t j) { sample[s] = mag(x[j]); });
-  float thr = kth_largest(sample.data(), p.ns, p.ks);
-  if (!(thr >= 0.0f) || p.k >= n) thr = 0.0f;  // density 1 sends every element
+  float thr = usable_threshold(kth_largest(sample.data(), p.ns, p.ks), p, n);
   int r = 0;
   for (; r < 10; ++r) {
     if (kRef)
@@ -568,8 +571,7 @@ namespace {
 float sampled_threshold(const DgcPlan& p, const DgcUpdate& d, size_t n) {
   std::vector<float> sample(p.ns);
   dgc_sample(p, d, sample.data());
-  const float thr = kth_largest(sample.data(), p.ns, p.ks);
-  return !(thr >= 0.0f) || p.k >= n ? 0.0f : thr;  // density 1 sends every element
+  return usable_threshold(kth_largest(sample.data(), p.ns, p.ks), p, n);
 }
 }  // namespace
 
@@ -588,8 +590,7 @@ float dgc_update_threshold_ref(const float* g, float scale, float m, bool nester
     float uj = u ? u[j] : 0.0f;
     sample[s] = mag(u ? mc_step(m, nesterov, uj, scale, g[j], v[j]) : std::fma(scale, g[j], v[j]));
   });
-  const float thr = kth_largest_ref(sample.data(), p.ns, p.ks);
-  return !(thr >= 0.0f) || p.k >= n ? 0.0f : thr;
+  return usable_threshold(kth_largest_ref(sample.data(), p.ns, p.ks), p, n);
 }
 
 void dgc_update_select(const float* g, float scale, float m, bool nesterov, float* u, float* v, size_t n, size_t k,
