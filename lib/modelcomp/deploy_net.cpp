@@ -8,7 +8,13 @@
 #include <mutex>
 #include <sstream>
 
+#include <omp.h>
 #include <tbb/parallel_for.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <sched.h>
 
 #include "io/files.h"
 #include "nn/containers.h"
@@ -301,10 +307,19 @@ std::vector<PackedTensor> quantize_int8(nn::Model& folded, const std::vector<Ten
 
 // ---------------------------------------------------------------- execution
 
+/// The primitives and buffers of one input shape. Each step is one part per team thread (kTeam of them); a
+/// plan without a team (team == false) runs part 0 of every step on oneDNN's own threads, one step after the
+/// other. A team plan (batch 1: see DeployNet::set_row_bands) runs all steps inside one OpenMP region of kTeam
+/// threads: thread t runs part t of each step (an empty part: nothing) on its own stream, then waits at a spin
+/// barrier until every thread has finished the step.
 struct DeployNet::Plan {
+  static constexpr int kTeam = 2;
+  using Part = std::function<void(stream&)>;
   memory in_f32, out_f32;
   Dims out_dims;
-  std::vector<std::function<void()>> steps;
+  std::vector<std::array<Part, kTeam>> steps;
+  bool team = false;
+  std::vector<stream> streams;  ///< team plans: one per thread (part)
   std::vector<std::string> impls;
   std::vector<memory> keep;  // weights, biases, buffers the steps use
 };
@@ -382,8 +397,83 @@ struct Builder {
   DeployNet::Plan& plan;
   bool f32 = false;  ///< f32 activations and the folded f32 weights; else int8 codes
   ConvChoice conv_choice = ConvChoice::first;
+  /// Team plans: host work split over the team (its parts) that the next row-band step runs first, in the same
+  /// step (it neither reads what that step writes nor writes what it reads); flushed as a step of its own before
+  /// any other.
+  std::array<DeployNet::Plan::Part, DeployNet::Plan::kTeam> pending{};
+
+  void push(std::array<DeployNet::Plan::Part, DeployNet::Plan::kTeam> parts) {
+    if (pending[0]) plan.steps.push_back(pending);
+    pending = {};
+    plan.steps.push_back(std::move(parts));
+  }
+
   void run(primitive prim, std::unordered_map<int, memory> args) {
-    plan.steps.push_back([prim, args]() { prim.execute(cpu_stream(), args); });
+    push({[prim, args](stream& s) { prim.execute(s, args); }, {}});
+  }
+
+  /// Team plans (plan.team): the conv from `src` to `dst` (batch-1 NHWC; user weights `user_w`, `bias`, strides,
+  /// paddings and `attr` as its descriptor has them; `key` its conv_key) as one step of kTeam one-thread convs, each over a band of
+  /// the output rows, reading the input rows its band needs and padding only where the image ends: each thread of
+  /// the team runs one. The same sums as the whole conv per output (each band is a whole conv of its rows), and
+  /// no OpenMP fork / join per conv (3.5-3.8 us on a 2-vCPU VM, more than a pruned conv's own work there:
+  /// results/compress/README.md). Returns false, adding nothing, when the conv has fewer output rows than bands.
+  bool row_bands(const memory& src, const memory& dst, const memory& user_w, const memory& bias,
+                 const memory::dims& strides, const memory::dims& pad_l, const memory::dims& pad_r,
+                 const primitive_attr& attr, const std::string& key, const std::string& note) {
+    constexpr int kBands = DeployNet::Plan::kTeam;
+    const memory::desc sd = src.get_desc(), dd = dst.get_desc();
+    const memory::dims si = sd.dims(), di = dd.dims(), wd = user_w.get_desc().dims();
+    const int64_t kh = wd[wd.size() - 2], rows = di[2];
+    if (si.size() != 4 || si[0] != 1 || rows < kBands) return false;
+    const size_t src_row = size_t(si[1] * si[3]) * memory::data_type_size(sd.data_type());
+    const size_t dst_row = size_t(di[1] * di[3]) * memory::data_type_size(dd.data_type());
+    std::array<DeployNet::Plan::Part, kBands> parts;
+    std::string impl;
+    for (int b = 0; b < kBands; ++b) {
+      const int64_t o0 = rows * b / kBands, o1 = rows * (b + 1) / kBands;
+      const int64_t first = o0 * strides[0] - pad_l[0], last = (o1 - 1) * strides[0] - pad_l[0] + kh;  // input rows
+      const int64_t i0 = std::max<int64_t>(0, first), i1 = std::min<int64_t>(si[2], last);
+      memory::desc bsd({1, si[1], i1 - i0, si[3]}, sd.data_type(), tag::nhwc);
+      memory::desc bdd({1, di[1], o1 - o0, di[3]}, dd.data_type(), tag::nhwc);
+      convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, bsd,
+                                   memory::desc(wd, user_w.get_desc().data_type(), tag::any), bias.get_desc(), bdd,
+                                   strides, {i0 - first, pad_l[1]}, {last - i1, pad_r[1]});
+      const int saved = omp_get_max_threads();  // oneDNN sizes its work split at creation: one thread
+      omp_set_num_threads(1);
+      std::function<convolution_forward::primitive_desc()> make = [&] {
+        return convolution_forward::primitive_desc(cd, attr, cpu_engine());
+      };
+      std::ostringstream band_key;  // under ConvChoice::fastest, timed on one thread per band geometry
+      band_key << key << " band " << i1 - i0 << '/' << o1 - o0 << " pad " << i0 - first << ',' << last - i1;
+      convolution_forward::primitive_desc pd =
+          conv_choice == ConvChoice::fastest
+              ? nn::fastest_impl(band_key.str(), make, {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST},
+                                 kConvMargin)
+              : make();
+      primitive prim = convolution_forward(pd);
+      omp_set_num_threads(saved);
+      memory wq(pd.weights_desc(), cpu_engine());
+      frugal::reorder(user_w, wq);
+      memory bs(bsd, cpu_engine(), static_cast<uint8_t*>(src.get_data_handle()) + size_t(i0) * src_row);
+      memory bd(bdd, cpu_engine(), static_cast<uint8_t*>(dst.get_data_handle()) + size_t(o0) * dst_row);
+      plan.keep.insert(plan.keep.end(), {wq, bias, src, dst});  // the bands' memories only view src and dst
+      std::unordered_map<int, memory> args{
+          {DNNL_ARG_SRC, bs}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, bd}};
+      parts[size_t(b)] = [prim, args](stream& s) { prim.execute(s, args); };
+      if (b == 0) impl = pd.impl_info_str();
+    }
+    if (pending[0]) {
+      for (size_t t = 0; t < parts.size(); ++t)
+        parts[t] = [first = pending[t], band = parts[t]](stream& s) {
+          if (first) first(s);
+          band(s);
+        };
+      pending = {};
+    }
+    plan.steps.push_back(parts);
+    plan.impls.push_back(impl + note + " (" + std::to_string(kBands) + " row bands)");
+    return true;
   }
 
   /// Runs `op`'s f32 conv in its column-pair form (can_pair_columns) writing into `dst`, and returns true; under
@@ -411,17 +501,30 @@ struct Builder {
                      [&] { return nn::best_run_seconds(pd, args); }))
       return false;
     const std::vector<float> pw = paired_weights(op.fp32->params()[0]->value.data(), o.out, o.in, o.kh(), o.kw());
-    memory wq(pd.weights_desc(), cpu_engine());
-    frugal::reorder(memory(memory::desc(pwd, dt::f32, tag::oihw), cpu_engine(), const_cast<float*>(pw.data())), wq);
+    memory user_pw(memory::desc(pwd, dt::f32, tag::oihw), cpu_engine(), const_cast<float*>(pw.data()));
     memory pbias(pb_md, cpu_engine());
     for (int64_t c = 0; c < 2 * oc; ++c)
       static_cast<float*>(pbias.get_data_handle())[c] = static_cast<const float*>(bias.get_data_handle())[c % oc];
     memory pdst(pdst_md, cpu_engine(), dst.get_data_handle());  // the same bytes as dst (NHWC)
+    if (plan.team &&
+        row_bands(in.mem, pdst, user_pw, pbias, {1, 2}, {o.ph(), o.pw()}, {pr_h, o.pw()}, attr, key + " paired",
+                  " (column pairs)")) {
+      plan.keep.push_back(dst);
+      return true;
+    }
+    memory wq(pd.weights_desc(), cpu_engine());
+    frugal::reorder(user_pw, wq);
     plan.impls.push_back(pd.impl_info_str() + std::string(" (column pairs)"));
     plan.keep.insert(plan.keep.end(), {wq, pbias, dst, pdst});
     run(convolution_forward(pd),
         {{DNNL_ARG_SRC, in.mem}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, pbias}, {DNNL_ARG_DST, pdst}});
     return true;
+  }
+
+  /// The weights as the model holds them: f32 (O, I, KH, KW), or the int8 record's s8 codes in the same order.
+  void* weight_data(DeployOp& op) const {
+    return f32 ? static_cast<void*>(op.fp32->params()[0]->value.data())
+               : static_cast<void*>(const_cast<int8_t*>(op.w.codes.data()));
   }
 
   /// into: the residual block's output, which holds the shortcut: added (sum post-op), then a ReLU.
@@ -473,6 +576,12 @@ struct Builder {
       if (conv_choice != ConvChoice::first && f32 && !into && can_pair_columns(o, in.dims, od) &&
           column_pairs(op, in, od, pd, attr, bias, dst, pr_h))
         return {dst, od, out_t};
+      if (plan.team) {
+        memory user_w(memory::desc(wd, w_t, o.groups > 1 ? tag::goihw : tag::oihw), cpu_engine(), weight_data(op));
+        if (row_bands(in.mem, dst, user_w, bias, {o.sh(), o.sw()}, {o.ph(), o.pw()}, {pr_h, pr_w}, attr,
+                      conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), ""))
+          return {dst, od, out_t};
+      }
       prim = convolution_forward(pd);
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
@@ -487,9 +596,7 @@ struct Builder {
       w_desc = pd.weights_desc();
       plan.impls.push_back(pd.impl_info_str());
     }
-    void* user_w_data = f32 ? static_cast<void*>(op.fp32->params()[0]->value.data())
-                            : static_cast<void*>(const_cast<int8_t*>(op.w.codes.data()));
-    memory user_w(user_w_md, cpu_engine(), user_w_data);
+    memory user_w(user_w_md, cpu_engine(), weight_data(op));
     memory wq(w_desc, cpu_engine());
     frugal::reorder(user_w, wq);  // int8: computes the s8-input compensation where the primitive's layout asks for it
     plan.keep.insert(plan.keep.end(), {wq, bias, dst});
@@ -539,12 +646,21 @@ struct Builder {
       // rows in parallel (TBB) only for large outputs: for a small batch the TBB workers would still be spinning
       // when the next oneDNN primitive wants the cores
       const bool parallel = N * OH * OW * OC * es >= (int64_t(1) << 20);
-      plan.steps.push_back([=]() {
-        if (parallel)
-          tbb::parallel_for(int64_t(0), N * OH, fill_row);
-        else
-          for (int64_t nh = 0; nh < N * OH; ++nh) fill_row(nh);
-      });
+      if (plan.team) {  // rows split over the team, run with the main path's first conv
+        constexpr int kTeam = DeployNet::Plan::kTeam;
+        for (int t = 0; t < kTeam; ++t)
+          pending[size_t(t)] = [=](stream&) {
+            for (int64_t nh = N * OH * t / kTeam; nh < N * OH * (t + 1) / kTeam; ++nh) fill_row(nh);
+          };
+      } else {
+        push({[=](stream&) {
+                if (parallel)
+                  tbb::parallel_for(int64_t(0), N * OH, fill_row);
+                else
+                  for (int64_t nh = 0; nh < N * OH; ++nh) fill_row(nh);
+              },
+              {}});
+      }
     }
     Act cur = in;
     for (size_t i = 0; i + 1 < op.main.size(); ++i) cur = layer(*op.main[i], cur);
@@ -631,10 +747,11 @@ void DeployNet::backward(const Tensor&, Tensor&, bool) {
   FRUGAL_FAIL(name(), ": inference only (train the fp32 model)");
 }
 
-DeployNet::Plan& DeployNet::plan(const Dims& src) {
-  auto it = plans_.find(src);
-  if (it != plans_.end()) return *it->second;
+std::unique_ptr<DeployNet::Plan> DeployNet::build_plan(const Dims& src, bool team) {
   auto p = std::make_unique<Plan>();
+  p->team = team;
+  if (team)
+    for (int t = 0; t < Plan::kTeam; ++t) p->streams.emplace_back(cpu_engine());
   const bool f32 = precision_ == Precision::f32;
   const dt in_t = f32 ? dt::f32 : dt::s8;
   memory::desc f32_md(to_dnnl(src), dt::f32, layout_tag(int(src.size())));
@@ -646,12 +763,110 @@ DeployNet::Plan& DeployNet::plan(const Dims& src) {
   p->keep.push_back(q);
   Builder b{*p, f32, conv_choice_};
   memory in = p->in_f32;
-  b.run(dnnl::reorder(rpd), {{DNNL_ARG_FROM, in}, {DNNL_ARG_TO, q}});
+  const size_t in_bytes = f32_md.get_size();
+  if (f32 && q.get_desc() == f32_md && in_bytes <= (size_t(1) << 20))  // a small image: a plain copy (oneDNN's
+    // reorder of a 3x32x32 image takes 3-4 us, a third of a pruned conv at batch 1)
+    b.push({[in, q, in_bytes](stream&) { std::memcpy(q.get_data_handle(), in.get_data_handle(), in_bytes); }, {}});
+  else
+    b.run(dnnl::reorder(rpd), {{DNNL_ARG_FROM, in}, {DNNL_ARG_TO, q}});
   Act cur{q, src, in_t};
   for (auto& op : ops_) cur = b.layer(*op, cur);
   FRUGAL_CHECK(cur.type == dt::f32, name(), ": the last layer must give f32 logits");
   p->out_f32 = cur.mem;
   p->out_dims = cur.dims;
+  return p;
+}
+
+namespace {
+// The team's meeting point after each step: the last thread to arrive flips the phase, the others spin on it
+// (about 0.25 us a meeting for two threads on a 2-vCPU KVM guest, against 3.5-3.8 us for an OpenMP fork / join;
+// bench/conv_b1_threads.cpp). After a while a waiter yields its core, so a team on fewer cores than threads still
+// moves on. The locked add orders each thread's stores (streaming ones too) before its arrival.
+struct alignas(64) SpinBarrier {
+  std::atomic<int> arrived{0};
+  std::atomic<int> phase{0};
+  void wait(int& local_phase, int threads) {
+    local_phase ^= 1;
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
+      arrived.store(0, std::memory_order_relaxed);
+      phase.store(local_phase, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; phase.load(std::memory_order_acquire) != local_phase; ++spins) {
+      if (spins < 20000)
+        __builtin_ia32_pause();
+      else
+        sched_yield();
+    }
+  }
+};
+
+/// Runs a plan's steps once (its input handle set): without a team, part 0 of each step in turn on oneDNN's
+/// threads; with one, every step's parts side by side in one OpenMP region (see Plan). An exception in a part
+/// (oneDNN's) is rethrown after the region, the team still meeting at every barrier.
+void run_steps(DeployNet::Plan& p) {
+  if (!p.team) {
+    for (auto& step : p.steps) {
+      step[0](cpu_stream());
+      cpu_stream().wait();  // host steps (shortcut copies) read what the primitive before them wrote
+    }
+    return;
+  }
+  constexpr int kTeam = DeployNet::Plan::kTeam;
+  SpinBarrier barrier;
+  std::exception_ptr error;
+  std::mutex error_mu;
+#pragma omp parallel num_threads(kTeam)
+  {
+    // OpenMP may give fewer threads (nested, OMP_THREAD_LIMIT): thread t then runs parts t, t + team, ...
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+    int local_phase = 0;
+    for (auto& step : p.steps) {
+      for (int part = t; part < kTeam; part += team) {
+        if (!step[size_t(part)]) continue;
+        try {
+          step[size_t(part)](p.streams[size_t(part)]);
+          p.streams[size_t(part)].wait();
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mu);
+          if (!error) error = std::current_exception();
+        }
+      }
+      if (team > 1) barrier.wait(local_phase, team);
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+/// Median wall seconds of each plan's forward on a zero image, the plans alternating (21 runs each after 3).
+std::pair<double, double> time_plans(DeployNet::Plan& a, DeployNet::Plan& b, const Dims& src) {
+  std::vector<float> image(size_t(numel(src)), 0.f);
+  a.in_f32.set_data_handle(image.data());
+  b.in_f32.set_data_handle(image.data());
+  std::vector<double> ta, tb;
+  for (int r = 0; r < 24; ++r)
+    for (int which = 0; which < 2; ++which) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run_steps(which ? b : a);
+      const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r >= 3) (which ? tb : ta).push_back(sec);
+    }
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
+}
+}  // namespace
+
+DeployNet::Plan& DeployNet::plan(const Dims& src) {
+  auto it = plans_.find(src);
+  if (it != plans_.end()) return *it->second;
+  std::unique_ptr<Plan> p = build_plan(src, row_bands_ == RowBands::on && src.size() == 4 && src[0] == 1);
+  if (row_bands_ == RowBands::timed && conv_choice_ == ConvChoice::fastest && src.size() == 4 && src[0] == 1 &&
+      omp_get_max_threads() >= Plan::kTeam) {
+    std::unique_ptr<Plan> team = build_plan(src, true);
+    const auto [plain_s, team_s] = time_plans(*p, *team, src);
+    if (team_s < kConvMargin * plain_s) p = std::move(team);
+  }
   return *plans_.emplace(src, std::move(p)).first->second;
 }
 
@@ -660,17 +875,27 @@ void DeployNet::forward(const Tensor& src, Tensor& dst, const nn::ForwardContext
   Plan& p = plan(src.dims());
   last_ = &p;
   p.in_f32.set_data_handle(const_cast<float*>(src.data()));
-  for (auto& step : p.steps) {
-    step();
-    cpu_stream().wait();  // host steps (shortcut copies) read what the primitive before them wrote
-  }
+  run_steps(p);
   dst.resize(p.out_dims);
   std::memcpy(dst.data(), p.out_f32.get_data_handle(), sizeof(float) * size_t(dst.size()));
 }
 
-std::vector<std::string> DeployNet::implementations() const {
-  std::vector<std::pair<std::string, int>> seen;  // first-use order, with counts
-  for (const std::string& impl : last_ ? last_->impls : std::vector<std::string>{}) {
+const DeployNet::Plan* DeployNet::plan_for_batch(int64_t n) const {
+  for (const auto& [dims, p] : plans_)
+    if (!dims.empty() && dims[0] == n) return p.get();
+  return nullptr;
+}
+
+bool DeployNet::row_bands_used(int64_t n) const {
+  const Plan* p = plan_for_batch(n);
+  return p && p->team;
+}
+
+namespace {
+/// Each implementation once, in first-use order, with its count.
+std::vector<std::string> counted(const std::vector<std::string>& impls) {
+  std::vector<std::pair<std::string, int>> seen;
+  for (const std::string& impl : impls) {
     auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& e) { return e.first == impl; });
     if (it == seen.end())
       seen.emplace_back(impl, 1);
@@ -680,6 +905,14 @@ std::vector<std::string> DeployNet::implementations() const {
   std::vector<std::string> out;
   for (const auto& [impl, n] : seen) out.push_back(impl + (n > 1 ? " x" + std::to_string(n) : ""));
   return out;
+}
+}  // namespace
+
+std::vector<std::string> DeployNet::implementations() const { return counted(last_ ? last_->impls : std::vector<std::string>{}); }
+
+std::vector<std::string> DeployNet::implementations(int64_t n) const {
+  const Plan* p = plan_for_batch(n);
+  return counted(p ? p->impls : std::vector<std::string>{});
 }
 
 ConvChoice parse_conv_choice(const std::string& s, const std::string& where) {

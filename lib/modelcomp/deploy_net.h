@@ -51,6 +51,19 @@ enum class ConvChoice { first, pairs, fastest };
 /// "first" | "pairs" | "fastest"; throws frugal::Error naming `where` (e.g. "--conv-impl") otherwise.
 ConvChoice parse_conv_choice(const std::string& s, const std::string& where);
 
+/// Batch-1 inputs: whether the net runs on a team of two threads, each conv as two one-thread convs over the top
+/// and bottom bands of its output rows (one per thread), the team meeting at a spin barrier after each step,
+/// instead of oneDNN splitting each primitive over its threads. It saves the OpenMP fork / join of every
+/// primitive, which at batch 1 costs about as much as a channel-pruned conv's own work on a small machine
+/// (results/compress/README.md, "Batch 1 on two threads"). Each band is a whole conv of its rows, so outputs can
+/// differ from the unbanded net's in their last bits.
+///   off:   never.
+///   timed: under ConvChoice::fastest, on a machine with two or more threads, when the banded net's forward times
+///          at least 10 % faster than the plain one (median of 21 alternating runs, once per input shape). The
+///          default.
+///   on:    always at batch 1 (tests; with a single OpenMP thread one thread runs both bands).
+enum class RowBands { off, timed, on };
+
 /// The fused inference net of a folded model: forward only (takes normalized f32 images, gives f32 logits).
 /// Primitives are created once per input shape. Install it with Model::set_inference_net.
 class DeployNet : public nn::Layer {
@@ -68,18 +81,27 @@ class DeployNet : public nn::Layer {
   void forward(const Tensor& src, Tensor& dst, const nn::ForwardContext& ctx) override;
   void backward(const Tensor&, Tensor&, bool) override;
   /// oneDNN's implementations of the primitives of the last input shape run, each once with its count
-  /// (e.g. "jit_int8:avx512_core_vnni x3").
+  /// (e.g. "jit_int8:avx512_core_vnni x3"; a conv run as row bands ends in "(2 row bands)").
   std::vector<std::string> implementations() const;
   /// Takes effect for input shapes not run yet (set it before the first forward).
   void set_conv_choice(ConvChoice c) { conv_choice_ = c; }
   ConvChoice conv_choice() const { return conv_choice_; }
+  /// Takes effect for input shapes not run yet.
+  void set_row_bands(RowBands r) { row_bands_ = r; }
+  /// Whether the first input shape run with batch size `n` runs the row-band team plan (RowBands), and that
+  /// plan's implementations as implementations() gives them (empty when no such shape ran).
+  bool row_bands_used(int64_t n) const;
+  std::vector<std::string> implementations(int64_t n) const;
   struct Plan;  ///< the primitives and buffers of one input shape
 
  private:
   explicit DeployNet(std::unique_ptr<nn::Model> folded);
   Plan& plan(const Dims& src);
+  std::unique_ptr<Plan> build_plan(const Dims& src, bool team);
+  const Plan* plan_for_batch(int64_t n) const;
   Precision precision_ = Precision::int8;
   ConvChoice conv_choice_ = ConvChoice::first;
+  RowBands row_bands_ = RowBands::timed;
   std::unique_ptr<nn::Model> folded_;  ///< f32: the folded copy the ops point into
   std::vector<std::unique_ptr<DeployOp>> ops_;
   float input_scale_ = 0.f;

@@ -2,6 +2,7 @@
 // against the layer-by-layer fp32 model; int8 records.
 #include <doctest/doctest.h>
 
+#include <omp.h>
 #include <zlib.h>
 
 #include <cmath>
@@ -300,6 +301,98 @@ TEST_CASE("fused f32: the fused oneDNN graph computes the layer-by-layer model's
       // small_resnet's 8-channel stride-1 convs before a ReLU take the column-pair form; with first, none does
       if (c.what == "small_resnet" && choice != ConvChoice::fastest) CHECK(paired == (choice == ConvChoice::pairs));
     }
+}
+
+namespace {
+/// A copy of `m` (spec and tensors) running its fused f32 net with conv choice `choice` and row bands `bands`.
+std::unique_ptr<nn::Model> fused_copy(nn::Model& m, ConvChoice choice, RowBands bands) {
+  auto c = std::make_unique<nn::Model>(m.spec(), 1);
+  io::TensorFile f;
+  nn::add_model_tensors(m, f);
+  nn::load_model_tensors(*c, f, "mem");
+  REQUIRE(install_fused_f32(*c) == "");
+  auto& net = dynamic_cast<DeployNet&>(*c->inference_net());
+  net.set_conv_choice(choice);
+  net.set_row_bands(bands);
+  return c;
+}
+
+bool any_contains(const std::vector<std::string>& v, const std::string& s) {
+  for (const std::string& e : v)
+    if (e.find(s) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
+TEST_CASE("row bands: the batch-1 team plan computes the plain fused net's logits") {
+  // small_resnet: identity and option-A shortcuts (the fill runs split over the team), a stride-2 conv, 8-channel
+  // convs (column pairs under pairs / fastest), 12 and 6 output rows (odd-sized bands: 3 and 3); resnet20 at 32x32
+  for (const char* what : {"small_resnet", "resnet20"}) {
+    const json spec = std::string(what) == "small_resnet" ? small_resnet()
+                                                          : nn::preset_spec("resnet20", 0.5, -1, {3, 32, 32}, 10);
+    nn::Model m(spec, 1);
+    randomize(m, 11);
+    const Dims& chw = m.input_chw();
+    std::mt19937_64 rng(12);
+    Tensor x({1, chw[0], chw[1], chw[2]});
+    fill(x, rng, -1.f, 1.f);
+    for (ConvChoice choice : {ConvChoice::first, ConvChoice::pairs, ConvChoice::fastest}) {
+      CAPTURE(what);
+      CAPTURE(int(choice));
+      auto plain = fused_copy(m, choice, RowBands::off);
+      auto banded = fused_copy(m, choice, RowBands::on);
+      const Tensor a = logits(*plain, x), b = logits(*banded, x);
+      REQUIRE(a.dims() == b.dims());
+      float diff = 0;
+      for (int64_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::fabs(a.data()[i] - b.data()[i]));
+      CHECK(max_abs(a) > 0.f);
+      CHECK(diff <= 1e-5f * std::max(1.f, max_abs(a)));
+      auto& pn = dynamic_cast<DeployNet&>(*plain->inference_net());
+      auto& bn = dynamic_cast<DeployNet&>(*banded->inference_net());
+      CHECK(!pn.row_bands_used(1));
+      CHECK(bn.row_bands_used(1));
+      CHECK(!any_contains(pn.implementations(1), "row bands"));
+      CHECK(any_contains(bn.implementations(1), "(2 row bands)"));
+      const Tensor again = logits(*banded, x);  // a second run of the same plan: nothing left over from the first
+      CHECK(std::memcmp(again.data(), b.data(), sizeof(float) * size_t(b.size())) == 0);
+      // larger batches keep the plain plan
+      Tensor x2({2, chw[0], chw[1], chw[2]});
+      fill(x2, rng, -1.f, 1.f);
+      logits(*banded, x2);
+      CHECK(!bn.row_bands_used(2));
+    }
+  }
+}
+
+TEST_CASE("row bands: int8 nets, and a team OpenMP cuts to one thread") {
+  nn::Model m(small_resnet(), 1);
+  randomize(m, 7);
+  auto folded = fold_batchnorm(m);
+  std::mt19937_64 rng(9);
+  Tensor calib({32, 3, 12, 12}), x({1, 3, 12, 12});
+  fill(calib, rng, -1.f, 1.f);
+  fill(x, rng, -1.f, 1.f);
+  const std::vector<PackedTensor> recs = quantize_int8(*folded, {calib});
+  auto run = [&](RowBands bands, bool nested) {
+    auto ref = dequantized(*folded, recs);
+    auto net = std::make_shared<DeployNet>(*ref, as_records(recs), "mem");
+    net->set_row_bands(bands);
+    ref->set_inference_net(net);
+    Tensor out = logits(*ref, x);  // builds the plan (outside any parallel region: the same primitives)
+    if (nested) {  // inside a parallel region OpenMP gives the team one thread: it runs both bands of every step
+#pragma omp parallel num_threads(2)
+      if (omp_get_thread_num() == 0) out = logits(*ref, x);
+    }
+    CHECK(net->row_bands_used(1) == (bands == RowBands::on));
+    return out;
+  };
+  const Tensor a = run(RowBands::off, false), b = run(RowBands::on, false), c = run(RowBands::on, true);
+  REQUIRE(a.size() == b.size());
+  REQUIRE(a.size() == c.size());
+  CHECK(max_abs(a) > 0.f);
+  // integer sums: each band's outputs are the whole conv's, code for code
+  CHECK(std::memcmp(a.data(), b.data(), sizeof(float) * size_t(a.size())) == 0);
+  CHECK(std::memcmp(a.data(), c.data(), sizeof(float) * size_t(a.size())) == 0);
 }
 
 TEST_CASE("parse_conv_choice: first, pairs, fastest, and an error naming the option otherwise") {
