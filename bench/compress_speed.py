@@ -61,6 +61,8 @@ def main():
                                      "speed": j["speed"], "accuracy": j["metrics"]["test_accuracy"],
                                      "int8": j.get("int8"),
                                      "implementations": j.get("inference", {}).get("implementations"),
+                                     "batch1_row_bands": j.get("inference", {}).get("batch1_row_bands"),
+                                     "batch1_implementations": j.get("inference", {}).get("batch1_implementations"),
                                      "threads": j["environment"].get("threads"),
                                      "commit": j["environment"].get("git_commit"),
                                      "dirty": j["environment"].get("git_dirty")})
@@ -81,6 +83,16 @@ def main():
         tf, tp = med("fp32", "throughput_img_per_s"), med("packed", "throughput_img_per_s")
         lines.append("| %s | %.3f | %.3f | %.2fx | %.0f | %.0f | %.2fx | %.2f %% -> %.2f %% |" %
                      (name, lf, lp, lf / lp, tf, tp, tp / tf, 100 * acc["fp32"], 100 * acc["packed"]))
+    lines.append("")
+    for name, _, _ in pairs:  # the spread of the batch-1 ratio within rounds, and which plan batch 1 ran
+        def per_round(kind):
+            return {x["repeat"]: x for x in runs["runs"] if x["name"] == name and x["kind"] == kind}
+        f, p = per_round("fp32"), per_round("packed")
+        ratios = sorted(f[r]["speed"]["latency_b1_ms_median"] / p[r]["speed"]["latency_b1_ms_median"] for r in f if r in p)
+        bands = ["%s %s" % (kind, "/".join(sorted({str(x["batch1_row_bands"]) for x in per_round(kind).values()})))
+                 for kind in ("fp32", "packed")]
+        lines.append("%s: batch-1 speed-up per round %s (median %.2fx); batch-1 row bands (DeployNet RowBands): %s." %
+                     (name, " ".join("%.2f" % v for v in ratios), statistics.median(ratios), ", ".join(bands)))
     lines.append("")
     lines.append("Medians of %d interleaved rounds; load average %.1f before, %.1f after; conv kernels: %s; "
                  "threads: %s; CPU: %s." % (a.repeats, runs["load_before"], runs["load_after"], a.conv_impl,
