@@ -237,7 +237,8 @@ void add_evaluate(CLI::App& app, Globals&) {
                 "fused net's convolutions: first (oneDNN's first choice, the same in every run) | pairs (first, "
                 "and convs of at most 8 output channels over pairs of output columns, which AVX-512 kernels run "
                 "faster) | fastest (time oneDNN's implementations and the pair form once per conv shape and take the "
-                "quickest; outputs may differ in the last bits between runs)")
+                "quickest; at batch 1 also the row-band plan, two one-thread convs per conv on a two-thread team, when it "
+                "times faster; outputs may differ in the last bits between runs)")
       ->check(CLI::IsMember({"first", "pairs", "fastest"}))
       ->capture_default_str();
   c->add_option("--jpeg-quality", a->jpeg_quality,
