@@ -630,6 +630,10 @@ int OnednnTermConv::channels() const { return impl_->T * impl_->icg; }
 
 const char* OnednnTermConv::path() const { return impl_->split ? "onednn-int8-split" : "onednn-int8-vnni"; }
 
+bool OnednnTermConv::plain_avx2() const {
+  return impl_->split && dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;
+}
+
 bool OnednnTermConv::shift_weights() const { return impl_->shift_w; }
 
 int32_t OnednnTermConv::shift_border_sum(uint8_t pad_code) const {

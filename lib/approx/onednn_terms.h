@@ -50,6 +50,9 @@ class OnednnTermConv {
   int channels() const;
   /// "onednn-int8-vnni" or "onednn-int8-split" (see the header comment).
   const char* path() const;
+  /// True when oneDNN runs this conv with its plain AVX2 int8 kernels (the split layout, 256-bit vpmaddubsw +
+  /// vpmaddwd): as many multiply instructions per int8 channel as the term engine's vpmaddwd per int16 plane.
+  bool plain_avx2() const;
   int32_t shift_border_sum(uint8_t pad_code) const;
 
   struct Impl;

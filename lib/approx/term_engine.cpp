@@ -69,10 +69,18 @@ std::pair<int64_t, int64_t> ApproxConv2d::Impl::init_functional() {
     return OnednnTermConv::make(am, bm, ic, oc, kh, kw, stride, pad, groups, mult->is_signed ? 0x80 : -1);
   };
   dn = make_dn(d.a_terms, d.b_terms);
+  size_t dn_terms = d.a_terms.size();
   if (!d.a_narrow.empty() && !d.has_min) {
     std::unique_ptr<OnednnTermConv> nd = make_dn(d.a_narrow, d.b_narrow);
-    if (nd && (!dn || nd->channels() < dn->channels())) dn = std::move(nd);
+    if (nd && (!dn || nd->channels() < dn->channels())) dn = std::move(nd), dn_terms = d.a_narrow.size();
   }
+  // On oneDNN's plain AVX2 int8 kernels (the split layout) an 8-bit A term takes two int8 channels, and each
+  // int8 channel costs as many multiply instructions (vpmaddubsw + vpmaddwd per 32 products) as one int16 plane
+  // of the term engine (vpmaddwd per 16). When every term takes two parts (drum, trunc, mitchell's exact
+  // product), the term engine alone does half the multiplies, in one pass with mitchell's min() correction, and
+  // was the faster: drum:4 1.2x against 1.5x, mitchell 2.6-3.0x against 3.0-3.5x the fp32 conv on resnet20's
+  // shapes (Zen 5, AVX2 forced, bench/approx_bench.cpp). bam's narrow form (one part per term) stays on oneDNN.
+  if (dn && dn->plain_avx2() && dn->channels() >= 2 * int(dn_terms) * icg) dn.reset();
   return {bound0, 0};
 }
 
