@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <sched.h>
+#include <immintrin.h>
 
 #include "io/files.h"
 #include "nn/containers.h"
@@ -393,18 +394,47 @@ bool paired_is_faster(const std::string& key, const std::function<double()>& pla
   return it->second;
 }
 
+/// Sets OpenMP's thread count for this thread to 1 for its lifetime, and restores it (also on an exception).
+struct OneThread {
+  int saved = omp_get_max_threads();
+  OneThread() { omp_set_num_threads(1); }
+  ~OneThread() { omp_set_num_threads(saved); }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+};
+
+std::string& forced_band_impl() {
+  static std::string name;
+  return name;
+}
+
+/// The first of make()'s implementations whose name contains `name` (detail::force_band_impl); oneDNN's first
+/// choice when none does.
+convolution_forward::primitive_desc band_impl_named(const std::function<convolution_forward::primitive_desc()>& make,
+                                                    const std::string& name) {
+  convolution_forward::primitive_desc pd = make();
+  do
+    if (std::string(pd.impl_info_str()).find(name) != std::string::npos) return pd;
+  while (pd.next_impl());
+  return make();
+}
+
 struct Builder {
   DeployNet::Plan& plan;
   bool f32 = false;  ///< f32 activations and the folded f32 weights; else int8 codes
   ConvChoice conv_choice = ConvChoice::first;
-  /// Team plans: host work split over the team (its parts) that the next row-band step runs first, in the same
-  /// step (it neither reads what that step writes nor writes what it reads); flushed as a step of its own before
-  /// any other.
+  /// Team plans: host work split over the team (its parts: the option-A shortcut fill) that the next row-band step
+  /// runs first, in the same step, when that step neither reads what the fill writes nor writes it (row_bands'
+  /// merge_pending: not a conv that sums into the shortcut); flushed as a step of its own otherwise.
   std::array<DeployNet::Plan::Part, DeployNet::Plan::kTeam> pending{};
 
-  void push(std::array<DeployNet::Plan::Part, DeployNet::Plan::kTeam> parts) {
+  void push_pending() {
     if (pending[0]) plan.steps.push_back(pending);
     pending = {};
+  }
+
+  void push(std::array<DeployNet::Plan::Part, DeployNet::Plan::kTeam> parts) {
+    push_pending();
     plan.steps.push_back(std::move(parts));
   }
 
@@ -420,7 +450,7 @@ struct Builder {
   /// results/compress/README.md). Returns false, adding nothing, when the conv has fewer output rows than bands.
   bool row_bands(const memory& src, const memory& dst, const memory& user_w, const memory& bias,
                  const memory::dims& strides, const memory::dims& pad_l, const memory::dims& pad_r,
-                 const primitive_attr& attr, const std::string& key, const std::string& note) {
+                 const primitive_attr& attr, const std::string& key, const std::string& note, bool merge_pending) {
     constexpr int kBands = DeployNet::Plan::kTeam;
     const memory::desc sd = src.get_desc(), dd = dst.get_desc();
     const memory::dims si = sd.dims(), di = dd.dims(), wd = user_w.get_desc().dims();
@@ -428,6 +458,12 @@ struct Builder {
     if (si.size() != 4 || si[0] != 1 || rows < kBands) return false;
     const size_t src_row = size_t(si[1] * si[3]) * memory::data_type_size(sd.data_type());
     const size_t dst_row = size_t(di[1] * di[3]) * memory::data_type_size(dd.data_type());
+    // Each band's own scratchpad: by default some implementations (gemm, winograd) keep theirs per thread,
+    // allocated by the thread that creates the primitive, which is not the team thread that runs band 1.
+    dnnl_primitive_attr_t cloned = nullptr;
+    FRUGAL_CHECK(dnnl_primitive_attr_clone(&cloned, attr.get()) == dnnl_success, "deploy net: cannot copy a conv's attributes");
+    primitive_attr band_attr(cloned);
+    band_attr.set_scratchpad_mode(scratchpad_mode::user);
     std::array<DeployNet::Plan::Part, kBands> parts;
     std::string impl;
     for (int b = 0; b < kBands; ++b) {
@@ -439,30 +475,35 @@ struct Builder {
       convolution_forward::desc cd(prop_kind::forward_inference, algorithm::convolution_direct, bsd,
                                    memory::desc(wd, user_w.get_desc().data_type(), tag::any), bias.get_desc(), bdd,
                                    strides, {i0 - first, pad_l[1]}, {last - i1, pad_r[1]});
-      const int saved = omp_get_max_threads();  // oneDNN sizes its work split at creation: one thread
-      omp_set_num_threads(1);
       std::function<convolution_forward::primitive_desc()> make = [&] {
-        return convolution_forward::primitive_desc(cd, attr, cpu_engine());
+        return convolution_forward::primitive_desc(cd, band_attr, cpu_engine());
       };
       std::ostringstream band_key;  // under ConvChoice::fastest, timed on one thread per band geometry
       band_key << key << " band " << i1 - i0 << '/' << o1 - o0 << " pad " << i0 - first << ',' << last - i1;
+      OneThread one;  // oneDNN sizes its work split when it creates the primitive
       convolution_forward::primitive_desc pd =
-          conv_choice == ConvChoice::fastest
-              ? nn::fastest_impl(band_key.str(), make, {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST},
-                                 kConvMargin)
-              : make();
+          !forced_band_impl().empty()
+              ? band_impl_named(make, forced_band_impl())
+              : conv_choice == ConvChoice::fastest
+                    ? nn::fastest_impl(band_key.str(), make,
+                                       {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_BIAS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD},
+                                       kConvMargin)
+                    : make();
       primitive prim = convolution_forward(pd);
-      omp_set_num_threads(saved);
       memory wq(pd.weights_desc(), cpu_engine());
       frugal::reorder(user_w, wq);
       memory bs(bsd, cpu_engine(), static_cast<uint8_t*>(src.get_data_handle()) + size_t(i0) * src_row);
       memory bd(bdd, cpu_engine(), static_cast<uint8_t*>(dst.get_data_handle()) + size_t(o0) * dst_row);
       plan.keep.insert(plan.keep.end(), {wq, bias, src, dst});  // the bands' memories only view src and dst
-      std::unordered_map<int, memory> args{
-          {DNNL_ARG_SRC, bs}, {DNNL_ARG_WEIGHTS, wq}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, bd}};
+      std::unordered_map<int, memory> args{{DNNL_ARG_SRC, bs},
+                                           {DNNL_ARG_WEIGHTS, wq},
+                                           {DNNL_ARG_BIAS, bias},
+                                           {DNNL_ARG_DST, bd},
+                                           {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine())}};
       parts[size_t(b)] = [prim, args](stream& s) { prim.execute(s, args); };
       if (b == 0) impl = pd.impl_info_str();
     }
+    if (pending[0] && !merge_pending) push_pending();
     if (pending[0]) {
       for (size_t t = 0; t < parts.size(); ++t)
         parts[t] = [first = pending[t], band = parts[t]](stream& s) {
@@ -508,7 +549,7 @@ struct Builder {
     memory pdst(pdst_md, cpu_engine(), dst.get_data_handle());  // the same bytes as dst (NHWC)
     if (plan.team &&
         row_bands(in.mem, pdst, user_pw, pbias, {1, 2}, {o.ph(), o.pw()}, {pr_h, o.pw()}, attr, key + " paired",
-                  " (column pairs)")) {
+                  " (column pairs)", true)) {
       plan.keep.push_back(dst);
       return true;
     }
@@ -579,7 +620,7 @@ struct Builder {
       if (plan.team) {
         memory user_w(memory::desc(wd, w_t, o.groups > 1 ? tag::goihw : tag::oihw), cpu_engine(), weight_data(op));
         if (row_bands(in.mem, dst, user_w, bias, {o.sh(), o.sw()}, {o.ph(), o.pw()}, {pr_h, pr_w}, attr,
-                      conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), ""))
+                      conv_key(in, dst.get_desc(), wd, o, into != nullptr, op.relu, w_t), "", into == nullptr))
           return {dst, od, out_t};
       }
       prim = convolution_forward(pd);
@@ -781,12 +822,13 @@ namespace {
 // The team's meeting point after each step: the last thread to arrive flips the phase, the others spin on it
 // (about 0.25 us a meeting for two threads on a 2-vCPU KVM guest, against 3.5-3.8 us for an OpenMP fork / join;
 // bench/conv_b1_threads.cpp). After a while a waiter yields its core, so a team on fewer cores than threads still
-// moves on. The locked add orders each thread's stores (streaming ones too) before its arrival.
+// moves on. The locked add orders each thread's stores before its arrival; the sfence its streaming stores.
 struct alignas(64) SpinBarrier {
   std::atomic<int> arrived{0};
   std::atomic<int> phase{0};
   void wait(int& local_phase, int threads) {
     local_phase ^= 1;
+    _mm_sfence();  // streaming stores (some kernels' outputs) before the arrival, whatever the CPU
     if (arrived.fetch_add(1, std::memory_order_acq_rel) == threads - 1) {
       arrived.store(0, std::memory_order_relaxed);
       phase.store(local_phase, std::memory_order_release);
@@ -914,6 +956,10 @@ std::vector<std::string> DeployNet::implementations(int64_t n) const {
   const Plan* p = plan_for_batch(n);
   return counted(p ? p->impls : std::vector<std::string>{});
 }
+
+namespace detail {
+void force_band_impl(const std::string& name) { forced_band_impl() = name; }
+}  // namespace detail
 
 ConvChoice parse_conv_choice(const std::string& s, const std::string& where) {
   if (s == "first") return ConvChoice::first;

@@ -118,6 +118,12 @@ std::string install_fused_f32(nn::Model& m);
 /// Which path `m`'s forward runs: "int8", "fused-f32" or "layers".
 std::string inference_path(const nn::Model& m);
 
+namespace detail {
+/// Tests: row-band convs of plans built from now on take oneDNN's first implementation whose name contains `name`
+/// (oneDNN's first choice where none does) instead of the ConvChoice's; "" restores the normal choice.
+void force_band_impl(const std::string& name);
+}  // namespace detail
+
 /// Reads any model file (frugal's model.bin, a checkpoint's model, a packed model); a packed model with int8
 /// records comes back with its DeployNet installed (Model::inference_net).
 nn::LoadedModel load_model_file(const std::string& path);

@@ -364,7 +364,76 @@ TEST_CASE("row bands: the batch-1 team plan computes the plain fused net's logit
   }
 }
 
+namespace {
+/// A 4x4 input down to 1x1 through option-A blocks: convs with fewer output rows than bands (run whole inside the
+/// team) and an option-A fill before such a conv (flushed as its own step).
+json tiny_resnet() {
+  json conv8 = {{"type", "conv"}, {"out", 8}, {"k", 3}, {"bias", false}};
+  json conv16s2 = {{"type", "conv"}, {"out", 16}, {"k", 3}, {"s", 2}, {"bias", false}};
+  json conv16 = {{"type", "conv"}, {"out", 16}, {"k", 3}, {"bias", false}};
+  json conv32s2 = {{"type", "conv"}, {"out", 32}, {"k", 3}, {"s", 2}, {"bias", false}};
+  json conv32 = {{"type", "conv"}, {"out", 32}, {"k", 3}, {"bias", false}};
+  json bn = {{"type", "bn"}}, relu = {{"type", "relu"}};
+  json layers = json::array(
+      {conv8, bn, relu,
+       {{"type", "residual"},
+        {"main", {conv16s2, bn, relu, conv16, bn}},
+        {"shortcut", {{{"type", "shortcut_a"}, {"out", 16}, {"s", 2}}}}},
+       {{"type", "residual"},
+        {"main", {conv32s2, bn, relu, conv32, bn}},
+        {"shortcut", {{{"type", "shortcut_a"}, {"out", 32}, {"s", 2}}}}},
+       {{"type", "gap"}},
+       {{"type", "flatten"}},
+       {{"type", "linear"}, {"out", "classes"}}});
+  return {{"input", {3, 4, 4}}, {"classes", 3}, {"layers", layers}};
+}
+}  // namespace
+
+TEST_CASE("row bands: timed choice, one-row convs, a forced implementation, repeated runs") {
+  for (const char* what : {"small_resnet", "tiny_resnet"}) {
+    CAPTURE(what);
+    const json spec = std::string(what) == "small_resnet" ? small_resnet() : tiny_resnet();
+    nn::Model m(spec, 1);
+    randomize(m, 13);
+    const Dims& chw = m.input_chw();
+    std::mt19937_64 rng(14);
+    Tensor x({1, chw[0], chw[1], chw[2]});
+    fill(x, rng, -1.f, 1.f);
+    auto plain = fused_copy(m, ConvChoice::first, RowBands::off);
+    const Tensor want = logits(*plain, x);
+    auto close = [&](const Tensor& got) {
+      REQUIRE(got.dims() == want.dims());
+      float diff = 0;
+      for (int64_t i = 0; i < got.size(); ++i) diff = std::max(diff, std::fabs(got.data()[i] - want.data()[i]));
+      return diff <= 1e-5f * std::max(1.f, max_abs(want));
+    };
+    // the default, timed against the plain plan under fastest: either plan, the same logits
+    auto timed = fused_copy(m, ConvChoice::fastest, RowBands::timed);
+    CHECK(close(logits(*timed, x)));
+    // oneDNN's gemm convolution keeps a per-thread scratchpad unless given one: each band has its own
+    modelcomp::detail::force_band_impl("gemm");
+    auto gemm = fused_copy(m, ConvChoice::first, RowBands::on);
+    const Tensor first = logits(*gemm, x);
+    modelcomp::detail::force_band_impl("");
+    CHECK(any_contains(dynamic_cast<DeployNet&>(*gemm->inference_net()).implementations(1), "gemm"));
+    CHECK(close(first));
+    bool same = true;
+    for (int r = 0; r < 200; ++r) {  // the team's barriers: every run the same bytes
+      const Tensor again = logits(*gemm, x);
+      same = same && std::memcmp(again.data(), first.data(), sizeof(float) * size_t(first.size())) == 0;
+    }
+    CHECK(same);
+  }
+}
+
 TEST_CASE("row bands: int8 nets, and a team OpenMP cuts to one thread") {
+  int inner = 0;  // the premise of the nested case below: a region inside a region gets one thread
+#pragma omp parallel num_threads(2)
+  if (omp_get_thread_num() == 0) {
+#pragma omp parallel num_threads(2)
+    if (omp_get_thread_num() == 0) inner = omp_get_num_threads();
+  }
+  REQUIRE(inner == 1);
   nn::Model m(small_resnet(), 1);
   randomize(m, 7);
   auto folded = fold_batchnorm(m);
