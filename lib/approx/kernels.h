@@ -29,7 +29,10 @@
 //              output channels' products, 16 per gather; vpgatherdd over the uint16 table where ocg % 4 != 0), or on
 //              AMD avx2-loads (the same with scalar loads instead of the microcoded vpgatherdq) > scalar
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
-//              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path
+//              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path. On
+//              oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two parts (drum,
+//              trunc, exact, mitchell's exact product) skips oneDNN and runs all its terms on the term engine,
+//              which does half the multiplies there (term_engine.cpp init_functional): path "terms-avx2"
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
 // Files: kernels.cpp (this front), lut_engine.cpp, term_engine.cpp, lowrank.cpp, kernel_quant.cpp (conv_impl.h).
 // Every path gives the same integers for lut and functional; lowrank's oneDNN paths give the same result as
