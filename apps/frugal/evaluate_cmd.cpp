@@ -157,8 +157,10 @@ void evaluate_model(const EvalArgs& a) {
   std::printf("%-26s %lld\n", "model file bytes", (long long)j["metrics"]["model_file_bytes"].get<int64_t>());
   std::printf("%-26s %.3f uJ\n", "energy / image (arith.)", j["energy"]["total_uj"].get<double>());
   if (j.contains("speed")) {
-    std::printf("%-26s %.3f ms (p99 %.3f)\n", "latency batch 1 (median)",
-                j["speed"]["latency_b1_ms_median"].get<double>(), j["speed"]["latency_b1_ms_p99"].get<double>());
+    const bool bands = j["inference"].value("batch1_row_bands", false);
+    std::printf("%-26s %.3f ms (p99 %.3f)%s\n", "latency batch 1 (median)",
+                j["speed"]["latency_b1_ms_median"].get<double>(), j["speed"]["latency_b1_ms_p99"].get<double>(),
+                bands ? ", convs as row bands on a 2-thread team" : "");
     std::printf("%-26s %.0f img/s\n", "throughput batch 256", j["speed"]["throughput_img_per_s"].get<double>());
   }
   if (int8) {
