@@ -61,27 +61,39 @@ QuantParams act_quant_params(const ApproxSpec& spec, bool is_signed, float lo, f
   return make_quant_params(qc, &lo, &hi, 1, 1);
 }
 
+std::pair<float, float> range_with_zero_ref(const float* src, size_t count) {
+  float lo = 0.0f, hi = 0.0f;
+  for (size_t i = 0; i < count; ++i) lo = src[i] < lo ? src[i] : lo, hi = src[i] > hi ? src[i] : hi;
+  return {lo, hi};
+}
+
 std::pair<float, float> range_with_zero(const float* src, size_t count) {
   using MM = std::pair<float, float>;
   MM r = tbb::parallel_reduce(
       tbb::blocked_range<size_t>(0, count, 1 << 16), MM{0.0f, 0.0f},
       [&](const tbb::blocked_range<size_t>& rr, MM m) {
-        // 16 independent lanes (the ternaries are vminps / vmaxps), then the tail
-        float mn[16], mx[16];
-        for (int l = 0; l < 16; ++l) mn[l] = m.first, mx[l] = m.second;
+        // 16 lanes in 4 SSE registers (baseline x86-64): minps(v, m) is v < m ? v : m lane by lane, the twin's
+        // comparison, so a NaN never enters and -0 / +0 resolve alike. (GCC kept the plain-C form of this loop
+        // scalar: 0.37 ms for 2.1 M floats, a tenth of an approximate conv.)
+        __m128 mn[4], mx[4];
+        for (int k = 0; k < 4; ++k) mn[k] = _mm_set1_ps(m.first), mx[k] = _mm_set1_ps(m.second);
         size_t i = rr.begin();
         for (; i + 16 <= rr.end(); i += 16)
-          for (int l = 0; l < 16; ++l) {
-            const float v = src[i + size_t(l)];
-            mn[l] = v < mn[l] ? v : mn[l];
-            mx[l] = v > mx[l] ? v : mx[l];
+          for (int k = 0; k < 4; ++k) {
+            const __m128 v = _mm_loadu_ps(src + i + 4 * size_t(k));
+            mn[k] = _mm_min_ps(v, mn[k]);
+            mx[k] = _mm_max_ps(v, mx[k]);
           }
-        for (; i < rr.end(); ++i) m.first = std::min(m.first, src[i]), m.second = std::max(m.second, src[i]);
-        for (int l = 0; l < 16; ++l) m.first = std::min(m.first, mn[l]), m.second = std::max(m.second, mx[l]);
+        for (; i < rr.end(); ++i)
+          m.first = src[i] < m.first ? src[i] : m.first, m.second = src[i] > m.second ? src[i] : m.second;
+        alignas(16) float lmn[16], lmx[16];
+        for (int k = 0; k < 4; ++k) _mm_store_ps(lmn + 4 * k, mn[k]), _mm_store_ps(lmx + 4 * k, mx[k]);
+        for (int l = 0; l < 16; ++l)
+          m.first = lmn[l] < m.first ? lmn[l] : m.first, m.second = lmx[l] > m.second ? lmx[l] : m.second;
         return m;
       },
       [](MM a, MM b) {
-        return MM{std::min(a.first, b.first), std::max(a.second, b.second)};
+        return MM{b.first < a.first ? b.first : a.first, b.second > a.second ? b.second : a.second};
       });
   return r;  // the range always includes 0 (the reduction starts from it)
 }

@@ -74,8 +74,11 @@ QuantParams weight_quant_params(const ApproxSpec& spec, bool is_signed, const fl
 /// Activations over [lo, hi] (per tensor): unsigned -> affine unsigned; signed -> symmetric when
 /// spec.act_symmetric, else affine signed.
 QuantParams act_quant_params(const ApproxSpec& spec, bool is_signed, float lo, float hi);
-/// [min(0, min x), max(0, max x)] over x (n values): a batch's activation range.
+/// [min(0, min x), max(0, max x)] over x (n values): a batch's activation range. NaNs are skipped (never
+/// smaller or larger than the running bound); parallel blocks, 16 SIMD lanes.
 std::pair<float, float> range_with_zero(const float* x, size_t n);
+/// Its scalar twin, one value after the other (tests).
+std::pair<float, float> range_with_zero_ref(const float* x, size_t n);
 
 /// Naive reference: acc[n][oh][ow][oc] = sum over (icg, kh, kw) of m.mul(a, w) with a read from src codes
 /// (N,H,W,IC) or pad_code outside, w from w_codes (OC, IC/groups, KH, KW). Codes as in code().

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 
+#include "approx/kernels.h"
 #include "approx/quantizer.h"
 #include "util/check.h"
 
@@ -109,4 +112,37 @@ TEST_CASE("percentile calibration ignores outliers, bad input rejected") {
   CHECK_THROWS_AS(cal3.params(), frugal::Error);
   x[3] = std::nanf("");
   CHECK_THROWS_AS(cal3.observe(x.data(), x.size()), frugal::Error);
+}
+
+TEST_CASE("range_with_zero: its SIMD lanes and parallel blocks give the scalar twin's bits") {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), -0.0f, 0.0f,
+                            std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::denorm_min(), -std::numeric_limits<float>::max()};
+  // sizes around the 16-lane step, and several TBB blocks of 65536 with a tail
+  for (size_t n : {size_t(0), size_t(1), size_t(15), size_t(16), size_t(17), size_t(100), size_t(65536 * 3 + 5)})
+    for (int kind = 0; kind < 4; ++kind) {  // spread, all positive, all negative, with special values
+      CAPTURE(n);
+      CAPTURE(kind);
+      std::vector<float> x(n);
+      for (float& v : x) v = kind == 1 ? std::fabs(nd(rng)) : kind == 2 ? -std::fabs(nd(rng)) : nd(rng);
+      if (kind == 3)
+        for (size_t i = 0; i < n; i += 7) x[i] = specials[(i / 7) % 7];
+      if (n > 40000 && (kind == 0 || kind == 3)) x[n - 3] = 1000.f, x[40000] = -2000.f;  // extremes: tail, a block
+      const auto got = range_with_zero(x.data(), n), want = range_with_zero_ref(x.data(), n);
+      CHECK(std::memcmp(&got.first, &want.first, sizeof(float)) == 0);
+      CHECK(std::memcmp(&got.second, &want.second, sizeof(float)) == 0);
+      CHECK(!std::isnan(got.first));
+      CHECK(!std::isnan(got.second));
+      if (kind == 1) CHECK(got.first == 0.0f);   // the range always holds 0
+      if (kind == 2) CHECK(got.second == 0.0f);
+    }
+  // a NaN after a lane's extreme, in the same lane (16 apart): the extreme stays
+  std::vector<float> y(64, 0.5f);
+  y[3] = -7.f, y[3 + 16] = std::numeric_limits<float>::quiet_NaN();
+  y[5] = 1e6f, y[5 + 16] = std::numeric_limits<float>::quiet_NaN();
+  const auto r = range_with_zero(y.data(), y.size());
+  CHECK(r.first == -7.f);
+  CHECK(r.second == 1e6f);
 }
