@@ -134,10 +134,7 @@ void evaluate_model(const EvalArgs& a) {
   j["inference"] = {{"path", modelcomp::inference_path(model)}};
   if (deploy) {
     j["inference"]["implementations"] = deploy->implementations();
-    if (!deploy->implementations(1).empty()) {  // the batch-1 latency's net (DeployNet RowBands)
-      j["inference"]["batch1_row_bands"] = deploy->row_bands_used(1);
-      j["inference"]["batch1_implementations"] = deploy->implementations(1);
-    }
+    j["inference"].update(deploy->batch1_report());  // the batch-1 latency's net (DeployNet RowBands)
     j["inference"]["conv_impl"] = a.conv_impl;
   } else
     j["inference"]["why_layers"] = layers_why;

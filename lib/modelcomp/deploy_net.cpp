@@ -933,6 +933,11 @@ bool DeployNet::row_bands_used(int64_t n) const {
   return p && p->team;
 }
 
+json DeployNet::batch1_report() const {
+  if (!plan_for_batch(1)) return json::object();
+  return {{"batch1_row_bands", row_bands_used(1)}, {"batch1_implementations", implementations(1)}};
+}
+
 namespace {
 /// Each implementation once, in first-use order, with its count.
 std::vector<std::string> counted(const std::vector<std::string>& impls) {

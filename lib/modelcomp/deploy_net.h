@@ -92,6 +92,9 @@ class DeployNet : public nn::Layer {
   /// plan's implementations as implementations() gives them (empty when no such shape ran).
   bool row_bands_used(int64_t n) const;
   std::vector<std::string> implementations(int64_t n) const;
+  /// For results JSON: {"batch1_row_bands": row_bands_used(1), "batch1_implementations": implementations(1)}, or an
+  /// empty object when no batch-1 input ran.
+  nlohmann::json batch1_report() const;
   struct Plan;  ///< the primitives and buffers of one input shape
 
  private:

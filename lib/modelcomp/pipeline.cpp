@@ -685,10 +685,7 @@ json Pipeline::finish() {
     if (!n) continue;
     if (!o_.eval && !o_.speed) train::evaluate(*model, d_.test, d_.norm, o_.eval_batch, 0.f);
     j["inference"][key]["implementations"] = n->implementations();  // what oneDNN dispatched
-    if (!n->implementations(1).empty()) {  // the batch-1 latency's net (DeployNet RowBands)
-      j["inference"][key]["batch1_row_bands"] = n->row_bands_used(1);
-      j["inference"][key]["batch1_implementations"] = n->implementations(1);
-    }
+    j["inference"][key].update(n->batch1_report());  // the batch-1 latency's net (DeployNet RowBands)
     if (key == std::string("after") && n->precision() == DeployNet::Precision::int8)
       j["int8_implementations"] = n->implementations();
   }
