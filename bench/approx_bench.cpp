@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <utility>
 #include <random>
@@ -33,6 +34,9 @@ int main(int argc, char** argv) {
   int runs = argc > 1 ? std::atoi(argv[1]) : 10;
   const std::string filter = argc > 2 ? argv[2] : "";
   const int only_c = argc > 3 ? std::atoi(argv[3]) : 0;
+  // APPROX_S16=0: the split layout stays on oneDNN's int8 conv instead of frugal's s16 engine (A/B comparisons;
+  // see onednn_terms.cpp), APPROX_S16=1 forces the engine wherever the layout allows it
+  if (const char* s16 = std::getenv("APPROX_S16")) detail::set_terms_s16(std::atoi(s16));
   struct Case { int c, hw; };
   const Case cases[] = {{16, 32}, {32, 16}, {64, 8}};
   const int n = 128;

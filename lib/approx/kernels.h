@@ -29,10 +29,11 @@
 //              output channels' products, 16 per gather; vpgatherdd over the uint16 table where ocg % 4 != 0), or on
 //              AMD avx2-loads (the same with scalar loads instead of the microcoded vpgatherdq) > scalar
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
-//              the source as u8 parts <= 128, still exact; see onednn_terms.h) > none on the scalar path. On
-//              oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two parts (drum,
-//              trunc, exact, mitchell's exact product) skips oneDNN and runs all its terms on the term engine,
-//              which does half the multiplies there (term_engine.cpp init_functional): path "terms-avx2"
+//              the source as u8 parts <= 128, still exact; see onednn_terms.h; where it saves multiplies, as
+//              for bam, that layout runs on frugal's own AVX2 conv with int16 sums: int8-s16-avx2) > none on the
+//              scalar path. On oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two
+//              parts (drum, trunc, exact, mitchell's exact product) skips oneDNN and runs all its terms on the term
+//              engine, which does half the multiplies there (term_engine.cpp init_functional): path "terms-avx2"
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar
 // Files: kernels.cpp (this front), lut_engine.cpp, term_engine.cpp, lowrank.cpp, kernel_quant.cpp (conv_impl.h).
 // Every path gives the same integers for lut and functional; lowrank's oneDNN paths give the same result as
@@ -164,6 +165,13 @@ namespace detail {
 /// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512 VBMI /
 /// AVX2 table lookups where the kernel path and CPU allow (false). (The kernel path itself: util::set_kernel_isa.)
 void set_terms_scalar_fill(bool on);
+/// Tests and A/B benches: the split layout's s16 engine (onednn_terms.cpp, OnednnTermConv::make): -1 where it saves multiplies (the default),
+/// 0 never (oneDNN), 1 wherever the layout allows it (one group, icg % 8 == 0), 2 the same with its scalar twin.
+/// Takes effect for convs built after the call.
+void set_terms_s16(int mode);
+/// Tests: how the AVX2 source fill of the oneDNN / s16 layouts reads each code's part bytes: -1 by CPU (scalar loads
+/// and a byte transpose on AMD, where vpgatherdd is microcoded; vpgatherdd elsewhere), 0 vpgatherdd, 1 scalar loads.
+void set_terms_fill_loads(int mode);
 /// Tests: how the AVX2 LUT path reads its 4-channel tables: -1 by CPU (scalar loads on AMD, vpgatherdq elsewhere;
 /// the default), 0 vpgatherdq, 1 scalar loads. Takes effect for the next forward.
 void set_lut_avx2_loads(int mode);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <numeric>
 #include <tuple>
 
 #include <immintrin.h>
@@ -27,8 +28,12 @@ namespace frugal::approx {
 namespace detail {
 namespace {
 std::atomic<bool> g_terms_scalar_fill{false};
+std::atomic<int> g_terms_s16{-1};
+std::atomic<int> g_terms_fill_loads{-1};
 }
 void set_terms_scalar_fill(bool on) { g_terms_scalar_fill = on; }
+void set_terms_s16(int mode) { g_terms_s16 = mode; }
+void set_terms_fill_loads(int mode) { g_terms_fill_loads = mode; }
 }  // namespace detail
 
 using dnnl::memory;
@@ -67,6 +72,173 @@ bool vbmi_fill() {
          !detail::g_terms_scalar_fill.load();
 }
 bool avx2_fill() { return util::kernel_isa() >= util::Isa::avx2 && !detail::g_terms_scalar_fill.load(); }
+// The AVX2 fill reads each code's part bytes with scalar loads and transposes them (avx2_pixels_loads) instead of
+// vpgatherdd, which AMD microcodes: on AMD, or as detail::set_terms_fill_loads says.
+bool fill_loads() {
+  const int mode = detail::g_terms_fill_loads.load();
+  return mode < 0 ? util::cpu_features().amd : mode > 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The s16 engine: a direct NHWC conv of a u8 source with s8 weights, 16 output channels (two 8-lane halves) by PX
+// output pixels per block. A step is 4 input channels of one part: vpbroadcastd of the pixel's 4 bytes, vpmaddubsw
+// against 8 channels x 4 weight bytes (int16 lane pairs: bytes 0-1 and 2-3 of one output channel), summed in int16
+// (vpaddw) for up to steps[p] steps, then widened into int32 by vpmaddwd with the part's scale (which also adds the
+// lane pair). oneDNN's pre-VNNI kernel widens after every step: 2 multiplies per step against ~1 here when the
+// part's values are small, as bam's bits are.
+struct S16Args {
+  const uint8_t* src;    // (N, Hp, Wp, C) padded, C = T * icg
+  const uint8_t* wpack;  // [ob][T][kh][kw][icg / 4][16][4]
+  const int16_t* scale;  // [T]
+  const int32_t* steps;  // [T]
+  int Hp, Wp, C, icg, T, kh, kw, stride, OH, OW, oc;
+  int32_t* dst;  // (N, OH, OW, oc)
+};
+
+// acc (int32, PX x 16 in memory) += the int16 sums times scale (vpmaddwd, which also adds each output channel's
+// lane pair); the sums restart from 0
+template <int PX>
+FRUGAL_TERMS_AVX2 inline void s16_widen(int32_t* acc, __m256i (&sums)[PX][2], __m256i scale) {
+  for (int i = 0; i < PX; ++i)
+    for (int hf = 0; hf < 2; ++hf) {
+      __m256i* a = reinterpret_cast<__m256i*>(acc + 16 * i + 8 * hf);
+      _mm256_storeu_si256(a, _mm256_add_epi32(_mm256_loadu_si256(a), _mm256_madd_epi16(sums[i][hf], scale)));
+      sums[i][hf] = _mm256_setzero_si256();
+    }
+}
+
+// Part p of one output row's pixels [ox0, ox0 + PX) x the 16 output channels of block o, added to acc (PX x 16
+// int32). The int16 sums of PX pixels x 2 halves stay in registers (12 at PX = 6) and are widened once the part's
+// steps are used up, or at its end (bam's bits take 127 steps, more than a 3x3 window over 64 channels has).
+// Q: quads per tap (icg / 4) when known at compile time, else 0. TAPWISE: widen at tap boundaries (the part's
+// steps >= quads), else after any step.
+template <int PX, int Q, bool TAPWISE>
+FRUGAL_TERMS_AVX2 void s16_block(const S16Args& A, int p, int b, int oy, int ox0, int o, int32_t* acc) {
+  __m256i part[PX][2];
+  const int quads = Q ? Q : A.icg / 4;
+  const size_t tap_bytes = size_t(quads) * 64;
+  const uint8_t* wo = A.wpack + (size_t(o) * A.T + p) * A.kh * A.kw * tap_bytes;
+  const size_t pixel_step = size_t(A.stride) * A.C;
+  const int S = A.steps[p];
+  const __m256i sc = _mm256_set1_epi16(A.scale[p]);
+  for (int i = 0; i < PX; ++i) part[i][0] = part[i][1] = _mm256_setzero_si256();
+  int k = 0;
+  for (int y = 0; y < A.kh; ++y) {
+    const uint8_t* row = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox0) * A.stride) * A.C +
+                         size_t(p) * A.icg;
+    for (int x = 0; x < A.kw; ++x) {
+      const uint8_t* px0 = row + size_t(x) * A.C;
+      const uint8_t* wp = wo + (size_t(y) * A.kw + x) * tap_bytes;
+      if (TAPWISE && k + quads > S) {
+        s16_widen<PX>(acc, part, sc);
+        k = 0;
+      }
+#pragma GCC unroll 1  // (unrolled, GCC hoists the loads of every quad and spills the sums)
+      for (int q = 0; q < quads; ++q) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 64 * q));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 64 * q + 32));
+        for (int i = 0; i < PX; ++i) {
+          int32_t four;
+          std::memcpy(&four, px0 + i * pixel_step + 4 * q, 4);
+          const __m256i a = _mm256_set1_epi32(four);
+          part[i][0] = _mm256_add_epi16(_mm256_maddubs_epi16(a, w0), part[i][0]);
+          part[i][1] = _mm256_add_epi16(_mm256_maddubs_epi16(a, w1), part[i][1]);
+        }
+        if (!TAPWISE && ++k == S) {
+          s16_widen<PX>(acc, part, sc);
+          k = 0;
+        }
+      }
+      if (TAPWISE) k += quads;
+    }
+  }
+  s16_widen<PX>(acc, part, sc);
+}
+
+// One output row x 16 output channels: part by part over the whole row (the part's weights, kh x kw x icg x 16
+// bytes, stay in L1 while the row's blocks run), int32 sums in acc (OW x 16).
+template <int Q, bool TAPWISE>
+FRUGAL_TERMS_AVX2 void s16_row_q(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  // blocks of 6 pixels, the last ones of 5 or 4 rather than one short block (16 = 6 + 5 + 5, 8 = 4 + 4)
+  const int blocks = (A.OW + 5) / 6;
+  for (int p = 0; p < A.T; ++p)
+    for (int k = 0, ox = 0; k < blocks; ++k) {
+      const int width = A.OW / blocks + (k < A.OW % blocks ? 1 : 0);
+      int32_t* a = acc + 16 * ox;
+      switch (width) {
+        case 6: s16_block<6, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+        case 5: s16_block<5, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+        case 4: s16_block<4, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+        case 3: s16_block<3, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+        case 2: s16_block<2, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+        default: s16_block<1, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
+      }
+      ox += width;
+    }
+}
+
+template <bool TAPWISE>
+FRUGAL_TERMS_AVX2 void s16_row_t(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  switch (A.icg) {
+    case 8: s16_row_q<2, TAPWISE>(A, b, oy, o, acc); break;
+    case 16: s16_row_q<4, TAPWISE>(A, b, oy, o, acc); break;
+    case 32: s16_row_q<8, TAPWISE>(A, b, oy, o, acc); break;
+    case 64: s16_row_q<16, TAPWISE>(A, b, oy, o, acc); break;
+    default: s16_row_q<0, TAPWISE>(A, b, oy, o, acc); break;
+  }
+}
+
+// acc: OW x 16 int32 scratch
+FRUGAL_TERMS_AVX2 void s16_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  std::memset(acc, 0, size_t(A.OW) * 16 * sizeof(int32_t));
+  const int quads = A.icg / 4;
+  bool tapwise = true;
+  for (int p = 0; p < A.T; ++p) tapwise = tapwise && A.steps[p] >= quads;
+  if (tapwise)
+    s16_row_t<true>(A, b, oy, o, acc);
+  else
+    s16_row_t<false>(A, b, oy, o, acc);
+  const int lanes = std::min(16, A.oc - 16 * o);
+  for (int ox = 0; ox < A.OW; ++ox)
+    std::memcpy(A.dst + ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(o) * 16, acc + 16 * ox,
+                size_t(lanes) * sizeof(int32_t));
+}
+
+// The scalar twin of s16_row (tests): int16 sums wrapped as vpaddw does, widened after every steps[p] steps (s16_row
+// may widen sooner, at tap boundaries: every int16 sum is exact either way, so the results are the same).
+void s16_row_scalar(const S16Args& A, int b, int oy, int o, int32_t*) {
+  const int quads = A.icg / 4;
+  const int lanes = std::min(16, A.oc - 16 * o);
+  for (int ox = 0; ox < A.OW; ++ox)
+    for (int l = 0; l < lanes; ++l) {
+      int32_t acc = 0;
+      for (int p = 0; p < A.T; ++p) {
+        int16_t part[2] = {0, 0};
+        int k = 0;
+        auto widen = [&]() {
+          acc += int32_t(part[0]) * A.scale[p] + int32_t(part[1]) * A.scale[p];
+          part[0] = part[1] = 0, k = 0;
+        };
+        for (int y = 0; y < A.kh; ++y)
+          for (int x = 0; x < A.kw; ++x) {
+            const uint8_t* s = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox) * A.stride +
+                                        x) * A.C + size_t(p) * A.icg;
+            const uint8_t* wp = A.wpack + ((((size_t(o) * A.T + p) * A.kh + y) * A.kw + x) * quads) * 64;
+            for (int q = 0; q < quads; ++q) {
+              const uint8_t* w4 = wp + 64 * q + 4 * l;
+              for (int j = 0; j < 2; ++j) {
+                const int32_t pair = int32_t(s[4 * q + 2 * j]) * int8_t(w4[2 * j]) +
+                                     int32_t(s[4 * q + 2 * j + 1]) * int8_t(w4[2 * j + 1]);
+                part[j] = int16_t(uint16_t(uint16_t(part[j]) + uint16_t(std::clamp(pair, -32768, 32767))));
+              }
+              if (++k == A.steps[p]) widen();
+            }
+          }
+        if (k) widen();
+      }
+      A.dst[((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(o) * 16 + l] = acc;
+    }
+}
 }  // namespace
 
 struct OnednnTermConv::Impl {
@@ -90,6 +262,17 @@ struct OnednnTermConv::Impl {
   std::vector<int32_t> s_psum, s_wsum;           // scratch (run_s32): A-sum plane and its window sums
   std::vector<uint8_t> wplain;  // (G, ocg, T*icg, kh, kw) s8 bytes
   uint64_t wversion = 0;
+  // The s16 engine (split layout, one group, icg % 8 == 0; see s16_block): instead of oneDNN, frugal's own AVX2
+  // conv sums vpmaddubsw's int16 pair sums in int16 for up to s16_steps[p] steps of part p before widening them
+  // (vpmaddwd by s16_scale[p]) into int32. Its parts are stored divided by their common factor s16_scale[p]
+  // (bam's narrow terms a_i 2^i become bits), so a step's pair sums are small and many fit int16 exactly.
+  bool s16 = false;
+  std::vector<int16_t> s16_scale;
+  std::vector<int32_t> s16_steps;
+  std::vector<uint8_t> s16_wpack;  // [oc block of 16][part][kh][kw][icg / 4][16 oc][4 bytes]
+  std::vector<uint8_t> s16_src;    // the padded source (N, H + 2 pad, W + 2 pad, T * icg)
+  uint64_t s16_wversion = ~uint64_t(0);
+  bool sums_from_bytes() const { return !src_signed && !s16; }  // a_sums as the stored bytes' sum less sum_off
 
   struct Prims {
     dnnl::convolution_forward::primitive_desc pd;
@@ -169,7 +352,7 @@ struct OnednnTermConv::Impl {
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-    if (T <= kVbmiMaxTerms && vbmi_fill()) {
+    if (T <= kVbmiMaxTerms && vbmi_fill() && sums_from_bytes()) {
       fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
       return;
     }
@@ -184,6 +367,11 @@ struct OnednnTermConv::Impl {
       for (int c = 0; c < 256; ++c)
         for (int t = 0; t < T; ++t)
           packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(maps[size_t(t)][size_t(c)]) << (8 * (t % 4)));
+      // or all (T <= 8) in one uint64 per code, for the scalar loads
+      const bool loads = T <= 8 && fill_loads();
+      std::array<uint64_t, 256> all{};
+      for (int c = 0; c < 256; ++c)
+        for (int t = 0; t < std::min(T, 8); ++t) all[size_t(c)] |= uint64_t(maps[size_t(t)][size_t(c)]) << (8 * t);
       const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
       tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
         for (int64_t row = r.begin(); row < r.end(); ++row) {
@@ -197,8 +385,12 @@ struct OnednnTermConv::Impl {
             std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
             std::memcpy(d + size_t(bp + w + x) * C, padv.data(), size_t(C));
           }
-          avx2_pixels(packed, asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w, size_t(C),
-                      a_sums);
+          if (loads)
+            avx2_pixels_loads(all.data(), asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w,
+                              size_t(C), a_sums);
+          else
+            avx2_pixels(packed, asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w, size_t(C),
+                        a_sums);
         }
       });
       return;
@@ -219,6 +411,47 @@ struct OnednnTermConv::Impl {
         }
       }
     });
+  }
+
+  // fill_src's AVX2 path with scalar loads (T <= 8, icg a multiple of 8): per 8 codes, the 8 part bytes of each
+  // (all[code], byte t = part t) are loaded as 8 qwords and transposed (3 rounds of unpacks) into one qword per
+  // part. a_sums: sum_t A_t by a scalar lookup per code (asum). Same bytes and sums as the scalar loop.
+  FRUGAL_TERMS_AVX2 void avx2_pixels_loads(const uint64_t* all, const int32_t* asum, const uint8_t* codes, uint8_t* d,
+                                           size_t pix0, int count, size_t stride, int32_t* a_sums) const {
+    for (int i = 0; i < count; ++i) {
+      const size_t pix = pix0 + size_t(i);
+      const uint8_t* s = codes + pix * ic;
+      uint8_t* dp = d + size_t(i) * stride;
+      for (int g = 0; g < groups; ++g) {
+        const uint8_t* sg = s + g * icg;
+        uint8_t* dg = dp + size_t(g) * T * icg;
+        int32_t sum = 0;
+        for (int c = 0; c < icg; c += 8) {
+          const uint8_t* k = sg + c;
+          auto two = [&](int j) {  // codes j (low qword) and j + 1
+            return _mm_set_epi64x(int64_t(all[k[j + 1]]), int64_t(all[k[j]]));
+          };
+          const __m128i r0 = two(0), r1 = two(2), r2 = two(4), r3 = two(6);
+          // codes 0-3: u = A0 C0 A1 C1 .. / B0 D0 B1 D1 ..; v = A0 B0 C0 D0 A1 B1 C1 D1 .. (parts 0-3, 4-7)
+          const __m128i u0 = _mm_unpacklo_epi8(r0, r1), u1 = _mm_unpackhi_epi8(r0, r1);
+          const __m128i u2 = _mm_unpacklo_epi8(r2, r3), u3 = _mm_unpackhi_epi8(r2, r3);
+          const __m128i v0 = _mm_unpacklo_epi8(u0, u1), v1 = _mm_unpackhi_epi8(u0, u1);
+          const __m128i w0 = _mm_unpacklo_epi8(u2, u3), w1 = _mm_unpackhi_epi8(u2, u3);
+          const __m128i x[4] = {_mm_unpacklo_epi32(v0, w0), _mm_unpackhi_epi32(v0, w0), _mm_unpacklo_epi32(v1, w1),
+                                _mm_unpackhi_epi32(v1, w1)};  // x[j]: part 2j in the low qword, 2j + 1 high
+          for (int t = 0; t < T; ++t) {
+            uint8_t* dt = dg + size_t(t) * icg + c;
+            if (t % 2 == 0)
+              _mm_storel_epi64(reinterpret_cast<__m128i*>(dt), x[t / 2]);
+            else
+              _mm_storeh_pd(reinterpret_cast<double*>(dt), _mm_castsi128_pd(x[t / 2]));
+          }
+          if (a_sums)
+            for (int j = 0; j < 8; ++j) sum += asum[k[j]];
+        }
+        if (a_sums) a_sums[pix * groups + g] = sum;
+      }
+    }
   }
 
   // fill_src's AVX2 path (icg a multiple of 8) for `count` pixels from pix0 (destination stride apart): per chunk
@@ -261,18 +494,20 @@ struct OnednnTermConv::Impl {
               for (int t = 0; t < nt; ++t) std::memcpy(dk + size_t(t) * icg, &q[t], 8);
             }
             // an unsigned source: its bytes (the missing terms' are 0) sum to sum_t A_t + sum_off (vpsadbw)
-            if (a_sums && !src_signed) sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+            if (a_sums && sums_from_bytes())
+              sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
           }
-          if (a_sums && src_signed) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
+          // otherwise (a signed source, or the s16 engine's scaled bytes) sum_t A_t by a second gather
+          if (a_sums && !sums_from_bytes()) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
         }
         if (a_sums) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sacc);
           int64_t sum = 0;
-          if (src_signed)
+          if (!sums_from_bytes())
             for (int32_t l : lanes) sum += l;
           else
             for (int l = 0; l < 4; ++l) sum += int64_t(uint64_t(uint32_t(lanes[2 * l])) | uint64_t(uint32_t(lanes[2 * l + 1])) << 32);
-          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 0 : sum_off);
+          a_sums[pix * groups + g] = int32_t(sum) - (sums_from_bytes() ? sum_off : 0);
         }
       }
     }
@@ -414,14 +649,52 @@ struct OnednnTermConv::Impl {
     });
   }
 
-  Prims* run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
-    if (!weights_ok) return nullptr;
+  void pack_s16_weights() {
+    const int quads = icg / 4, ob = (oc + 15) / 16, TK = T * icg;
+    s16_wpack.assign(size_t(ob) * T * kh * kw * quads * 64, 0);
+    for (int o = 0; o < oc; ++o)
+      for (int p = 0; p < T; ++p)
+        for (int c = 0; c < icg; ++c)
+          for (int y = 0; y < kh; ++y)
+            for (int x = 0; x < kw; ++x) {
+              const size_t to = (((((size_t(o / 16) * T + p) * kh + y) * kw + x) * quads + c / 4) * 16 + o % 16) * 4 + c % 4;
+              s16_wpack[to] = wplain[((size_t(o) * TK + size_t(p) * icg + c) * kh + y) * kw + x];
+            }
+    s16_wversion = wversion;
+  }
+
+  void run_s16(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
+    const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = T * icg, OH = out_h(h), ob = (oc + 15) / 16;
+    s16_src.resize(size_t(n) * Hp * Wp * C);
+    fill_src(a8, codes, n, h, w, pad_code, pad, s16_src.data(), a_sums);
+    if (s16_wversion != wversion) pack_s16_weights();
+    const S16Args A{s16_src.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), Hp, Wp, C, icg, T, kh, kw,
+                    stride, OH, out_w(w), oc, dst};
+    const bool twin = detail::g_terms_s16.load() == 2;
+    const int OW = out_w(w);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH * ob), [&](const tbb::blocked_range<int64_t>& r) {
+      std::vector<int32_t> acc(size_t(OW) * 16);
+      for (int64_t job = r.begin(); job < r.end(); ++job) {
+        const int o = int(job % ob);
+        const int64_t row = job / ob;
+        (twin ? s16_row_scalar : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
+      }
+    });
+
+  }
+
+  bool run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
+    if (!weights_ok) return false;
+    if (s16) {
+      run_s16(codes, n, h, w, pad_code, dst, a_sums);
+      return true;
+    }
     bool zero_border = true;
     for (int t = 0; t < T; ++t)
       zero_border = zero_border && a8[size_t(t)][pad_code] == 0;
     const int bp = zero_border ? 0 : pad;
     Prims* p = prims(n, h, w, bp);
-    if (!p) return nullptr;
+    if (!p) return false;
     if (p->wversion != wversion) {
       memory user(wdesc(tag::goihw), cpu_engine(), wplain.data());
       dnnl::reorder(user, p->wmem).execute(cpu_stream(), user, p->wmem);
@@ -435,9 +708,89 @@ struct OnednnTermConv::Impl {
                                    {DNNL_ARG_DST, dst_mem},
                                    {DNNL_ARG_SCRATCHPAD, p->scratch}});
     cpu_stream().wait();
-    return p;
+    return true;
   }
 };
+
+namespace {
+// The split layout's stored parts: values u8 (before division by scale), their weights' B map, their term, and per
+// term the source offset off_t = -min(0, min A_t).
+struct SplitParts {
+  std::vector<std::array<double, 256>> a, b;
+  std::vector<int> term, off;
+  std::vector<int16_t> scale;
+  std::vector<int32_t> steps;  // the s16 engine's int16 steps per part (s16_steps)
+};
+
+int gcd_of(const std::array<double, 256>& v) {
+  int g = 0;
+  for (double x : v) g = std::gcd(g, int(x));
+  return std::max(g, 1);
+}
+
+// oneDNN's parts (for_s16 false): u = A_t + off_t as ceil(umax / 128) parts of min(128, max(0, u - 128 j)), scale 1.
+// The s16 engine's (for_s16 true): terms with the same B map are merged first (bam's rows >= V: a_6 64 + a_7 128
+// is one term), then a term whose u / gcd(u) <= 127 is one part stored as u / gcd (bam's bits: 0 or 1), any other
+// is split as for oneDNN, each part with its own common factor. Empty when a term needs more than 4 parts.
+SplitParts split_parts(const std::vector<std::array<double, 256>>& amaps,
+                       const std::vector<std::array<double, 256>>& bmaps, bool for_s16) {
+  std::vector<std::array<double, 256>> at, bt;
+  for (size_t t = 0; t < amaps.size(); ++t) {
+    size_t same = at.size();
+    if (for_s16)
+      for (size_t k = 0; k < bt.size(); ++k)
+        if (bt[k] == bmaps[t]) same = k;
+    if (same == at.size()) {
+      at.push_back(amaps[t]), bt.push_back(bmaps[t]);
+    } else {
+      for (int c = 0; c < 256; ++c) at[same][size_t(c)] += amaps[t][size_t(c)];
+    }
+  }
+  SplitParts P;
+  for (size_t t = 0; t < at.size(); ++t) {
+    double lo = 0, hi = 0;
+    for (double v : at[t]) lo = std::min(lo, v), hi = std::max(hi, v);
+    const int off = int(-lo);
+    std::array<double, 256> u{};
+    for (int c = 0; c < 256; ++c) u[size_t(c)] = at[t][size_t(c)] + off;
+    P.off.push_back(off);
+    if (for_s16 && (hi - lo) / gcd_of(u) <= 127) {
+      P.a.push_back(u), P.b.push_back(bt[t]), P.term.push_back(int(t)), P.scale.push_back(int16_t(gcd_of(u)));
+      continue;
+    }
+    const int parts = std::max(1, int(std::ceil((hi - lo) / 128.0)));
+    if (parts > 4) return {};
+    for (int j = 0; j < parts; ++j) {
+      std::array<double, 256> part{};
+      for (int c = 0; c < 256; ++c) part[size_t(c)] = std::min(128.0, std::max(0.0, u[size_t(c)] - 128.0 * j));
+      P.a.push_back(part), P.b.push_back(bt[t]), P.term.push_back(int(t));
+      P.scale.push_back(int16_t(for_s16 ? gcd_of(part) : 1));
+    }
+  }
+  return P;
+}
+
+// Per part, how many steps (4 channels: two pair sums per int16 lane) the s16 engine sums in int16 exactly: a lane
+// gains 2 products of u / scale in [0, umax] and a stored weight in [wmin, wmax] per step.
+std::vector<int32_t> s16_steps(const SplitParts& P, bool shift_w, int b_skip_code) {
+  std::vector<int32_t> steps;
+  for (size_t p = 0; p < P.a.size(); ++p) {
+    int umax = 0, wmin = 0, wmax = 0;
+    for (double v : P.a[p]) umax = std::max(umax, int(v) / P.scale[p]);
+    for (int c = 0; c < 256; ++c)
+      if (c != b_skip_code) {
+        const int w = int(P.b[p][size_t(c)]) - (shift_w ? 128 : 0);
+        wmin = std::min(wmin, w), wmax = std::max(wmax, w);
+      }
+    const int64_t hi = 2LL * umax * wmax, lo = 2LL * umax * -wmin;
+    int64_t S = 1 << 20;
+    if (hi > 0) S = std::min<int64_t>(S, 32767 / hi);
+    if (lo > 0) S = std::min<int64_t>(S, 32768 / lo);
+    steps.push_back(int32_t(std::max<int64_t>(S, 1)));  // (S >= 1: umax <= 128, weights s8)
+  }
+  return steps;
+}
+}  // namespace
 
 OnednnTermConv::OnednnTermConv(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 OnednnTermConv::~OnednnTermConv() = default;
@@ -475,25 +828,45 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
     }
   I->b_skip_code = b_skip_code;
   double abound = 255;  // the largest |stored source value| (accumulator bound below)
+  // the stored weights' layout depends on B alone: s8, or B - 128 for B in [0, 255]
+  if (bmin >= -128 && bmax <= 127)
+    I->shift_w = false;
+  else if (bmin >= 0 && bmax <= 255)
+    I->shift_w = true;
+  else
+    return nullptr;
+  std::vector<int16_t> part_scale;  // split: each stored part's common factor (1 unless on the s16 engine)
   if (!vnni) {
-    // per term, u = A_t + off_t in [0, umax_t] as parts_t channels of min(128, max(0, u - 128 j)): u8 values
-    // <= 128 times s8 weights, so every vpmaddubsw pair sum is in [-32768, 32512] (exact)
     I->split = true;
     abound = 0;
     for (size_t t = 0; t < amaps.size(); ++t) {
       double lo = 0, hi = 0;
       for (double v : amaps[t]) lo = std::min(lo, v), hi = std::max(hi, v);
-      const int off = int(-lo), parts = std::max(1, int(std::ceil((hi - lo) / 128.0)));
-      if (parts > 4) return nullptr;
       abound = std::max(abound, hi - lo);
-      I->term_off.push_back(off);
-      for (int j = 0; j < parts; ++j) {
-        std::array<double, 256> part{};
-        for (int c = 0; c < 256; ++c)
-          part[size_t(c)] = std::min(128.0, std::max(0.0, amaps[t][size_t(c)] + off - 128.0 * j));
-        split_a.push_back(part), split_b.push_back(bmaps[t]), I->part_term.push_back(int(t));
+    }
+    // oneDNN's parts: per term, u = A_t + off_t in [0, umax_t] as parts_t channels of min(128, max(0, u - 128 j)):
+    // u8 values <= 128 times s8 weights, so every vpmaddubsw pair sum is in [-32768, 32512] (exact)
+    SplitParts dnn = split_parts(amaps, bmaps, false);
+    if (dnn.a.empty()) return nullptr;
+    SplitParts own;
+    if (groups == 1 && I->icg % 8 == 0 && detail::g_terms_s16.load() != 0) {
+      own = split_parts(amaps, bmaps, true);
+      const int mode = detail::g_terms_s16.load();
+      const bool plain = isa == util::Isa::avx2 || dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;
+      if (!own.a.empty()) {
+        own.steps = s16_steps(own, I->shift_w, b_skip_code);
+        double cost = 0;  // multiplies per step of 4 channels: 1 + 1 / steps per part, against oneDNN's 2
+        for (int32_t S : own.steps) cost += 1.0 + 1.0 / double(S);
+        double reach = 0;  // the largest |int32 sum|: 128 x the window x sum_p max u_p
+        for (const auto& part : own.a) reach += *std::max_element(part.begin(), part.end());
+        const bool fits = 128.0 * I->icg * kh * kw * reach < 2147483647.0;
+        I->s16 = fits && (mode > 0 || (plain && cost <= 0.75 * 2.0 * double(dnn.a.size())));
       }
     }
+    SplitParts& use = I->s16 ? own : dnn;
+    split_a = std::move(use.a), split_b = std::move(use.b);
+    I->part_term = std::move(use.term), I->term_off = std::move(use.off), part_scale = std::move(use.scale);
+    if (I->s16) I->s16_steps = std::move(use.steps), I->s16_scale = part_scale;
     I->src_signed = false;
   } else if (amin >= 0 && amax <= 255) {
     I->src_signed = false;
@@ -517,20 +890,15 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   } else {
     return nullptr;
   }
-  if (bmin >= -128 && bmax <= 127)
-    I->shift_w = false;
-  else if (bmin >= 0 && bmax <= 255)
-    I->shift_w = true;
-  else
-    return nullptr;
   const auto& A = split_a.empty() ? amaps : split_a;
   const auto& B = split_a.empty() ? bmaps : split_b;
   I->T = int(A.size());
   if (K * abound * 128.0 >= 2147483647.0) return nullptr;  // s32 accumulator bound
   for (size_t t = 0; t < A.size(); ++t) {
     std::array<uint8_t, 256> a{}, b{};
+    const int32_t g = part_scale.empty() ? 1 : part_scale[t];  // the s16 engine stores a part divided by it
     for (int c = 0; c < 256; ++c) {
-      a[size_t(c)] = uint8_t(int32_t(A[t][size_t(c)]) & 0xFF);
+      a[size_t(c)] = uint8_t((int32_t(A[t][size_t(c)]) / g) & 0xFF);
       b[size_t(c)] = uint8_t((int32_t(B[t][size_t(c)]) - (I->shift_w ? 128 : 0)) & 0xFF);
     }
     // the A_t values proper (split: the first part of a term carries -off_t, so the parts of a term sum to A_t)
@@ -628,7 +996,9 @@ bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint
 
 int OnednnTermConv::channels() const { return impl_->T * impl_->icg; }
 
-const char* OnednnTermConv::path() const { return impl_->split ? "onednn-int8-split" : "onednn-int8-vnni"; }
+const char* OnednnTermConv::path() const {
+  return impl_->s16 ? "int8-s16-avx2" : impl_->split ? "onednn-int8-split" : "onednn-int8-vnni";
+}
 
 bool OnednnTermConv::plain_avx2() const {
   return impl_->split && dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;

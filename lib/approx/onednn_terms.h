@@ -10,6 +10,11 @@
 //          (vpmaddubsw), so each A_t + off_t (off_t = -min A_t >= 0, per term) is stored as u8 parts of at most
 //          128 (twice the channels for 8-bit A); 2 * 128 * [-128, 127] fits int16, so this too is bit-exact;
 //          sum_t off_t * (sum of term t's stored weights) is taken off per output channel after the convolution.
+//          On oneDNN's plain AVX2 kernels (or FRUGAL_ISA=avx2) the split layout runs on frugal's own s16 engine
+//          instead where that saves multiplies (onednn_terms.cpp: bam's narrow bits): a direct AVX2 conv that sums
+//          vpmaddubsw's pair sums in int16 over many steps before widening them, where oneDNN widens after each.
+//          Its parts are stored divided by their common factor and terms with the same B merged, so they stay
+//          small: bam:0,6 as 7 parts of 0..3 instead of 8 parts of 0..128. Exact too.
 //   none   on the scalar kernel path (make() returns nullptr).
 // Used by the approximate conv kernels (term_engine.cpp, lowrank.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
 // (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
@@ -48,7 +53,7 @@ class OnednnTermConv {
   bool shift_weights() const;
   /// Input channels per group of the int8 convolution (the terms' stored parts x IC/groups): its cost.
   int channels() const;
-  /// "onednn-int8-vnni" or "onednn-int8-split" (see the header comment).
+  /// "onednn-int8-vnni", "onednn-int8-split" or "int8-s16-avx2" (the split layout on the s16 engine; see above).
   const char* path() const;
   /// True when oneDNN runs this conv with its plain AVX2 int8 kernels (the split layout, 256-bit vpmaddubsw +
   /// vpmaddwd): as many multiply instructions per int8 channel as the term engine's vpmaddwd per int16 plane.

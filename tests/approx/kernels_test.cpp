@@ -484,6 +484,103 @@ TEST_CASE("oneDNN term conv: per-term source offsets on the split layout (one u8
   }
 }
 
+TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its scalar twin)") {
+  if (!frugal::util::isa_available(Isa::avx2)) {
+    MESSAGE("skipped: the s16 engine needs the avx2 kernel path");
+    return;
+  }
+  if (onednn_avx2_vnni()) {
+    MESSAGE("s16 engine skipped: oneDNN runs AVX2-VNNI here, so the avx2 kernel path takes the VNNI layout");
+    return;
+  }
+  // Terms that take every branch of the engine: bits with a common factor (one part of 0/1 after division), two
+  // terms with the same B merged into one part of 0..3, small values (12: int16 sums widened mid-window), an offset
+  // term ([-128, 0]: 0/128 stored as 0/1), and 8-bit values (two parts, widened after every step). B in [0, 255]:
+  // weights stored as B - 128 with the window-sum correction; a second set has symmetric s8 B values.
+  std::vector<std::array<double, 256>> am(5), bm(5), bs(2), as(2);
+  for (int c = 0; c < 256; ++c) {
+    am[0][size_t(c)] = c & 4, bm[0][size_t(c)] = c;
+    am[1][size_t(c)] = c & 8, bm[1][size_t(c)] = c;
+    am[2][size_t(c)] = c % 13, bm[2][size_t(c)] = (c * 7) % 256;
+    am[3][size_t(c)] = -(c & 0x80), bm[3][size_t(c)] = c ^ 0x55;
+    am[4][size_t(c)] = c, bm[4][size_t(c)] = 255 - c;
+    as[0][size_t(c)] = (c & 0x40) ? 64 : 0, bs[0][size_t(c)] = c == 0x80 ? 0 : int8_t(uint8_t(c));
+    as[1][size_t(c)] = int8_t(uint8_t(c)) < 0 ? -1 : 1, bs[1][size_t(c)] = c == 0x80 ? 0 : -int8_t(uint8_t(c));
+  }
+  const Shape shapes[] = {
+      {2, 7, 9, 16, 20, 3, 3, 1, 1, 1},   // 9 = 5 + 4 pixels, 20 = 16 + 4 output channels
+      {1, 10, 13, 8, 16, 3, 3, 2, 1, 1},  // stride 2, 8 channels (2 quads)
+      {1, 6, 16, 24, 8, 3, 3, 1, 1, 1},   // 24 channels (quads not a compile-time case), 16 = 6 + 5 + 5
+      {1, 5, 7, 32, 33, 1, 1, 1, 0, 1},   // 1x1, no padding, 3 blocks of output channels
+      {1, 9, 8, 64, 16, 5, 3, 1, 2, 1},   // 5x3, 64 channels, wide padding
+  };
+  std::mt19937 rng(31);
+  IsaScope scope(Isa::avx2);
+  for (int set = 0; set < 2; ++set) {
+    const auto& A = set == 0 ? am : as;
+    const auto& B = set == 0 ? bm : bs;
+    const int skip = set == 0 ? -1 : 0x80;
+    for (const Shape& s : shapes)
+      for (int mode : {1, 2, 0})  // SIMD, scalar twin, oneDNN (the same sums)
+      for (int loads : {0, 1}) {  // the AVX2 source fill by vpgatherdd, by scalar loads
+        CAPTURE(set);
+        CAPTURE(mode);
+        CAPTURE(loads);
+        detail::set_terms_fill_loads(loads);
+        CAPTURE(s.ic);
+        CAPTURE(s.w);
+        detail::set_terms_s16(mode);
+        auto dn = OnednnTermConv::make(A, B, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, 1, skip);
+        detail::set_terms_s16(-1);
+        REQUIRE(dn);
+        const std::string path = dn->path();
+        CHECK(path == (mode == 0 ? "onednn-int8-split" : "int8-s16-avx2"));
+        std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * s.kh * s.kw), src(size_t(s.n) * s.h * s.w * s.ic);
+        random_codes(rng, wcodes);
+        random_codes(rng, src);
+        if (skip >= 0)
+          for (auto& c : wcodes) c = c == uint8_t(skip) ? uint8_t(0x7F) : c;
+        for (int k = 0; k < 64; ++k) src[size_t(k)] = 0xFF, wcodes[size_t(k)] = 0xFF;  // large values together
+        dn->set_weights(wcodes.data());
+        const int OH = (s.h + 2 * s.pad - s.kh) / s.stride + 1, OW = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
+        for (uint8_t pad_code : {uint8_t(0), uint8_t(0xC7)}) {
+          CAPTURE(int(pad_code));
+          std::vector<int32_t> got(size_t(s.n) * OH * OW * s.oc, -7), ref(got.size(), 0);
+          REQUIRE(dn->run_s32(src.data(), s.n, s.h, s.w, pad_code, got.data()));
+          for (int b = 0; b < s.n; ++b)
+            for (int y = 0; y < OH; ++y)
+              for (int x = 0; x < OW; ++x)
+                for (int o = 0; o < s.oc; ++o) {
+                  int64_t sum = 0;
+                  for (int ky = 0; ky < s.kh; ++ky)
+                    for (int kx = 0; kx < s.kw; ++kx)
+                      for (int c = 0; c < s.ic; ++c) {
+                        const int yy = y * s.stride + ky - s.pad, xx = x * s.stride + kx - s.pad;
+                        const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
+                        const uint8_t a = in ? src[((size_t(b) * s.h + yy) * s.w + xx) * s.ic + c] : pad_code;
+                        const uint8_t wc = wcodes[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
+                        for (size_t t = 0; t < A.size(); ++t) sum += int64_t(A[t][a]) * int64_t(B[t][wc]);
+                      }
+                  ref[((size_t(b) * OH + y) * OW + x) * s.oc + o] = int32_t(sum);
+                }
+          size_t bad = 0;
+          for (size_t i = 0; i < got.size(); ++i) bad += got[i] != ref[i];
+          CHECK(bad == 0);
+        }
+      }
+  }
+  detail::set_terms_fill_loads(-1);
+  // bam's narrow form runs on the engine by default on the split layout (it saves multiplies there); 8-bit terms
+  // (drum: two parts, each widened after every step) stay on oneDNN
+  ApproxSpec bam, drum;
+  bam.multiplier = "bam:0,6", bam.mode = "functional";
+  drum.multiplier = "drum:4:signed", drum.mode = "functional";
+  const std::string p_bam = ApproxConv2d(bam, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+  const std::string p_drum = ApproxConv2d(drum, 16, 16, 3, 3, 1, 1, 1).kernel_path();
+  CHECK(p_bam == "int8-s16-avx2");
+  CHECK(p_drum.find("s16") == std::string::npos);
+}
+
 TEST_CASE("bad kernel configurations are rejected") {
   ApproxSpec as;
   CHECK_THROWS_AS(ApproxConv2d(as, 6, 4, 3, 3, 1, 1, 4), frugal::Error);  // 6 % 4
