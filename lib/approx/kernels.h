@@ -30,8 +30,8 @@
 //              AMD avx2-loads (the same with scalar loads instead of the microcoded vpgatherdq) > scalar
 //   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
 //              the source as u8 parts <= 128, still exact; see onednn_terms.h; where it saves multiplies, as
-//              for bam, that layout runs on frugal's own AVX2 conv with int16 sums: int8-s16-avx2) > none on the
-//              scalar path. On oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two
+//              for bam's bits and lowrank's exact product, that layout runs on frugal's own AVX2 conv with int16
+//              sums: int8-s16-avx2) > none on the scalar path. On oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two
 //              parts (drum, trunc, exact, mitchell's exact product) skips oneDNN and runs all its terms on the term
 //              engine, which does half the multiplies there (term_engine.cpp init_functional): path "terms-avx2"
 //   terms      avx512-vnni (vpdpwssd) > avx2 (vpmaddwd) > scalar

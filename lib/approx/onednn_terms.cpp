@@ -731,7 +731,8 @@ int gcd_of(const std::array<double, 256>& v) {
 // oneDNN's parts (for_s16 false): u = A_t + off_t as ceil(umax / 128) parts of min(128, max(0, u - 128 j)), scale 1.
 // The s16 engine's (for_s16 true): terms with the same B map are merged first (bam's rows >= V: a_6 64 + a_7 128
 // is one term), then a term whose u / gcd(u) <= 127 is one part stored as u / gcd (bam's bits: 0 or 1), any other
-// is split as for oneDNN, each part with its own common factor. Empty when a term needs more than 4 parts.
+// as its two 4-bit fields (the exact product's a: 0..15 and 16 x 0..15). Empty when a term needs more parts than
+// that (oneDNN: more than 4).
 SplitParts split_parts(const std::vector<std::array<double, 256>>& amaps,
                        const std::vector<std::array<double, 256>>& bmaps, bool for_s16) {
   std::vector<std::array<double, 256>> at, bt;
@@ -758,13 +759,25 @@ SplitParts split_parts(const std::vector<std::array<double, 256>>& amaps,
       P.a.push_back(u), P.b.push_back(bt[t]), P.term.push_back(int(t)), P.scale.push_back(int16_t(gcd_of(u)));
       continue;
     }
+    if (for_s16) {
+      // wider values: 4-bit fields (u = sum_k 16^k nibble_k), each a part of 0..15 times 16^k: a step then sums
+      // 2 x 15 x 128 at most, 8 steps in int16 (parts of up to 128 would need widening after every step)
+      const int umax = int(hi - lo);
+      const int fields = std::max(1, int(std::ceil(std::log2(double(umax) + 1) / 4)));
+      if (fields > 2) return {};  // (scales 16^k must fit int16 and u8 values: 8-bit terms only)
+      for (int k = 0; k < fields; ++k) {
+        std::array<double, 256> part{};
+        for (int c = 0; c < 256; ++c) part[size_t(c)] = double(((int(u[size_t(c)]) >> (4 * k)) & 15) << (4 * k));
+        P.a.push_back(part), P.b.push_back(bt[t]), P.term.push_back(int(t)), P.scale.push_back(int16_t(gcd_of(part)));
+      }
+      continue;
+    }
     const int parts = std::max(1, int(std::ceil((hi - lo) / 128.0)));
     if (parts > 4) return {};
     for (int j = 0; j < parts; ++j) {
       std::array<double, 256> part{};
       for (int c = 0; c < 256; ++c) part[size_t(c)] = std::min(128.0, std::max(0.0, u[size_t(c)] - 128.0 * j));
-      P.a.push_back(part), P.b.push_back(bt[t]), P.term.push_back(int(t));
-      P.scale.push_back(int16_t(for_s16 ? gcd_of(part) : 1));
+      P.a.push_back(part), P.b.push_back(bt[t]), P.term.push_back(int(t)), P.scale.push_back(1);
     }
   }
   return P;
@@ -1003,6 +1016,8 @@ const char* OnednnTermConv::path() const {
 bool OnednnTermConv::plain_avx2() const {
   return impl_->split && dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;
 }
+
+bool OnednnTermConv::own_engine() const { return impl_->s16; }
 
 bool OnednnTermConv::shift_weights() const { return impl_->shift_w; }
 

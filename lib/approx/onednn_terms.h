@@ -13,8 +13,9 @@
 //          On oneDNN's plain AVX2 kernels (or FRUGAL_ISA=avx2) the split layout runs on frugal's own s16 engine
 //          instead where that saves multiplies (onednn_terms.cpp: bam's narrow bits): a direct AVX2 conv that sums
 //          vpmaddubsw's pair sums in int16 over many steps before widening them, where oneDNN widens after each.
-//          Its parts are stored divided by their common factor and terms with the same B merged, so they stay
-//          small: bam:0,6 as 7 parts of 0..3 instead of 8 parts of 0..128. Exact too.
+//          Its parts are stored divided by their common factor, terms with the same B merged and wider values as
+//          4-bit fields, so they stay small: bam:0,6 as 7 parts of 0..3 instead of 8 parts of 0..128, an 8-bit
+//          exact product as 2 parts of 0..15 (x 1, x 16). Exact too.
 //   none   on the scalar kernel path (make() returns nullptr).
 // Used by the approximate conv kernels (term_engine.cpp, lowrank.cpp) for the separable terms of the functional multipliers (exact, trunc, drum, bam, and mitchell's exact part), and for lowrank:R
 // (the exact product on one instance, the R rank-1 error factors rounded to int8 on a second one).
@@ -58,6 +59,8 @@ class OnednnTermConv {
   /// True when oneDNN runs this conv with its plain AVX2 int8 kernels (the split layout, 256-bit vpmaddubsw +
   /// vpmaddwd): as many multiply instructions per int8 channel as the term engine's vpmaddwd per int16 plane.
   bool plain_avx2() const;
+  /// True when this conv runs on frugal's s16 engine (path "int8-s16-avx2") rather than oneDNN.
+  bool own_engine() const;
   int32_t shift_border_sum(uint8_t pad_code) const;
 
   struct Impl;
