@@ -28,7 +28,8 @@
 //   lut        avx512-vbmi (vpermt2b byte planes) > avx512 (vpermt2w) > avx2-gather (vpgatherdq over tables of 4
 //              output channels' products, 16 per gather; vpgatherdd over the uint16 table where ocg % 4 != 0), or on
 //              AMD avx2-loads (the same with scalar loads instead of the microcoded vpgatherdq) > scalar
-//   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI) > onednn-int8-split (pre-VNNI int8:
+//   oneDNN     onednn-int8-vnni (kernel ISA avx512 and oneDNN with VNNI; where oneDNN runs AVX2-VNNI, u8 sources
+//              on frugal's own AVX-VNNI conv: int8-vnni-avx2) > onednn-int8-split (pre-VNNI int8:
 //              the source as u8 parts <= 128, still exact; see onednn_terms.h; where it saves multiplies, as
 //              for bam's bits and lowrank's exact product, that layout runs on frugal's own AVX2 conv with int16
 //              sums: int8-s16-avx2) > none on the scalar path. On oneDNN's plain AVX2 int8 kernels a functional multiplier whose every term takes two
@@ -165,8 +166,9 @@ namespace detail {
 /// Tests: the oneDNN term engine builds its expanded source with the portable loop (true) or with AVX-512 VBMI /
 /// AVX2 table lookups where the kernel path and CPU allow (false). (The kernel path itself: util::set_kernel_isa.)
 void set_terms_scalar_fill(bool on);
-/// Tests and A/B benches: the split layout's s16 engine (onednn_terms.cpp, OnednnTermConv::make): -1 where it saves multiplies (the default),
-/// 0 never (oneDNN), 1 wherever the layout allows it (one group, icg % 8 == 0), 2 the same with its scalar twin.
+/// Tests and A/B benches: frugal's own engine for the oneDNN term layouts (onednn_terms.h: int8-s16-avx2 for the split
+/// layout, int8-vnni-avx2 for the VNNI one on AVX-VNNI): -1 where it is the faster (the default), 0 never (oneDNN),
+/// 1 wherever the layout allows it (one group, icg % 8 == 0, a u8 source), 2 the same with its scalar twin.
 /// Takes effect for convs built after the call.
 void set_terms_s16(int mode);
 /// Tests: how the AVX2 source fill of the oneDNN / s16 layouts reads each code's part bytes: -1 by CPU (scalar loads

@@ -22,6 +22,7 @@
 // VBMI bit), so a baseline x86-64 build has it too.
 #define FRUGAL_TERMS_VBMI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi")))
 #define FRUGAL_TERMS_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define FRUGAL_TERMS_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 
 namespace frugal::approx {
 
@@ -93,6 +94,7 @@ struct S16Args {
   const int32_t* steps;  // [T]
   int Hp, Wp, C, icg, T, kh, kw, stride, OH, OW, oc;
   int32_t* dst;  // (N, OH, OW, oc)
+  bool vnni;     // the VNNI layout (vnni_row): sums straight into int32
 };
 
 // acc (int32, PX x 16 in memory) += the int16 sums times scale (vpmaddwd, which also adds each output channel's
@@ -204,8 +206,80 @@ FRUGAL_TERMS_AVX2 void s16_row(const S16Args& A, int b, int oy, int o, int32_t* 
                 size_t(lanes) * sizeof(int32_t));
 }
 
-// The scalar twin of s16_row (tests): int16 sums wrapped as vpaddw does, widened after every steps[p] steps (s16_row
-// may widen sooner, at tap boundaries: every int16 sum is exact either way, so the results are the same).
+// The same direct conv on AVX-VNNI (the VNNI layout: parts of 0..255, no split): vpdpbusd sums the 4 products of
+// a step straight into int32, so there is nothing to widen; the part's sums join acc at its end.
+template <int PX, int Q>
+FRUGAL_TERMS_AVXVNNI void vnni_block(const S16Args& A, int p, int b, int oy, int ox0, int o, int32_t* acc) {
+  __m256i part[PX][2];
+  const int quads = Q ? Q : A.icg / 4;
+  const size_t tap_bytes = size_t(quads) * 64;
+  const uint8_t* wo = A.wpack + (size_t(o) * A.T + p) * A.kh * A.kw * tap_bytes;
+  const size_t pixel_step = size_t(A.stride) * A.C;
+  for (int i = 0; i < PX; ++i) part[i][0] = part[i][1] = _mm256_setzero_si256();
+  for (int y = 0; y < A.kh; ++y) {
+    const uint8_t* row = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox0) * A.stride) * A.C +
+                         size_t(p) * A.icg;
+    for (int x = 0; x < A.kw; ++x) {
+      const uint8_t* px0 = row + size_t(x) * A.C;
+      const uint8_t* wp = wo + (size_t(y) * A.kw + x) * tap_bytes;
+#pragma GCC unroll 1
+      for (int q = 0; q < quads; ++q) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 64 * q));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp + 64 * q + 32));
+        for (int i = 0; i < PX; ++i) {
+          int32_t four;
+          std::memcpy(&four, px0 + i * pixel_step + 4 * q, 4);
+          const __m256i a = _mm256_set1_epi32(four);
+          part[i][0] = _mm256_dpbusd_avx_epi32(part[i][0], a, w0);
+          part[i][1] = _mm256_dpbusd_avx_epi32(part[i][1], a, w1);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < PX; ++i)
+    for (int hf = 0; hf < 2; ++hf) {
+      __m256i* d = reinterpret_cast<__m256i*>(acc + 16 * i + 8 * hf);
+      _mm256_storeu_si256(d, _mm256_add_epi32(_mm256_loadu_si256(d), part[i][hf]));
+    }
+}
+
+template <int Q>
+FRUGAL_TERMS_AVXVNNI void vnni_row_q(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  const int blocks = (A.OW + 5) / 6;  // as s16_row_q
+  for (int p = 0; p < A.T; ++p)
+    for (int k = 0, ox = 0; k < blocks; ++k) {
+      const int width = A.OW / blocks + (k < A.OW % blocks ? 1 : 0);
+      int32_t* a = acc + 16 * ox;
+      switch (width) {
+        case 6: vnni_block<6, Q>(A, p, b, oy, ox, o, a); break;
+        case 5: vnni_block<5, Q>(A, p, b, oy, ox, o, a); break;
+        case 4: vnni_block<4, Q>(A, p, b, oy, ox, o, a); break;
+        case 3: vnni_block<3, Q>(A, p, b, oy, ox, o, a); break;
+        case 2: vnni_block<2, Q>(A, p, b, oy, ox, o, a); break;
+        default: vnni_block<1, Q>(A, p, b, oy, ox, o, a); break;
+      }
+      ox += width;
+    }
+}
+
+FRUGAL_TERMS_AVXVNNI void vnni_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  std::memset(acc, 0, size_t(A.OW) * 16 * sizeof(int32_t));
+  switch (A.icg) {
+    case 8: vnni_row_q<2>(A, b, oy, o, acc); break;
+    case 16: vnni_row_q<4>(A, b, oy, o, acc); break;
+    case 32: vnni_row_q<8>(A, b, oy, o, acc); break;
+    case 64: vnni_row_q<16>(A, b, oy, o, acc); break;
+    default: vnni_row_q<0>(A, b, oy, o, acc); break;
+  }
+  const int lanes = std::min(16, A.oc - 16 * o);
+  for (int ox = 0; ox < A.OW; ++ox)
+    std::memcpy(A.dst + ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(o) * 16, acc + 16 * ox,
+                size_t(lanes) * sizeof(int32_t));
+}
+
+// The scalar twin of s16_row and vnni_row (tests): int16 sums wrapped as vpaddw does, widened after every steps[p]
+// steps (s16_row may widen sooner, at tap boundaries: every int16 sum is exact either way, so the results are the
+// same); on the VNNI layout every product sum goes straight into int32.
 void s16_row_scalar(const S16Args& A, int b, int oy, int o, int32_t*) {
   const int quads = A.icg / 4;
   const int lanes = std::min(16, A.oc - 16 * o);
@@ -229,7 +303,10 @@ void s16_row_scalar(const S16Args& A, int b, int oy, int o, int32_t*) {
               for (int j = 0; j < 2; ++j) {
                 const int32_t pair = int32_t(s[4 * q + 2 * j]) * int8_t(w4[2 * j]) +
                                      int32_t(s[4 * q + 2 * j + 1]) * int8_t(w4[2 * j + 1]);
-                part[j] = int16_t(uint16_t(uint16_t(part[j]) + uint16_t(std::clamp(pair, -32768, 32767))));
+                if (A.vnni)
+                  acc += pair;
+                else
+                  part[j] = int16_t(uint16_t(uint16_t(part[j]) + uint16_t(std::clamp(pair, -32768, 32767))));
               }
               if (++k == A.steps[p]) widen();
             }
@@ -267,6 +344,7 @@ struct OnednnTermConv::Impl {
   // (vpmaddwd by s16_scale[p]) into int32. Its parts are stored divided by their common factor s16_scale[p]
   // (bam's narrow terms a_i 2^i become bits), so a step's pair sums are small and many fit int16 exactly.
   bool s16 = false;
+  bool own_vnni = false;  // the VNNI layout on the same engine with vpdpbusd (AVX-VNNI: vnni_row)
   std::vector<int16_t> s16_scale;
   std::vector<int32_t> s16_steps;
   std::vector<uint8_t> s16_wpack;  // [oc block of 16][part][kh][kw][icg / 4][16 oc][4 bytes]
@@ -669,7 +747,7 @@ struct OnednnTermConv::Impl {
     fill_src(a8, codes, n, h, w, pad_code, pad, s16_src.data(), a_sums);
     if (s16_wversion != wversion) pack_s16_weights();
     const S16Args A{s16_src.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), Hp, Wp, C, icg, T, kh, kw,
-                    stride, OH, out_w(w), oc, dst};
+                    stride, OH, out_w(w), oc, dst, own_vnni};
     const bool twin = detail::g_terms_s16.load() == 2;
     const int OW = out_w(w);
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH * ob), [&](const tbb::blocked_range<int64_t>& r) {
@@ -677,7 +755,7 @@ struct OnednnTermConv::Impl {
       for (int64_t job = r.begin(); job < r.end(); ++job) {
         const int o = int(job % ob);
         const int64_t row = job / ob;
-        (twin ? s16_row_scalar : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
+        (twin ? s16_row_scalar : own_vnni ? vnni_row : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
       }
     });
 
@@ -685,7 +763,7 @@ struct OnednnTermConv::Impl {
 
   bool run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
     if (!weights_ok) return false;
-    if (s16) {
+    if (s16 || own_vnni) {
       run_s16(codes, n, h, w, pad_code, dst, a_sums);
       return true;
     }
@@ -921,6 +999,15 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
     for (int c = 0; c < 256; ++c) av[size_t(c)] = int16_t(A[t][size_t(c)] - off);
     I->a8.push_back(a), I->b8.push_back(b), I->aval.push_back(av);
   }
+  // The VNNI layout on frugal's engine (vnni_row): where oneDNN runs AVX2-VNNI, whose jit_uni_int8 kernel is slow on
+  // these wide sources (bam:0,6 on 32 channels: 224 -> 32 at 16x16 took 12 ms against 3 for the fp32 conv)
+  const int own_mode = detail::g_terms_s16.load();
+  if (!I->split && !I->src_signed && groups == 1 && I->icg % 8 == 0 && util::cpu_features().avxvnni &&
+      own_mode != 0 && (own_mode > 0 || dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2_vnni)) {
+    I->own_vnni = true;
+    I->s16_scale.assign(size_t(I->T), 1);
+    I->s16_steps.assign(size_t(I->T), 1 << 20);
+  }
   int off_sum = 0;
   for (int off : I->term_off) off_sum += off;
   I->sum_off = (I->src_signed ? 128 * I->T * I->icg : 0) + off_sum * I->icg;
@@ -1010,14 +1097,17 @@ bool OnednnTermConv::run_s32_raw(const uint8_t* codes, int n, int h, int w, uint
 int OnednnTermConv::channels() const { return impl_->T * impl_->icg; }
 
 const char* OnednnTermConv::path() const {
-  return impl_->s16 ? "int8-s16-avx2" : impl_->split ? "onednn-int8-split" : "onednn-int8-vnni";
+  return impl_->s16        ? "int8-s16-avx2"
+         : impl_->own_vnni ? "int8-vnni-avx2"
+         : impl_->split    ? "onednn-int8-split"
+                           : "onednn-int8-vnni";
 }
 
 bool OnednnTermConv::plain_avx2() const {
   return impl_->split && dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;
 }
 
-bool OnednnTermConv::own_engine() const { return impl_->s16; }
+bool OnednnTermConv::own_engine() const { return impl_->s16 || impl_->own_vnni; }
 
 bool OnednnTermConv::shift_weights() const { return impl_->shift_w; }
 

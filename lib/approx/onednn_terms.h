@@ -4,7 +4,9 @@
 // (window sum of A_t) added back after the convolution), s32 accumulation, bit-exact.
 // Paths, chosen at make() by util::kernel_isa() and oneDNN's ISA:
 //   vnni   (kernel ISA avx512 and oneDNN with VNNI, or oneDNN on AVX2-VNNI): the layout above; vpdpbusd never
-//          saturates.
+//          saturates. Where oneDNN runs AVX2-VNNI, a u8 source (one group, icg % 8 == 0) runs on frugal's own
+//          AVX-VNNI conv instead (the s16 engine's loops with vpdpbusd): oneDNN's jit_uni_int8 kernel there took
+//          12 ms for bam:0,6's 224 -> 32 channels at 16x16, 4x the fp32 conv.
 //   split  (AVX2 CPUs without AVX-VNNI, or kernel ISA avx2 under an AVX-512 oneDNN): oneDNN's pre-VNNI int8 kernels
 //          sum u8 x s8 pairs in saturating int16
 //          (vpmaddubsw), so each A_t + off_t (off_t = -min A_t >= 0, per term) is stored as u8 parts of at most
@@ -54,12 +56,13 @@ class OnednnTermConv {
   bool shift_weights() const;
   /// Input channels per group of the int8 convolution (the terms' stored parts x IC/groups): its cost.
   int channels() const;
-  /// "onednn-int8-vnni", "onednn-int8-split" or "int8-s16-avx2" (the split layout on the s16 engine; see above).
+  /// "onednn-int8-vnni", "onednn-int8-split", or frugal's own engine: "int8-s16-avx2" (the split layout) or
+  /// "int8-vnni-avx2" (the VNNI layout on AVX-VNNI); see above.
   const char* path() const;
   /// True when oneDNN runs this conv with its plain AVX2 int8 kernels (the split layout, 256-bit vpmaddubsw +
   /// vpmaddwd): as many multiply instructions per int8 channel as the term engine's vpmaddwd per int16 plane.
   bool plain_avx2() const;
-  /// True when this conv runs on frugal's s16 engine (path "int8-s16-avx2") rather than oneDNN.
+  /// True when this conv runs on frugal's own engine (path "int8-s16-avx2" or "int8-vnni-avx2") rather than oneDNN.
   bool own_engine() const;
   int32_t shift_border_sum(uint8_t pad_code) const;
 

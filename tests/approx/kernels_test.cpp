@@ -182,10 +182,10 @@ TEST_CASE("kernel_path names the path each kernel ISA takes") {
         CHECK(ApproxConv2d(lut, 16, 16, 3, 3, 1, 1, 1).kernel_path() == (loads ? "lut-avx2-loads" : "lut-avx2-gather"));
       }
       detail::set_lut_avx2_loads(-1);
-      if (onednn_avx2_vnni()) {
-        CHECK(p_fn == "onednn-int8-vnni");
-        CHECK(p_mit == "onednn-int8-vnni+terms-avx2");
-        CHECK(p_lr == "onednn-int8-vnni");
+      if (onednn_avx2_vnni()) {  // the VNNI layout, on frugal's AVX-VNNI engine where oneDNN runs AVX2-VNNI
+        CHECK(p_fn == "int8-vnni-avx2");
+        CHECK(p_mit == "int8-vnni-avx2+terms-avx2");
+        CHECK(p_lr == "int8-vnni-avx2");
       } else {
         // the split layout: the terms that take two parts run on the term engine alone; lowrank's exact product
         // (two 4-bit parts, 8 steps in int16) on the s16 engine
@@ -201,7 +201,8 @@ TEST_CASE("kernel_path names the path each kernel ISA takes") {
         CHECK(p_mit == terms);
       } else {
         CHECK(p_mit.find("+" + terms) != std::string::npos);
-        CHECK(p_fn.rfind("onednn-int8-", 0) == 0);
+        // (oneDNN capped to AVX2-VNNI: the VNNI layout on frugal's AVX-VNNI engine)
+        CHECK(p_fn.rfind(onednn_avx2_vnni() ? "int8-vnni-avx2" : "onednn-int8-", 0) == 0);
       }
     }
   }
@@ -433,8 +434,9 @@ TEST_CASE("low-rank mode: the oneDNN split (AVX2) and VNNI layouts give the same
     }
     CAPTURE(path[0]);
     CAPTURE(path[1]);
-    if (onednn_avx2_vnni())
-      CHECK(path[1] == "onednn-int8-vnni");  // both layouts VNNI here: the split one is tested without the cap
+    if (onednn_avx2_vnni())  // both layouts VNNI here (the split one is tested without the cap); u8 sources on
+      // frugal's AVX-VNNI engine, s8 ones (signed multipliers) on oneDNN's
+      CHECK(path[1] == (std::string(spec).find(":signed") != std::string::npos ? "onednn-int8-vnni" : "int8-vnni-avx2"));
     else
       CHECK(path[1] == "int8-s16-avx2");  // the exact product on the s16 engine, the factors on oneDNN's split
     CHECK(got[0] == got[1]);
@@ -585,6 +587,82 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
   const std::string p_drum = ApproxConv2d(drum, 16, 16, 3, 3, 1, 1, 1).kernel_path();
   CHECK(p_bam == "int8-s16-avx2");
   CHECK(p_drum.find("s16") == std::string::npos);
+}
+
+TEST_CASE("VNNI engine: the VNNI layout's own AVX-VNNI conv is exact (SIMD and its scalar twin)") {
+  if (!frugal::util::cpu_features().avxvnni) {
+    MESSAGE("skipped: this CPU lacks AVX-VNNI");
+    return;
+  }
+  // u8 A values over the whole byte range; B in [0, 255] (stored B - 128) or symmetric s8
+  std::vector<std::array<double, 256>> am(3), bm(3), as(2), bs(2);
+  for (int c = 0; c < 256; ++c) {
+    am[0][size_t(c)] = c, bm[0][size_t(c)] = c;
+    am[1][size_t(c)] = c & 0xF0, bm[1][size_t(c)] = 255 - c;
+    am[2][size_t(c)] = (c * 37) % 256, bm[2][size_t(c)] = (c * 7) % 256;
+    as[0][size_t(c)] = c, bs[0][size_t(c)] = c == 0x80 ? 0 : int8_t(uint8_t(c));
+    as[1][size_t(c)] = c ^ 0xFF, bs[1][size_t(c)] = c == 0x80 ? 0 : -int8_t(uint8_t(c));
+  }
+  const Shape shapes[] = {
+      {2, 7, 9, 16, 20, 3, 3, 1, 1, 1},
+      {1, 10, 13, 8, 16, 3, 3, 2, 1, 1},
+      {1, 6, 16, 24, 8, 3, 3, 1, 1, 1},
+      {1, 5, 7, 32, 33, 1, 1, 1, 0, 1},
+  };
+  std::mt19937 rng(32);
+  int tested = 0;
+  for (Isa isa : kernel_isas()) {
+    if (isa == Isa::scalar) continue;
+    IsaScope scope(isa);
+    for (int set = 0; set < 2; ++set) {
+      const auto& A = set == 0 ? am : as;
+      const auto& B = set == 0 ? bm : bs;
+      const int skip = set == 0 ? -1 : 0x80;
+      for (const Shape& s : shapes) {
+        detail::set_terms_s16(0);
+        auto plain = OnednnTermConv::make(A, B, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, 1, skip);
+        if (!plain || std::string(plain->path()) != "onednn-int8-vnni") continue;  // (the split layout here)
+        for (int mode : {1, 2}) {  // SIMD, scalar twin
+          const std::string isa_s = frugal::util::isa_name(isa);
+          CAPTURE(isa_s);
+          CAPTURE(set);
+          CAPTURE(mode);
+          CAPTURE(s.ic);
+          detail::set_terms_s16(mode);
+          auto dn = OnednnTermConv::make(A, B, s.ic, s.oc, s.kh, s.kw, s.stride, s.pad, 1, skip);
+          detail::set_terms_s16(-1);
+          REQUIRE(dn);
+          CHECK(std::string(dn->path()) == "int8-vnni-avx2");
+          std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * s.kh * s.kw), src(size_t(s.n) * s.h * s.w * s.ic);
+          random_codes(rng, wcodes);
+          random_codes(rng, src);
+          if (skip >= 0)
+            for (auto& c : wcodes) c = c == uint8_t(skip) ? uint8_t(0x7F) : c;
+          dn->set_weights(wcodes.data());
+          plain->set_weights(wcodes.data());
+          const int OH = (s.h + 2 * s.pad - s.kh) / s.stride + 1, OW = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
+          for (uint8_t pad_code : {uint8_t(0), uint8_t(0xC7)}) {
+            CAPTURE(int(pad_code));
+            std::vector<int32_t> got(size_t(s.n) * OH * OW * s.oc, -7), ref(got.size(), 5);
+            REQUIRE(dn->run_s32(src.data(), s.n, s.h, s.w, pad_code, got.data()));
+            REQUIRE(plain->run_s32(src.data(), s.n, s.h, s.w, pad_code, ref.data()));  // oneDNN's, exact
+            size_t bad = 0;
+            for (size_t i = 0; i < got.size(); ++i) bad += got[i] != ref[i];
+            CHECK(bad == 0);
+            ++tested;
+          }
+        }
+      }
+    }
+  }
+  detail::set_terms_s16(-1);
+  if (!tested) MESSAGE("VNNI engine not tested: no kernel path takes the VNNI layout here");
+  if (onednn_avx2_vnni()) {  // where oneDNN runs AVX2-VNNI, bam's terms run on the engine by default
+    IsaScope scope(Isa::avx2);
+    ApproxSpec bam;
+    bam.multiplier = "bam:0,6", bam.mode = "functional";
+    CHECK(ApproxConv2d(bam, 16, 16, 3, 3, 1, 1, 1).kernel_path() == "int8-vnni-avx2");
+  }
 }
 
 TEST_CASE("bad kernel configurations are rejected") {
