@@ -345,6 +345,7 @@ struct OnednnTermConv::Impl {
   // (bam's narrow terms a_i 2^i become bits), so a step's pair sums are small and many fit int16 exactly.
   bool s16 = false;
   bool own_vnni = false;  // the VNNI layout on the same engine with vpdpbusd (AVX-VNNI: vnni_row)
+  bool own_twin = false;  // either runs its scalar twin (tests: detail::set_terms_s16(2) when built)
   std::vector<int16_t> s16_scale;
   std::vector<int32_t> s16_steps;
   std::vector<uint8_t> s16_wpack;  // [oc block of 16][part][kh][kw][icg / 4][16 oc][4 bytes]
@@ -430,7 +431,7 @@ struct OnednnTermConv::Impl {
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-    if (T <= kVbmiMaxTerms && vbmi_fill() && sums_from_bytes()) {
+    if (T <= kVbmiMaxTerms && vbmi_fill() && (sums_from_bytes() || !a_sums)) {
       fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
       return;
     }
@@ -748,17 +749,15 @@ struct OnednnTermConv::Impl {
     if (s16_wversion != wversion) pack_s16_weights();
     const S16Args A{s16_src.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), Hp, Wp, C, icg, T, kh, kw,
                     stride, OH, out_w(w), oc, dst, own_vnni};
-    const bool twin = detail::g_terms_s16.load() == 2;
     const int OW = out_w(w);
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH * ob), [&](const tbb::blocked_range<int64_t>& r) {
       std::vector<int32_t> acc(size_t(OW) * 16);
       for (int64_t job = r.begin(); job < r.end(); ++job) {
         const int o = int(job % ob);
         const int64_t row = job / ob;
-        (twin ? s16_row_scalar : own_vnni ? vnni_row : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
+        (own_twin ? s16_row_scalar : own_vnni ? vnni_row : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
       }
     });
-
   }
 
   bool run(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
@@ -808,7 +807,7 @@ int gcd_of(const std::array<double, 256>& v) {
 
 // oneDNN's parts (for_s16 false): u = A_t + off_t as ceil(umax / 128) parts of min(128, max(0, u - 128 j)), scale 1.
 // The s16 engine's (for_s16 true): terms with the same B map are merged first (bam's rows >= V: a_6 64 + a_7 128
-// is one term), then a term whose u / gcd(u) <= 127 is one part stored as u / gcd (bam's bits: 0 or 1), any other
+// is one term), then a term whose u / gcd(u) <= 128 is one part stored as u / gcd (bam's bits: 0 or 1), any other
 // as its two 4-bit fields (the exact product's a: 0..15 and 16 x 0..15). Empty when a term needs more parts than
 // that (oneDNN: more than 4).
 SplitParts split_parts(const std::vector<std::array<double, 256>>& amaps,
@@ -833,7 +832,8 @@ SplitParts split_parts(const std::vector<std::array<double, 256>>& amaps,
     std::array<double, 256> u{};
     for (int c = 0; c < 256; ++c) u[size_t(c)] = at[t][size_t(c)] + off;
     P.off.push_back(off);
-    if (for_s16 && (hi - lo) / gcd_of(u) <= 127) {
+    if (for_s16 && hi - lo > 32767) return {};  // (scales and A values are int16)
+    if (for_s16 && (hi - lo) / gcd_of(u) <= 128) {  // (2 x 128 x [-128, 127] still fits int16)
       P.a.push_back(u), P.b.push_back(bt[t]), P.term.push_back(int(t)), P.scale.push_back(int16_t(gcd_of(u)));
       continue;
     }
@@ -927,6 +927,7 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   else
     return nullptr;
   std::vector<int16_t> part_scale;  // split: each stored part's common factor (1 unless on the s16 engine)
+  const int own_mode = detail::g_terms_s16.load();  // frugal's own engine: -1 where faster, 0 never, 1 / 2 forced
   if (!vnni) {
     I->split = true;
     abound = 0;
@@ -940,9 +941,8 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
     SplitParts dnn = split_parts(amaps, bmaps, false);
     if (dnn.a.empty()) return nullptr;
     SplitParts own;
-    if (groups == 1 && I->icg % 8 == 0 && detail::g_terms_s16.load() != 0) {
+    if (groups == 1 && I->icg % 8 == 0 && own_mode != 0) {
       own = split_parts(amaps, bmaps, true);
-      const int mode = detail::g_terms_s16.load();
       const bool plain = isa == util::Isa::avx2 || dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2;
       if (!own.a.empty()) {
         own.steps = s16_steps(own, I->shift_w, b_skip_code);
@@ -951,7 +951,7 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
         double reach = 0;  // the largest |int32 sum|: 128 x the window x sum_p max u_p
         for (const auto& part : own.a) reach += *std::max_element(part.begin(), part.end());
         const bool fits = 128.0 * I->icg * kh * kw * reach < 2147483647.0;
-        I->s16 = fits && (mode > 0 || (plain && cost <= 0.75 * 2.0 * double(dnn.a.size())));
+        I->s16 = fits && (own_mode > 0 || (plain && cost <= 0.75 * 2.0 * double(dnn.a.size())));
       }
     }
     SplitParts& use = I->s16 ? own : dnn;
@@ -1001,13 +1001,13 @@ std::unique_ptr<OnednnTermConv> OnednnTermConv::make(const std::vector<std::arra
   }
   // The VNNI layout on frugal's engine (vnni_row): where oneDNN runs AVX2-VNNI, whose jit_uni_int8 kernel is slow on
   // these wide sources (bam:0,6 on 32 channels: 224 -> 32 at 16x16 took 12 ms against 3 for the fp32 conv)
-  const int own_mode = detail::g_terms_s16.load();
   if (!I->split && !I->src_signed && groups == 1 && I->icg % 8 == 0 && util::cpu_features().avxvnni &&
       own_mode != 0 && (own_mode > 0 || dnnl::get_effective_cpu_isa() == dnnl::cpu_isa::avx2_vnni)) {
     I->own_vnni = true;
     I->s16_scale.assign(size_t(I->T), 1);
     I->s16_steps.assign(size_t(I->T), 1 << 20);
   }
+  I->own_twin = (I->s16 || I->own_vnni) && own_mode == 2;
   int off_sum = 0;
   for (int off : I->term_off) off_sum += off;
   I->sum_off = (I->src_signed ? 128 * I->T * I->icg : 0) + off_sum * I->icg;

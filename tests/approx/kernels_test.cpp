@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <oneapi/dnnl/dnnl.hpp>
+#include <functional>
 #include <random>
 
 #include "util/check.h"
@@ -503,8 +504,9 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
   }
   // Terms that take every branch of the engine: bits with a common factor (one part of 0/1 after division), two
   // terms with the same B merged into one part of 0..3, small values (12: int16 sums widened mid-window), an offset
-  // term ([-128, 0]: 0/128 stored as 0/1), and 8-bit values (two parts, widened after every step). B in [0, 255]:
-  // weights stored as B - 128 with the window-sum correction; a second set has symmetric s8 B values.
+  // term ([-128, 0]: 0/128 stored as 0/1), and 8-bit values (two 4-bit parts, 8 int16 steps). B in [0, 255]:
+  // weights stored as B - 128 with the window-sum correction; a second set has symmetric s8 B values and a B out of
+  // every int8 range at the skip code (0x80), which the weights never use.
   std::vector<std::array<double, 256>> am(5), bm(5), bs(2), as(2);
   for (int c = 0; c < 256; ++c) {
     am[0][size_t(c)] = c & 4, bm[0][size_t(c)] = c;
@@ -512,8 +514,8 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
     am[2][size_t(c)] = c % 13, bm[2][size_t(c)] = (c * 7) % 256;
     am[3][size_t(c)] = -(c & 0x80), bm[3][size_t(c)] = c ^ 0x55;
     am[4][size_t(c)] = c, bm[4][size_t(c)] = 255 - c;
-    as[0][size_t(c)] = (c & 0x40) ? 64 : 0, bs[0][size_t(c)] = c == 0x80 ? 0 : int8_t(uint8_t(c));
-    as[1][size_t(c)] = int8_t(uint8_t(c)) < 0 ? -1 : 1, bs[1][size_t(c)] = c == 0x80 ? 0 : -int8_t(uint8_t(c));
+    as[0][size_t(c)] = (c & 0x40) ? 64 : 0, bs[0][size_t(c)] = c == 0x80 ? 300 : int8_t(uint8_t(c));
+    as[1][size_t(c)] = int8_t(uint8_t(c)) < 0 ? -1 : 1, bs[1][size_t(c)] = c == 0x80 ? 300 : -int8_t(uint8_t(c));
   }
   const Shape shapes[] = {
       {2, 7, 9, 16, 20, 3, 3, 1, 1, 1},   // 9 = 5 + 4 pixels, 20 = 16 + 4 output channels
@@ -578,8 +580,8 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
       }
   }
   detail::set_terms_fill_loads(-1);
-  // bam's narrow form runs on the engine by default on the split layout (it saves multiplies there); 8-bit terms
-  // (drum: two parts, each widened after every step) stay on oneDNN
+  // bam's narrow form runs on the engine by default on the split layout (it saves multiplies there); functional
+  // terms that take two parts each (drum) leave it for the term engine (term_engine.cpp init_functional)
   ApproxSpec bam, drum;
   bam.multiplier = "bam:0,6", bam.mode = "functional";
   drum.multiplier = "drum:4:signed", drum.mode = "functional";
@@ -587,6 +589,58 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
   const std::string p_drum = ApproxConv2d(drum, 16, 16, 3, 3, 1, 1, 1).kernel_path();
   CHECK(p_bam == "int8-s16-avx2");
   CHECK(p_drum.find("s16") == std::string::npos);
+}
+
+TEST_CASE("s16 engine: int16 sums at their bound (every pixel and weight at the extreme code) stay exact") {
+  if (!frugal::util::isa_available(Isa::avx2) || onednn_avx2_vnni()) {
+    MESSAGE("skipped: needs the avx2 kernel path with the split layout");
+    return;
+  }
+  // One term per case; every source code and the padding at the code of its largest stored value, every weight at
+  // the code of the smallest (or largest) stored weight: one int16 lane then gains the most each step, and a step
+  // count one above s16_steps' wraps it.
+  struct Case {
+    const char* name;
+    std::function<double(int)> a, b;
+    uint8_t ca;
+  };
+  const Case cases[] = {
+      {"8-bit a, B in [0, 255] (4-bit parts, weights B - 128)", [](int c) { return double(c); },
+       [](int c) { return double(c); }, 0xFF},
+      {"a & 127 (one part of 0..127, widened after every step)", [](int c) { return double(c & 127); },
+       [](int c) { return double(int8_t(uint8_t(c))); }, 0x7F},
+      {"12 x (a % 11) (one part of 0..10, scale 12)", [](int c) { return 12.0 * (c % 11); },
+       [](int c) { return double(int8_t(uint8_t(c))); }, 10},
+  };
+  IsaScope scope(Isa::avx2);
+  for (const Case& k : cases)
+    for (int ic : {8, 64, 128})  // widening at tap boundaries, or inside a tap
+      for (int wsel : {0, 1})    // the weight code with the smallest / largest stored weight
+        for (int mode : {1, 2}) {
+          CAPTURE(std::string(k.name));
+          CAPTURE(ic);
+          CAPTURE(wsel);
+          CAPTURE(mode);
+          std::vector<std::array<double, 256>> am(1), bm(1);
+          for (int c = 0; c < 256; ++c) am[0][size_t(c)] = k.a(c), bm[0][size_t(c)] = k.b(c);
+          int cb = 0;
+          for (int c = 0; c < 256; ++c)
+            if (wsel == 0 ? bm[0][size_t(c)] < bm[0][size_t(cb)] : bm[0][size_t(c)] > bm[0][size_t(cb)]) cb = c;
+          const Shape s{1, 4, 5, ic, 16, 3, 3, 1, 1, 1};
+          detail::set_terms_s16(mode);
+          auto dn = OnednnTermConv::make(am, bm, s.ic, s.oc, 3, 3, 1, 1, 1);
+          detail::set_terms_s16(-1);
+          REQUIRE(dn);
+          REQUIRE(std::string(dn->path()) == "int8-s16-avx2");
+          std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * 9, uint8_t(cb)), src(size_t(s.h) * s.w * s.ic, k.ca);
+          dn->set_weights(wcodes.data());
+          std::vector<int32_t> got(size_t(s.h) * s.w * s.oc, -7);
+          REQUIRE(dn->run_s32(src.data(), 1, s.h, s.w, k.ca, got.data()));
+          const int64_t want = int64_t(9) * ic * int64_t(am[0][k.ca]) * int64_t(bm[0][size_t(cb)]);
+          size_t bad = 0;
+          for (int32_t v : got) bad += v != want;
+          CHECK(bad == 0);
+        }
 }
 
 TEST_CASE("VNNI engine: the VNNI layout's own AVX-VNNI conv is exact (SIMD and its scalar twin)") {
