@@ -289,7 +289,7 @@ TEST_CASE("forward: the SIMD quantization and output passes give the same floats
   std::normal_distribution<float> nd(0, 1);
   for (Isa isa : kernel_isas())
   for (const Shape& s : kShapes)
-    for (const char* spec : {"exact", "drum:4", "mitchell", "bam:1,4:signed", "mitchell:signed"})
+    for (const char* spec : {"exact", "drum:4", "mitchell", "bam:0,6", "bam:1,4:signed", "mitchell:signed"})
       for (const char* mode : {"lut", "functional"})
         for (bool calibrated : {false, true}) {
           if (isa == Isa::scalar) continue;
