@@ -88,14 +88,20 @@ bool fill_loads() {
 // lane pair). oneDNN's pre-VNNI kernel widens after every step: 2 multiplies per step against ~1 here when the
 // part's values are small, as bam's bits are.
 struct S16Args {
-  const uint8_t* src;    // (N, Hp, Wp, C) padded, C = T * icg
+  const uint8_t* src;    // padded rows of Wp x C bytes, C = T * icg: image b's padded row y at b * Hp + y - y0
   const uint8_t* wpack;  // [ob][T][kh][kw][icg / 4][16][4]
   const int16_t* scale;  // [T]
   const int32_t* steps;  // [T]
   int Hp, Wp, C, icg, T, kh, kw, stride, OH, OW, oc;
   int32_t* dst;  // (N, OH, OW, oc)
   bool vnni;     // the VNNI layout (vnni_row): sums straight into int32
+  int y0;        // the first padded row src holds (a tile of one image: Hp = 0)
 };
+
+// The source row that output row oy of image b reads at kernel row y.
+inline size_t s16_src_row(const S16Args& A, int b, int oy, int y) {
+  return size_t(b) * A.Hp + size_t(oy) * A.stride + y - A.y0;
+}
 
 // acc (int32, PX x 16 in memory) += the int16 sums times scale (vpmaddwd, which also adds each output channel's
 // lane pair); the sums restart from 0
@@ -126,7 +132,7 @@ FRUGAL_TERMS_AVX2 void s16_block(const S16Args& A, int p, int b, int oy, int ox0
   for (int i = 0; i < PX; ++i) part[i][0] = part[i][1] = _mm256_setzero_si256();
   int k = 0;
   for (int y = 0; y < A.kh; ++y) {
-    const uint8_t* row = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox0) * A.stride) * A.C +
+    const uint8_t* row = A.src + (s16_src_row(A, b, oy, y) * A.Wp + size_t(ox0) * A.stride) * A.C +
                          size_t(p) * A.icg;
     for (int x = 0; x < A.kw; ++x) {
       const uint8_t* px0 = row + size_t(x) * A.C;
@@ -217,7 +223,7 @@ FRUGAL_TERMS_AVXVNNI void vnni_block(const S16Args& A, int p, int b, int oy, int
   const size_t pixel_step = size_t(A.stride) * A.C;
   for (int i = 0; i < PX; ++i) part[i][0] = part[i][1] = _mm256_setzero_si256();
   for (int y = 0; y < A.kh; ++y) {
-    const uint8_t* row = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox0) * A.stride) * A.C +
+    const uint8_t* row = A.src + (s16_src_row(A, b, oy, y) * A.Wp + size_t(ox0) * A.stride) * A.C +
                          size_t(p) * A.icg;
     for (int x = 0; x < A.kw; ++x) {
       const uint8_t* px0 = row + size_t(x) * A.C;
@@ -295,7 +301,7 @@ void s16_row_scalar(const S16Args& A, int b, int oy, int o, int32_t*) {
         };
         for (int y = 0; y < A.kh; ++y)
           for (int x = 0; x < A.kw; ++x) {
-            const uint8_t* s = A.src + ((size_t(b) * A.Hp + size_t(oy) * A.stride + y) * A.Wp + size_t(ox) * A.stride +
+            const uint8_t* s = A.src + (s16_src_row(A, b, oy, y) * A.Wp + size_t(ox) * A.stride +
                                         x) * A.C + size_t(p) * A.icg;
             const uint8_t* wp = A.wpack + ((((size_t(o) * A.T + p) * A.kh + y) * A.kw + x) * quads) * 64;
             for (int q = 0; q < quads; ++q) {
@@ -349,7 +355,6 @@ struct OnednnTermConv::Impl {
   std::vector<int16_t> s16_scale;
   std::vector<int32_t> s16_steps;
   std::vector<uint8_t> s16_wpack;  // [oc block of 16][part][kh][kw][icg / 4][16 oc][4 bytes]
-  std::vector<uint8_t> s16_src;    // the padded source (N, H + 2 pad, W + 2 pad, T * icg)
   uint64_t s16_wversion = ~uint64_t(0);
   bool sums_from_bytes() const { return !src_signed && !s16; }  // a_sums as the stored bytes' sum less sum_off
 
@@ -742,20 +747,86 @@ struct OnednnTermConv::Impl {
     s16_wversion = wversion;
   }
 
+  // One padded source row (row y of image b, border rows and columns at A_t(pad_code)) of the own engines' layout,
+  // from the code tables of fill_src's AVX2 paths (icg % 8 == 0 there) or the portable loop.
+  struct RowFill {
+    std::vector<uint8_t> padv;                    // C bytes: a padded pixel
+    std::vector<std::array<int32_t, 256>> packed;  // avx2_pixels' tables (vpgatherdd)
+    std::array<uint64_t, 256> all{};               // avx2_pixels_loads' table (T <= 8)
+    std::array<int32_t, 256> asum{};               // (unused by the row fill: no sums)
+    int mode = 0;                                  // 0 portable, 1 gathers, 2 loads
+  };
+  RowFill row_fill(uint8_t pad_code) const {
+    RowFill F;
+    F.padv.resize(size_t(T) * icg);
+    for (int t = 0; t < T; ++t)
+      for (int c = 0; c < icg; ++c) F.padv[size_t(t * icg + c)] = a8[size_t(t)][pad_code];
+    F.mode = !avx2_fill() ? 0 : T <= 8 && fill_loads() ? 2 : 1;
+    F.packed.resize(size_t((T + 3) / 4));
+    for (int c = 0; c < 256; ++c)
+      for (int t = 0; t < T; ++t) {
+        F.packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(a8[size_t(t)][size_t(c)]) << (8 * (t % 4)));
+        if (t < 8) F.all[size_t(c)] |= uint64_t(a8[size_t(t)][size_t(c)]) << (8 * t);
+      }
+    return F;
+  }
+  void fill_row(const RowFill& F, const uint8_t* codes, int b, int y, int h, int w, uint8_t* d) const {
+    const int Wp = w + 2 * pad, C = T * icg;
+    if (y < pad || y >= pad + h) {
+      for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
+      return;
+    }
+    for (int x = 0; x < pad; ++x) {
+      std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
+      std::memcpy(d + size_t(pad + w + x) * C, F.padv.data(), size_t(C));
+    }
+    const size_t pix0 = (size_t(b) * h + y - pad) * w;
+    uint8_t* di = d + size_t(pad) * C;
+    if (F.mode == 2) return avx2_pixels_loads(F.all.data(), F.asum.data(), codes, di, pix0, w, size_t(C), nullptr);
+    if (F.mode == 1) return avx2_pixels(F.packed, F.asum.data(), codes, di, pix0, w, size_t(C), nullptr);
+    for (int x = 0; x < w; ++x) {
+      const uint8_t* s = codes + (pix0 + size_t(x)) * ic;
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < icg; ++c) di[size_t(x) * C + size_t(t) * icg + c] = a8[size_t(t)][s[c]];
+    }
+  }
+
+  // The own engines (one group): per image, tiles of output rows whose padded source rows (filled here, from the
+  // codes) fit in L2, so the expanded source never goes to memory; a_sums (sum_t sum_c A_t per input pixel, for the
+  // shifted weights' correction) in a pass of its own.
   void run_s16(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int32_t* dst, int32_t* a_sums) {
-    const int Hp = h + 2 * pad, Wp = w + 2 * pad, C = T * icg, OH = out_h(h), ob = (oc + 15) / 16;
-    s16_src.resize(size_t(n) * Hp * Wp * C);
-    fill_src(a8, codes, n, h, w, pad_code, pad, s16_src.data(), a_sums);
+    const int Wp = w + 2 * pad, C = T * icg, OH = out_h(h), OW = out_w(w), ob = (oc + 15) / 16;
     if (s16_wversion != wversion) pack_s16_weights();
-    const S16Args A{s16_src.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), Hp, Wp, C, icg, T, kh, kw,
-                    stride, OH, out_w(w), oc, dst, own_vnni};
-    const int OW = out_w(w);
-    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * OH * ob), [&](const tbb::blocked_range<int64_t>& r) {
+    const RowFill F = row_fill(pad_code);
+    if (a_sums) {
+      std::array<int32_t, 256> asum{};
+      for (int t = 0; t < T; ++t)
+        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+      tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * h * w, 1024), [&](const tbb::blocked_range<size_t>& r) {
+        for (size_t pix = r.begin(); pix < r.end(); ++pix) {
+          int32_t sum = 0;
+          for (int c = 0; c < icg; ++c) sum += asum[codes[pix * ic + size_t(c)]];
+          a_sums[pix] = sum;
+        }
+      });
+    }
+    // output rows per tile: their source rows ((R - 1) stride + kh of Wp x C bytes) within ~256 KB
+    const size_t row_bytes = size_t(Wp) * C;
+    const int fit = int((size_t(256) << 10) / row_bytes);
+    const int R = std::clamp((fit - kh) / stride + 1, 1, OH);
+    const int tiles = (OH + R - 1) / R;
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * tiles), [&](const tbb::blocked_range<int64_t>& r) {
       std::vector<int32_t> acc(size_t(OW) * 16);
+      std::vector<uint8_t> tile;
       for (int64_t job = r.begin(); job < r.end(); ++job) {
-        const int o = int(job % ob);
-        const int64_t row = job / ob;
-        (own_twin ? s16_row_scalar : own_vnni ? vnni_row : s16_row)(A, int(row / OH), int(row % OH), o, acc.data());
+        const int b = int(job / tiles), oy0 = int(job % tiles) * R, oy1 = std::min(OH, oy0 + R);
+        const int y0 = oy0 * stride, y1 = (oy1 - 1) * stride + kh;  // the padded rows read
+        tile.resize(size_t(y1 - y0) * row_bytes);
+        for (int y = y0; y < y1; ++y) fill_row(F, codes, b, y, h, w, tile.data() + size_t(y - y0) * row_bytes);
+        const S16Args A{tile.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), 0, Wp, C, icg, T, kh, kw,
+                        stride, OH, OW, oc, dst, own_vnni, y0};
+        for (int oy = oy0; oy < oy1; ++oy)
+          for (int o = 0; o < ob; ++o) (own_twin ? s16_row_scalar : own_vnni ? vnni_row : s16_row)(A, b, oy, o, acc.data());
       }
     });
   }

@@ -523,6 +523,7 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
       {1, 6, 16, 24, 8, 3, 3, 1, 1, 1},   // 24 channels (quads not a compile-time case), 16 = 6 + 5 + 5
       {1, 5, 7, 32, 33, 1, 1, 1, 0, 1},   // 1x1, no padding, 3 blocks of output channels
       {1, 9, 8, 64, 16, 5, 3, 1, 2, 1},   // 5x3, 64 channels, wide padding
+      {1, 30, 28, 128, 8, 3, 3, 2, 1, 1}, // 128 channels: the source rows of an image take several L2 tiles
   };
   std::mt19937 rng(31);
   IsaScope scope(Isa::avx2);
@@ -532,11 +533,12 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
     const int skip = set == 0 ? -1 : 0x80;
     for (const Shape& s : shapes)
       for (int mode : {1, 2, 0})  // SIMD, scalar twin, oneDNN (the same sums)
-      for (int loads : {0, 1}) {  // the AVX2 source fill by vpgatherdd, by scalar loads
+      for (int fill : {0, 1, 2}) {  // the source fill by vpgatherdd, by scalar loads, by the portable loop
         CAPTURE(set);
         CAPTURE(mode);
-        CAPTURE(loads);
-        detail::set_terms_fill_loads(loads);
+        CAPTURE(fill);
+        detail::set_terms_fill_loads(fill == 1 ? 1 : 0);
+        detail::set_terms_scalar_fill(fill == 2);
         CAPTURE(s.ic);
         CAPTURE(s.w);
         detail::set_terms_s16(mode);
@@ -580,6 +582,7 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
       }
   }
   detail::set_terms_fill_loads(-1);
+  detail::set_terms_scalar_fill(false);
   // bam's narrow form runs on the engine by default on the split layout (it saves multiplies there); functional
   // terms that take two parts each (drum) leave it for the term engine (term_engine.cpp init_functional)
   ApproxSpec bam, drum;
