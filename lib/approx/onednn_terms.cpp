@@ -356,7 +356,6 @@ struct OnednnTermConv::Impl {
   std::vector<int32_t> s16_steps;
   std::vector<uint8_t> s16_wpack;  // [oc block of 16][part][kh][kw][icg / 4][16 oc][4 bytes]
   uint64_t s16_wversion = ~uint64_t(0);
-  bool sums_from_bytes() const { return !src_signed && !s16; }  // a_sums as the stored bytes' sum less sum_off
 
   struct Prims {
     dnnl::convolution_forward::primitive_desc pd;
@@ -436,7 +435,7 @@ struct OnednnTermConv::Impl {
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
         for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-    if (T <= kVbmiMaxTerms && vbmi_fill() && (sums_from_bytes() || !a_sums)) {
+    if (T <= kVbmiMaxTerms && vbmi_fill()) {
       fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
       return;
     }
@@ -578,20 +577,18 @@ struct OnednnTermConv::Impl {
               for (int t = 0; t < nt; ++t) std::memcpy(dk + size_t(t) * icg, &q[t], 8);
             }
             // an unsigned source: its bytes (the missing terms' are 0) sum to sum_t A_t + sum_off (vpsadbw)
-            if (a_sums && sums_from_bytes())
-              sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
+            if (a_sums && !src_signed) sacc = _mm256_add_epi64(sacc, _mm256_sad_epu8(v, _mm256_setzero_si256()));
           }
-          // otherwise (a signed source, or the s16 engine's scaled bytes) sum_t A_t by a second gather
-          if (a_sums && !sums_from_bytes()) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
+          if (a_sums && src_signed) sacc = _mm256_add_epi32(sacc, _mm256_i32gather_epi32(asum, idx, 4));
         }
         if (a_sums) {
           _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), sacc);
           int64_t sum = 0;
-          if (!sums_from_bytes())
+          if (src_signed)
             for (int32_t l : lanes) sum += l;
           else
             for (int l = 0; l < 4; ++l) sum += int64_t(uint64_t(uint32_t(lanes[2 * l])) | uint64_t(uint32_t(lanes[2 * l + 1])) << 32);
-          a_sums[pix * groups + g] = int32_t(sum) - (sums_from_bytes() ? sum_off : 0);
+          a_sums[pix * groups + g] = int32_t(sum) - (src_signed ? 0 : sum_off);
         }
       }
     }
