@@ -163,54 +163,15 @@ FRUGAL_TERMS_AVX2 void s16_block(const S16Args& A, int p, int b, int oy, int ox0
   s16_widen<PX>(acc, part, sc);
 }
 
-// One output row x 16 output channels: part by part over the whole row (the part's weights, kh x kw x icg x 16
-// bytes, stay in L1 while the row's blocks run), int32 sums in acc (OW x 16).
-template <int Q, bool TAPWISE>
-FRUGAL_TERMS_AVX2 void s16_row_q(const S16Args& A, int b, int oy, int o, int32_t* acc) {
-  // blocks of 6 pixels, the last ones of 5 or 4 rather than one short block (16 = 6 + 5 + 5, 8 = 4 + 4)
-  const int blocks = (A.OW + 5) / 6;
-  for (int p = 0; p < A.T; ++p)
-    for (int k = 0, ox = 0; k < blocks; ++k) {
-      const int width = A.OW / blocks + (k < A.OW % blocks ? 1 : 0);
-      int32_t* a = acc + 16 * ox;
-      switch (width) {
-        case 6: s16_block<6, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-        case 5: s16_block<5, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-        case 4: s16_block<4, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-        case 3: s16_block<3, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-        case 2: s16_block<2, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-        default: s16_block<1, Q, TAPWISE>(A, p, b, oy, ox, o, a); break;
-      }
-      ox += width;
-    }
-}
-
+// The kernels of the own engines' row driver (own_row): block<PX, Q>(...) adds part p of PX pixels x 16 output
+// channels to acc. (Calls, not inlined: each block is a whole window of work.)
 template <bool TAPWISE>
-FRUGAL_TERMS_AVX2 void s16_row_t(const S16Args& A, int b, int oy, int o, int32_t* acc) {
-  switch (A.icg) {
-    case 8: s16_row_q<2, TAPWISE>(A, b, oy, o, acc); break;
-    case 16: s16_row_q<4, TAPWISE>(A, b, oy, o, acc); break;
-    case 32: s16_row_q<8, TAPWISE>(A, b, oy, o, acc); break;
-    case 64: s16_row_q<16, TAPWISE>(A, b, oy, o, acc); break;
-    default: s16_row_q<0, TAPWISE>(A, b, oy, o, acc); break;
+struct S16Kernel {
+  template <int PX, int Q>
+  static void block(const S16Args& A, int p, int b, int oy, int ox0, int o, int32_t* acc) {
+    s16_block<PX, Q, TAPWISE>(A, p, b, oy, ox0, o, acc);
   }
-}
-
-// acc: OW x 16 int32 scratch
-FRUGAL_TERMS_AVX2 void s16_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
-  std::memset(acc, 0, size_t(A.OW) * 16 * sizeof(int32_t));
-  const int quads = A.icg / 4;
-  bool tapwise = true;
-  for (int p = 0; p < A.T; ++p) tapwise = tapwise && A.steps[p] >= quads;
-  if (tapwise)
-    s16_row_t<true>(A, b, oy, o, acc);
-  else
-    s16_row_t<false>(A, b, oy, o, acc);
-  const int lanes = std::min(16, A.oc - 16 * o);
-  for (int ox = 0; ox < A.OW; ++ox)
-    std::memcpy(A.dst + ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(o) * 16, acc + 16 * ox,
-                size_t(lanes) * sizeof(int32_t));
-}
+};
 
 // The same direct conv on AVX-VNNI (the VNNI layout: parts of 0..255, no split): vpdpbusd sums the 4 products of
 // a step straight into int32, so there is nothing to widen; the part's sums join acc at its end.
@@ -249,39 +210,61 @@ FRUGAL_TERMS_AVXVNNI void vnni_block(const S16Args& A, int p, int b, int oy, int
     }
 }
 
-template <int Q>
-FRUGAL_TERMS_AVXVNNI void vnni_row_q(const S16Args& A, int b, int oy, int o, int32_t* acc) {
-  const int blocks = (A.OW + 5) / 6;  // as s16_row_q
+struct VnniKernel {
+  template <int PX, int Q>
+  static void block(const S16Args& A, int p, int b, int oy, int ox0, int o, int32_t* acc) {
+    vnni_block<PX, Q>(A, p, b, oy, ox0, o, acc);
+  }
+};
+
+// One output row x 16 output channels: part by part over the whole row (the part's weights, kh x kw x icg x 16
+// bytes, stay in L1 while the row's blocks run), in blocks of 6 pixels, the last ones of 5 or 4 rather than one
+// short block (16 = 6 + 5 + 5, 8 = 4 + 4).
+template <class Kernel, int Q>
+void own_row_q(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  const int blocks = (A.OW + 5) / 6;
   for (int p = 0; p < A.T; ++p)
     for (int k = 0, ox = 0; k < blocks; ++k) {
       const int width = A.OW / blocks + (k < A.OW % blocks ? 1 : 0);
       int32_t* a = acc + 16 * ox;
       switch (width) {
-        case 6: vnni_block<6, Q>(A, p, b, oy, ox, o, a); break;
-        case 5: vnni_block<5, Q>(A, p, b, oy, ox, o, a); break;
-        case 4: vnni_block<4, Q>(A, p, b, oy, ox, o, a); break;
-        case 3: vnni_block<3, Q>(A, p, b, oy, ox, o, a); break;
-        case 2: vnni_block<2, Q>(A, p, b, oy, ox, o, a); break;
-        default: vnni_block<1, Q>(A, p, b, oy, ox, o, a); break;
+        case 6: Kernel::template block<6, Q>(A, p, b, oy, ox, o, a); break;
+        case 5: Kernel::template block<5, Q>(A, p, b, oy, ox, o, a); break;
+        case 4: Kernel::template block<4, Q>(A, p, b, oy, ox, o, a); break;
+        case 3: Kernel::template block<3, Q>(A, p, b, oy, ox, o, a); break;
+        case 2: Kernel::template block<2, Q>(A, p, b, oy, ox, o, a); break;
+        default: Kernel::template block<1, Q>(A, p, b, oy, ox, o, a); break;
       }
       ox += width;
     }
 }
 
-FRUGAL_TERMS_AVXVNNI void vnni_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+// Output row oy of image b, output channels 16 o.. : int32 sums in acc (OW x 16 scratch), then into dst.
+template <class Kernel>
+void own_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
   std::memset(acc, 0, size_t(A.OW) * 16 * sizeof(int32_t));
-  switch (A.icg) {
-    case 8: vnni_row_q<2>(A, b, oy, o, acc); break;
-    case 16: vnni_row_q<4>(A, b, oy, o, acc); break;
-    case 32: vnni_row_q<8>(A, b, oy, o, acc); break;
-    case 64: vnni_row_q<16>(A, b, oy, o, acc); break;
-    default: vnni_row_q<0>(A, b, oy, o, acc); break;
+  switch (A.icg) {  // quads per tap known at compile time for the common widths
+    case 8: own_row_q<Kernel, 2>(A, b, oy, o, acc); break;
+    case 16: own_row_q<Kernel, 4>(A, b, oy, o, acc); break;
+    case 32: own_row_q<Kernel, 8>(A, b, oy, o, acc); break;
+    case 64: own_row_q<Kernel, 16>(A, b, oy, o, acc); break;
+    default: own_row_q<Kernel, 0>(A, b, oy, o, acc); break;
   }
   const int lanes = std::min(16, A.oc - 16 * o);
   for (int ox = 0; ox < A.OW; ++ox)
     std::memcpy(A.dst + ((size_t(b) * A.OH + oy) * A.OW + ox) * A.oc + size_t(o) * 16, acc + 16 * ox,
                 size_t(lanes) * sizeof(int32_t));
 }
+
+// The split layout: int16 sums widened at tap boundaries when every part's steps cover a tap's quads.
+void s16_row(const S16Args& A, int b, int oy, int o, int32_t* acc) {
+  const int quads = A.icg / 4;
+  bool tapwise = true;
+  for (int p = 0; p < A.T; ++p) tapwise = tapwise && A.steps[p] >= quads;
+  (tapwise ? own_row<S16Kernel<true>> : own_row<S16Kernel<false>>)(A, b, oy, o, acc);
+}
+
+void vnni_row(const S16Args& A, int b, int oy, int o, int32_t* acc) { own_row<VnniKernel>(A, b, oy, o, acc); }
 
 // The scalar twin of s16_row and vnni_row (tests): int16 sums wrapped as vpaddw does, widened after every steps[p]
 // steps (s16_row may widen sooner, at tap boundaries: every int16 sum is exact either way, so the results are the
@@ -409,91 +392,78 @@ struct OnednnTermConv::Impl {
     }
   }
 
-  // Walks the source buffer (N, H + 2 bp, W + 2 bp, groups * T * icg) row by row in parallel: border pixels get
-  // padv, and body(d, pix) fills the pixel at d from input pixel pix (codes + pix * ic).
-  template <class Body>
-  void for_each_src_pixel(int n, int h, int w, int bp, const uint8_t* padv, uint8_t* dst, const Body& body) const {
-    const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
+  // The source (N, H + 2 bp, W + 2 bp, groups * T * icg) of the a8 maps: VBMI lookups where the path allows,
+  // else row by row (fill_row). a_sums (N*H*W*groups, or nullptr): sum_t sum_c A_t per input pixel and group.
+  void fill_src(const uint8_t* codes, int n, int h, int w, uint8_t pad_code, int bp, uint8_t* dst,
+                int32_t* a_sums) const {
+    const RowFill F = row_fill(pad_code);
+    if (T <= kVbmiMaxTerms && vbmi_fill()) {
+      fill_src_vbmi(a8, codes, n, h, w, F.padv.data(), bp, dst, a_sums);
+      return;
+    }
+    const int Hp = h + 2 * bp;
+    const size_t row_bytes = size_t(w + 2 * bp) * groups * T * icg;
     tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-      for (int64_t row = r.begin(); row < r.end(); ++row) {
-        const int b = int(row / Hp), y = int(row % Hp);
-        uint8_t* d = dst + size_t(row) * Wp * C;
-        const bool row_in = y >= bp && y < bp + h;
-        for (int x = 0; x < Wp; ++x, d += C) {
-          if (!row_in || x < bp || x >= bp + w)
-            std::memcpy(d, padv, size_t(C));
-          else
-            body(d, (size_t(b) * h + y - bp) * w + x - bp);
-        }
-      }
+      for (int64_t row = r.begin(); row < r.end(); ++row)
+        fill_row(F, codes, int(row / Hp), int(row % Hp), h, w, bp, dst + size_t(row) * row_bytes, a_sums);
     });
   }
 
-  void fill_src(const std::vector<std::array<uint8_t, 256>>& maps, const uint8_t* codes, int n, int h, int w,
-                uint8_t pad_code, int bp, uint8_t* dst, int32_t* a_sums) const {
-    std::vector<uint8_t> padv(static_cast<size_t>(groups) * T * icg);
+  // What fill_row reads: a padded pixel's bytes, the code tables of the AVX2 paths, and sum_t A_t per code.
+  struct RowFill {
+    std::vector<uint8_t> padv;                    // groups * T * icg bytes: A_t(pad_code)
+    std::vector<std::array<int32_t, 256>> packed;  // avx2_pixels (vpgatherdd): terms 4q..4q+3, term 4q+i in byte i
+    std::array<uint64_t, 256> all{};               // avx2_pixels_loads (T <= 8): every term of a code, term t in byte t
+    std::array<int32_t, 256> asum{};               // sum_t A_t(code), for a_sums
+    int mode = 0;                                  // 0 the portable loop, 1 avx2_pixels, 2 avx2_pixels_loads
+  };
+  RowFill row_fill(uint8_t pad_code) const {
+    RowFill F;
+    F.padv.resize(size_t(groups) * T * icg);
     for (int g = 0; g < groups; ++g)
       for (int t = 0; t < T; ++t)
-        for (int c = 0; c < icg; ++c) padv[size_t((g * T + t) * icg + c)] = maps[size_t(t)][pad_code];
-    if (T <= kVbmiMaxTerms && vbmi_fill()) {
-      fill_src_vbmi(maps, codes, n, h, w, padv.data(), bp, dst, a_sums);
+        for (int c = 0; c < icg; ++c) F.padv[size_t((g * T + t) * icg + c)] = a8[size_t(t)][pad_code];
+    F.mode = icg % 8 != 0 || !avx2_fill() ? 0 : T <= 8 && fill_loads() ? 2 : 1;
+    F.packed.resize(size_t((T + 3) / 4));
+    for (int c = 0; c < 256; ++c)
+      for (int t = 0; t < T; ++t) {
+        F.packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(a8[size_t(t)][size_t(c)]) << (8 * (t % 4)));
+        if (t < 8) F.all[size_t(c)] |= uint64_t(a8[size_t(t)][size_t(c)]) << (8 * t);
+        F.asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+      }
+    return F;
+  }
+  // Padded row y (border bp) of image b into d: border pixels get padv, the others their codes' bytes.
+  void fill_row(const RowFill& F, const uint8_t* codes, int b, int y, int h, int w, int bp, uint8_t* d,
+                int32_t* a_sums) const {
+    const int Wp = w + 2 * bp, C = groups * T * icg;
+    if (y < bp || y >= bp + h) {
+      for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
       return;
     }
-    // sum over terms of A_t(code), for the shift_w correction: one lookup per input element
-    std::array<int32_t, 256> asum{};
-    if (a_sums)
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
-    if (icg % 8 == 0 && avx2_fill()) {
-      // the T bytes of each code in chunks of 4 terms: packed[q][code] holds terms 4q..4q+3, term 4q+i in byte i
-      std::vector<std::array<int32_t, 256>> packed(size_t((T + 3) / 4));
-      for (int c = 0; c < 256; ++c)
-        for (int t = 0; t < T; ++t)
-          packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(maps[size_t(t)][size_t(c)]) << (8 * (t % 4)));
-      // or all (T <= 8) in one uint64 per code, for the scalar loads
-      const bool loads = T <= 8 && fill_loads();
-      std::array<uint64_t, 256> all{};
-      for (int c = 0; c < 256; ++c)
-        for (int t = 0; t < std::min(T, 8); ++t) all[size_t(c)] |= uint64_t(maps[size_t(t)][size_t(c)]) << (8 * t);
-      const int Hp = h + 2 * bp, Wp = w + 2 * bp, C = groups * T * icg;
-      tbb::parallel_for(tbb::blocked_range<int64_t>(0, int64_t(n) * Hp), [&](const tbb::blocked_range<int64_t>& r) {
-        for (int64_t row = r.begin(); row < r.end(); ++row) {
-          const int b = int(row / Hp), y = int(row % Hp);
-          uint8_t* d = dst + size_t(row) * Wp * C;
-          if (y < bp || y >= bp + h) {
-            for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
-            continue;
-          }
-          for (int x = 0; x < bp; ++x) {
-            std::memcpy(d + size_t(x) * C, padv.data(), size_t(C));
-            std::memcpy(d + size_t(bp + w + x) * C, padv.data(), size_t(C));
-          }
-          if (loads)
-            avx2_pixels_loads(all.data(), asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w,
-                              size_t(C), a_sums);
-          else
-            avx2_pixels(packed, asum.data(), codes, d + size_t(bp) * C, (size_t(b) * h + y - bp) * w, w, size_t(C),
-                        a_sums);
-        }
-      });
-      return;
+    for (int x = 0; x < bp; ++x) {
+      std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
+      std::memcpy(d + size_t(bp + w + x) * C, F.padv.data(), size_t(C));
     }
-    for_each_src_pixel(n, h, w, bp, padv.data(), dst, [&](uint8_t* d, size_t pix) {
+    const size_t pix0 = (size_t(b) * h + y - bp) * w;
+    uint8_t* di = d + size_t(bp) * C;
+    if (F.mode == 2) return avx2_pixels_loads(F.all.data(), F.asum.data(), codes, di, pix0, w, size_t(C), a_sums);
+    if (F.mode == 1) return avx2_pixels(F.packed, F.asum.data(), codes, di, pix0, w, size_t(C), a_sums);
+    for (int x = 0; x < w; ++x) {
+      const size_t pix = pix0 + size_t(x);
       const uint8_t* s = codes + pix * ic;
       for (int g = 0; g < groups; ++g) {
         const uint8_t* sg = s + g * icg;
-        for (int t = 0; t < T; ++t) {
-          const uint8_t* m = maps[size_t(t)].data();
-          uint8_t* dg = d + (g * T + t) * icg;
-          for (int c = 0; c < icg; ++c) dg[c] = m[sg[c]];
-        }
+        uint8_t* dg = di + size_t(x) * C + size_t(g) * T * icg;
+        for (int t = 0; t < T; ++t)
+          for (int c = 0; c < icg; ++c) dg[size_t(t) * icg + c] = a8[size_t(t)][sg[c]];
         if (a_sums) {
           int32_t sum = 0;
-          for (int c = 0; c < icg; ++c) sum += asum[sg[c]];
+          for (int c = 0; c < icg; ++c) sum += F.asum[sg[c]];
           a_sums[pix * groups + g] = sum;
         }
       }
-    });
+    }
   }
 
   // fill_src's AVX2 path with scalar loads (T <= 8, icg a multiple of 8): per 8 codes, the 8 part bytes of each
@@ -744,50 +714,6 @@ struct OnednnTermConv::Impl {
     s16_wversion = wversion;
   }
 
-  // One padded source row (row y of image b, border rows and columns at A_t(pad_code)) of the own engines' layout,
-  // from the code tables of fill_src's AVX2 paths (icg % 8 == 0 there) or the portable loop.
-  struct RowFill {
-    std::vector<uint8_t> padv;                    // C bytes: a padded pixel
-    std::vector<std::array<int32_t, 256>> packed;  // avx2_pixels' tables (vpgatherdd)
-    std::array<uint64_t, 256> all{};               // avx2_pixels_loads' table (T <= 8)
-    std::array<int32_t, 256> asum{};               // (unused by the row fill: no sums)
-    int mode = 0;                                  // 0 portable, 1 gathers, 2 loads
-  };
-  RowFill row_fill(uint8_t pad_code) const {
-    RowFill F;
-    F.padv.resize(size_t(T) * icg);
-    for (int t = 0; t < T; ++t)
-      for (int c = 0; c < icg; ++c) F.padv[size_t(t * icg + c)] = a8[size_t(t)][pad_code];
-    F.mode = !avx2_fill() ? 0 : T <= 8 && fill_loads() ? 2 : 1;
-    F.packed.resize(size_t((T + 3) / 4));
-    for (int c = 0; c < 256; ++c)
-      for (int t = 0; t < T; ++t) {
-        F.packed[size_t(t / 4)][size_t(c)] |= int32_t(uint32_t(a8[size_t(t)][size_t(c)]) << (8 * (t % 4)));
-        if (t < 8) F.all[size_t(c)] |= uint64_t(a8[size_t(t)][size_t(c)]) << (8 * t);
-      }
-    return F;
-  }
-  void fill_row(const RowFill& F, const uint8_t* codes, int b, int y, int h, int w, uint8_t* d) const {
-    const int Wp = w + 2 * pad, C = T * icg;
-    if (y < pad || y >= pad + h) {
-      for (int x = 0; x < Wp; ++x) std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
-      return;
-    }
-    for (int x = 0; x < pad; ++x) {
-      std::memcpy(d + size_t(x) * C, F.padv.data(), size_t(C));
-      std::memcpy(d + size_t(pad + w + x) * C, F.padv.data(), size_t(C));
-    }
-    const size_t pix0 = (size_t(b) * h + y - pad) * w;
-    uint8_t* di = d + size_t(pad) * C;
-    if (F.mode == 2) return avx2_pixels_loads(F.all.data(), F.asum.data(), codes, di, pix0, w, size_t(C), nullptr);
-    if (F.mode == 1) return avx2_pixels(F.packed, F.asum.data(), codes, di, pix0, w, size_t(C), nullptr);
-    for (int x = 0; x < w; ++x) {
-      const uint8_t* s = codes + (pix0 + size_t(x)) * ic;
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < icg; ++c) di[size_t(x) * C + size_t(t) * icg + c] = a8[size_t(t)][s[c]];
-    }
-  }
-
   // The own engines (one group): per image, tiles of output rows whose padded source rows (filled here, from the
   // codes) fit in L2, so the expanded source never goes to memory; a_sums (sum_t sum_c A_t per input pixel, for the
   // shifted weights' correction) in a pass of its own.
@@ -796,9 +722,7 @@ struct OnednnTermConv::Impl {
     if (s16_wversion != wversion) pack_s16_weights();
     const RowFill F = row_fill(pad_code);
     if (a_sums) {
-      std::array<int32_t, 256> asum{};
-      for (int t = 0; t < T; ++t)
-        for (int c = 0; c < 256; ++c) asum[size_t(c)] += aval[size_t(t)][size_t(c)];
+      const std::array<int32_t, 256>& asum = F.asum;
       tbb::parallel_for(tbb::blocked_range<size_t>(0, size_t(n) * h * w, 1024), [&](const tbb::blocked_range<size_t>& r) {
         for (size_t pix = r.begin(); pix < r.end(); ++pix) {
           int32_t sum = 0;
@@ -819,7 +743,8 @@ struct OnednnTermConv::Impl {
         const int b = int(job / tiles), oy0 = int(job % tiles) * R, oy1 = std::min(OH, oy0 + R);
         const int y0 = oy0 * stride, y1 = (oy1 - 1) * stride + kh;  // the padded rows read
         tile.resize(size_t(y1 - y0) * row_bytes);
-        for (int y = y0; y < y1; ++y) fill_row(F, codes, b, y, h, w, tile.data() + size_t(y - y0) * row_bytes);
+        for (int y = y0; y < y1; ++y)
+          fill_row(F, codes, b, y, h, w, pad, tile.data() + size_t(y - y0) * row_bytes, nullptr);
         const S16Args A{tile.data(), s16_wpack.data(), s16_scale.data(), s16_steps.data(), 0, Wp, C, icg, T, kh, kw,
                         stride, OH, OW, oc, dst, own_vnni, y0};
         for (int oy = oy0; oy < oy1; ++oy)
@@ -846,7 +771,7 @@ struct OnednnTermConv::Impl {
       cpu_stream().wait();
       p->wversion = wversion;
     }
-    fill_src(a8, codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
+    fill_src(codes, n, h, w, pad_code, bp, static_cast<uint8_t*>(p->src.get_data_handle()), a_sums);
     memory dst_mem(p->pd.dst_desc(), cpu_engine(), dst);
     p->prim.execute(cpu_stream(), {{DNNL_ARG_SRC, p->src},
                                    {DNNL_ARG_WEIGHTS, p->wmem},

@@ -61,6 +61,42 @@ void random_codes(std::mt19937& rng, std::vector<uint8_t>& v) {
   for (auto& x : v) x = uint8_t(d(rng));
 }
 
+// sum_t A_t(a) B_t(w) over each conv window (one group; a padded position reads pad_code): the direct loop the
+// oneDNN term conv and frugal's own engines are checked against. Output (N, OH, OW, OC).
+std::vector<int32_t> terms_conv_reference(const std::vector<std::array<double, 256>>& A,
+                                          const std::vector<std::array<double, 256>>& B, const Shape& s,
+                                          const std::vector<uint8_t>& src, const std::vector<uint8_t>& wcodes,
+                                          uint8_t pad_code) {
+  const int OH = (s.h + 2 * s.pad - s.kh) / s.stride + 1, OW = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
+  std::vector<int32_t> ref(size_t(s.n) * OH * OW * s.oc);
+  for (int b = 0; b < s.n; ++b)
+    for (int y = 0; y < OH; ++y)
+      for (int x = 0; x < OW; ++x)
+        for (int o = 0; o < s.oc; ++o) {
+          int64_t sum = 0;
+          for (int ky = 0; ky < s.kh; ++ky)
+            for (int kx = 0; kx < s.kw; ++kx)
+              for (int c = 0; c < s.ic; ++c) {
+                const int yy = y * s.stride + ky - s.pad, xx = x * s.stride + kx - s.pad;
+                const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
+                const uint8_t a = in ? src[((size_t(b) * s.h + yy) * s.w + xx) * s.ic + c] : pad_code;
+                const uint8_t wc = wcodes[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
+                for (size_t t = 0; t < A.size(); ++t) sum += int64_t(A[t][a]) * int64_t(B[t][wc]);
+              }
+          ref[((size_t(b) * OH + y) * OW + x) * s.oc + o] = int32_t(sum);
+        }
+  return ref;
+}
+
+// Random weight codes, with skip (>= 0: a code the quantizer never produces) replaced by 0x7F.
+std::vector<uint8_t> random_weight_codes(std::mt19937& rng, size_t n, int skip) {
+  std::vector<uint8_t> w(n);
+  random_codes(rng, w);
+  if (skip >= 0)
+    for (auto& c : w) c = c == uint8_t(skip) ? uint8_t(0x7F) : c;
+  return w;
+}
+
 std::string lut_file() {
   auto path = (std::filesystem::temp_directory_path() / "frugal_kernels_mitchell.bin").string();
   write_lut_file(path, build_table(*make_multiplier("mitchell")), false);
@@ -470,25 +506,9 @@ TEST_CASE("oneDNN term conv: per-term source offsets on the split layout (one u8
     dn->set_weights(wcodes.data());
     for (uint8_t pad_code : {uint8_t(0), uint8_t(0x93)}) {
       CAPTURE(int(pad_code));
-      std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc, -7), ref(got.size(), 0);
+      std::vector<int32_t> got(size_t(s.n) * s.h * s.w * s.oc, -7);
       REQUIRE(dn->run_s32(src.data(), s.n, s.h, s.w, pad_code, got.data()));
-      for (int b = 0; b < s.n; ++b)
-        for (int y = 0; y < s.h; ++y)
-          for (int x = 0; x < s.w; ++x)
-            for (int o = 0; o < s.oc; ++o) {
-              int64_t sum = 0;
-              for (int ky = 0; ky < 3; ++ky)
-                for (int kx = 0; kx < 3; ++kx)
-                  for (int c = 0; c < s.ic; ++c) {
-                    const int yy = y + ky - 1, xx = x + kx - 1;
-                    const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
-                    const uint8_t a = in ? src[((size_t(b) * s.h + yy) * s.w + xx) * s.ic + c] : pad_code;
-                    const uint8_t wc = wcodes[((size_t(o) * s.ic + c) * 3 + ky) * 3 + kx];
-                    for (int t = 0; t < 3; ++t) sum += int64_t(am[size_t(t)][a]) * int64_t(bm[size_t(t)][wc]);
-                  }
-              ref[((size_t(b) * s.h + y) * s.w + x) * s.oc + o] = int32_t(sum);
-            }
-      CHECK(got == ref);
+      CHECK(got == terms_conv_reference(am, bm, s, src, wcodes, pad_code));
     }
   }
 }
@@ -547,34 +567,17 @@ TEST_CASE("s16 engine: the split layout's own AVX2 conv is exact (SIMD and its s
         REQUIRE(dn);
         const std::string path = dn->path();
         CHECK(path == (mode == 0 ? "onednn-int8-split" : "int8-s16-avx2"));
-        std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * s.kh * s.kw), src(size_t(s.n) * s.h * s.w * s.ic);
-        random_codes(rng, wcodes);
+        std::vector<uint8_t> wcodes = random_weight_codes(rng, size_t(s.oc) * s.ic * s.kh * s.kw, skip),
+                             src(size_t(s.n) * s.h * s.w * s.ic);
         random_codes(rng, src);
-        if (skip >= 0)
-          for (auto& c : wcodes) c = c == uint8_t(skip) ? uint8_t(0x7F) : c;
         for (int k = 0; k < 64; ++k) src[size_t(k)] = 0xFF, wcodes[size_t(k)] = 0xFF;  // large values together
         dn->set_weights(wcodes.data());
         const int OH = (s.h + 2 * s.pad - s.kh) / s.stride + 1, OW = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
         for (uint8_t pad_code : {uint8_t(0), uint8_t(0xC7)}) {
           CAPTURE(int(pad_code));
-          std::vector<int32_t> got(size_t(s.n) * OH * OW * s.oc, -7), ref(got.size(), 0);
+          std::vector<int32_t> got(size_t(s.n) * OH * OW * s.oc, -7);
           REQUIRE(dn->run_s32(src.data(), s.n, s.h, s.w, pad_code, got.data()));
-          for (int b = 0; b < s.n; ++b)
-            for (int y = 0; y < OH; ++y)
-              for (int x = 0; x < OW; ++x)
-                for (int o = 0; o < s.oc; ++o) {
-                  int64_t sum = 0;
-                  for (int ky = 0; ky < s.kh; ++ky)
-                    for (int kx = 0; kx < s.kw; ++kx)
-                      for (int c = 0; c < s.ic; ++c) {
-                        const int yy = y * s.stride + ky - s.pad, xx = x * s.stride + kx - s.pad;
-                        const bool in = yy >= 0 && yy < s.h && xx >= 0 && xx < s.w;
-                        const uint8_t a = in ? src[((size_t(b) * s.h + yy) * s.w + xx) * s.ic + c] : pad_code;
-                        const uint8_t wc = wcodes[((size_t(o) * s.ic + c) * s.kh + ky) * s.kw + kx];
-                        for (size_t t = 0; t < A.size(); ++t) sum += int64_t(A[t][a]) * int64_t(B[t][wc]);
-                      }
-                  ref[((size_t(b) * OH + y) * OW + x) * s.oc + o] = int32_t(sum);
-                }
+          const std::vector<int32_t> ref = terms_conv_reference(A, B, s, src, wcodes, pad_code);
           size_t bad = 0;
           for (size_t i = 0; i < got.size(); ++i) bad += got[i] != ref[i];
           CHECK(bad == 0);
@@ -690,11 +693,9 @@ TEST_CASE("VNNI engine: the VNNI layout's own AVX-VNNI conv is exact (SIMD and i
           detail::set_terms_s16(-1);
           REQUIRE(dn);
           CHECK(std::string(dn->path()) == "int8-vnni-avx2");
-          std::vector<uint8_t> wcodes(size_t(s.oc) * s.ic * s.kh * s.kw), src(size_t(s.n) * s.h * s.w * s.ic);
-          random_codes(rng, wcodes);
+          std::vector<uint8_t> wcodes = random_weight_codes(rng, size_t(s.oc) * s.ic * s.kh * s.kw, skip),
+                               src(size_t(s.n) * s.h * s.w * s.ic);
           random_codes(rng, src);
-          if (skip >= 0)
-            for (auto& c : wcodes) c = c == uint8_t(skip) ? uint8_t(0x7F) : c;
           dn->set_weights(wcodes.data());
           plain->set_weights(wcodes.data());
           const int OH = (s.h + 2 * s.pad - s.kh) / s.stride + 1, OW = (s.w + 2 * s.pad - s.kw) / s.stride + 1;
