@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "io/files.h"
 #include "util/check.h"
 #include "util/spec_string.h"
 
@@ -382,9 +383,8 @@ void write_lut_file(const std::string& path, const std::vector<int32_t>& table, 
     bytes[2 * i] = char(u & 0xFF);
     bytes[2 * i + 1] = char(u >> 8);
   }
-  std::ofstream f(path, std::ios::binary);
-  FRUGAL_CHECK(f.good(), "cannot write LUT file '", path, "'");
-  f.write(bytes.data(), std::streamsize(bytes.size()));
+  // atomically (a temporary file, then rename): a reader never sees a half-written table
+  io::write_file_atomic(path, bytes);
 }
 
 TableGradient table_gradient(const Multiplier& m) {
